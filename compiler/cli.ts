@@ -6,6 +6,7 @@ import { registerInspect } from './inspect.js';
 import { registerExtract } from './extract.js';
 import { registerFsck } from './fsck.js';
 import { registerGc } from './gc.js';
+import { registerMount } from '../mounter/mount.js';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command();
@@ -19,6 +20,7 @@ export async function main(argv: string[]): Promise<void> {
   registerExtract(program);
   registerFsck(program);
   registerGc(program);
+  registerMount(program);
   try {
     await program.parseAsync(argv);
   } catch (err: any) {

@@ -1,0 +1,150 @@
+// `cfs gc --store DIR... BLOB...`: delete the objects that none of the listed blobs needs, and
+// temp files that killed builds left in `objects/`.
+//
+// Safety rules:
+//   - the referenced set is the union of the DIGESTS sections of all listed blobs; if any blob
+//     cannot be opened, nothing is deleted;
+//   - with no blob at all, gc refuses (it would delete every object) unless --all-unreferenced;
+//   - a temp file (`objects/.tmp-*`) goes only when unwritten for a minute and its writer's pid
+//     is gone, or after a day (the rule of store.ts's cleanStaleTemps, so a slow live build
+//     keeps its temp file);
+//   - only names of the store layout are touched (`objects/XX/62hex`, `objects/.tmp-*`);
+//     fan-out directories stay, since a concurrent writer may be about to rename into one.
+// gc must not run while a build writes to the same stores: objects a build has just added are
+// unreferenced until its blob exists.
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { SectionId } from '../format/layout.js';
+import { OBJECTS_DIR, isTempName } from './store.js';
+import { collectStore, withBlob, writeStdout } from './inspect.js';
+
+export interface GcOptions {
+  stores: string[];
+  blobs: string[];
+  dryRun?: boolean;
+  /** Allow running with no blob: every object is unreferenced. */
+  allUnreferenced?: boolean;
+  /** Clock for temp file ages (tests). */
+  now?: number;
+}
+
+export interface GcItem {
+  path: string;
+  size: number;
+}
+
+export interface GcResult {
+  /** Objects removed (or, with dryRun, that would be). */
+  objects: GcItem[];
+  temps: GcItem[];
+  bytesFreed: number;
+  /** Objects kept because a blob references them. */
+  kept: number;
+  dryRun: boolean;
+}
+
+const FANOUT = /^[0-9a-f]{2}$/;
+const OBJECT = /^[0-9a-f]{62}$/;
+const STALE_TEMP_MS = 60_000;
+const ABANDONED_TEMP_MS = 24 * 3600_000;
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err: any) {
+    return err.code === 'EPERM';
+  }
+}
+
+function isStaleTemp(name: string, mtimeMs: number, now: number): boolean {
+  const age = now - mtimeMs;
+  const pid = Number(/^\.tmp-(\d+)-/.exec(name)?.[1] ?? NaN);
+  const dead = !Number.isInteger(pid) || !pidAlive(pid);
+  return (dead && age > STALE_TEMP_MS) || age > ABANDONED_TEMP_MS;
+}
+
+async function readdirOrEmpty(dir: string): Promise<string[]> {
+  try {
+    return (await fsp.readdir(dir)).sort();
+  } catch (err: any) {
+    if (err.code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
+/** Digests (hex) listed in the blobs' DIGESTS sections. */
+export async function referencedDigests(blobs: string[]): Promise<Set<string>> {
+  const refs = new Set<string>();
+  for (const blob of blobs) {
+    await withBlob(blob, (r) => {
+      for (let k = 0; k < r.header.sections[SectionId.DIGESTS].count; k++) refs.add(r.digest(k).toString('hex'));
+    });
+  }
+  return refs;
+}
+
+/** Remove unreferenced objects and stale temp files from every store. */
+export async function gcStores(opts: GcOptions): Promise<GcResult> {
+  if (opts.stores.length === 0) throw new Error('gc: at least one --store DIR is required');
+  if (opts.blobs.length === 0 && !opts.allUnreferenced) {
+    throw new Error('gc: no blob given; every object would be deleted (use --all-unreferenced to mean that)');
+  }
+  const refs = await referencedDigests(opts.blobs);
+  const now = opts.now ?? Date.now();
+  const dryRun = !!opts.dryRun;
+  const result: GcResult = { objects: [], temps: [], bytesFreed: 0, kept: 0, dryRun };
+  const remove = async (list: GcItem[], p: string, size: number) => {
+    if (!dryRun) {
+      try {
+        await fsp.unlink(p);
+      } catch (err: any) {
+        if (err.code === 'ENOENT') return; // someone else removed it meanwhile
+        throw err;
+      }
+    }
+    list.push({ path: p, size });
+    result.bytesFreed += size;
+  };
+
+  for (const store of opts.stores) {
+    const objectsDir = path.join(store, OBJECTS_DIR);
+    for (const fan of await readdirOrEmpty(objectsDir)) {
+      const fanPath = path.join(objectsDir, fan);
+      const st = await fsp.lstat(fanPath);
+      if (isTempName(fan)) {
+        if (!st.isDirectory() && isStaleTemp(fan, st.mtimeMs, now)) await remove(result.temps, fanPath, st.size);
+        continue;
+      }
+      if (!FANOUT.test(fan) || !st.isDirectory()) continue;
+      for (const name of await readdirOrEmpty(fanPath)) {
+        if (!OBJECT.test(name)) continue;
+        const p = path.join(fanPath, name);
+        const ost = await fsp.lstat(p);
+        if (ost.isDirectory()) continue;
+        if (refs.has(fan + name)) result.kept++;
+        else await remove(result.objects, p, ost.size);
+      }
+    }
+  }
+  return result;
+}
+
+const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
+
+export function registerGc(program: Command): void {
+  program
+    .command('gc')
+    .description('delete objects no listed blob references, and stale temp files, from the stores')
+    .argument('[blobs...]', 'every blob whose objects must be kept')
+    .option('--store <dir>', 'object store (repeatable)', collectStore, [])
+    .option('-n, --dry-run', 'list what would be removed, remove nothing')
+    .option('--all-unreferenced', 'allow running with no blob: remove every object')
+    .action(async (blobs: string[], o: { store: string[]; dryRun?: boolean; allUnreferenced?: boolean }) => {
+      const r = await gcStores({ stores: o.store, blobs, dryRun: o.dryRun, allUnreferenced: o.allUnreferenced });
+      if (r.dryRun) for (const item of [...r.objects, ...r.temps]) await writeStdout(`would remove ${item.path} (${item.size} bytes)\n`);
+      await writeStdout(`${r.dryRun ? 'would remove' : 'removed'} ${plural(r.objects.length, 'object')} and` +
+        ` ${plural(r.temps.length, 'temp file')}, ${r.bytesFreed} bytes; kept ${plural(r.kept, 'object')}\n`);
+    });
+}

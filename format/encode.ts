@@ -1,0 +1,503 @@
+// Tree -> blob (format/SPEC.md). The output is a pure function of the tree and the inline
+// threshold: everything without a natural order is sorted by bytes, nothing depends on Map
+// insertion order, and hardlinks are recognised by TreeNode identity.
+//
+// The encoder works in passes over flat arrays so a million inodes cost a few seconds and no
+// per-entry Buffers: (1) breadth-first numbering and validation, (2) placement of every
+// payload (DATA items, digests, xattr sets, directory data), (3) one zero-filled allocation
+// of the whole blob, written in place with writeUInt32LE & co, (4) section and header CRCs.
+
+import { crc32c } from './crc32c.js';
+import {
+  BLOCK_SIZE, BLOCK_SIZE_LOG2, DEFAULT_INLINE_THRESHOLD, DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, HDR,
+  HEADER_SIZE, INO, INODE_SIZE, Layout, MAGIC, MAX_DEV_MAJOR, MAX_DIR_BYTES, MAX_DEV_MINOR, MAX_INLINE_SIZE, MAX_INODES, MAX_NAME_LEN, MAX_NSEC,
+  MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_SET_ENTRIES, MAX_XATTR_VALUE_LEN, SEC, SECTION_COUNT,
+  SECTION_ENTRY_SIZE, SECTION_TABLE_OFFSET, SectionId, VERSION_MAJOR, VERSION_MINOR, XATTR_ENTRY_HEADER_SIZE,
+  XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, dtypeOfMode, encodeDev, roundUpToBlock,
+} from './layout.js';
+import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, type TreeNode } from './tree.js';
+
+export interface EncodeOptions {
+  /** Regular files of 1..inlineThreshold bytes may carry `inline` content (default 64, at most 4096). */
+  inlineThreshold?: number;
+}
+
+/** Thrown for a tree that cannot be encoded; the message names the offending path. */
+export class EncodeError extends Error {
+  override name = 'EncodeError';
+}
+
+const TWO32 = 0x1_0000_0000;
+
+/** A binary string holds one byte per char; anything above 0xff cannot be a byte. */
+const NON_BYTE = /[^\x00-\xff]/;
+
+interface XattrSetPlan {
+  /** Sorted full names. */
+  names: string[];
+  values: Buffer[];
+  /** Bytes in XATTR_DATA. */
+  size: number;
+  offset: number;
+}
+
+/**
+ * Encode a merged tree into a blob. `root` must be a directory. Hardlinks are the same
+ * TreeNode object under several names; a directory reached twice is an error (cycle).
+ * Ignored fields: `size` of anything but regular files and symlinks, rdev of non-devices,
+ * `digest`/`inline` of an empty regular file (it is stored as an empty file).
+ */
+export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
+  const threshold = opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD;
+  if (!Number.isInteger(threshold) || threshold < 0 || threshold > MAX_INLINE_SIZE) {
+    throw new EncodeError(`inlineThreshold must be an integer in 0..${MAX_INLINE_SIZE}, got ${threshold}`);
+  }
+  if (!root || typeof root !== 'object' || (root.mode & S_IFMT) !== S_IFDIR) {
+    throw new EncodeError('root must be a directory');
+  }
+
+  // ---- Pass 1: breadth-first numbering, children in byte order, validation. ----
+  const nodes: TreeNode[] = [root];
+  const indexOf = new Map<TreeNode, number>([[root, 0]]);
+  const nlink: number[] = [0];
+  const parent: number[] = [0];
+  // Where each inode was first reached, to name it in error messages without storing paths.
+  const firstParent: number[] = [-1];
+  const firstName: string[] = [''];
+  // Directory entries of all directories, flat; a directory's run is [entryStart, entryEnd).
+  const entryStart: number[] = [];
+  const entryEnd: number[] = [];
+  const entryName: string[] = [];
+  const entryIno: number[] = [];
+
+  const pathOf = (i: number): string => {
+    const parts: string[] = [];
+    for (let at = i; at > 0; at = firstParent[at]) parts.push(firstName[at]);
+    return '/' + parts.reverse().join('/');
+  };
+
+  for (let head = 0; head < nodes.length; head++) {
+    const node = nodes[head];
+    validateNode(node, threshold, () => pathOf(head));
+    entryStart[head] = entryName.length;
+    if ((node.mode & S_IFMT) === S_IFDIR) {
+      let subdirs = 0;
+      const children = node.children;
+      if (children !== undefined) {
+        if (!(children instanceof Map)) throw new EncodeError(`${pathOf(head)}: children must be a Map`);
+        // Default sort compares UTF-16 code units: for binary strings that is memcmp order.
+        const names = [...children.keys()].sort();
+        for (const name of names) {
+          validateName(name, () => pathOf(head));
+          const child = children.get(name)!;
+          if (!child || typeof child !== 'object' || typeof child.mode !== 'number') {
+            throw new EncodeError(`${joinPath(pathOf(head), name)}: not a TreeNode`);
+          }
+          const isDir = (child.mode & S_IFMT) === S_IFDIR;
+          let idx = indexOf.get(child);
+          if (idx === undefined) {
+            idx = nodes.length;
+            if (idx >= MAX_INODES) throw new EncodeError(`too many inodes (limit ${MAX_INODES})`);
+            nodes.push(child);
+            indexOf.set(child, idx);
+            nlink.push(0);
+            parent.push(isDir ? head : 0);
+            firstParent.push(head);
+            firstName.push(name);
+          } else if (isDir) {
+            throw new EncodeError(
+              `${joinPath(pathOf(head), name)}: directory reached twice (cycle or hardlinked directory; first at ${pathOf(idx)})`,
+            );
+          }
+          if (isDir) subdirs++;
+          nlink[idx]++;
+          entryName.push(name);
+          entryIno.push(idx);
+        }
+      }
+      nlink[head] = 2 + subdirs;
+    } else if (node.children !== undefined && node.children.size > 0) {
+      throw new EncodeError(`${pathOf(head)}: only directories have children`);
+    }
+    entryEnd[head] = entryName.length;
+  }
+  const inodeCount = nodes.length;
+  const direntCount = entryName.length;
+
+  // ---- Pass 2: place payloads. ----
+  const layout = new Uint8Array(inodeCount);
+  const payload: number[] = new Array(inodeCount).fill(0);
+  const payloadLen: number[] = new Array(inodeCount).fill(0);
+  const xattrSetOf = new Uint32Array(inodeCount);
+
+  // DATA: items in order of first use, deduplicated by bytes (symlink targets and inline
+  // contents share one namespace), never crossing a page.
+  const dataOffsetOf = new Map<string, number>();
+  const dataItems: string[] = [];
+  const dataItemOffsets: number[] = [];
+  let dataSize = 0;
+  const placeData = (bytes: string): number => {
+    let off = dataOffsetOf.get(bytes);
+    if (off === undefined) {
+      if ((dataSize % BLOCK_SIZE) + bytes.length > BLOCK_SIZE) dataSize = roundUpToBlock(dataSize);
+      off = dataSize;
+      dataSize += bytes.length;
+      dataOffsetOf.set(bytes, off);
+      dataItems.push(bytes);
+      dataItemOffsets.push(off);
+    }
+    return off;
+  };
+
+  // DIGESTS: collected as latin1 strings (sorting those is memcmp order), indexed afterwards.
+  const digestKeyOf: (string | undefined)[] = new Array(inodeCount);
+  const digestSet = new Set<string>();
+
+  // Xattr sets: deduplicated by content, in order of first use.
+  const xattrSetIndexOf = new Map<string, number>();
+  const xattrSets: XattrSetPlan[] = [];
+  let xattrDataSize = 0;
+  let xattrEntryCount = 0;
+
+  // DIRS: directories in inode order (SPEC §5). One of more than 4096 bytes starts on a page;
+  // one of at most 4096 bytes is packed after the previous one unless it would cross a page.
+  let dirsSize = 0;
+  let dirCount = 0;
+  let dataBytes = 0;
+
+  for (let i = 0; i < inodeCount; i++) {
+    const node = nodes[i];
+    switch (node.mode & S_IFMT) {
+      case S_IFREG:
+        dataBytes += node.size;
+        if (node.size === 0) {
+          layout[i] = Layout.NONE;
+        } else if (node.inline !== undefined) {
+          layout[i] = Layout.INLINE;
+          payload[i] = placeData(node.inline.toString('latin1'));
+          payloadLen[i] = node.size;
+        } else {
+          layout[i] = Layout.EXTERNAL;
+          const key = node.digest!.toString('latin1');
+          digestKeyOf[i] = key;
+          digestSet.add(key);
+        }
+        break;
+      case S_IFLNK:
+        layout[i] = Layout.INLINE;
+        payload[i] = placeData(node.target!);
+        payloadLen[i] = node.target!.length;
+        break;
+      case S_IFDIR: {
+        layout[i] = Layout.DIR;
+        const len = dirDataLength(entryName, entryStart[i], entryEnd[i]);
+        if (len > MAX_DIR_BYTES) throw new EncodeError(`${pathOf(i)}: directory data of ${len} bytes exceeds ${MAX_DIR_BYTES}`);
+        // An empty directory has no data; its payload is written as 0.
+        if (len > 0) {
+          if (len > DIR_CHUNK_SIZE ? dirsSize % BLOCK_SIZE !== 0 : (dirsSize % BLOCK_SIZE) + len > BLOCK_SIZE) {
+            dirsSize = roundUpToBlock(dirsSize);
+          }
+          payload[i] = dirsSize;
+          payloadLen[i] = len;
+          dirsSize += len;
+          dirCount++;
+        }
+        break;
+      }
+      default:
+        layout[i] = Layout.NONE;
+    }
+
+    const xattrs = node.xattrs;
+    if (xattrs !== undefined && xattrs.size > 0) {
+      const names = [...xattrs.keys()].sort();
+      let key = '';
+      let size = 0;
+      for (const name of names) {
+        const value = xattrs.get(name)!;
+        validateXattr(name, value, () => pathOf(i));
+        // Length-prefixed so distinct sets never produce the same key (names hold no NUL).
+        key += `${name}\0${value.length}\0${value.toString('latin1')}`;
+        size += XATTR_ENTRY_HEADER_SIZE + name.length - XATTR_PREFIXES[prefixIdOf(name)].length + value.length;
+      }
+      if (names.length > MAX_XATTR_SET_ENTRIES) {
+        throw new EncodeError(`${pathOf(i)}: more than ${MAX_XATTR_SET_ENTRIES} xattrs`);
+      }
+      if (size >= TWO32) throw new EncodeError(`${pathOf(i)}: xattrs larger than 4 GiB`);
+      let setIndex = xattrSetIndexOf.get(key);
+      if (setIndex === undefined) {
+        setIndex = xattrSets.length + 1;
+        if (setIndex > 0xffffffff) throw new EncodeError('too many xattr sets');
+        xattrSetIndexOf.set(key, setIndex);
+        xattrSets.push({ names, values: names.map((n) => xattrs.get(n)!), size, offset: xattrDataSize });
+        xattrDataSize += size;
+        xattrEntryCount += names.length;
+      }
+      xattrSetOf[i] = setIndex;
+    }
+  }
+
+  const digestKeys = [...digestSet].sort();
+  const digestIndexOf = new Map<string, number>();
+  digestKeys.forEach((k, idx) => digestIndexOf.set(k, idx));
+  for (let i = 0; i < inodeCount; i++) {
+    const key = digestKeyOf[i];
+    if (key !== undefined) payload[i] = digestIndexOf.get(key)!;
+  }
+
+  // ---- Pass 3: allocate and write. ----
+  const sectionSizes = [
+    inodeCount * INODE_SIZE,
+    dirsSize,
+    dataSize,
+    digestKeys.length * DIGEST_SIZE,
+    xattrSets.length * XATTR_SET_SIZE,
+    xattrDataSize,
+  ];
+  const sectionCounts = [inodeCount, dirCount, dataItems.length, digestKeys.length, xattrSets.length, xattrEntryCount];
+  const sectionOffsets: number[] = [];
+  let blobSize = BLOCK_SIZE;
+  for (let id = 0; id < SECTION_COUNT; id++) {
+    sectionOffsets.push(blobSize);
+    blobSize += roundUpToBlock(sectionSizes[id]);
+  }
+  if (blobSize > Number.MAX_SAFE_INTEGER || blobSize > 0x7fffffffffff) throw new EncodeError('blob too large');
+  const blob = Buffer.alloc(blobSize);
+
+  // INODES
+  const inodesAt = sectionOffsets[SectionId.INODES];
+  for (let i = 0; i < inodeCount; i++) {
+    const node = nodes[i];
+    const o = inodesAt + i * INODE_SIZE;
+    const type = node.mode & S_IFMT;
+    blob.writeUInt32LE(node.mode >>> 0, o + INO.mode);
+    blob.writeUInt32LE(nlink[i], o + INO.nlink);
+    blob.writeUInt32LE(node.uid, o + INO.uid);
+    blob.writeUInt32LE(node.gid, o + INO.gid);
+    let size = 0;
+    if (type === S_IFREG) size = node.size;
+    else if (type === S_IFLNK) size = node.target!.length;
+    else if (type === S_IFDIR) size = payloadLen[i];
+    writeU64(blob, o + INO.size, size);
+    writeI64(blob, o + INO.mtimeSec, node.mtimeSec);
+    blob.writeUInt32LE(node.mtimeNsec, o + INO.mtimeNsec);
+    blob.writeUInt32LE(xattrSetOf[i], o + INO.xattrSet);
+    let aux = 0;
+    if (type === S_IFCHR || type === S_IFBLK) aux = encodeDev(node.rdevMajor ?? 0, node.rdevMinor ?? 0);
+    else if (type === S_IFDIR) aux = parent[i];
+    blob.writeUInt32LE(aux, o + INO.aux);
+    blob[o + INO.layout] = layout[i];
+    writeU64(blob, o + INO.payload, payload[i]);
+    blob.writeUInt32LE(payloadLen[i], o + INO.payloadLen);
+  }
+
+  // DIRS: chunk c of a directory is at payload + c * 4096; chunks are filled greedily, the same
+  // way dirDataLength counted them, so the last one ends exactly at payload + payload_len.
+  const dirsAt = sectionOffsets[SectionId.DIRS];
+  for (let i = 0; i < inodeCount; i++) {
+    if (layout[i] !== Layout.DIR || payloadLen[i] === 0) continue;
+    const end = entryEnd[i];
+    let e = entryStart[i];
+    let chunkAt = dirsAt + payload[i];
+    while (e < end) {
+      // Take as many entries as fit, then write headers and names.
+      let n = 0;
+      let used = 0;
+      while (e + n < end && used + DIRENT_SIZE + entryName[e + n].length <= DIR_CHUNK_SIZE) {
+        used += DIRENT_SIZE + entryName[e + n].length;
+        n++;
+      }
+      let nameAt = n * DIRENT_SIZE;
+      for (let k = 0; k < n; k++) {
+        const d = chunkAt + k * DIRENT_SIZE;
+        const child = entryIno[e + k];
+        blob.writeUInt32LE(child, d + DIRENT.ino);
+        blob.writeUInt16LE(nameAt, d + DIRENT.nameoff);
+        blob[d + DIRENT.fileType] = dtypeOfMode(nodes[child].mode);
+        nameAt += blob.write(entryName[e + k], chunkAt + nameAt, 'latin1');
+      }
+      e += n;
+      if (e === end && chunkAt + nameAt !== dirsAt + payload[i] + payloadLen[i]) {
+        throw new Error(`internal error: directory inode ${i} data does not end at payload + payload_len`);
+      }
+      chunkAt += DIR_CHUNK_SIZE;
+    }
+  }
+
+  // DATA
+  const dataAt = sectionOffsets[SectionId.DATA];
+  for (let k = 0; k < dataItems.length; k++) blob.write(dataItems[k], dataAt + dataItemOffsets[k], 'latin1');
+
+  // DIGESTS
+  const digestsAt = sectionOffsets[SectionId.DIGESTS];
+  for (let k = 0; k < digestKeys.length; k++) blob.write(digestKeys[k], digestsAt + k * DIGEST_SIZE, 'latin1');
+
+  // XATTR_INDEX, XATTR_DATA
+  const xindexAt = sectionOffsets[SectionId.XATTR_INDEX];
+  const xdataAt = sectionOffsets[SectionId.XATTR_DATA];
+  for (let s = 0; s < xattrSets.length; s++) {
+    const set = xattrSets[s];
+    const r = xindexAt + s * XATTR_SET_SIZE;
+    writeU64(blob, r + XSET.offset, set.offset);
+    blob.writeUInt32LE(set.size, r + XSET.size);
+    blob.writeUInt16LE(set.names.length, r + XSET.count);
+    let at = xdataAt + set.offset;
+    for (let k = 0; k < set.names.length; k++) {
+      const name = set.names[k];
+      const value = set.values[k];
+      const prefixId = prefixIdOf(name);
+      const suffix = name.slice(XATTR_PREFIXES[prefixId].length);
+      blob[at + XENT.prefix] = prefixId;
+      blob[at + XENT.suffixLen] = suffix.length;
+      blob.writeUInt32LE(value.length, at + XENT.valueLen);
+      at += XATTR_ENTRY_HEADER_SIZE;
+      at += blob.write(suffix, at, 'latin1');
+      blob.set(value, at);
+      at += value.length;
+    }
+  }
+
+  // ---- Pass 4: header and checksums. ----
+  blob.set(MAGIC, HDR.magic);
+  blob.writeUInt16LE(VERSION_MAJOR, HDR.versionMajor);
+  blob.writeUInt16LE(VERSION_MINOR, HDR.versionMinor);
+  blob.writeUInt32LE(HEADER_SIZE, HDR.headerSize);
+  blob.writeUInt32LE(BLOCK_SIZE_LOG2, HDR.blockSizeLog2);
+  blob.writeUInt32LE(threshold, HDR.inlineThreshold);
+  writeU64(blob, HDR.blobSize, blobSize);
+  writeU64(blob, HDR.rootIno, 0);
+  writeU64(blob, HDR.inodeCount, inodeCount);
+  writeU64(blob, HDR.direntCount, direntCount);
+  writeU64(blob, HDR.dataBytes, dataBytes);
+  for (let id = 0; id < SECTION_COUNT; id++) {
+    const e = SECTION_TABLE_OFFSET + id * SECTION_ENTRY_SIZE;
+    const off = sectionOffsets[id];
+    writeU64(blob, e + SEC.offset, off);
+    writeU64(blob, e + SEC.size, sectionSizes[id]);
+    writeU64(blob, e + SEC.count, sectionCounts[id]);
+    blob.writeUInt32LE(crc32c(blob.subarray(off, off + sectionSizes[id])), e + SEC.crc);
+  }
+  blob.writeUInt32LE(crc32c(blob.subarray(0, HEADER_SIZE)), HDR.headerCrc);
+  return blob;
+}
+
+/**
+ * payload_len of a directory whose entries are [start, end) (SPEC §5): the entries are packed
+ * greedily into chunks of at most 4096 bytes (dirents, then names); every chunk but the last is
+ * padded to 4096 bytes, the last ends right after its last name. 0 for an empty directory.
+ */
+function dirDataLength(names: string[], start: number, end: number): number {
+  if (start === end) return 0;
+  let chunks = 1;
+  let used = 0;
+  for (let e = start; e < end; e++) {
+    const need = DIRENT_SIZE + names[e].length;
+    if (used + need > DIR_CHUNK_SIZE) {
+      chunks++;
+      used = 0;
+    }
+    used += need;
+  }
+  return (chunks - 1) * DIR_CHUNK_SIZE + used;
+}
+
+/** Longest prefix of the table that the name starts with (0 when none). */
+export function prefixIdOf(name: string): number {
+  let best = 0;
+  for (let id = 1; id < XATTR_PREFIXES.length; id++) {
+    const p = XATTR_PREFIXES[id];
+    if (p.length > XATTR_PREFIXES[best].length && name.startsWith(p)) best = id;
+  }
+  return best;
+}
+
+function joinPath(dir: string, name: string): string {
+  return dir === '/' ? '/' + name : dir + '/' + name;
+}
+
+function validateName(name: unknown, where: () => string): asserts name is string {
+  if (typeof name !== 'string') throw new EncodeError(`${where()}: entry name is not a string`);
+  const bad = (why: string) => new EncodeError(`${joinPath(where(), JSON.stringify(name).slice(1, -1))}: ${why}`);
+  if (name.length < 1 || name.length > MAX_NAME_LEN) throw bad(`name must be 1..${MAX_NAME_LEN} bytes`);
+  if (name === '.' || name === '..') throw bad('name must not be "." or ".."');
+  if (name.includes('/') || name.includes('\0')) throw bad('name must not contain "/" or NUL');
+  if (NON_BYTE.test(name)) throw bad('name must be a binary string (one char per byte, <= 0xff)');
+}
+
+function isU32(v: unknown): v is number {
+  return Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffffffff;
+}
+
+function validateNode(node: TreeNode, threshold: number, where: () => string): void {
+  const bad = (why: string) => new EncodeError(`${where()}: ${why}`);
+  if (!Number.isInteger(node.mode) || node.mode < 0 || node.mode > 0xffff || dtypeOfMode(node.mode) === 0) {
+    throw bad(`invalid mode ${node.mode}`);
+  }
+  if (!isU32(node.uid)) throw bad(`uid must be an integer in 0..2^32-1, got ${node.uid}`);
+  if (!isU32(node.gid)) throw bad(`gid must be an integer in 0..2^32-1, got ${node.gid}`);
+  if (!Number.isSafeInteger(node.mtimeSec)) throw bad(`mtimeSec must be a safe integer, got ${node.mtimeSec}`);
+  if (!Number.isInteger(node.mtimeNsec) || node.mtimeNsec < 0 || node.mtimeNsec > MAX_NSEC) {
+    throw bad(`mtimeNsec must be in 0..${MAX_NSEC}, got ${node.mtimeNsec}`);
+  }
+  if (node.xattrs !== undefined && !(node.xattrs instanceof Map)) throw bad('xattrs must be a Map');
+  switch (node.mode & S_IFMT) {
+    case S_IFREG: {
+      const { size, inline, digest } = node;
+      if (!Number.isSafeInteger(size) || size < 0) throw bad(`invalid size ${size}`);
+      if (inline !== undefined && !Buffer.isBuffer(inline)) throw bad('inline must be a Buffer');
+      if (digest !== undefined && !Buffer.isBuffer(digest)) throw bad('digest must be a Buffer');
+      if (size === 0) {
+        if (inline !== undefined && inline.length !== 0) throw bad(`inline has ${inline.length} bytes but size is 0`);
+        break;
+      }
+      if (inline !== undefined && digest !== undefined) throw bad('regular file has both inline and digest');
+      if (inline !== undefined) {
+        if (inline.length !== size) throw bad(`inline has ${inline.length} bytes but size is ${size}`);
+        if (size > threshold) throw bad(`inline size ${size} exceeds the inline threshold ${threshold}`);
+      } else if (digest !== undefined) {
+        if (digest.length !== DIGEST_SIZE) throw bad(`digest must be ${DIGEST_SIZE} bytes, got ${digest.length}`);
+      } else {
+        throw bad(`regular file of ${size} bytes has neither inline content nor digest`);
+      }
+      break;
+    }
+    case S_IFLNK: {
+      const target = node.target;
+      if (typeof target !== 'string') throw bad('symlink has no target');
+      if (target.length < 1 || target.length > MAX_SYMLINK_LEN) throw bad(`symlink target must be 1..${MAX_SYMLINK_LEN} bytes`);
+      if (target.includes('\0')) throw bad('symlink target contains NUL');
+      if (NON_BYTE.test(target)) throw bad('symlink target must be a binary string (one char per byte)');
+      if (node.size !== target.length) throw bad(`symlink size ${node.size} differs from target length ${target.length}`);
+      break;
+    }
+    case S_IFCHR:
+    case S_IFBLK: {
+      const major = node.rdevMajor ?? 0;
+      const minor = node.rdevMinor ?? 0;
+      if (!Number.isInteger(major) || major < 0 || major > MAX_DEV_MAJOR) throw bad(`device major must be 0..${MAX_DEV_MAJOR}`);
+      if (!Number.isInteger(minor) || minor < 0 || minor > MAX_DEV_MINOR) throw bad(`device minor must be 0..${MAX_DEV_MINOR}`);
+      break;
+    }
+  }
+}
+
+function validateXattr(name: string, value: unknown, where: () => string): void {
+  const bad = (why: string) => new EncodeError(`${where()}: xattr ${JSON.stringify(name)}: ${why}`);
+  if (typeof name !== 'string') throw bad('name is not a string');
+  if (name.length < 1 || name.length > MAX_XATTR_NAME_LEN) throw bad(`name must be 1..${MAX_XATTR_NAME_LEN} bytes`);
+  if (name.includes('\0')) throw bad('name contains NUL');
+  if (NON_BYTE.test(name)) throw bad('name must be a binary string (one char per byte)');
+  if (!Buffer.isBuffer(value)) throw bad('value must be a Buffer');
+  if (value.length > MAX_XATTR_VALUE_LEN) throw bad(`value must be at most ${MAX_XATTR_VALUE_LEN} bytes`);
+}
+
+function writeU64(buf: Buffer, at: number, v: number): void {
+  buf.writeUInt32LE(v % TWO32, at);
+  buf.writeUInt32LE(Math.floor(v / TWO32), at + 4);
+}
+
+function writeI64(buf: Buffer, at: number, v: number): void {
+  const hi = Math.floor(v / TWO32);
+  buf.writeUInt32LE(v - hi * TWO32, at);
+  buf.writeInt32LE(hi, at + 4);
+}

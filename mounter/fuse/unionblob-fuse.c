@@ -1,0 +1,1184 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * unionblob-fuse: serve a unionblob blob (format/SPEC.md) read-only through
+ * FUSE, for hosts that cannot load the kernel module.
+ *
+ *   unionblob-fuse BLOB MOUNTPOINT -o basedir=STORE[:STORE...][,verity=off|try|require]
+ *                  [,allow_other][,foreground][,pidfile=F][,logfile=F][,timeout=S]
+ *                  [,passthrough=auto|off][,nosplice][,noreaddirplus]
+ *
+ * Design:
+ *   - The blob is mmapped read-only and parsed by the same reader core the
+ *     kernel module uses (format/c/ubreader.c); get_page() is a pointer into
+ *     the mapping, so reading the blob takes no lock.
+ *   - FUSE node ids are st_ino = inode index + 1 (root = FUSE_ROOT_ID), the
+ *     numbering of the kernel module.  Nodes are the blob's inodes, which
+ *     never go away, so forget is a no-op and no node table exists.
+ *   - The blob never changes while mounted, so the kernel may cache entries,
+ *     attributes, directory listings and page contents for as long as it
+ *     likes (huge timeouts, keep_cache, cache_readdir).
+ *   - External files are served from their object: opened beneath the
+ *     store directory fds (openat2 RESOLVE_BENEATH, O_NOFOLLOW), then handed
+ *     to the kernel as a passthrough backing file where it allows that
+ *     (passthrough.c), else read by fuse_reply_data() from the fd, which
+ *     splices when the kernel allows.
+ *   - Corruption, a missing object or a vanished store fail only the
+ *     request that hit it (EIO and one rate-limited line on stderr); the
+ *     rest of the tree keeps working.
+ *   - With no -f/foreground, the server daemonizes only after the mount
+ *     exists, so whoever started it can use the tree when it returns.
+ */
+#define FUSE_USE_VERSION 312
+#define _GNU_SOURCE
+
+#include <fuse_lowlevel.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+#include <linux/openat2.h>
+
+#include "ubreader.h"
+#include "verity.h"
+#include "passthrough.h"
+
+#define PROG "unionblob-fuse"
+#define MAX_STORES 64
+
+enum verity_mode { VERITY_OFF, VERITY_TRY, VERITY_REQUIRE };
+
+/* Per-object verity state, cached by DIGESTS index. */
+enum { OBJ_UNCHECKED = 0, OBJ_GOOD = 1 };
+
+/*
+ * File handle of an open file that has no backing object (inline, empty):
+ * fd -1 and no passthrough flag, so the OPEN reply hook leaves it alone.
+ */
+#define FH_NONE ((uint64_t)UINT32_MAX)
+
+struct ubfs {
+	struct ub_blob blob;
+	const char *blob_path;
+	const uint8_t *map;
+	size_t map_len;
+	int store_fd[MAX_STORES];
+	char *store_path[MAX_STORES];
+	int nstores;
+	enum verity_mode verity;
+	uint8_t *obj_state;	/* DIGESTS.count bytes when verity != off */
+	struct backing *backing;	/* DIGESTS.count entries when passthrough is on */
+	double timeout;
+	int splice;
+	int readdirplus;
+};
+
+/*
+ * The kernel attaches one backing file to a FUSE inode while any passthrough
+ * open of it lasts, and refuses an open naming another one: so every open of
+ * an object shares one backing id, registered by the first and dropped with
+ * the last.
+ */
+struct backing {
+	int id;
+	unsigned int refs;
+};
+
+static pthread_mutex_t backing_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Command line, filled by fuse_opt_parse(). */
+struct config {
+	char *blob;
+	char *mountpoint;
+	char *basedir;
+	char *verity;
+	char *pidfile;
+	char *logfile;
+	char *timeout;
+	char *passthrough;
+	int foreground;
+	int singlethread;
+	int nosplice;
+	int noreaddirplus;
+	int help;
+	int version;
+};
+
+/* ---- logging ----------------------------------------------------------- */
+
+/*
+ * At most LOG_BURST lines per LOG_WINDOW seconds: a corrupt directory read
+ * in a loop must not fill the disk, but the first failures must be seen.
+ */
+#define LOG_BURST 20
+#define LOG_WINDOW 10
+
+static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static const char *log_tag = "";
+
+static void fs_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fs_log(const char *fmt, ...)
+{
+	static time_t window;
+	static unsigned int lines, dropped;
+	time_t now = time(NULL);
+	va_list ap;
+
+	pthread_mutex_lock(&log_lock);
+	if (now - window >= LOG_WINDOW) {
+		if (dropped)
+			fprintf(stderr, PROG "%s: %u log lines suppressed\n", log_tag, dropped);
+		window = now;
+		lines = dropped = 0;
+	}
+	if (lines++ >= LOG_BURST) {
+		dropped++;
+	} else {
+		fprintf(stderr, PROG "%s: ", log_tag);
+		va_start(ap, fmt);
+		vfprintf(stderr, fmt, ap);
+		va_end(ap);
+		fputc('\n', stderr);
+		fflush(stderr);
+	}
+	pthread_mutex_unlock(&log_lock);
+}
+
+/* The errno a request answers for a reader error; logs the ones that mean damage. */
+static int reply_errno(int err, const char *what, uint64_t ino)
+{
+	if (err == -EUCLEAN || err == -EIO || err == -EINVAL) {
+		fs_log("inode %" PRIu64 ": %s: %s", ino, what,
+		       err == -EUCLEAN ? "blob is corrupt" : strerror(-err));
+		return EIO;
+	}
+	return -err;
+}
+
+/* ---- blob access ------------------------------------------------------- */
+
+static const void *map_get_page(void *ctx, u64 index, void **cookie)
+{
+	struct ubfs *fs = ctx;
+
+	*cookie = NULL;
+	return fs->map + index * UB_BLOCK_SIZE;
+}
+
+static struct ubfs *req_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+/* Reads node @nodeid; 0 or the errno to answer. */
+static int get_inode(struct ubfs *fs, fuse_ino_t nodeid, struct ub_inode_info *out)
+{
+	u64 index;
+	int err;
+
+	if (!ub_st_ino_to_index(nodeid, &index) || index >= fs->blob.inode_count)
+		return ESTALE;
+	err = ub_read_inode(&fs->blob, index, out);
+	return err ? reply_errno(err, "reading inode", nodeid) : 0;
+}
+
+static void fill_stat(const struct ub_inode_info *ii, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ub_inode_st_ino(ii);
+	st->st_mode = ii->mode;
+	st->st_nlink = ii->nlink;
+	st->st_uid = ii->uid;
+	st->st_gid = ii->gid;
+	st->st_size = (off_t)ii->size;
+	st->st_blksize = UB_BLOCK_SIZE;
+	st->st_blocks = (blkcnt_t)((ii->size + 511) / 512);
+	if (ub_inode_is_dev(ii))
+		st->st_rdev = makedev(ub_inode_rdev_major(ii), ub_inode_rdev_minor(ii));
+	st->st_mtim.tv_sec = ii->mtime_sec;
+	st->st_mtim.tv_nsec = ii->mtime_nsec;
+	st->st_atim = st->st_mtim;
+	st->st_ctim = st->st_mtim;
+}
+
+static void fill_entry(struct ubfs *fs, const struct ub_inode_info *ii, struct fuse_entry_param *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->ino = ub_inode_st_ino(ii);
+	e->generation = 1;
+	e->attr_timeout = fs->timeout;
+	e->entry_timeout = fs->timeout;
+	fill_stat(ii, &e->attr);
+}
+
+/* ---- objects ----------------------------------------------------------- */
+
+static int openat_beneath(int dirfd, const char *path)
+{
+	static int have_openat2 = 1;
+	struct open_how how = {
+		.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME,
+		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd;
+
+	if (__atomic_load_n(&have_openat2, __ATOMIC_RELAXED)) {
+		fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+		/* O_NOATIME needs ownership (or CAP_FOWNER): retry without it. */
+		if (fd < 0 && errno == EPERM) {
+			how.flags &= ~(u64)O_NOATIME;
+			fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+		}
+		if (fd >= 0 || errno != ENOSYS)
+			return fd;
+		__atomic_store_n(&have_openat2, 0, __ATOMIC_RELAXED);
+	}
+	/* Old kernels: only the last component is protected from symlinks. */
+	fd = openat(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+	if (fd < 0 && errno == EPERM)
+		fd = openat(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	return fd;
+}
+
+/* The object from the first store that has it as a regular file; fd or -errno. */
+static int open_object(struct ubfs *fs, const u8 digest[UB_DIGEST_SIZE], const char **where)
+{
+	char rel[8 + UB_OBJECT_PATH_LEN] = "objects/";
+	int i, fd, first_err = -ENOENT;
+	struct stat st;
+
+	ub_object_path(digest, rel + 8);
+	for (i = 0; i < fs->nstores; i++) {
+		fd = openat_beneath(fs->store_fd[i], rel);
+		if (fd < 0) {
+			/* Not in this store (or not as a plain file beneath it): try the next. */
+			if (errno != ENOENT && errno != ENOTDIR && first_err == -ENOENT)
+				first_err = -errno;
+			continue;
+		}
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+			*where = fs->store_path[i];
+			return fd;
+		}
+		close(fd);
+	}
+	*where = NULL;
+	return first_err;
+}
+
+/* Checks the object against its digest per the verity mode; 0 or an errno. */
+static int check_verity(struct ubfs *fs, const struct ub_inode_info *ii, int fd,
+			const u8 digest[UB_DIGEST_SIZE], const char *hex)
+{
+	uint8_t *state = &fs->obj_state[ii->payload];
+	uint8_t got[SHA256_SIZE];
+	int r;
+
+	if (fs->verity == VERITY_OFF || __atomic_load_n(state, __ATOMIC_ACQUIRE) == OBJ_GOOD)
+		return 0;
+	r = verity_measure_fd(fd, got);
+	if (r == 0 && fs->verity == VERITY_TRY)
+		return 0;	/* no fs-verity on this file: try accepts it */
+	if (r == 0)
+		r = verity_digest_fd(fd, got) == 0 ? 1 : -EIO;
+	if (r < 0) {
+		fs_log("inode %" PRIu64 ": object %s: verity: %s", ub_inode_st_ino(ii), hex, strerror(-r));
+		return EIO;
+	}
+	if (memcmp(got, digest, SHA256_SIZE) != 0) {
+		fs_log("inode %" PRIu64 ": object %s: content does not match its digest",
+		       ub_inode_st_ino(ii), hex);
+		return EIO;
+	}
+	__atomic_store_n(state, OBJ_GOOD, __ATOMIC_RELEASE);
+	return 0;
+}
+
+/* Opens the backing object of an external file; fd, or -errno to answer. */
+static int open_backing(struct ubfs *fs, const struct ub_inode_info *ii)
+{
+	u8 digest[UB_DIGEST_SIZE];
+	char hex[UB_OBJECT_PATH_LEN];
+	const char *store;
+	struct stat st;
+	int fd, err;
+
+	err = ub_get_digest(&fs->blob, ii, digest);
+	if (err)
+		return -reply_errno(err, "reading digest", ub_inode_st_ino(ii));
+	ub_object_path(digest, hex);
+	fd = open_object(fs, digest, &store);
+	if (fd < 0) {
+		fs_log("inode %" PRIu64 ": object %s: %s", ub_inode_st_ino(ii), hex,
+		       fd == -ENOENT ? "missing from every store" : strerror(-fd));
+		return -EIO;
+	}
+	/* A truncated object would read as zeros from the kernel's cache: refuse it. */
+	if (fstat(fd, &st) < 0 || (u64)st.st_size != ii->size) {
+		fs_log("inode %" PRIu64 ": object %s in %s: size %lld, expected %" PRIu64,
+		       ub_inode_st_ino(ii), hex, store, (long long)st.st_size, ii->size);
+		close(fd);
+		return -EIO;
+	}
+	err = check_verity(fs, ii, fd, digest, hex);
+	if (err) {
+		close(fd);
+		return -err;
+	}
+	return fd;
+}
+
+/* ---- FUSE operations --------------------------------------------------- */
+
+static void op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct ubfs *fs = userdata;
+	unsigned int want = FUSE_CAP_CACHE_SYMLINKS | FUSE_CAP_PARALLEL_DIROPS |
+			    FUSE_CAP_EXPORT_SUPPORT | FUSE_CAP_ASYNC_READ |
+			    FUSE_CAP_POSIX_ACL;
+
+	if (fs->splice)
+		want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	/* The kernel picks readdirplus when it expects lookups to follow (ls -l, find). */
+	if (fs->readdirplus)
+		want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
+	else
+		conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
+	conn->want |= want & conn->capable;
+	/* Contents never change: mtime changes must not drop the page cache. */
+	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+	conn->time_gran = 1;
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info dir, ii;
+	struct fuse_entry_param e;
+	int err;
+
+	err = get_inode(fs, parent, &dir);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	err = ub_lookup_inode(&fs->blob, &dir, name, strlen(name), &ii);
+	if (err == -ENOENT) {
+		/* A negative entry: the name will not appear later either. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = fs->timeout;
+		fuse_reply_entry(req, &e);
+		return;
+	}
+	if (err) {
+		fuse_reply_err(req, reply_errno(err, "lookup", parent));
+		return;
+	}
+	fill_entry(fs, &ii, &e);
+	fuse_reply_entry(req, &e);
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	(void)ino;
+	(void)nlookup;
+	fuse_reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *forgets)
+{
+	(void)count;
+	(void)forgets;
+	fuse_reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info ii;
+	struct stat st;
+	int err;
+
+	(void)fi;
+	err = get_inode(fs, ino, &ii);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	fill_stat(&ii, &st);
+	fuse_reply_attr(req, &st, fs->timeout);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info ii;
+	char target[UB_SYMLINK_MAX + 1];
+	int n;
+
+	n = get_inode(fs, ino, &ii);
+	if (n) {
+		fuse_reply_err(req, n);
+		return;
+	}
+	if (!ub_inode_is_lnk(&ii)) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	n = ub_readlink(&fs->blob, &ii, target, sizeof(target));
+	if (n < 0) {
+		fuse_reply_err(req, reply_errno(n, "readlink", ino));
+		return;
+	}
+	fuse_reply_readlink(req, target);
+}
+
+/* The backing id of object @obj for one more open file (0: serve it ourselves). */
+static int backing_get(struct ubfs *fs, u64 obj, int fd)
+{
+	struct backing *b;
+	int id;
+
+	if (!fs->backing || !pt_active())
+		return 0;
+	pthread_mutex_lock(&backing_lock);
+	b = &fs->backing[obj];
+	if (b->refs == 0)
+		b->id = pt_backing_open(fd);
+	if (b->id > 0)
+		b->refs++;
+	id = b->id;
+	pthread_mutex_unlock(&backing_lock);
+	return id;
+}
+
+static void backing_put(struct ubfs *fs, u64 obj)
+{
+	struct backing *b = &fs->backing[obj];
+
+	pthread_mutex_lock(&backing_lock);
+	if (b->refs && --b->refs == 0) {
+		pt_backing_close(b->id);
+		b->id = 0;
+	}
+	pthread_mutex_unlock(&backing_lock);
+}
+
+/* Undoes what op_open set up for @fh. */
+static void release_fh(struct ubfs *fs, fuse_ino_t ino, uint64_t fh)
+{
+	struct ub_inode_info ii;
+
+	if (fh == FH_NONE)
+		return;
+	if (pt_fh_id(fh) && get_inode(fs, ino, &ii) == 0)
+		backing_put(fs, ii.payload);
+	close(pt_fh_fd(fh));
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info ii;
+	int err, fd;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	err = get_inode(fs, ino, &ii);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	if (!ub_inode_is_reg(&ii)) {
+		fuse_reply_err(req, ub_inode_is_dir(&ii) ? EISDIR : EINVAL);
+		return;
+	}
+	fi->fh = FH_NONE;
+	if (ub_inode_is_external(&ii)) {
+		fd = open_backing(fs, &ii);
+		if (fd < 0) {
+			fuse_reply_err(req, -fd);
+			return;
+		}
+		/* With passthrough the kernel reads the object itself; else we serve reads from fd. */
+		fi->fh = pt_fh(fd, backing_get(fs, ii.payload, fd));
+	}
+	/* Passthrough files use the object's page cache; the kernel refuses cache flags on them. */
+	fi->keep_cache = fi->fh == FH_NONE || !pt_fh_id(fi->fh);
+	fi->noflush = 1;
+	if (fuse_reply_open(req, fi) != 0)
+		release_fh(fs, ino, fi->fh);	/* the opener went away: nobody will release it */
+}
+
+static void read_inline(fuse_req_t req, struct ubfs *fs, fuse_ino_t ino, size_t size, off_t off)
+{
+	struct ub_inode_info ii;
+	char buf[UB_INLINE_MAX];
+	int n;
+
+	n = get_inode(fs, ino, &ii);
+	if (n) {
+		fuse_reply_err(req, n);
+		return;
+	}
+	if (!ub_inode_is_inline(&ii) || (u64)off >= ii.size) {
+		fuse_reply_buf(req, NULL, 0);	/* empty file, or past the end */
+		return;
+	}
+	n = ub_read_data(&fs->blob, &ii, (u64)off, buf, size < sizeof(buf) ? size : sizeof(buf));
+	if (n < 0) {
+		fuse_reply_err(req, reply_errno(n, "reading inline data", ino));
+		return;
+	}
+	fuse_reply_buf(req, buf, (size_t)n);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct ubfs *fs = req_fs(req);
+	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
+
+	if (fi->fh == FH_NONE) {
+		read_inline(req, fs, ino, size, off);
+		return;
+	}
+	/* libfuse splices from the object into /dev/fuse, or preads when it cannot. */
+	bv.buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	bv.buf[0].fd = pt_fh_fd(fi->fh);
+	bv.buf[0].pos = off;
+	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	release_fh(req_fs(req), ino, fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info ii;
+	int err;
+
+	err = get_inode(fs, ino, &ii);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	if (!ub_inode_is_dir(&ii)) {
+		fuse_reply_err(req, ENOTDIR);
+		return;
+	}
+	fi->cache_readdir = 1;
+	fi->keep_cache = 1;
+	fuse_reply_open(req, fi);
+}
+
+/* State of one readdir/readdirplus request while the reader emits entries. */
+struct dirfill {
+	fuse_req_t req;
+	struct ubfs *fs;
+	int plus;
+	char *buf;
+	size_t size, used;
+	int err;		/* errno of an entry that could not be emitted */
+};
+
+/* Adds one entry; returns nonzero when it did not fit (or failed). */
+static int dirfill_add(struct dirfill *d, const char *name, const struct ub_inode_info *ii,
+		       unsigned int dtype, u64 ino_index, off_t next)
+{
+	struct fuse_entry_param e;
+	size_t n;
+
+	if (d->plus) {
+		fill_entry(d->fs, ii, &e);
+		n = fuse_add_direntry_plus(d->req, d->buf + d->used, d->size - d->used, name, &e, next);
+	} else {
+		memset(&e.attr, 0, sizeof(e.attr));
+		e.attr.st_ino = ub_index_to_st_ino(ino_index);
+		e.attr.st_mode = (mode_t)dtype << 12;	/* DT_* -> S_IF* */
+		n = fuse_add_direntry(d->req, d->buf + d->used, d->size - d->used, name, &e.attr, next);
+	}
+	if (n > d->size - d->used)
+		return 1;
+	d->used += n;
+	return 0;
+}
+
+static int dirfill_emit(void *arg, const struct ub_dirent_info *de)
+{
+	struct dirfill *d = arg;
+	struct ub_inode_info ii;
+	char name[UB_NAME_MAX + 1];
+	int err;
+
+	memcpy(name, de->name, de->name_len);
+	name[de->name_len] = '\0';
+	if (d->plus) {
+		err = ub_read_inode(&d->fs->blob, de->ino, &ii);
+		if (!err && ub_inode_dtype(&ii) != de->dtype)
+			err = -EUCLEAN;	/* SPEC §10: dirent type must match the inode */
+		if (err) {
+			d->err = reply_errno(err, "readdir entry", ub_index_to_st_ino(de->ino));
+			return 1;
+		}
+	}
+	return dirfill_add(d, name, d->plus ? &ii : NULL, de->dtype, de->ino, (off_t)de->next_pos);
+}
+
+/* "." and ".." at positions 0 and 1, as SPEC §5 numbers them. */
+static int dirfill_dots(struct dirfill *d, const struct ub_inode_info *dir, u64 *pos)
+{
+	struct ub_inode_info parent;
+	int err;
+
+	if (*pos == UB_DIRPOS_DOT) {
+		if (dirfill_add(d, ".", dir, UB_DT_DIR, dir->index, UB_DIRPOS_DOTDOT))
+			return 1;
+		*pos = UB_DIRPOS_DOTDOT;
+	}
+	if (*pos == UB_DIRPOS_DOTDOT) {
+		parent = *dir;
+		if (d->plus) {
+			err = ub_read_inode(&d->fs->blob, ub_inode_parent(dir), &parent);
+			if (err) {
+				d->err = reply_errno(err, "reading parent", ub_inode_st_ino(dir));
+				return 1;
+			}
+		}
+		if (dirfill_add(d, "..", &parent, UB_DT_DIR, ub_inode_parent(dir), UB_DIRPOS_FIRST))
+			return 1;
+		*pos = UB_DIRPOS_FIRST;
+	}
+	return 0;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, int plus)
+{
+	struct dirfill d = { .req = req, .fs = req_fs(req), .plus = plus, .size = size };
+	struct ub_inode_info dir;
+	u64 pos = off < 0 ? UB_DIRPOS_FIRST : (u64)off;
+	int err;
+
+	err = get_inode(d.fs, ino, &dir);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	d.buf = malloc(size);
+	if (!d.buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	err = 0;
+	if (!dirfill_dots(&d, &dir, &pos) && !d.err)
+		err = ub_readdir(&d.fs->blob, &dir, &pos, dirfill_emit, &d);
+	if (err && !d.err)
+		d.err = reply_errno(err, "readdir", ino);
+	/* Entries already gathered go out; the failing one fails the next call. */
+	if (d.err && d.used == 0)
+		fuse_reply_err(req, d.err);
+	else
+		fuse_reply_buf(req, d.buf, d.used);
+	free(d.buf);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	(void)fi;
+	do_readdir(req, ino, size, off, 1);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	(void)ino;
+	(void)fi;
+	fuse_reply_err(req, 0);
+}
+
+/* Xattrs are shown with trusted.overlay.* escaped so overlayfs can stack on us. */
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info ii;
+	char *buf = NULL;
+	long n;
+	int err;
+
+	err = get_inode(fs, ino, &ii);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	if (size && !(buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = ub_listxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, buf, size);
+	if (n < 0)
+		fuse_reply_err(req, reply_errno((int)n, "listxattr", ino));
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info ii;
+	char *buf = NULL;
+	int n;
+
+	n = get_inode(fs, ino, &ii);
+	if (n) {
+		fuse_reply_err(req, n);
+		return;
+	}
+	if (size && !(buf = malloc(size))) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = ub_getxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, name, strlen(name), buf, size);
+	if (n < 0)
+		fuse_reply_err(req, reply_errno(n, "getxattr", ino));
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ubfs *fs = req_fs(req);
+	struct statvfs sv;
+
+	(void)ino;
+	memset(&sv, 0, sizeof(sv));
+	sv.f_bsize = UB_BLOCK_SIZE;
+	sv.f_frsize = UB_BLOCK_SIZE;
+	sv.f_blocks = (fs->blob.data_bytes + UB_BLOCK_SIZE - 1) / UB_BLOCK_SIZE;
+	sv.f_files = fs->blob.inode_count;
+	sv.f_namemax = UB_NAME_MAX;
+	fuse_reply_statfs(req, &sv);
+}
+
+static const struct fuse_lowlevel_ops ub_ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.readlink = op_readlink,
+	.open = op_open,
+	.read = op_read,
+	.release = op_release,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.listxattr = op_listxattr,
+	.getxattr = op_getxattr,
+	.statfs = op_statfs,
+};
+
+/* ---- start-up ---------------------------------------------------------- */
+
+static void usage(void)
+{
+	printf("usage: " PROG " BLOB MOUNTPOINT -o basedir=STORE[:STORE...][,OPTIONS]\n"
+	       "\n"
+	       "Serve a unionblob blob read-only; regular files come from the object stores,\n"
+	       "searched in order.\n"
+	       "\n"
+	       "options:\n"
+	       "    -o basedir=A[:B...]     object stores (required)\n"
+	       "    -o verity=off|try|require\n"
+	       "                            check objects against their fs-verity digest:\n"
+	       "                            try: where the store has fs-verity; require: always\n"
+	       "                            (computed once per object when the store cannot)\n"
+	       "    -o allow_other          let other users in (permissions still apply)\n"
+	       "    -o foreground, -f       do not daemonize\n"
+	       "    -o pidfile=FILE         write the server's pid once it serves\n"
+	       "    -o logfile=FILE         where runtime errors go after daemonizing\n"
+	       "    -o timeout=SECONDS      kernel entry/attr cache time (default 1 year)\n"
+	       "    -o passthrough=auto|off reads of external files straight from the store\n"
+	       "                            (kernel FUSE passthrough, Linux 6.9+; default auto)\n"
+	       "    -o nosplice             copy through userspace instead of splice\n"
+	       "    -o noreaddirplus        plain readdir only (tests, benchmarks)\n"
+	       "    -s                      single-threaded\n"
+	       "    -d, -o debug            libfuse debug output (implies -f)\n"
+	       "and the mount options of libfuse (see fuse(8)).\n");
+}
+
+enum { KEY_FOREGROUND, KEY_DEBUG, KEY_SINGLE, KEY_HELP, KEY_VERSION };
+
+#define UB_OPT(t, p) { t, offsetof(struct config, p), 1 }
+static const struct fuse_opt ub_opts[] = {
+	{ "basedir=%s", offsetof(struct config, basedir), 0 },
+	{ "verity=%s", offsetof(struct config, verity), 0 },
+	{ "pidfile=%s", offsetof(struct config, pidfile), 0 },
+	{ "logfile=%s", offsetof(struct config, logfile), 0 },
+	{ "timeout=%s", offsetof(struct config, timeout), 0 },
+	{ "passthrough=%s", offsetof(struct config, passthrough), 0 },
+	UB_OPT("nosplice", nosplice),
+	UB_OPT("noreaddirplus", noreaddirplus),
+	FUSE_OPT_KEY("foreground", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-f", KEY_FOREGROUND),
+	FUSE_OPT_KEY("-d", KEY_DEBUG),
+	FUSE_OPT_KEY("debug", KEY_DEBUG),
+	FUSE_OPT_KEY("-s", KEY_SINGLE),
+	FUSE_OPT_KEY("-h", KEY_HELP),
+	FUSE_OPT_KEY("--help", KEY_HELP),
+	FUSE_OPT_KEY("-V", KEY_VERSION),
+	FUSE_OPT_KEY("--version", KEY_VERSION),
+	FUSE_OPT_END
+};
+
+static int opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
+{
+	struct config *cfg = data;
+
+	(void)outargs;
+	switch (key) {
+	case FUSE_OPT_KEY_NONOPT:
+		if (!cfg->blob)
+			return (cfg->blob = strdup(arg)) ? 0 : -1;
+		if (!cfg->mountpoint)
+			return (cfg->mountpoint = strdup(arg)) ? 0 : -1;
+		fprintf(stderr, PROG ": unexpected argument '%s'\n", arg);
+		return -1;
+	case KEY_FOREGROUND:
+		cfg->foreground = 1;
+		return 0;
+	case KEY_DEBUG:
+		cfg->foreground = 1;
+		return 1;	/* libfuse wants it too */
+	case KEY_SINGLE:
+		cfg->singlethread = 1;
+		return 0;
+	case KEY_HELP:
+		cfg->help = 1;
+		return 0;
+	case KEY_VERSION:
+		cfg->version = 1;
+		return 0;
+	default:
+		return 1;	/* everything else is libfuse's (mount options) */
+	}
+}
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static const char *blob_error(int err)
+{
+	switch (err) {
+	case -EUCLEAN: return "not a valid unionblob blob (bad magic, checksum, sizes or sections)";
+	case -EINVAL: return "unsupported unionblob blob (version, block size or features)";
+	default: return strerror(-err);
+	}
+}
+
+static void open_blob(struct ubfs *fs, const char *path)
+{
+	struct stat st;
+	void *map;
+	int fd, err;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		die("%s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		die("%s: not a regular file", path);
+	if (st.st_size < (off_t)UB_BLOCK_SIZE)
+		die("%s: %s", path, blob_error(-EUCLEAN));
+	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	if (map == MAP_FAILED)
+		die("%s: mmap: %s", path, strerror(errno));
+	close(fd);	/* the mapping keeps the file */
+	/* Directory blocks and inodes are read at random: no readahead. */
+	madvise(map, (size_t)st.st_size, MADV_RANDOM);
+	fs->map = map;
+	fs->map_len = (size_t)st.st_size;
+	fs->blob_path = path;
+	fs->blob.size = (u64)st.st_size;
+	fs->blob.get_page = map_get_page;
+	fs->blob.put_page = NULL;
+	fs->blob.ctx = fs;
+	err = ub_open(&fs->blob, 0);
+	if (err)
+		die("%s: %s", path, blob_error(err));
+}
+
+static void open_stores(struct ubfs *fs, const char *basedir)
+{
+	char *list, *save = NULL, *dir;
+
+	if (!basedir || !*basedir)
+		die("-o basedir=STORE[:STORE...] is required");
+	list = strdup(basedir);
+	if (!list)
+		die("out of memory");
+	for (dir = strtok_r(list, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {
+		int fd;
+
+		if (fs->nstores == MAX_STORES)
+			die("too many stores (at most %d)", MAX_STORES);
+		fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+		if (fd < 0)
+			die("store %s: %s", dir, strerror(errno));
+		fs->store_fd[fs->nstores] = fd;
+		fs->store_path[fs->nstores] = strdup(dir);
+		fs->nstores++;
+	}
+	if (!fs->nstores)
+		die("-o basedir=STORE[:STORE...] is required");
+	free(list);
+}
+
+static void parse_settings(struct ubfs *fs, const struct config *cfg)
+{
+	char *end;
+
+	fs->verity = VERITY_OFF;
+	if (cfg->verity) {
+		if (!strcmp(cfg->verity, "try"))
+			fs->verity = VERITY_TRY;
+		else if (!strcmp(cfg->verity, "require"))
+			fs->verity = VERITY_REQUIRE;
+		else if (strcmp(cfg->verity, "off"))
+			die("verity=%s: expected off, try or require", cfg->verity);
+	}
+	fs->timeout = 365.0 * 86400;
+	if (cfg->timeout) {
+		fs->timeout = strtod(cfg->timeout, &end);
+		if (*end || fs->timeout < 0)
+			die("timeout=%s: expected seconds", cfg->timeout);
+	}
+	fs->splice = !cfg->nosplice;
+	fs->readdirplus = !cfg->noreaddirplus;
+}
+
+/* Every open file holds an object fd: allow as many as the hard limit does. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static void write_pidfile(const char *path)
+{
+	FILE *f;
+
+	if (!path)
+		return;
+	f = fopen(path, "we");
+	if (!f || fprintf(f, "%d\n", (int)getpid()) < 0 || fclose(f) != 0)
+		fs_log("pidfile %s: %s", path, strerror(errno));
+}
+
+/* Stdio of a daemon: nothing in, runtime errors to the log file if any. */
+static void redirect_stdio(const char *logfile)
+{
+	int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+	int log = logfile ? open(logfile, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : -1;
+
+	if (null < 0)
+		return;
+	dup2(null, 0);
+	dup2(null, 1);
+	dup2(log >= 0 ? log : null, 2);
+	close(null);
+	if (log >= 0)
+		close(log);
+}
+
+/*
+ * Fork after the mount exists: the parent exits 0 once the child has its
+ * pid file written and its stdio detached, so `cfs mount` returns with a
+ * mounted tree and a pid it can find.
+ */
+static void daemonize(const struct config *cfg)
+{
+	int pipefd[2];
+	char ok = 0;
+	pid_t pid;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0)
+		die("pipe: %s", strerror(errno));
+	pid = fork();
+	if (pid < 0)
+		die("fork: %s", strerror(errno));
+	if (pid > 0) {
+		close(pipefd[1]);
+		_exit(read(pipefd[0], &ok, 1) == 1 && ok == 1 ? 0 : 1);
+	}
+	close(pipefd[0]);
+	setsid();
+	if (chdir("/") < 0)
+		_exit(1);
+	write_pidfile(cfg->pidfile);
+	redirect_stdio(cfg->logfile);
+	ok = 1;
+	if (write(pipefd[1], &ok, 1) != 1)
+		_exit(1);
+	close(pipefd[1]);
+}
+
+/* passthrough=auto (default) or off; anything else is a usage error. */
+static int use_passthrough(const struct config *cfg)
+{
+	if (!cfg->passthrough || !strcmp(cfg->passthrough, "auto"))
+		return 1;
+	if (!strcmp(cfg->passthrough, "off"))
+		return 0;
+	die("passthrough=%s: expected auto or off", cfg->passthrough);
+}
+
+static int serve(struct fuse_session *se, const struct config *cfg)
+{
+	struct fuse_loop_config *lc;
+	int ret;
+
+	if (cfg->singlethread)
+		return fuse_session_loop(se);
+	lc = fuse_loop_cfg_create();
+	if (!lc)
+		return -ENOMEM;
+	fuse_loop_cfg_set_clone_fd(lc, 0);
+	fuse_loop_cfg_set_idle_threads(lc, 4);
+	ret = fuse_session_loop_mt(se, lc);
+	fuse_loop_cfg_destroy(lc);
+	return ret;
+}
+
+/* Mount options every instance gets: read-only, kernel permission checks, a readable name. */
+static int add_fixed_options(struct fuse_args *args, const char *blob)
+{
+	char *opts = NULL, *fsname;
+	int err;
+
+	if (asprintf(&fsname, "fsname=%s", blob) < 0)
+		return -1;
+	err = fuse_opt_add_opt(&opts, "ro,default_permissions,subtype=unionblob") ||
+	      fuse_opt_add_opt_escaped(&opts, fsname) ||
+	      fuse_opt_add_arg(args, "-o") || fuse_opt_add_arg(args, opts);
+	free(fsname);
+	free(opts);
+	return err ? -1 : 0;
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct config cfg = { 0 };
+	struct fuse_session *se;
+	static struct ubfs fs;
+	char *tag;
+	int ret;
+
+	if (fuse_opt_parse(&args, &cfg, ub_opts, opt_proc) < 0)
+		return 2;
+	if (cfg.help) {
+		usage();
+		return 0;
+	}
+	if (cfg.version) {
+		printf(PROG " (unionblob format %d), libfuse %s\n", UB_VERSION_MAJOR, fuse_pkgversion());
+		return 0;
+	}
+	if (!cfg.blob || !cfg.mountpoint) {
+		fprintf(stderr, "usage: " PROG " BLOB MOUNTPOINT -o basedir=STORE[:STORE...] (see --help)\n");
+		return 2;
+	}
+	parse_settings(&fs, &cfg);
+	open_blob(&fs, cfg.blob);
+	open_stores(&fs, cfg.basedir);
+	if (fs.verity != VERITY_OFF && fs.blob.sect[UB_SECT_DIGESTS].count &&
+	    !(fs.obj_state = calloc(fs.blob.sect[UB_SECT_DIGESTS].count, 1)))
+		die("out of memory");
+	if (asprintf(&tag, "[%s]", cfg.mountpoint) >= 0)
+		log_tag = tag;
+	raise_fd_limit();
+	if (add_fixed_options(&args, cfg.blob) < 0)
+		die("out of memory");
+
+	se = fuse_session_new(&args, &ub_ops, sizeof(ub_ops), &fs);
+	if (!se)
+		return 1;	/* libfuse said why (unknown option, ...) */
+	if (fuse_set_signal_handlers(se) != 0) {
+		fuse_session_destroy(se);
+		return 1;
+	}
+	if (fuse_session_mount(se, cfg.mountpoint) != 0) {
+		fuse_remove_signal_handlers(se);
+		fuse_session_destroy(se);
+		return 1;	/* libfuse said why */
+	}
+	if (use_passthrough(&cfg) && fs.blob.sect[UB_SECT_DIGESTS].count) {
+		fs.backing = calloc(fs.blob.sect[UB_SECT_DIGESTS].count, sizeof(*fs.backing));
+		if (!fs.backing || pt_install(se) != 0) {
+			fs_log("cannot set up passthrough: reads go through the server");
+			free(fs.backing);
+			fs.backing = NULL;
+		}
+	}
+	if (cfg.foreground)
+		write_pidfile(cfg.pidfile);
+	else
+		daemonize(&cfg);
+
+	ret = serve(se, &cfg);
+
+	fuse_session_unmount(se);
+	fuse_remove_signal_handlers(se);
+	fuse_session_destroy(se);
+	if (cfg.pidfile)
+		unlink(cfg.pidfile);
+	fuse_opt_free_args(&args);
+	return ret ? 1 : 0;
+}

@@ -1,0 +1,489 @@
+// `cfs mount`, `cfs umount`, `cfs install-helper`: put a blob on a directory, through the
+// unionblob kernel module where it is loaded, else through the FUSE server
+// (mounter/fuse/unionblob-fuse), optionally with a writable overlayfs upper on top.
+//
+// Read-only:   BLOB --(kernel | FUSE)--> TARGET
+// Writable:    BLOB --(kernel | FUSE)--> /run/unionblob/lower/<key>  (hidden, 0700)
+//              overlay lowerdir=<that>,upperdir=U,workdir=W -------> TARGET
+//
+// Every mount records a MountState (mounter/state.ts) keyed by the target, so `cfs umount
+// TARGET` finds the hidden lower and the FUSE server, and nothing stray remains. The same code
+// serves the mount(8) helper (mounter/helper.ts), so `mount -t unionblob` and /etc/fstab
+// behave exactly like `cfs mount`.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import * as path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { Option, type Command } from 'commander';
+import { openBlob, sourceFromFile, BlobError } from '../format/decode.js';
+import { verityDigestOfFile } from '../format/verity.js';
+import { isMountPoint, isUnionblobType, mountsAt, readMountinfo } from './mountinfo.js';
+import {
+  type Backend, type MountState, ensureRunDirs, keyOf, logPath, lowerPath, pidPath, readPid, readState,
+  removeState, writeState,
+} from './state.js';
+
+export type BackendChoice = Backend | 'auto';
+export type VerityMode = 'off' | 'try' | 'require';
+
+export interface MountRequest {
+  blob: string;
+  target: string;
+  stores: string[];
+  upper?: string;
+  work?: string;
+  backend?: BackendChoice;
+  /** Expected fs-verity digest of the blob (64 hex digits). */
+  digest?: string;
+  verity?: VerityMode;
+  /** Generic mount flags for the visible mount: nosuid, nodev, noexec, noatime, ... */
+  flags?: string[];
+  /** Validate everything, mount nothing (mount -f). */
+  fake?: boolean;
+  /** Progress and backend notes (stderr in the CLI). */
+  log?: (line: string) => void;
+}
+
+/** A failure with a message meant for the user as it is. */
+export class MountError extends Error {
+  override name = 'MountError';
+}
+
+/** Mount flags passed through to the kernel; everything else is ours or an error. */
+export const GENERIC_FLAGS = new Set([
+  'suid', 'nosuid', 'dev', 'nodev', 'exec', 'noexec', 'atime', 'noatime', 'relatime', 'norelatime',
+  'strictatime', 'nostrictatime', 'diratime', 'nodiratime', 'sync', 'async', 'dirsync',
+]);
+
+const BACKENDS: BackendChoice[] = ['auto', 'kernel', 'fuse'];
+const VERITY_MODES: VerityMode[] = ['off', 'try', 'require'];
+const COMMAND_TIMEOUT_MS = 60_000;
+
+// ---------------------------------------------------------------------------------------------
+// Paths and checks
+
+/** The package root (dist/mounter/mount.js -> ../../). */
+export function packageRoot(): string {
+  return fileURLToPath(new URL('../../', import.meta.url));
+}
+
+/**
+ * The target as mountinfo spells it, without touching the target itself: stat() of a dead FUSE
+ * mountpoint fails and of a stopped one hangs, so only its parent is resolved.
+ */
+export function canonicalTarget(target: string): string {
+  const abs = path.resolve(target);
+  if (abs === '/') return abs;
+  try {
+    return path.join(realpathSync(path.dirname(abs)), path.basename(abs));
+  } catch {
+    return abs;
+  }
+}
+
+/** Paths end up inside comma- and colon-separated mount options, which cannot quote them. */
+function checkOptionSafe(what: string, p: string): void {
+  if (/[,:\n\\]/.test(p)) throw new MountError(`${what} ${p}: paths with ',', ':', '\\' or newlines cannot be mount options`);
+}
+
+function checkDirectory(what: string, p: string): void {
+  let st;
+  try {
+    st = statSync(p);
+  } catch (err: any) {
+    throw new MountError(`${what} ${p}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`);
+  }
+  if (!st.isDirectory()) throw new MountError(`${what} ${p}: not a directory`);
+}
+
+/** Refuses a bad blob with one clear line before anything is mounted. */
+export function validateBlob(blob: string): void {
+  let src;
+  try {
+    src = sourceFromFile(blob);
+  } catch (err: any) {
+    throw new MountError(`${blob}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+  }
+  try {
+    openBlob(src);
+  } catch (err: any) {
+    if (err instanceof BlobError) throw new MountError(`${blob}: not a valid unionblob blob: ${err.message}`);
+    throw err;
+  } finally {
+    src.close();
+  }
+}
+
+async function checkDigest(blob: string, expected: string): Promise<void> {
+  const got = (await verityDigestOfFile(blob)).toString('hex');
+  if (got !== expected) {
+    throw new MountError(`${blob}: fs-verity digest is ${got}, expected ${expected}`);
+  }
+}
+
+function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob' | 'target' | 'stores' | 'backend' | 'flags'>> & MountRequest {
+  const backend = req.backend ?? 'auto';
+  if (!BACKENDS.includes(backend)) throw new MountError(`backend ${backend}: expected auto, kernel or fuse`);
+  if (req.verity !== undefined && !VERITY_MODES.includes(req.verity)) {
+    throw new MountError(`verity ${req.verity}: expected off, try or require`);
+  }
+  if (req.digest !== undefined && !/^[0-9a-fA-F]{64}$/.test(req.digest)) {
+    throw new MountError(`digest ${req.digest}: expected 64 hex digits (the blob's fs-verity SHA-256 digest)`);
+  }
+  if ((req.upper === undefined) !== (req.work === undefined)) {
+    throw new MountError('--upper and --work go together (overlayfs needs both, on the same filesystem)');
+  }
+  const stores = req.stores.flatMap((s) => s.split(':')).filter((s) => s !== '').map((s) => path.resolve(s));
+  if (stores.length === 0) throw new MountError('at least one object store is needed (--store DIR, basedir=DIR)');
+  for (const flag of req.flags ?? []) {
+    if (!GENERIC_FLAGS.has(flag)) throw new MountError(`unknown mount flag ${flag}`);
+  }
+  return {
+    ...req,
+    blob: path.resolve(req.blob),
+    target: path.resolve(req.target),
+    stores,
+    backend,
+    digest: req.digest?.toLowerCase(),
+    upper: req.upper === undefined ? undefined : path.resolve(req.upper),
+    work: req.work === undefined ? undefined : path.resolve(req.work),
+    flags: req.flags ?? [],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Running mount(8), umount(8) and the FUSE server
+
+interface RunResult {
+  ok: boolean;
+  stderr: string;
+  timedOut: boolean;
+}
+
+function run(cmd: string, args: string[], timeoutMs = COMMAND_TIMEOUT_MS): RunResult {
+  const r = spawnSync(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], timeout: timeoutMs, encoding: 'utf8' });
+  if (r.error && (r.error as any).code === 'ENOENT') {
+    return { ok: false, stderr: `${cmd}: not found`, timedOut: false };
+  }
+  const timedOut = (r.error as any)?.code === 'ETIMEDOUT';
+  return { ok: r.status === 0, stderr: (r.stderr ?? '').trim(), timedOut };
+}
+
+/** The FUSE server: $UNIONBLOB_FUSE, the one built in this checkout, or the one on PATH. */
+export function fuseServerPath(): string {
+  if (process.env.UNIONBLOB_FUSE) return process.env.UNIONBLOB_FUSE;
+  const built = path.join(packageRoot(), 'mounter', 'fuse', 'unionblob-fuse');
+  if (existsSync(built)) return built;
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir && existsSync(path.join(dir, 'unionblob-fuse'))) return path.join(dir, 'unionblob-fuse');
+  }
+  throw new MountError(`unionblob-fuse is not built: run make -C ${path.join(packageRoot(), 'mounter', 'fuse')}`);
+}
+
+function kernelHasUnionblob(): boolean {
+  try {
+    return /\tunionblob$/m.test(readFileSync('/proc/filesystems', 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** auto: the kernel module when it is (or can be) loaded, else FUSE. */
+export function chooseBackend(choice: BackendChoice, log: (line: string) => void): Backend {
+  if (choice !== 'auto') return choice;
+  if (kernelHasUnionblob() || (run('modprobe', ['-q', 'unionblob'], 10_000).ok && kernelHasUnionblob())) {
+    log('using the unionblob kernel module');
+    return 'kernel';
+  }
+  log('no unionblob kernel module here: using FUSE (unionblob-fuse)');
+  return 'fuse';
+}
+
+/** FUSE mounts default to nosuid,nodev; a container image needs what the kernel module gives. */
+function fuseFlags(flags: string[]): string[] {
+  const out = [...flags];
+  if (!flags.includes('nosuid')) out.push('suid');
+  if (!flags.includes('nodev')) out.push('dev');
+  return out;
+}
+
+/** Starts the FUSE server on `at`; it returns once the mount exists. Returns the server's pid. */
+function mountFuse(req: MountRequest, at: string, key: string, flags: string[]): number | undefined {
+  const opts = [
+    `basedir=${req.stores.join(':')}`,
+    `verity=${req.verity ?? 'off'}`,
+    'allow_other',
+    ...fuseFlags(flags),
+    `pidfile=${pidPath(key)}`,
+    `logfile=${logPath(key)}`,
+  ];
+  const r = run(fuseServerPath(), [req.blob, at, '-o', opts.join(',')]);
+  if (!r.ok) throw new MountError(`FUSE mount of ${req.blob} on ${at} failed: ${r.stderr || 'unionblob-fuse failed'}`);
+  return readPid(key);
+}
+
+function mountKernel(req: MountRequest, at: string, flags: string[]): void {
+  const opts = ['ro', `basedir=${req.stores.join(':')}`, ...flags];
+  if (req.verity) opts.push(`verity=${req.verity}`);
+  if (req.digest) opts.push(`digest=${req.digest}`);
+  // -i: do not hand the mount back to /sbin/mount.unionblob, which would call us again.
+  const r = run('mount', ['-i', '-t', 'unionblob', '-o', opts.join(','), req.blob, at]);
+  if (!r.ok) throw new MountError(`kernel mount of ${req.blob} on ${at} failed: ${r.stderr || 'mount failed'}`);
+}
+
+function mountOverlay(lower: string, upper: string, work: string, target: string, flags: string[]): void {
+  const opts = [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...flags];
+  const r = run('mount', ['-i', '-t', 'overlay', '-o', opts.join(','), 'overlay', target]);
+  if (!r.ok) throw new MountError(`overlay mount on ${target} failed: ${r.stderr || 'mount failed'}`);
+}
+
+/**
+ * Unmounts `at`; a busy or unresponsive mount is detached lazily instead of left behind. -c: the
+ * path is already canonical, and canonicalizing it would stat() a possibly hung mount.
+ */
+function unmountPath(at: string, log: (line: string) => void): void {
+  if (!isMountPoint(at)) return;
+  const r = run('umount', ['-c', at], 10_000);
+  if (r.ok) return;
+  log(`umount ${at}: ${r.timedOut ? 'timed out' : r.stderr || 'failed'}; detaching it lazily`);
+  const lazy = run('umount', ['-c', '-l', at], 10_000);
+  if (!lazy.ok && isMountPoint(at)) throw new MountError(`cannot unmount ${at}: ${lazy.stderr}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The FUSE server process
+
+function processState(pid: number): string | undefined {
+  try {
+    // "pid (comm) S ...": the state letter follows the last ')'.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Alive and still our server (a recycled pid must never be killed). */
+function isOurServer(pid: number): boolean {
+  const state = processState(pid);
+  if (state === undefined || state === 'Z' || state === 'X') return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0')[0].endsWith('unionblob-fuse');
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * After the unmount the server sees its connection close and exits by itself; one that does
+ * not (stopped, or a lazily detached mount still in use) is killed. SIGKILL, not SIGTERM: a
+ * terminating server unmounts its mountpoint path, which may by now be somebody else's mount.
+ */
+async function stopServer(pid: number, log: (line: string) => void): Promise<void> {
+  for (let i = 0; i < 40 && isOurServer(pid); i++) await sleep(50);
+  if (!isOurServer(pid)) return;
+  log(`FUSE server ${pid} did not exit after the unmount: killing it`);
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // gone in the meantime
+  }
+  for (let i = 0; i < 40 && isOurServer(pid); i++) await sleep(50);
+}
+
+// ---------------------------------------------------------------------------------------------
+// mount and umount
+
+/**
+ * Whether what `state.target` shows is the mount `state` made: the blob itself, or the overlay
+ * on its hidden lower. Anything else there (a mount made later on top, or the filesystem that
+ * was there before) is not ours to unmount.
+ */
+function ownsTopMount(state: MountState): boolean {
+  const top = mountsAt(state.target, readMountinfo()).at(-1);
+  if (!top) return false;
+  if (state.lower === state.target) return isUnionblobType(top.fsType);
+  return top.fsType === 'overlay' && top.superOptions.split(',').includes(`lowerdir=${state.lower}`);
+}
+
+/** Releases what a recorded mount left: the target's mount, the hidden lower, the server. */
+async function releaseMount(state: MountState, key: string, log: (line: string) => void): Promise<void> {
+  if (ownsTopMount(state)) unmountPath(state.target, log);
+  if (state.lower !== state.target) {
+    // The overlay is gone, so nothing holds the lower but stray users: detach it now.
+    if (isMountPoint(state.lower)) {
+      const r = run('umount', ['-c', '-l', state.lower], 10_000);
+      if (!r.ok && isMountPoint(state.lower)) throw new MountError(`cannot unmount ${state.lower}: ${r.stderr}`);
+    }
+    try {
+      rmdirSync(state.lower);
+    } catch (err: any) {
+      if (err.code !== 'ENOENT') log(`cannot remove ${state.lower}: ${err.message}`);
+    }
+  }
+  if (state.pid) await stopServer(state.pid, log);
+  removeState(key);
+}
+
+/** Mounts the blob itself at `at` with the chosen backend. */
+function mountBlobAt(req: MountRequest, backend: Backend, at: string, key: string, flags: string[]): number | undefined {
+  if (backend === 'kernel') {
+    mountKernel(req, at, flags);
+    return undefined;
+  }
+  return mountFuse(req, at, key, flags);
+}
+
+export async function mountBlob(request: MountRequest): Promise<MountState> {
+  const log = request.log ?? (() => {});
+  const req = normalizeRequest(request);
+  validateBlob(req.blob);
+  for (const store of req.stores) {
+    checkOptionSafe('store', store);
+    checkDirectory('store', store);
+  }
+  checkDirectory('target', req.target);
+  const target = realpathSync(req.target);
+  if (req.upper) {
+    checkOptionSafe('upper', req.upper);
+    checkOptionSafe('work', req.work!);
+    checkDirectory('upper', req.upper);
+    checkDirectory('work', req.work!);
+  }
+  const backend = chooseBackend(req.backend, log);
+  if (backend === 'fuse') {
+    fuseServerPath();
+    // The kernel checks digest= itself; FUSE has nobody but us to do it.
+    if (req.digest) await checkDigest(req.blob, req.digest);
+  }
+  if (req.fake) return fakeState(req, target, backend);
+
+  const key = keyOf(target);
+  await clearStaleState(key, target, log);
+  ensureRunDirs();
+  const state: MountState = {
+    version: 1, target, blob: req.blob, stores: req.stores, backend, lower: target, mountedAt: new Date().toISOString(),
+  };
+  if (req.upper) {
+    state.lower = lowerPath(key);
+    state.upper = req.upper;
+    state.work = req.work;
+    mkdirSync(state.lower, { recursive: true, mode: 0o700 });
+  }
+  // Recorded before mounting, so even a half-done mount can be released by `cfs umount`.
+  writeState(key, state);
+  try {
+    state.pid = mountBlobAt(req, backend, state.lower, key, req.upper ? [] : req.flags);
+    writeState(key, state);
+    if (req.upper) mountOverlay(state.lower, req.upper, req.work!, target, req.flags);
+  } catch (err) {
+    await releaseMount(state, key, log).catch(() => {});
+    throw err;
+  }
+  return state;
+}
+
+function fakeState(req: MountRequest, target: string, backend: Backend): MountState {
+  const key = keyOf(target);
+  return {
+    version: 1, target, blob: req.blob, stores: req.stores, backend,
+    lower: req.upper ? lowerPath(key) : target, upper: req.upper, work: req.work, mountedAt: new Date().toISOString(),
+  };
+}
+
+/**
+ * A state whose target is no longer mounted (unmounted with plain umount(8), or a crash in the
+ * middle of cfs mount) is released before the target is used again; a live one is an error.
+ */
+async function clearStaleState(key: string, target: string, log: (line: string) => void): Promise<void> {
+  const old = readState(key);
+  if (!old) return;
+  if (ownsTopMount(old)) throw new MountError(`${target} is already mounted (cfs umount ${target} first)`);
+  await releaseMount(old, key, log);
+}
+
+export interface UmountOptions {
+  log?: (line: string) => void;
+}
+
+export async function umountTarget(targetArg: string, opts: UmountOptions = {}): Promise<void> {
+  const log = opts.log ?? (() => {});
+  const target = canonicalTarget(targetArg);
+  const key = keyOf(target);
+  const state = readState(key);
+  if (state) {
+    await releaseMount(state, key, log);
+    return;
+  }
+  // Mounted by something that kept no state (e.g. unionblob-fuse run by hand): ours only.
+  const top = mountsAt(target, readMountinfo()).at(-1);
+  if (!top) throw new MountError(`${target}: not mounted`);
+  if (!isUnionblobType(top.fsType)) throw new MountError(`${target}: not a unionblob mount (${top.fsType})`);
+  unmountPath(target, log);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The mount(8) helper
+
+/** Installs mounter/mount.unionblob at `dest` with this checkout and this node pinned in it. */
+export function installHelper(dest = '/sbin/mount.unionblob'): string {
+  const root = packageRoot().replace(/\/$/, '');
+  const script = readFileSync(path.join(root, 'mounter', 'mount.unionblob'), 'utf8')
+    .replace(/^UNIONBLOB_ROOT=.*$/m, `UNIONBLOB_ROOT=\${UNIONBLOB_ROOT:-${root}}`)
+    .replace(/^UNIONBLOB_NODE=.*$/m, `UNIONBLOB_NODE=\${UNIONBLOB_NODE:-${process.execPath}}`);
+  const tmp = `${dest}.tmp-${process.pid}`;
+  writeFileSync(tmp, script, { mode: 0o755 });
+  chmodSync(tmp, 0o755);
+  renameSync(tmp, dest);
+  return dest;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CLI
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function stderrLog(line: string): void {
+  process.stderr.write(`cfs: ${line}\n`);
+}
+
+export function registerMount(program: Command): void {
+  program
+    .command('mount')
+    .description('mount a blob read-only (kernel module or FUSE), or writable with an overlayfs upper')
+    .argument('<blob>', 'the metadata blob (cfs build -o)')
+    .argument('<target>', 'directory to mount on')
+    .option('--store <dir>', 'object store; repeat (or A:B) to search several in order', collect, [])
+    .option('--upper <dir>', 'overlayfs upper directory: makes the mount writable')
+    .option('--work <dir>', 'overlayfs work directory (same filesystem as --upper)')
+    .addOption(new Option('--backend <name>', 'kernel module, FUSE, or whichever is available').choices(BACKENDS).default('auto'))
+    .option('--digest <hex>', "refuse the blob unless its fs-verity digest is this")
+    .addOption(new Option('--verity <mode>', 'check objects against their digests').choices(VERITY_MODES))
+    .option('-o, --options <flags>', 'mount flags for the target: nosuid,nodev,noexec,noatime,...')
+    .action(async (blob: string, target: string, o: any) => {
+      const flags = o.options ? String(o.options).split(',').filter(Boolean) : [];
+      await mountBlob({
+        blob, target, stores: o.store, upper: o.upper, work: o.work, backend: o.backend,
+        digest: o.digest, verity: o.verity, flags, log: stderrLog,
+      });
+    });
+
+  program
+    .command('umount')
+    .description('unmount what cfs mount put on a target: overlay, hidden lower and FUSE server')
+    .argument('<target>', 'the mounted directory')
+    .action(async (target: string) => {
+      await umountTarget(target, { log: stderrLog });
+    });
+
+  program
+    .command('install-helper')
+    .description('install the mount(8) helper, so mount -t unionblob and /etc/fstab work')
+    .option('--dest <path>', 'where to install it', '/sbin/mount.unionblob')
+    .action((o: { dest: string }) => {
+      process.stdout.write(`installed ${installHelper(o.dest)}\n`);
+    });
+}

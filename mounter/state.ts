@@ -1,0 +1,92 @@
+// Bookkeeping of `cfs mount`, so one `cfs umount TARGET` can release everything a mount made:
+//
+//   /run/unionblob/                     (UNIONBLOB_RUN_DIR overrides it, for tests)
+//     mounts/<key>.json                 MountState of the mount at one target
+//     mounts/<key>.pid                  pid of its FUSE server (written by the server itself)
+//     mounts/<key>.log                  the server's runtime errors after it daemonized
+//     lower/<key>/                      mountpoint of the read-only lower when an overlay is
+//                                       stacked on the target (mode 0700: only the overlay,
+//                                       which uses the mounter's credentials, looks inside)
+//
+// <key> is a hash of the target's absolute path. /run is a tmpfs on most systems, so a reboot
+// forgets the state exactly when it forgets the mounts.
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+
+export type Backend = 'kernel' | 'fuse';
+
+export interface MountState {
+  version: 1;
+  target: string;
+  blob: string;
+  stores: string[];
+  backend: Backend;
+  /** Where the blob itself is mounted: the target, or the hidden lower under an overlay. */
+  lower: string;
+  upper?: string;
+  work?: string;
+  /** FUSE server pid (absent for the kernel backend). */
+  pid?: number;
+  mountedAt: string;
+}
+
+export function runDir(): string {
+  return process.env.UNIONBLOB_RUN_DIR || '/run/unionblob';
+}
+
+export function keyOf(target: string): string {
+  return createHash('sha256').update(target).digest('hex').slice(0, 16);
+}
+
+export function statePath(key: string): string {
+  return path.join(runDir(), 'mounts', `${key}.json`);
+}
+
+export function pidPath(key: string): string {
+  return path.join(runDir(), 'mounts', `${key}.pid`);
+}
+
+export function logPath(key: string): string {
+  return path.join(runDir(), 'mounts', `${key}.log`);
+}
+
+export function lowerPath(key: string): string {
+  return path.join(runDir(), 'lower', key);
+}
+
+export function ensureRunDirs(): void {
+  mkdirSync(path.join(runDir(), 'mounts'), { recursive: true, mode: 0o700 });
+  mkdirSync(path.join(runDir(), 'lower'), { recursive: true, mode: 0o700 });
+}
+
+export function readState(key: string): MountState | undefined {
+  try {
+    return JSON.parse(readFileSync(statePath(key), 'utf8')) as MountState;
+  } catch (err: any) {
+    if (err.code === 'ENOENT') return undefined;
+    if (err instanceof SyntaxError) return undefined; // torn by a crash: nothing usable in it
+    throw err;
+  }
+}
+
+/** Written to a temp name and renamed, so a crash never leaves half a state file. */
+export function writeState(key: string, state: MountState): void {
+  const file = statePath(key);
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
+}
+
+export function removeState(key: string): void {
+  for (const file of [statePath(key), pidPath(key), logPath(key)]) rmSync(file, { force: true });
+}
+
+export function readPid(key: string): number | undefined {
+  try {
+    const pid = Number(readFileSync(pidPath(key), 'utf8').trim());
+    return Number.isInteger(pid) && pid > 1 ? pid : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,404 @@
+// The inspection and maintenance commands: info, ls, cat, dump, extract, fsck, gc. Every test
+// builds its own blob with encodeBlob from a hand-made tree and writes the objects it needs into
+// a temp store named by fs-verity digest, so nothing here depends on the image compiler.
+// Runs as root (extract restores owners, devices and trusted.* xattrs).
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { encodeBlob } from '../dist/format/encode.js';
+import { openBlob, sourceFromBuffer } from '../dist/format/decode.js';
+import { dumpBlob } from '../dist/format/dump.js';
+import { verityDigest } from '../dist/format/verity.js';
+import { extractBlob } from '../dist/compiler/extract.js';
+import { fsckBlob } from '../dist/compiler/fsck.js';
+import { gcStores } from '../dist/compiler/gc.js';
+import { readBlobFile, displayName, modeString } from '../dist/compiler/inspect.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CFS = path.join(ROOT, 'bin', 'cfs');
+const S = { REG: 0o100000, DIR: 0o040000, LNK: 0o120000, CHR: 0o020000, BLK: 0o060000, FIFO: 0o010000, SOCK: 0o140000 };
+const T0 = 1700000000;
+const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
+
+function cfs(...args) {
+  const r = spawnSync(process.execPath, [CFS, ...args], { encoding: 'buffer' });
+  return { code: r.status, stdout: r.stdout, out: r.stdout.toString(), err: r.stderr.toString() };
+}
+
+function node(mode, extra = {}) {
+  return { mode, uid: 0, gid: 0, mtimeSec: T0, mtimeNsec: 0, xattrs: new Map(), size: 0, ...extra };
+}
+const dir = (perm, children, extra = {}) => node(S.DIR | perm, { children: new Map(Object.entries(children)), ...extra });
+const bin = (s) => Buffer.from(s, 'latin1').toString('latin1');
+
+function content(n, seed) {
+  const b = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) b[i] = (i * 31 + seed * 7 + (i >> 8)) & 0xff;
+  return b;
+}
+
+/** Object contents by digest hex, filled by ext(). */
+function makeTree() {
+  const objects = new Map();
+  const ext = (perm, data, extra = {}) => {
+    const digest = verityDigest(data);
+    objects.set(digest.toString('hex'), data);
+    return node(S.REG | perm, { size: data.length, digest, ...extra });
+  };
+  const inl = (perm, text, extra = {}) => {
+    const data = Buffer.from(text, 'latin1');
+    return node(S.REG | perm, { size: data.length, inline: data, ...extra });
+  };
+  // v2 file capability: cap_net_raw permitted + effective.
+  const capability = Buffer.from('0100000200200000000000000000000000000000', 'hex');
+  // ACL user::rw- user:1000:r-- group::r-- mask::r-- other::r-- (matches mode 0644).
+  const acl = Buffer.from('02000000' + '01000600ffffffff' + '02000400e8030000' + '04000400ffffffff' + '10000400ffffffff' + '20000400ffffffff', 'hex');
+  const ash = ext(0o755, content(70000, 1), { xattrs: new Map([['security.selinux', Buffer.from('system_u:object_r:bin_t:s0\0')]]) });
+  const tree = dir(0o755, {
+    bin: dir(0o755, {
+      ash,
+      sh: ash, // hardlink
+      ping: ext(0o4755, content(5000, 2), { xattrs: new Map([['security.capability', capability]]) }),
+      wall: ext(0o2755, content(300, 3), { gid: 5 }),
+    }),
+    dev: dir(0o755, {
+      null: node(S.CHR | 0o666, { rdevMajor: 1, rdevMinor: 3 }),
+      loop0: node(S.BLK | 0o660, { gid: 6, rdevMajor: 7, rdevMinor: 0 }),
+      big: node(S.CHR | 0o600, { rdevMajor: 300, rdevMinor: 70000 }),
+      fifo: node(S.FIFO | 0o644),
+      sock: node(S.SOCK | 0o755),
+    }),
+    etc: dir(0o755, {
+      hostname: inl(0o644, 'unionblob\n', { mtimeNsec: 123456789 }),
+      acl: inl(0o644, 'acl file\n', { xattrs: new Map([['system.posix_acl_access', acl]]) }),
+      trusted: inl(0o600, 'x', { xattrs: new Map([['trusted.overlay.opaque', Buffer.from('y')], ['user.empty', Buffer.alloc(0)]]) }),
+      link: node(S.LNK | 0o777, { target: '../bin/ash', size: 10, xattrs: new Map([['trusted.lnk', Buffer.from([1, 2])]]) }),
+    }),
+    names: dir(0o755, {
+      [bin('caf\xc3\xa9')]: inl(0o644, 'utf8 name'),
+      [bin('\xff\xfe new\nline\\')]: inl(0o644, 'bad utf8', { xattrs: new Map([['user.a=b', Buffer.from('v')]]) }),
+    }),
+    empty: node(S.REG | 0o600, { uid: 1234, gid: 5678, mtimeSec: -2, mtimeNsec: 500000000 }),
+    'empty-dir': dir(0o700, {}, { mtimeSec: T0 + 5, mtimeNsec: 999999999 }),
+    share: dir(0o2775, { sub: dir(0o755, {}) }, { uid: 1000, gid: 1000 }),
+    tmp: dir(0o1777, {}, { mtimeSec: 0 }),
+  }, { mtimeNsec: 42, xattrs: new Map([['user.root', Buffer.from('r')]]) });
+  return { tree, objects };
+}
+
+function writeObject(store, hex, data) {
+  const p = path.join(store, 'objects', hex.slice(0, 2), hex.slice(2));
+  fs.mkdirSync(path.dirname(p), { recursive: true });
+  fs.writeFileSync(p, data);
+  return p;
+}
+
+/** A temp dir with blob.ub and a store holding every object the blob needs. */
+function fixture(t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-cli-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { tree, objects } = makeTree();
+  const blobBuf = encodeBlob(tree, { inlineThreshold: 64 });
+  const blob = path.join(dir, 'blob.ub');
+  fs.writeFileSync(blob, blobBuf);
+  const store = path.join(dir, 'store');
+  const objectPaths = new Map();
+  for (const [hex, data] of objects) objectPaths.set(hex, writeObject(store, hex, data));
+  return { dir, tree, objects, blob, blobBuf, store, objectPaths };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+test('info: text and --json', (t) => {
+  const f = fixture(t);
+  const text = cfs('info', f.blob);
+  t.is(text.code, 0, text.err);
+  t.regex(text.out, /^inodes: +24 \(reg 9, dir 9, lnk 1, chr 2, blk 1, fifo 1, sock 1\)$/m);
+  t.regex(text.out, /^ +3 +DIGESTS +\d+ +96 +3 0x[0-9a-f]{8}$/m);
+  const j = cfs('info', '--json', f.blob);
+  t.is(j.code, 0, j.err);
+  const info = JSON.parse(j.out);
+  t.is(info.inodes, 24);
+  t.is(info.dirents, 24);
+  t.is(info.objects, 3);
+  t.is(info.objectBytes, 75300);
+  t.is(info.externalFiles, 3);
+  t.is(info.emptyFiles, 1);
+  t.is(info.sections.length, 6);
+  t.is(info.blobSize, f.blobBuf.length);
+});
+
+test('ls: names, long format, single entry, errors', (t) => {
+  const f = fixture(t);
+  t.is(cfs('ls', f.blob).out, 'bin\ndev\nempty\nempty-dir\netc\nnames\nshare\ntmp\n');
+  t.is(cfs('ls', f.blob, '/names').out, 'café\n\\xff\\xfe new\\x0aline\\\\\n');
+  const long = cfs('ls', '-l', f.blob, '/bin');
+  t.is(long.code, 0, long.err);
+  t.regex(long.out, /^-rwxr-xr-x 2 0 0 70000 2023-11-14 22:13:20 ash$/m);
+  t.regex(long.out, /^-rwsr-xr-x 1 0 0 +5000 2023-11-14 22:13:20 ping$/m);
+  t.regex(long.out, /^-rwxr-sr-x 1 0 5 +300 2023-11-14 22:13:20 wall$/m);
+  t.regex(cfs('ls', '-l', f.blob).out, /^drwxrwxrwt +2 +0 +0 +0 1970-01-01 00:00:00 tmp$/m);
+  t.regex(cfs('ls', '-l', f.blob, '/dev').out, /^crw------- 1 0 0 300, 70000 .* big$/m);
+  t.regex(cfs('ls', '-l', f.blob, 'etc/link').out, /^lrwxrwxrwx 1 0 0 10 .* etc\/link -> \.\.\/bin\/ash$/m);
+  const missing = cfs('ls', f.blob, '/nope');
+  t.is(missing.code, 1);
+  t.is(missing.err, 'cfs: /nope: no such file or directory\n');
+  t.is(modeString(0o1777, 'dir'), 'drwxrwxrwt');
+  t.is(modeString(0o6644, 'reg'), '-rwSr-Sr--');
+  t.is(displayName(bin('a\\b\x7f\xc3')), 'a\\\\b\\x7f\\xc3');
+});
+
+test('cat: inline, external, store order, errors', async (t) => {
+  const f = fixture(t);
+  t.is(cfs('cat', f.blob, '/etc/hostname').out, 'unionblob\n');
+  t.is(cfs('cat', f.blob, '/empty').out, '');
+  const ash = cfs('cat', f.blob, '/bin/sh', '--store', f.store);
+  t.is(ash.code, 0, ash.err);
+  t.true(ash.stdout.equals(content(70000, 1)));
+  t.true((await readBlobFile(f.blob, '/names/café', [])).equals(Buffer.from('utf8 name')));
+  // A name that is not UTF-8, given as raw bytes on the command line.
+  const raw = spawnSync('bash', ['-c', `"$0" "$1" cat "$2" "$(printf '/names/\\377\\376 new\\nline\\\\')"`, process.execPath, CFS, f.blob], { encoding: 'utf8' });
+  t.is(raw.stdout, 'bad utf8', raw.stderr);
+  // The first store that has the object serves it.
+  const empty = path.join(f.dir, 'empty-store');
+  fs.mkdirSync(empty);
+  t.true(cfs('cat', f.blob, '/bin/ping', '--store', empty, '--store', f.store).stdout.equals(content(5000, 2)));
+  const noStore = cfs('cat', f.blob, '/bin/ping', '--store', empty);
+  t.is(noStore.code, 1);
+  t.regex(noStore.err, /^cfs: \/bin\/ping: object [0-9a-f]{64} not found in any store\n$/);
+  t.is(cfs('cat', f.blob, '/bin').err, 'cfs: /bin: is a directory\n');
+  t.is(cfs('cat', f.blob, '/etc/link', '--store', f.store).err, 'cfs: /etc/link: is a symbolic link (not followed)\n');
+  t.is(cfs('cat', f.blob, '/dev/null').err, 'cfs: /dev/null: not a regular file\n');
+  t.not(cfs('cat', f.blob, '/bin').code, 0);
+  // Output through a closed pipe ends quietly.
+  const head = spawnSync('bash', ['-c', `"${process.execPath}" "${CFS}" cat "${f.blob}" /bin/ash --store "${f.store}" | head -c 10 >/dev/null; echo "\${PIPESTATUS[0]}"`], { encoding: 'utf8' });
+  t.is(head.stdout.trim(), '0', head.stderr);
+});
+
+test('dump: text is dumpBlob, --json is one stable object per dirent', (t) => {
+  const f = fixture(t);
+  const text = cfs('dump', f.blob);
+  t.is(text.code, 0, text.err);
+  t.is(text.out, dumpBlob(openBlob(sourceFromBuffer(f.blobBuf))));
+  const json = cfs('dump', '--json', f.blob);
+  t.is(json.code, 0, json.err);
+  t.is(cfs('dump', '--json', f.blob).out, json.out);
+  const lines = json.out.trimEnd().split('\n').map((l) => JSON.parse(l));
+  t.deepEqual(lines[0], { unionblob: 1, inodes: 24, dirents: 24, digests: 3, xattrsets: 7 });
+  t.is(lines.length, 1 + 1 + 24);
+  t.deepEqual(lines.map((l) => l.path).slice(1), text.out.trimEnd().split('\n').slice(1).map((l) => l.split(' ')[0]));
+  const ping = lines.find((l) => l.path === '/bin/ping');
+  t.is(ping.mode, 0o4755);
+  t.is(ping.object, verityDigest(content(5000, 2)).toString('hex'));
+  t.deepEqual(ping.xattrs, { 'security.capability': '0100000200200000000000000000000000000000' });
+  t.like(lines.find((l) => l.path === '/dev/big'), { type: 'chr', major: 300, minor: 70000 });
+  t.like(lines.find((l) => l.path === '/etc/link'), { type: 'lnk', target: '../bin/ash' });
+  t.truthy(lines.find((l) => l.path === '/names/\\xff\\xfe\\x20new\\x0aline\\x5c'));
+  t.regex(spawnSync('bash', ['-c', `"${process.execPath}" "${CFS}" dump "${f.blob}" | head -1`], { encoding: 'utf8' }).stdout, /^# unionblob v1 /);
+});
+
+// ---------------------------------------------------------------------------------------------
+
+/** getfattr's view of every xattr under `root`: path (binary string) -> name -> hex. */
+function getAllXattrs(root) {
+  const r = spawnSync('getfattr', ['-R', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', root], { encoding: 'buffer' });
+  const unquote = (s) => s.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8)));
+  const all = new Map();
+  let current;
+  for (const line of r.stdout.toString('latin1').split('\n')) {
+    if (line.startsWith('# file: ')) all.set(unquote(line.slice(8)), (current = new Map()));
+    const m = /^([^#=][^=]*)=0x([0-9a-f]*)$/.exec(line);
+    if (m) current.set(unquote(m[1]), m[2]);
+  }
+  return all;
+}
+
+const statField = (p, fmt) => spawnSync('stat', ['-c', fmt, p], { encoding: 'utf8' }).stdout.trim();
+
+/** Compare every entry under `tree` with the extracted `dest` (Buffer paths: names are bytes). */
+function compareTree(t, tree, dest) {
+  const inoOf = new Map(); // TreeNode -> st_ino of its first extracted path
+  const xattrs = getAllXattrs(dest);
+  const walk = (n, p, shown) => {
+    const st = fs.lstatSync(p, { bigint: true });
+    const type = Number(st.mode) & 0o170000;
+    t.is(type, n.mode & 0o170000, `${shown}: type`);
+    if (type !== S.LNK) t.is(Number(st.mode) & 0o7777, n.mode & 0o7777, `${shown}: mode`);
+    t.is(Number(st.uid), n.uid, `${shown}: uid`);
+    t.is(Number(st.gid), n.gid, `${shown}: gid`);
+    const wantNs = BigInt(n.mtimeSec) * 1_000_000_000n + BigInt(Math.floor(n.mtimeNsec / 1000) * 1000);
+    t.is(st.mtimeNs, wantNs, `${shown}: mtime (microseconds)`);
+    if (inoOf.has(n)) t.is(st.ino, inoOf.get(n), `${shown}: hardlink`);
+    else inoOf.set(n, st.ino);
+    const want = new Map([...n.xattrs].map(([k, v]) => [k, v.toString('hex')]));
+    t.deepEqual(xattrs.get(p.toString('latin1')) ?? new Map(), want, `${shown}: xattrs`);
+    switch (type) {
+      case S.REG:
+        t.is(Number(st.size), n.size, `${shown}: size`);
+        if (n.digest) t.true(verityDigest(fs.readFileSync(p)).equals(n.digest), `${shown}: content`);
+        else t.true(fs.readFileSync(p).equals(n.inline ?? Buffer.alloc(0)), `${shown}: content`);
+        break;
+      case S.LNK:
+        t.is(fs.readlinkSync(p, { encoding: 'latin1' }), n.target, `${shown}: target`);
+        break;
+      case S.CHR:
+      case S.BLK:
+        t.is(statField(p, '%t:%T'), `${n.rdevMajor.toString(16)}:${n.rdevMinor.toString(16)}`, `${shown}: rdev`);
+        break;
+      case S.DIR: {
+        const names = fs.readdirSync(p, { encoding: 'buffer' }).map((b) => b.toString('latin1')).sort();
+        t.deepEqual(names, [...n.children.keys()].sort(), `${shown}: entries`);
+        for (const [name, child] of n.children) walk(child, Buffer.concat([p, Buffer.from('/' + name, 'latin1')]), `${shown}/${name}`);
+      }
+    }
+  };
+  walk(tree, Buffer.from(dest), '');
+}
+
+test('extract: the tree comes back with types, modes, owners, contents, devices, xattrs, hardlinks, times', async (t) => {
+  const f = fixture(t);
+  if (!hasPython) f.tree.children.get('dev').children.delete('sock');
+  const dest = path.join(f.dir, 'out');
+  const warnings = [];
+  const r = await extractBlob(f.blob, [f.store], dest, { warn: (m) => warnings.push(m) });
+  t.deepEqual(warnings, []);
+  t.is(r.dirents, 24);
+  t.is(r.inodes, 24);
+  compareTree(t, f.tree, dest);
+  t.true(fs.lstatSync(path.join(dest, 'dev/sock')).isSocket());
+  t.is(fs.lstatSync(path.join(dest, 'empty'), { bigint: true }).mtimeNs, -1_500_000_000n);
+  t.deepEqual(fs.readdirSync(dest).filter((n) => n.startsWith('.cfs-')), []);
+  // ACL and capability are real ones, as the tools see them.
+  const facl = spawnSync('getfacl', ['-n', '-c', path.join(dest, 'etc/acl')], { encoding: 'utf8' });
+  if (facl.error === undefined) t.regex(facl.stdout, /^user:1000:r--$/m);
+  const cap = spawnSync('getcap', [path.join(dest, 'bin/ping')], { encoding: 'utf8' });
+  if (cap.error === undefined) t.regex(cap.stdout, /cap_net_raw[=+]ep/);
+});
+
+test('extract via the CLI: DEST must be empty, objects must exist', (t) => {
+  const f = fixture(t);
+  const dest = path.join(f.dir, 'out');
+  fs.mkdirSync(dest);
+  fs.writeFileSync(path.join(dest, 'x'), '');
+  const busy = cfs('extract', f.blob, dest, '--store', f.store);
+  t.is(busy.code, 1);
+  t.is(busy.err, `cfs: ${dest}: directory is not empty\n`);
+  const dest2 = path.join(f.dir, 'out2');
+  const noStore = cfs('extract', f.blob, dest2);
+  t.is(noStore.code, 1);
+  t.regex(noStore.err, /^cfs: \/bin\/ash: object [0-9a-f]{64} not found in any store\n$/);
+  const dest3 = path.join(f.dir, 'out3');
+  const ok = cfs('extract', f.blob, dest3, '--store', f.store);
+  t.is(ok.code, 0, ok.err);
+  t.is(fs.readFileSync(path.join(dest3, 'etc/hostname'), 'utf8'), 'unionblob\n');
+  t.is(statField(path.join(dest3, 'bin/ping'), '%A %U'), '-rwsr-xr-x root');
+});
+
+// ---------------------------------------------------------------------------------------------
+
+test('fsck: good blob and store', async (t) => {
+  const f = fixture(t);
+  const r = cfs('fsck', f.blob, '--store', f.store);
+  t.is(r.code, 0, r.out + r.err);
+  t.regex(r.out, /: ok: 24 inodes, 24 dirents, 3 objects \(contents verified\)\n$/);
+  t.deepEqual((await fsckBlob(f.blob, { stores: [f.store] })).problems, []);
+});
+
+test('fsck: missing object', (t) => {
+  const f = fixture(t);
+  const [hex, p] = [...f.objectPaths][0];
+  fs.unlinkSync(p);
+  const r = cfs('fsck', f.blob, '--store', f.store);
+  t.is(r.code, 1);
+  t.regex(r.out, new RegExp(`^object ${hex}: missing from every store \\(used by /\\S+\\)$`, 'm'));
+  t.is(r.out.trimEnd().split('\n').length, 1);
+});
+
+test('fsck: corrupted object content (same size), wrong size; --no-content skips rehashing', (t) => {
+  const f = fixture(t);
+  const hexes = [...f.objectPaths.keys()];
+  const p0 = f.objectPaths.get(hexes[0]);
+  const data = fs.readFileSync(p0);
+  data[100] ^= 0xff;
+  fs.writeFileSync(p0, data);
+  let r = cfs('fsck', f.blob, '--store', f.store);
+  t.is(r.code, 1);
+  t.regex(r.out, new RegExp(`^object ${hexes[0]}: .*: content digest is [0-9a-f]{64} \\(used by /\\S+\\)$`, 'm'));
+  t.is(cfs('fsck', '--no-content', f.blob, '--store', f.store).code, 0);
+  fs.appendFileSync(f.objectPaths.get(hexes[1]), 'x');
+  r = cfs('fsck', '--no-content', f.blob, '--store', f.store);
+  t.is(r.code, 1);
+  t.regex(r.out, new RegExp(`^object ${hexes[1]}: .*: size \\d+, expected \\d+`, 'm'));
+});
+
+test('fsck: corrupted blob bytes', (t) => {
+  const f = fixture(t);
+  const reader = openBlob(sourceFromBuffer(f.blobBuf));
+  const dirs = reader.header.sections[1];
+  // The reserved byte of the root's first dirent: readers ignore it, only the CRC sees it.
+  const bad = Buffer.from(f.blobBuf);
+  bad[dirs.offset + 7] ^= 1;
+  fs.writeFileSync(f.blob, bad);
+  let r = cfs('fsck', f.blob, '--store', f.store);
+  t.is(r.code, 1);
+  t.regex(r.out, /^section DIRS: checksum mismatch \(stored 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}\)$/m);
+  // A byte in the header.
+  const badHeader = Buffer.from(f.blobBuf);
+  badHeader[60] ^= 1;
+  fs.writeFileSync(f.blob, badHeader);
+  r = cfs('fsck', f.blob, '--store', f.store);
+  t.is(r.code, 1);
+  t.regex(r.out, /blob\.ub: corrupt blob: header checksum mismatch$/m);
+  // An inode's uid changed: the INODES CRC names it.
+  const badInode = Buffer.from(f.blobBuf);
+  badInode[reader.header.sections[0].offset + 64 + 8] ^= 1;
+  fs.writeFileSync(f.blob, badInode);
+  r = cfs('fsck', f.blob, '--store', f.store);
+  t.is(r.code, 1);
+  t.regex(r.out, /^section INODES: checksum mismatch/m);
+});
+
+// ---------------------------------------------------------------------------------------------
+
+test('gc: removes exactly the unreferenced objects and stale temps; --dry-run removes nothing', async (t) => {
+  const f = fixture(t);
+  const orphanA = writeObject(f.store, verityDigest(Buffer.from('orphan a')).toString('hex'), 'orphan a');
+  const orphanB = writeObject(f.store, verityDigest(Buffer.from('orphan bb')).toString('hex'), 'orphan bb');
+  const objects = path.join(f.store, 'objects');
+  const staleTemp = path.join(objects, '.tmp-999999999-dead');
+  const freshTemp = path.join(objects, '.tmp-999999999-fresh');
+  fs.writeFileSync(staleTemp, 'tmp');
+  fs.utimesSync(staleTemp, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
+  fs.writeFileSync(freshTemp, 'tmp');
+  const notOurs = path.join(objects, 'ab', 'README');
+  fs.mkdirSync(path.dirname(notOurs), { recursive: true });
+  fs.writeFileSync(notOurs, 'keep');
+
+  const refused = cfs('gc', '--store', f.store);
+  t.is(refused.code, 1);
+  t.regex(refused.err, /^cfs: gc: no blob given/);
+
+  const dry = cfs('gc', '--dry-run', '--store', f.store, f.blob);
+  t.is(dry.code, 0, dry.err);
+  t.is(dry.out, [
+    ...[orphanA, orphanB].sort().map((p) => `would remove ${p} (${fs.statSync(p).size} bytes)`),
+    `would remove ${staleTemp} (3 bytes)`,
+    'would remove 2 objects and 1 temp file, 20 bytes; kept 3 objects', ''].join('\n'));
+  for (const p of [orphanA, orphanB, staleTemp, freshTemp, ...f.objectPaths.values()]) t.true(fs.existsSync(p), p);
+
+  const real = cfs('gc', '--store', f.store, f.blob);
+  t.is(real.code, 0, real.err);
+  t.is(real.out, 'removed 2 objects and 1 temp file, 20 bytes; kept 3 objects\n');
+  for (const p of [orphanA, orphanB, staleTemp]) t.false(fs.existsSync(p), p);
+  for (const p of [freshTemp, notOurs, ...f.objectPaths.values()]) t.true(fs.existsSync(p), p);
+  t.is(cfs('fsck', f.blob, '--store', f.store).code, 0);
+
+  // No blob: everything is unreferenced, but only when asked for.
+  const all = await gcStores({ stores: [f.store], blobs: [], allUnreferenced: true, dryRun: true });
+  t.is(all.objects.length, 3);
+  await t.throwsAsync(gcStores({ stores: [f.store], blobs: [path.join(f.dir, 'missing.ub')] }), { message: /missing\.ub: no such file/ });
+  t.is(fs.readdirSync(objects).filter((n) => /^[0-9a-f]{2}$/.test(n)).flatMap((d) => fs.readdirSync(path.join(objects, d))).length, 4);
+});

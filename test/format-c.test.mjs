@@ -1,0 +1,321 @@
+// The C reader (format/c): builds it, checks ubdump against the golden dumps of the TypeScript
+// side byte for byte, runs the API test, and feeds the ASan/UBSan build thousands of corrupted
+// blobs, each of which must end in exit 0 (still valid) or 1 (corruption reported), never in a
+// sanitizer report, a signal or a hang.
+
+import test from 'ava';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, copyFileSync, mkdirSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const CDIR = join(ROOT, 'format', 'c');
+const BUILD = join(CDIR, 'build');
+const VECTORS = join(ROOT, 'format', 'vectors');
+const UBDUMP = join(BUILD, 'ubdump');
+const UBDUMP_ASAN = join(BUILD, 'ubdump-asan');
+// Thousands of short-lived variant files: tmpfs when there is one (several times faster than disk).
+const SCRATCH = existsSync('/dev/shm') ? '/dev/shm' : tmpdir();
+
+// A sanitizer finding must not look like exit 1 ("corrupt"): give each its own exit code.
+const SAN_ENV = {
+  ...process.env,
+  ASAN_OPTIONS: 'exitcode=86:detect_leaks=0:abort_on_error=0:allocator_may_return_null=1',
+  UBSAN_OPTIONS: 'exitcode=87:halt_on_error=1:print_stacktrace=1',
+};
+
+const vectors = existsSync(VECTORS)
+  ? readdirSync(VECTORS).filter((f) => f.endsWith('.ub')).sort().map((f) => join(VECTORS, f))
+  : [];
+
+test.before(() => {
+  const r = spawnSync('make', ['-C', CDIR], { encoding: 'utf8', timeout: 180_000 });
+  if (r.status !== 0) throw new Error(`make -C format/c failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}`);
+});
+
+// ---- helpers -----------------------------------------------------------------------------
+
+/** CRC-32C, to re-seal blobs whose structure a test corrupts on purpose. */
+const CRC_TABLE = (() => {
+  const t = new Uint32Array(256);
+  for (let i = 0; i < 256; i++) {
+    let c = i;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
+    t[i] = c >>> 0;
+  }
+  return t;
+})();
+function crc32c(buf) {
+  let c = ~0;
+  for (const b of buf) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
+  return ~c >>> 0;
+}
+
+const sect = (blob, id) => {
+  const e = 128 + id * 32;
+  return { offset: Number(blob.readBigUInt64LE(e)), size: Number(blob.readBigUInt64LE(e + 8)) };
+};
+
+/** Recompute every section CRC and the header CRC, as a writer would. */
+function reseal(blob) {
+  for (let id = 0; id < 6; id++) {
+    const s = sect(blob, id);
+    blob.writeUInt32LE(crc32c(blob.subarray(s.offset, s.offset + s.size)), 128 + id * 32 + 24);
+  }
+  blob.writeUInt32LE(0, 8);
+  blob.writeUInt32LE(crc32c(blob.subarray(0, 512)), 8);
+  return blob;
+}
+
+/** Deterministic PRNG (mulberry32). */
+function prng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function runDump(bin, file, args = []) {
+  return spawnSync(bin, [...args, file], { encoding: 'latin1', timeout: 10_000, env: SAN_ENV, maxBuffer: 64 << 20 });
+}
+
+// ---- golden dumps ------------------------------------------------------------------------
+
+test('there are golden vectors', (t) => {
+  t.true(vectors.length > 0, 'no format/vectors/*.ub');
+});
+
+for (const vec of vectors) {
+  const name = vec.slice(VECTORS.length + 1);
+  test(`ubdump ${name} equals the golden dump`, (t) => {
+    const want = readFileSync(vec.replace(/\.ub$/, '.dump'), 'latin1');
+    const r = runDump(UBDUMP, vec);
+    t.is(r.stderr, '');
+    t.is(r.status, 0);
+    t.is(r.stdout, want);
+    // The sanitized build, leak checking on, agrees.
+    const a = spawnSync(UBDUMP_ASAN, [vec], { encoding: 'latin1', timeout: 20_000, maxBuffer: 64 << 20 });
+    t.is(a.stderr, '');
+    t.is(a.status, 0);
+    t.is(a.stdout, want);
+  });
+}
+
+test('test_reader: API contract on every vector', (t) => {
+  const r = spawnSync(join(BUILD, 'test_reader'), vectors, { encoding: 'utf8', timeout: 60_000 });
+  t.is(r.status, 0, r.stdout + r.stderr);
+});
+
+// ---- targeted corruption -----------------------------------------------------------------
+
+/** A vector whose root has entries (small.ub when it qualifies). */
+function sampleBlob() {
+  const order = [...vectors].sort((a, b) => Number(b.endsWith('small.ub')) - Number(a.endsWith('small.ub')));
+  for (const v of order) {
+    const blob = readFileSync(v);
+    if (rootBlock(blob) !== undefined) return blob;
+  }
+  throw new Error('no vector has a non-empty root directory');
+}
+
+/** Blob offset of the root directory's first chunk, or undefined for an empty root. */
+function rootBlock(blob) {
+  const inodes = sect(blob, 0);
+  const root = Number(blob.readBigUInt64LE(48));
+  const ino = inodes.offset + root * 64;
+  if (blob.readUInt32LE(ino + 56) === 0) return undefined;
+  return sect(blob, 1).offset + Number(blob.readBigUInt64LE(ino + 48));
+}
+
+const corruptions = [
+  ['bad magic', (b) => { b[0] ^= 1; }],
+  ['header crc', (b) => { b[300] ^= 1; return 'nocrcfix'; }],
+  ['unknown major version', (b) => { b.writeUInt16LE(2, 12); }],
+  ['unknown incompat feature', (b) => { b.writeUInt32LE(1, 32); }],
+  ['blob_size differs', (b) => { b.writeBigUInt64LE(BigInt(b.length + 4096), 40); }],
+  ['root out of range', (b) => { b.writeBigUInt64LE(b.readBigUInt64LE(56), 48); }],
+  ['section 7 in use', (b) => { b.writeBigUInt64LE(4096n, 128 + 7 * 32); }],
+  ['section CRC', (b) => { const s = sect(b, 0); b[s.offset + 1] ^= 0x40; return 'nosectfix'; }],
+  ['root dirent names the root (cycle)', (b) => {
+    const blk = rootBlock(b);
+    b.writeUInt32LE(Number(b.readBigUInt64LE(48)), blk);
+    b[blk + 6] = 4;
+  }],
+  ['dirent names an inode out of range', (b) => { b.writeUInt32LE(0xffffffff, rootBlock(b)); }],
+  ['first nameoff not a multiple of 8', (b) => { b.writeUInt16LE(b.readUInt16LE(rootBlock(b) + 4) + 1, rootBlock(b) + 4); }],
+  ['dirent type differs from inode', (b) => { const blk = rootBlock(b); b[blk + 6] = b[blk + 6] === 8 ? 10 : 8; }],
+  ['root mode is not a directory', (b) => { const o = sect(b, 0).offset; b.writeUInt32LE(0o100644, o); }],
+];
+
+for (const [what, mutate] of corruptions) {
+  test(`ubdump reports: ${what}`, (t) => {
+    const blob = Buffer.from(sampleBlob());
+    const how = mutate(blob);
+    if (how !== 'nocrcfix') {
+      if (how === 'nosectfix') {
+        blob.writeUInt32LE(0, 8);
+        blob.writeUInt32LE(crc32c(blob.subarray(0, 512)), 8);
+      } else {
+        reseal(blob);
+      }
+    }
+    const dir = mkdtempSync(join(tmpdir(), 'ubc-'));
+    try {
+      const file = join(dir, 'x.ub');
+      writeFileSync(file, blob);
+      for (const bin of [UBDUMP, UBDUMP_ASAN]) {
+        const r = runDump(bin, file, ['-q']);
+        t.is(r.status, 1, `${bin}: ${r.stderr}`);
+        t.regex(r.stderr, /^ubdump: .*corrupt blob: .+\n$/);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+}
+
+// ---- random corruption under ASan/UBSan --------------------------------------------------
+
+/** Variants of one blob: truncations (raw and with blob_size patched) and random byte damage. */
+function* variants(blob, rnd, flips) {
+  const pages = blob.length / 4096;
+  const patchSize = (b) => (b.length >= 48 && b.writeBigUInt64LE(BigInt(b.length), 40), b);
+  for (let p = 0; p < pages; p++) {
+    yield ['trunc-page', blob.subarray(0, p * 4096)];
+    yield ['trunc-page-patched', patchSize(Buffer.from(blob.subarray(0, p * 4096)))];
+  }
+  for (let k = 0; k < 8; k++) {
+    const at = Math.floor(rnd() * blob.length);
+    yield ['trunc-random', blob.subarray(0, at)];
+  }
+  for (let k = 0; k < flips; k++) {
+    const b = Buffer.from(blob);
+    const n = 1 + Math.floor(rnd() * 6);
+    for (let j = 0; j < n; j++) {
+      // Half of the damage goes to the header page and the metadata that page-aligned
+      // structures start with, where a flip changes the most.
+      const r = rnd();
+      const at = r < 0.25 ? Math.floor(rnd() * 512)
+        : r < 0.5 ? Math.floor(rnd() * (b.length / 4096)) * 4096 + Math.floor(rnd() * 64)
+        : Math.floor(rnd() * b.length);
+      const kind = rnd();
+      if (kind < 0.5) b[at] ^= 1 << Math.floor(rnd() * 8);
+      else if (kind < 0.8) b[at] = Math.floor(rnd() * 256);
+      else b[at] = [0, 0xff, 0x7f, 0x80, 1][Math.floor(rnd() * 5)];
+    }
+    yield ['flip', b];
+  }
+}
+
+/** Run bin asynchronously; resolves to { status, signal, stderr } (status null on a signal or timeout). */
+function runAsync(bin, args, timeoutMs) {
+  return new Promise((resolve) => {
+    const child = spawn(bin, args, { env: SAN_ENV, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.stderr.setEncoding('latin1');
+    child.stderr.on('data', (d) => { if (stderr.length < 16384) stderr += d; });
+    child.on('close', (status, signal) => {
+      clearTimeout(timer);
+      resolve({ status, signal, stderr });
+    });
+  });
+}
+
+test('ubdump-asan survives thousands of corrupted blobs', async (t) => {
+  const dir = mkdtempSync(join(SCRATCH, 'ubc-'));
+  const outcomes = { 0: 0, 1: 0 };
+  const failures = [];
+  const started = Date.now();
+  const perVector = Math.ceil(3000 / vectors.length);
+  // Keep the suite fast on a loaded machine: stop generating after the budget (the variants
+  // are deterministic, so a cut run checks a prefix of the same sequence).
+  const deadline = started + 35_000;
+  let cut = false;
+  // One deterministic sequence of (variant, arguments), round-robin over the vectors so a run
+  // cut short by the time budget still covers all of them; consumed by a few parallel workers.
+  function* jobs() {
+    const gens = vectors.map((vec, vi) => {
+      const rnd = prng(0x5eed + vi);
+      return (function* () {
+        for (const [kind, bytes] of variants(readFileSync(vec), rnd, perVector)) {
+          // Most runs skip the CRCs so the damage reaches the structure checks.
+          yield { vec, kind, bytes, args: rnd() < 0.9 ? ['-q', '--no-crc'] : ['-q'] };
+        }
+      })();
+    });
+    while (gens.length) {
+      for (let g = 0; g < gens.length; g++) {
+        const step = gens[g].next();
+        if (step.done) gens.splice(g--, 1);
+        else yield step.value;
+      }
+    }
+  }
+  const queue = jobs();
+  async function worker(w) {
+    const file = join(dir, `v${w}.ub`);
+    for (const job of queue) {
+      if (failures.length) return;
+      if (Date.now() > deadline) {
+        cut = true;
+        return;
+      }
+      writeFileSync(file, job.bytes);
+      const r = await runAsync(UBDUMP_ASAN, [...job.args, file], 10_000);
+      const what = `${job.vec} ${job.kind} ${job.args.join(' ')}`;
+      if (r.status !== 0 && r.status !== 1) {
+        const keep = join(tmpdir(), `ubdump-crash-${process.pid}-${w}.ub`);
+        copyFileSync(file, keep);
+        failures.push(`${what}: exit ${r.status ?? r.signal}, kept as ${keep}\n${r.stderr.slice(0, 4000)}`);
+      } else if (r.status === 1 && !/^ubdump: .*corrupt blob: [^\n]+\n$/.test(r.stderr)) {
+        failures.push(`${what}: exit 1 without the one-line message: ${r.stderr.slice(0, 2000)}`);
+      } else {
+        outcomes[r.status]++;
+      }
+    }
+  }
+  try {
+    await Promise.all(Array.from({ length: Math.max(2, Math.min(4, availableParallelism())) }, (_, w) => worker(w)));
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  if (failures.length) {
+    t.fail(failures.join('\n'));
+    return;
+  }
+  const total = outcomes[0] + outcomes[1];
+  t.log(`${total} variants in ${((Date.now() - started) / 1000).toFixed(1)} s: ${outcomes[0]} still valid, ${outcomes[1]} corrupt` +
+    (cut ? ' (stopped at the time budget)' : ''));
+  t.true(cut || total >= 3000);
+  t.true(total >= 500, 'too few variants ran within the time budget');
+  t.true(outcomes[1] > total / 4, 'most damage should be detected');
+});
+
+// ---- libFuzzer smoke run (clang only) ----------------------------------------------------
+
+test('fuzz_reader runs on the vectors (when clang is available)', (t) => {
+  if (spawnSync('sh', ['-c', 'command -v clang'], { encoding: 'utf8' }).status !== 0) {
+    t.pass('clang not installed: skipped');
+    return;
+  }
+  const r = spawnSync('make', ['-C', CDIR, 'fuzz'], { encoding: 'utf8', timeout: 180_000 });
+  t.is(r.status, 0, r.stdout + r.stderr);
+  const corpus = mkdtempSync(join(tmpdir(), 'ubc-fuzz-'));
+  try {
+    mkdirSync(join(corpus, 'in'));
+    for (const v of vectors) copyFileSync(v, join(corpus, 'in', v.slice(VECTORS.length + 1)));
+    const f = spawnSync(join(BUILD, 'fuzz_reader'),
+      ['-seed=1', '-max_total_time=8', '-max_len=300000', '-timeout=10', `-artifact_prefix=${join(tmpdir(), 'ubc-fuzz-artifact-')}`, join(corpus, 'in')],
+      { encoding: 'utf8', timeout: 60_000, env: SAN_ENV });
+    t.is(f.status, 0, f.stderr.slice(-4000));
+  } finally {
+    rmSync(corpus, { recursive: true, force: true });
+  }
+});

@@ -1,0 +1,1030 @@
+// The FUSE server (mounter/fuse/unionblob-fuse) and the mount commands (cfs mount / umount,
+// mount.unionblob), issue #4. Runs as root on a host with /dev/fuse.
+//
+// The main oracle is the SPEC §9 dump: a Python walk of the mounted tree (lstat, readdir order,
+// readlink, listxattr/getxattr, a sha256 of every regular file read through the mount) prints
+// the same lines as `cfs dump`, with regular-file payloads replaced on both sides by the sha256
+// of the content (or the errno of reading it). So every stat field (st_ino = index + 1, mode,
+// nlink, uid, gid, size, mtime ns, rdev), every name, target, xattr and byte is compared with
+// what the blob says, for trees built with encodeBlob, for the golden vectors (whose .dump files
+// are the expected text, independent of our decoder) and, at the end, for the real Debian image
+// against umoci's reference tree.
+import test from 'ava';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { execFile, spawn, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+const execFileP = promisify(execFile);
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const CFS = process.env.CFS_BIN ?? path.join(ROOT, 'bin', 'cfs');
+const FUSE_DIR = path.join(ROOT, 'mounter', 'fuse');
+const SERVER = path.join(FUSE_DIR, 'unionblob-fuse');
+const VECTORS = path.join(ROOT, 'format', 'vectors');
+const MAKE_IMAGES = path.join(ROOT, 'test', 'fixtures', 'make-images.sh');
+const HELPER_DEST = '/sbin/mount.unionblob';
+
+const canRun = process.getuid?.() === 0 && fs.existsSync('/dev/fuse');
+const serial = canRun ? test.serial : test.serial.skip;
+if (!canRun) test('FUSE tests need root and /dev/fuse', (t) => t.pass());
+
+const dist = (p) => import(path.join(ROOT, 'dist', p));
+const { encodeBlob } = canRun ? await dist('format/encode.js') : {};
+const { openBlob, sourceFromFile } = canRun ? await dist('format/decode.js') : {};
+const { dumpBlob } = canRun ? await dist('format/dump.js') : {};
+const { verityDigest } = canRun ? await dist('format/verity.js') : {};
+const { newDir, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFDIR } = canRun ? await dist('format/tree.js') : {};
+const { keyOf, logPath, statePath, runDir } = canRun ? await dist('mounter/state.js') : {};
+const { readMountinfo, mountsUnder } = canRun ? await dist('mounter/mountinfo.js') : {};
+
+// ------------------------------------------------------------------------------------------
+// helpers
+
+function cfs(args, opts = {}) {
+  const r = spawnSync(process.execPath, [CFS, ...args], { encoding: 'utf8', timeout: 120_000, ...opts });
+  return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '' };
+}
+
+function cfsOk(t, args) {
+  const r = cfs(args);
+  if (r.status !== 0) t.fail(`cfs ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return r;
+}
+
+function sh(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 120_000, ...opts });
+  return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error };
+}
+
+function py(script, args) {
+  const r = sh('python3', ['-c', script, ...args], { maxBuffer: 1 << 28 });
+  if (r.status !== 0) throw new Error(`python helper failed (${r.status}): ${r.stderr}`);
+  return r.stdout;
+}
+
+const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
+
+function meta(mode, extra = {}) {
+  return { mode, uid: 0, gid: 0, mtimeSec: 1700000000, mtimeNsec: 0, xattrs: new Map(), size: 0, ...extra };
+}
+
+/** Stores `buf` as an object of `store` (objects/XX/62hex) and returns its digest. */
+function putObject(store, buf, digest = verityDigest(buf)) {
+  const hex = digest.toString('hex');
+  fs.mkdirSync(path.join(store, 'objects', hex.slice(0, 2)), { recursive: true });
+  fs.writeFileSync(path.join(store, 'objects', hex.slice(0, 2), hex.slice(2)), buf);
+  return digest;
+}
+
+function objectFile(stores, hex) {
+  for (const s of stores) {
+    const p = path.join(s, 'objects', hex.slice(0, 2), hex.slice(2));
+    try {
+      if (fs.lstatSync(p).isFile()) return p;
+    } catch {
+      // not in this store
+    }
+  }
+  return undefined;
+}
+
+/** Every mount at or below `dir`. */
+function mountsBelow(dir) {
+  return mountsUnder(dir, readMountinfo()).map((e) => `${e.mountPoint} (${e.fsType})`);
+}
+
+/** Files of the run dir that a mount of `target` would leave behind. */
+function leftovers(target) {
+  const key = keyOf(target);
+  return [statePath(key), logPath(key), path.join(runDir(), 'lower', key)].filter((p) => fs.existsSync(p));
+}
+
+function readLog(target) {
+  try {
+    return fs.readFileSync(logPath(keyOf(target)), 'utf8');
+  } catch {
+    return '';
+  }
+}
+
+function serverPid(target) {
+  return JSON.parse(fs.readFileSync(statePath(keyOf(target)), 'utf8')).pid;
+}
+
+function errnoOf(fn) {
+  try {
+    fn();
+    return 'OK';
+  } catch (err) {
+    return err.code;
+  }
+}
+
+/** sha256 of every file under `dir` (path -> hash), to prove a store was not touched. */
+function hashTree(dir) {
+  const out = {};
+  const walk = (d) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else out[path.relative(dir, p)] = e.isFile() ? sha256(fs.readFileSync(p)) : 'special';
+    }
+  };
+  walk(dir);
+  return out;
+}
+
+// ------------------------------------------------------------------------------------------
+// The dump oracle
+
+const DUMP_PY = String.raw`
+import errno, hashlib, os, stat, sys
+root = os.fsencode(sys.argv[1])
+TYPES = {stat.S_IFREG: 'reg', stat.S_IFDIR: 'dir', stat.S_IFLNK: 'lnk', stat.S_IFCHR: 'chr',
+         stat.S_IFBLK: 'blk', stat.S_IFIFO: 'fifo', stat.S_IFSOCK: 'sock'}
+ESCAPED = b'trusted.overlay.overlay.'
+
+def esc(b):
+    return ''.join(chr(c) if 0x21 <= c <= 0x7e and c != 0x5c else '\\x%02x' % c for c in b)
+
+def content(p):
+    h = hashlib.sha256()
+    try:
+        with open(p, 'rb') as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    break
+                h.update(chunk)
+    except OSError as e:
+        return 'data:' + errno.errorcode.get(e.errno, str(e.errno))
+    return 'data:' + h.hexdigest()
+
+def xattrs(p):
+    out = []
+    for name in os.listxattr(p, follow_symlinks=False):
+        raw = os.fsencode(name)
+        value = os.getxattr(p, name, follow_symlinks=False)
+        if raw.startswith(ESCAPED):
+            raw = b'trusted.overlay.' + raw[len(ESCAPED):]
+        elif raw.startswith(b'trusted.overlay.'):
+            raw = b'UNESCAPED:' + raw
+        out.append((raw, value))
+    out.sort()
+    return ','.join(esc(n) + '=' + v.hex() for n, v in out) or '-'
+
+lines, inos = [], set()
+def visit(rel, p):
+    st = os.lstat(p)
+    t = TYPES[stat.S_IFMT(st.st_mode)]
+    inos.add(st.st_ino)
+    payload = '-'
+    if t == 'reg' and st.st_size:
+        payload = content(p)
+    elif t == 'dir':
+        payload = 'dir:%d' % st.st_size
+    elif t == 'lnk':
+        payload = 'link:' + esc(os.readlink(p))
+    elif t in ('chr', 'blk'):
+        payload = 'dev:%d,%d' % (os.major(st.st_rdev), os.minor(st.st_rdev))
+    sec, nsec = divmod(st.st_mtime_ns, 10**9)
+    lines.append('%s %d %s %04o %d %d %d %d %d.%09d %s %s' % (
+        esc(rel or b'/'), st.st_ino, t, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+        st.st_nlink, st.st_size, sec, nsec, payload, xattrs(p)))
+    if t == 'dir':
+        for name in os.listdir(p):
+            visit(rel + b'/' + name, p + b'/' + name)
+
+visit(b'', root)
+print('# inodes=%d dirents=%d' % (len(inos), len(lines) - 1))
+print('\n'.join(lines))
+`;
+
+/** The dump of a mounted tree, as DUMP_PY prints it. */
+function dumpMount(mnt) {
+  return py(DUMP_PY, [mnt]).trimEnd().split('\n');
+}
+
+function overflowId(kind) {
+  try {
+    return fs.readFileSync(`/proc/sys/kernel/overflow${kind}`, 'utf8').trim();
+  } catch {
+    return '65534';
+  }
+}
+
+/**
+ * A SPEC §9 dump with regular-file payloads replaced by what reading the file must give: the
+ * sha256 of the inline bytes or of the object (from the first store that has it), or EIO.
+ */
+function normalizeDump(text, stores) {
+  const overflow = [overflowId('uid'), overflowId('gid')];
+  const lines = text.trimEnd().split('\n');
+  const head = /inodes=(\d+) dirents=(\d+)/.exec(lines[0]);
+  const out = [`# inodes=${head[1]} dirents=${head[2]}`];
+  for (const line of lines.slice(1)) {
+    const f = line.split(' ');
+    // 4294967295 is no valid id in the VFS: every reader (kernel module too) shows the overflow id.
+    if (f[4] === '4294967295') f[4] = overflow[0];
+    if (f[5] === '4294967295') f[5] = overflow[1];
+    if (f[2] === 'reg') {
+      if (f[9].startsWith('inline:')) f[9] = 'data:' + sha256(Buffer.from(f[9].slice(7), 'hex'));
+      else if (f[9].startsWith('obj:')) {
+        const file = objectFile(stores, f[9].slice(4));
+        f[9] = file ? 'data:' + sha256(fs.readFileSync(file)) : 'data:EIO';
+      }
+    }
+    out.push(f.join(' '));
+  }
+  return out;
+}
+
+function expectedDump(blob, stores) {
+  const src = sourceFromFile(blob);
+  try {
+    return normalizeDump(dumpBlob(openBlob(src)), stores);
+  } finally {
+    src.close();
+  }
+}
+
+/** Line-by-line differences, at most 40 shown. */
+function dumpDiffs(expected, got) {
+  const diffs = [];
+  const n = Math.max(expected.length, got.length);
+  for (let i = 0; i < n && diffs.length < 40; i++) {
+    if (expected[i] !== got[i]) diffs.push(`line ${i}:\n  blob:  ${expected[i]}\n  mount: ${got[i]}`);
+  }
+  return diffs;
+}
+
+// ------------------------------------------------------------------------------------------
+// Fixtures
+
+const S = { work: null, storeA: null, storeB: null, blob: null, tree: null, contents: new Map() };
+
+function reg(content, mode = 0o644, extra = {}, store = S.storeA) {
+  const buf = Buffer.from(content);
+  const n = meta(S_IFREG | mode, { size: buf.length, ...extra });
+  if (buf.length > 0 && buf.length <= 64) n.inline = buf;
+  else if (buf.length > 0) n.digest = putObject(store, buf);
+  return n;
+}
+
+/** A valid POSIX ACL xattr value: user::rw- user:1000:r-- group::r-- mask::r-- other::r--. */
+function aclValue() {
+  const entries = [[0x01, 6, 0xffffffff], [0x02, 4, 1000], [0x04, 4, 0xffffffff], [0x10, 4, 0xffffffff], [0x20, 4, 0xffffffff]];
+  const b = Buffer.alloc(4 + entries.length * 8);
+  b.writeUInt32LE(2, 0);
+  entries.forEach(([tag, perm, id], i) => {
+    b.writeUInt16LE(tag, 4 + i * 8);
+    b.writeUInt16LE(perm, 6 + i * 8);
+    b.writeUInt32LE(id, 8 + i * 8);
+  });
+  return b;
+}
+
+/** Every kind of inode, name and xattr the format has, plus objects in two stores. */
+function richTree() {
+  const root = newDir(0o755);
+  root.mtimeNsec = 500000000;
+  const add = (dir, name, node) => { dir.children.set(name, node); return node; };
+  add(root, 'empty', reg(''));
+  add(root, 'small', reg('hello\n', 0o644, { uid: 1000, gid: 100, mtimeNsec: 123456789 }));
+  add(root, 'exactly64', reg('6'.repeat(64)));
+  add(root, 'just65', reg('7'.repeat(65)));
+  const bigContent = crypto.randomBytes((1 << 20) + 123);
+  const big = add(root, 'big', reg(bigContent, 0o640, { uid: 12, gid: 34 }));
+  const hl = add(root, 'hl', newDir(0o755));
+  add(hl, 'big-again', big);
+  add(hl, 'third', big);
+  add(root, 'setuid', reg(crypto.randomBytes(5000), 0o4755));
+  add(root, 'setgid', reg('sg', 0o2711, { gid: 5 }));
+  add(root, 'sticky', newDir(0o1777));
+  add(root, 'empty-dir', newDir(0o700, 7, 8));
+  add(root, 'link', meta(S_IFLNK | 0o777, { size: 5, target: 'small' }));
+  const longTarget = 'abcdefg/'.repeat(511) + 'end1234';
+  add(root, 'longlink', meta(S_IFLNK | 0o777, { size: longTarget.length, target: longTarget }));
+  const devs = add(root, 'devs', newDir(0o755));
+  add(devs, 'chr', meta(S_IFCHR | 0o620, { rdevMajor: 4, rdevMinor: 300 }));
+  add(devs, 'blk', meta(S_IFBLK | 0o660, { rdevMajor: 259, rdevMinor: 70000 }));
+  add(devs, 'null', meta(S_IFCHR | 0o666, { rdevMajor: 1, rdevMinor: 3 }));
+  add(devs, 'fifo', meta(S_IFIFO | 0o644));
+  add(devs, 'sock', meta(S_IFSOCK | 0o755));
+  add(root, 'old', reg('before the epoch', 0o644, { mtimeSec: -86400, mtimeNsec: 5 }));
+  const x = add(root, 'x', reg('xattrs'));
+  x.xattrs.set('user.foo', Buffer.from('bar'));
+  x.xattrs.set('user.empty', Buffer.alloc(0));
+  x.xattrs.set('trusted.overlay.opaque', Buffer.from('y'));
+  x.xattrs.set('trusted.overlay.overlay.nested', Buffer.from('z'));
+  x.xattrs.set('trusted.other', Buffer.from([0, 1, 2, 255]));
+  x.xattrs.set('security.capability', Buffer.from('0000000220000000000000000000000000000000', 'hex'));
+  const ov = add(root, 'opaque-dir', newDir(0o755));
+  ov.xattrs.set('trusted.overlay.opaque', Buffer.from('y'));
+  add(ov, 'inside', reg('in'));
+  const acl = add(root, 'acl', reg('acl', 0o644));
+  acl.xattrs.set('system.posix_acl_access', aclValue());
+  const names = add(root, 'names', newDir(0o755));
+  for (const n of ['sp ace', Buffer.from('ünï').toString('latin1'), '\xff\xfe', 'a\\b', '=,', 'x'.repeat(255), '-dash', '.hidden', '...']) {
+    add(names, n, reg(n.slice(0, 10)));
+  }
+  const bigdir = add(root, 'bigdir', newDir(0o755));
+  for (let i = 0; i < 1000; i++) add(bigdir, `entry-${String(i).padStart(4, '0')}-${'n'.repeat(i % 37)}`, reg(`${i}`));
+  let d = root;
+  for (const c of 'abcdefghij') d = add(d, c, newDir(0o755));
+  add(d, 'deep-file', reg('deep'));
+  // Objects: one only in store B, one in no store, one whose copy in A is wrong (same size).
+  add(root, 'onlyb', reg(crypto.randomBytes(10000), 0o644, {}, S.storeB));
+  const gone = crypto.randomBytes(3000);
+  add(root, 'missing', meta(S_IFREG | 0o644, { size: gone.length, digest: verityDigest(gone) }));
+  const good = crypto.randomBytes(20000);
+  const shadowed = add(root, 'shadowed', reg(good, 0o644, {}, S.storeB));
+  const bad = Buffer.from(good);
+  bad[100] ^= 0xff;
+  putObject(S.storeA, bad, shadowed.digest);
+  S.contents.set('big', bigContent).set('shadowed-good', good).set('shadowed-bad', bad);
+  return root;
+}
+
+test.before(async () => {
+  if (!canRun) return;
+  const make = sh('make', ['-C', FUSE_DIR, 'unionblob-fuse', 'verity-digest']);
+  if (make.status !== 0) throw new Error(`make -C mounter/fuse failed:\n${make.stdout}${make.stderr}`);
+  S.work = await fsp.mkdtemp(path.join(process.env.UB_TEST_TMP ?? os.tmpdir(), 'ub-fuse-'));
+  S.storeA = path.join(S.work, 'storeA');
+  S.storeB = path.join(S.work, 'storeB');
+  fs.mkdirSync(path.join(S.storeA, 'objects'), { recursive: true });
+  fs.mkdirSync(path.join(S.storeB, 'objects'), { recursive: true });
+  S.tree = richTree();
+  S.blob = path.join(S.work, 'rich.ub');
+  fs.writeFileSync(S.blob, encodeBlob(S.tree));
+});
+
+test.after.always(() => {
+  if (!S.work) return;
+  // Whatever a failed test left mounted goes first, so rm never walks into a mount.
+  for (const m of mountsUnder(S.work, readMountinfo()).reverse()) {
+    cfs(['umount', m.mountPoint]);
+    if (mountsUnder(m.mountPoint, readMountinfo()).length) sh('umount', ['-l', m.mountPoint]);
+  }
+  if (!process.env.UB_KEEP && mountsUnder(S.work, readMountinfo()).length === 0) {
+    fs.rmSync(S.work, { recursive: true, force: true });
+  }
+});
+
+function mkTarget(name) {
+  const dir = path.join(S.work, name);
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+// ------------------------------------------------------------------------------------------
+// Tests
+
+// Pure parsing: no root needed.
+const distReady = fs.existsSync(path.join(ROOT, 'dist', 'mounter', 'helper.js'));
+const unit = distReady ? test : test.skip;
+
+unit('mount.unionblob parses mount(8) helper arguments and fstab options', async (t) => {
+  const { parseHelperArgs } = await dist('mounter/helper.js');
+  const { request, verbose } = parseHelperArgs(['/b.ub', '/mnt', '-v', '-o', 'rw,basedir=/s1:/s2,upperdir=/u,workdir=/w,verity=try,digest=ab,backend=fuse,nosuid,noauto,x-systemd.automount,nofail']);
+  t.true(verbose);
+  t.deepEqual(request.stores, ['/s1', '/s2']);
+  t.is(request.upper, '/u');
+  t.is(request.work, '/w');
+  t.is(request.verity, 'try');
+  t.is(request.digest, 'ab');
+  t.is(request.backend, 'fuse');
+  t.deepEqual(request.flags, ['nosuid']);
+  t.throws(() => parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,bogus']), { message: /unknown option bogus/ });
+  t.notThrows(() => parseHelperArgs(['/b.ub', '/mnt', '-s', '-o', 'basedir=/s,bogus']));
+  t.throws(() => parseHelperArgs(['/b.ub', '/mnt']), { message: /basedir/ });
+  t.true(parseHelperArgs(['/b.ub', '/mnt', '-f', '-o', 'basedir=/s']).request.fake);
+});
+
+unit('mountinfo parsing unescapes paths and splits both option lists', async (t) => {
+  const { parseMountinfo } = await dist('mounter/mountinfo.js');
+  const [e] = parseMountinfo('45 27 0:40 / /tmp/a\\040b rw,relatime shared:1 - overlay overlay rw,lowerdir=/l,upperdir=/u\n');
+  t.is(e.mountPoint, '/tmp/a b');
+  t.is(e.fsType, 'overlay');
+  t.is(e.device, '0:40');
+  t.is(e.mountOptions, 'rw,relatime');
+  t.is(e.superOptions, 'rw,lowerdir=/l,upperdir=/u');
+});
+
+serial('the server computes fs-verity digests like format/verity.ts', (t) => {
+  const files = [0, 1, 4096, 4097, 128 * 4096, 128 * 4096 + 1, 300001].map((n) => {
+    const p = path.join(S.work, `v${n}`);
+    fs.writeFileSync(p, crypto.randomBytes(n));
+    return p;
+  });
+  const r = sh(path.join(FUSE_DIR, 'verity-digest'), files);
+  t.is(r.status, 0, r.stderr);
+  const got = r.stdout.trim().split('\n').map((l) => l.split('  ')[0]);
+  t.deepEqual(got, files.map((f) => verityDigest(fs.readFileSync(f)).toString('hex')));
+});
+
+serial('cfs mount --backend auto says which backend; the tree equals the blob (stat, readdir, readlink, xattrs, data)', (t) => {
+  const mnt = mkTarget('rich');
+  const r = cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'auto']);
+  const kernel = /\tunionblob$/m.test(fs.readFileSync('/proc/filesystems', 'utf8'));
+  t.regex(r.stderr, kernel ? /kernel/ : /FUSE/);
+  if (kernel) t.log('this host has the unionblob kernel module: the auto mount used it');
+  try {
+    const top = readMountinfo().filter((e) => e.mountPoint === mnt).at(-1);
+    t.is(top.fsType, kernel ? 'unionblob' : 'fuse.unionblob');
+    const expected = expectedDump(S.blob, [S.storeA, S.storeB]);
+    const got = dumpMount(mnt);
+    t.deepEqual(dumpDiffs(expected, got), []);
+    t.true(got.length > 1000);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  t.deepEqual(mountsBelow(mnt), []);
+  t.deepEqual(leftovers(mnt), []);
+});
+
+serial('stat fields one by one: ino, mode, nlink, uid, gid, size, mtime ns, rdev', (t) => {
+  const mnt = mkTarget('stat');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', `${S.storeA}:${S.storeB}`, '--backend', 'fuse']);
+  try {
+    const st = (p) => fs.lstatSync(path.join(mnt, p), { bigint: true });
+    t.is(st('.').ino, 1n, 'root is st_ino 1 (index 0 + 1)');
+    t.is(st('.').nlink, 2n + BigInt([...S.tree.children.values()].filter((c) => (c.mode & 0o170000) === S_IFDIR).length));
+    const big = st('big');
+    t.is(big.nlink, 3n);
+    t.is(st('hl/big-again').ino, big.ino);
+    t.is(st('hl/third').ino, big.ino);
+    t.is(big.uid, 12n);
+    t.is(big.gid, 34n);
+    t.is(big.size, BigInt((1 << 20) + 123));
+    t.is(Number(big.mode & 0o7777n), 0o640);
+    t.is(Number(st('setuid').mode & 0o7777n), 0o4755);
+    t.is(Number(st('setgid').mode & 0o7777n), 0o2711);
+    t.is(Number(st('sticky').mode & 0o7777n), 0o1777);
+    t.is(st('small').mtimeNs, 1700000000123456789n);
+    t.is(st('old').mtimeNs, -86400n * 1000000000n + 5n);
+    t.is(st('small').atimeNs, st('small').mtimeNs);
+    const chr = st('devs/chr');
+    t.true(fs.lstatSync(path.join(mnt, 'devs/chr')).isCharacterDevice());
+    t.is(chr.rdev, (4n << 8n) | (300n & 0xffn) | ((300n & ~0xffn) << 12n));
+    t.true(fs.lstatSync(path.join(mnt, 'devs/blk')).isBlockDevice());
+    t.true(fs.lstatSync(path.join(mnt, 'devs/fifo')).isFIFO());
+    t.true(fs.lstatSync(path.join(mnt, 'devs/sock')).isSocket());
+    t.is(st('longlink').size, 4095n);
+    t.is(fs.readlinkSync(path.join(mnt, 'longlink')).length, 4095);
+    t.is(fs.readlinkSync(path.join(mnt, 'link')), 'small');
+    t.is(errnoOf(() => fs.lstatSync(path.join(mnt, 'no-such'))), 'ENOENT');
+    t.is(errnoOf(() => fs.writeFileSync(path.join(mnt, 'small'), 'x')), 'EROFS');
+    const sfs = py('import os,sys,json; s=os.statvfs(sys.argv[1]); print(json.dumps([s.f_bsize, s.f_namemax, s.f_files]))', [mnt]);
+    const [bsize, namemax, files] = JSON.parse(sfs);
+    t.is(bsize, 4096);
+    t.is(namemax, 255);
+    t.true(files > 1000);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+const TELLDIR_PY = String.raw`
+import ctypes, json, random, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class D(ctypes.Structure):
+    _fields_ = [('ino', ctypes.c_uint64), ('off', ctypes.c_int64), ('reclen', ctypes.c_ushort),
+                ('type', ctypes.c_ubyte), ('name', ctypes.c_char * 256)]
+libc.opendir.restype = ctypes.c_void_p; libc.opendir.argtypes = [ctypes.c_char_p]
+libc.readdir.restype = ctypes.POINTER(D); libc.readdir.argtypes = [ctypes.c_void_p]
+libc.telldir.restype = ctypes.c_long; libc.telldir.argtypes = [ctypes.c_void_p]
+libc.seekdir.restype = None; libc.seekdir.argtypes = [ctypes.c_void_p, ctypes.c_long]
+libc.closedir.argtypes = [ctypes.c_void_p]
+
+def opendir(p):
+    d = libc.opendir(p.encode())
+    if not d:
+        raise OSError(ctypes.get_errno(), 'opendir ' + p)
+    return d
+
+def listing(d):
+    out = []
+    while True:
+        pos = libc.telldir(d)
+        e = libc.readdir(d)
+        if not e:
+            return out
+        out.append([pos, e.contents.name.hex(), e.contents.ino, e.contents.type])
+
+d = opendir(sys.argv[1])
+first = listing(d)
+random.seed(4)
+picks = list(range(len(first)))
+random.shuffle(picks)
+mismatches = []
+for i in picks[:300] + [len(first) - 1, 0, 2]:
+    libc.seekdir(d, first[i][0])
+    e = libc.readdir(d)
+    got = e.contents.name.hex() if e else None
+    if got != first[i][1]:
+        mismatches.append([i, first[i][1], got])
+libc.closedir(d)
+d = opendir(sys.argv[1])
+again = listing(d)
+libc.closedir(d)
+print(json.dumps({'entries': first, 'mismatches': mismatches, 'again': again == first}))
+`;
+
+serial('readdir positions are SPEC §5 positions; telldir/seekdir resume anywhere (readdirplus and plain readdir)', (t) => {
+  const src = sourceFromFile(S.blob);
+  const reader = openBlob(src);
+  const dirIno = reader.resolvePath('/bigdir');
+  const entries = [...reader.readdir(dirIno)];
+  src.close();
+  const positions = [0, 1, 2, ...entries.slice(0, -1).map((e) => e.nextPos)];
+  const names = ['.', '..', ...entries.map((e) => e.name)].map((n) => Buffer.from(n, 'latin1').toString('hex'));
+  const inos = [dirIno + 1, 1, ...entries.map((e) => e.ino + 1)];
+  t.true(entries.length === 1000 && positions.at(-1) > 2 + 4096, 'fixture: bigdir spans several blocks');
+
+  for (const variant of [[], ['-o', 'noreaddirplus']]) {
+    const mnt = mkTarget(`telldir${variant.length}`);
+    const r = sh(SERVER, [S.blob, mnt, '-o', `basedir=${S.storeA}`, ...variant]);
+    t.is(r.status, 0, r.stderr);
+    try {
+      const out = JSON.parse(py(TELLDIR_PY, [path.join(mnt, 'bigdir')]));
+      t.deepEqual(out.entries.map((e) => e[0]), positions, `positions ${variant}`);
+      t.deepEqual(out.entries.map((e) => e[1]), names, `names ${variant}`);
+      t.deepEqual(out.entries.map((e) => BigInt(e[2])), inos.map(BigInt), `d_ino ${variant}`);
+      t.true(out.entries.slice(2).every((e) => e[3] === 8), 'd_type DT_REG');
+      t.deepEqual(out.mismatches, [], `seekdir ${variant}`);
+      t.true(out.again, 'a second opendir sees the same positions');
+    } finally {
+      t.is(sh('umount', [mnt]).status, 0);
+    }
+  }
+});
+
+const READ_PY = String.raw`
+import hashlib, json, mmap, os, sys
+out = {}
+for p in sys.argv[1:]:
+    with open(p, 'rb') as f:
+        size = os.fstat(f.fileno()).st_size
+        m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+        out[os.path.basename(p)] = [hashlib.sha256(m[:]).hexdigest(), m[size // 2:size // 2 + 16].hex()]
+        m.close()
+print(json.dumps(out))
+`;
+
+/** Runs the server in the foreground with libfuse's debug log, runs `fn`, returns the log. */
+async function withDebugServer(t, name, options, fn) {
+  const mnt = mkTarget(name);
+  const child = spawn(SERVER, [S.blob, mnt, '-o', [`basedir=${S.storeA}`, ...options].join(','), '-d'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr.on('data', (c) => { log += c; });
+  try {
+    for (let i = 0; i < 100 && !mountsBelow(mnt).length; i++) await sleep(50);
+    await fn(mnt);
+    await sleep(200);
+  } finally {
+    sh('umount', [mnt]);
+    await new Promise((resolve) => { if (child.exitCode !== null) resolve(); else child.on('exit', resolve); });
+  }
+  t.deepEqual(mountsBelow(mnt), []);
+  return log;
+}
+
+serial('readdirplus is what the kernel uses by default (libfuse debug log)', async (t) => {
+  const log = await withDebugServer(t, 'rdplus', [], async (mnt) => {
+    // Asynchronously: the server's debug output must keep flowing while ls waits for it.
+    const listed = await execFileP('ls', ['-l', path.join(mnt, 'names')]);
+    t.regex(listed.stdout, /sp ace/);
+  });
+  t.regex(log, /opcode: READDIRPLUS/);
+});
+
+serial('passthrough: the kernel reads external files from the store itself; passthrough=off serves them', async (t) => {
+  const big = S.contents.get('big');
+  const readBoth = async (mnt) => {
+    // Two opens at once of the same object (and of a hardlink) share one backing file.
+    const fd = fs.openSync(path.join(mnt, 'big'), 'r');
+    const [a, b] = await Promise.all([fsp.readFile(path.join(mnt, 'big')), fsp.readFile(path.join(mnt, 'hl/third'))]);
+    fs.closeSync(fd);
+    t.true(a.equals(big) && b.equals(big));
+    t.is(JSON.parse(py(READ_PY, [path.join(mnt, 'big')])).big[0], sha256(big), 'mmap');
+  };
+  const on = await withDebugServer(t, 'pt-on', [], readBoth);
+  const off = await withDebugServer(t, 'pt-off', ['passthrough=off'], readBoth);
+  t.regex(on, /opcode: OPEN/);
+  t.regex(off, /opcode: READ \(15\)/);
+  const kernelHasPassthrough = Number(os.release().split('.')[0]) * 100 + Number(os.release().split('.')[1]) >= 609;
+  if (kernelHasPassthrough) t.notRegex(on, /opcode: READ \(15\)/, 'reads reached the server despite passthrough');
+  else t.log(`Linux ${os.release()} has no FUSE passthrough: reads go through the server`);
+});
+
+
+serial('read and mmap of inline and external files, at every offset that matters', (t) => {
+  const mnt = mkTarget('read');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB]);
+  try {
+    const big = S.contents.get('big');
+    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+    t.is(fs.readFileSync(path.join(mnt, 'exactly64'), 'utf8'), '6'.repeat(64));
+    t.is(fs.readFileSync(path.join(mnt, 'just65'), 'utf8'), '7'.repeat(65));
+    t.is(fs.readFileSync(path.join(mnt, 'empty')).length, 0);
+    t.true(fs.readFileSync(path.join(mnt, 'big')).equals(big));
+    // Direct I/O style preads at page edges and the end, through a fresh fd each time.
+    const fd = fs.openSync(path.join(mnt, 'hl/third'), 'r');
+    for (const [off, len] of [[0, 1], [1, 4095], [4095, 2], [4096, 4096], [65537, 100000], [big.length - 1, 10], [big.length, 10], [big.length + 4096, 1]]) {
+      const buf = Buffer.alloc(len);
+      const n = fs.readSync(fd, buf, 0, len, off);
+      t.true(buf.subarray(0, n).equals(big.subarray(off, off + len)), `pread ${off}+${len}`);
+    }
+    fs.closeSync(fd);
+    const small = fs.openSync(path.join(mnt, 'small'), 'r');
+    const b = Buffer.alloc(10);
+    t.is(fs.readSync(small, b, 0, 10, 3), 3);
+    t.is(b.subarray(0, 3).toString(), 'lo\n');
+    t.is(fs.readSync(small, b, 0, 10, 6), 0);
+    fs.closeSync(small);
+    const mm = JSON.parse(py(READ_PY, ['big', 'small', 'just65', 'onlyb'].map((p) => path.join(mnt, p))));
+    t.is(mm.big[0], sha256(big));
+    t.is(mm.big[1], big.subarray(big.length >> 1, (big.length >> 1) + 16).toString('hex'));
+    t.is(mm.small[0], sha256(Buffer.from('hello\n')));
+    t.is(mm.just65[0], sha256(Buffer.from('7'.repeat(65))));
+    t.truthy(mm.onlyb[0], 'object only in the second store');
+    // Store order: the first store's (wrong) copy of "shadowed" wins with verity off.
+    t.true(fs.readFileSync(path.join(mnt, 'shadowed')).equals(S.contents.get('shadowed-bad')));
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+serial('xattrs: trusted.overlay.* escaped, others as stored (getfattr)', (t) => {
+  const mnt = mkTarget('xattr');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA]);
+  try {
+    const r = sh('getfattr', ['-h', '-d', '-m', '-', '-e', 'hex', path.join(mnt, 'x')]);
+    t.is(r.status, 0, r.stderr);
+    const got = r.stdout.split('\n').filter((l) => l && !l.startsWith('#')).sort();
+    t.deepEqual(got, [
+      'security.capability=0x0000000220000000000000000000000000000000',
+      'trusted.other=0x000102ff',
+      'trusted.overlay.overlay.opaque=0x79',
+      'trusted.overlay.overlay.overlay.nested=0x7a',
+      'user.empty=0x',
+      'user.foo=0x626172',
+    ]);
+    const one = (name, file = 'x') => sh('getfattr', ['-h', '--only-values', '-n', name, path.join(mnt, file)]);
+    t.is(one('user.foo').stdout, 'bar');
+    t.not(one('trusted.overlay.opaque').status, 0, 'the unescaped name shows nothing');
+    t.regex(one('trusted.overlay.opaque').stderr, /No such attribute/);
+    t.is(one('trusted.overlay.overlay.opaque', 'opaque-dir').stdout, 'y');
+    // An ACL is served as stored and enforced by the kernel (default_permissions).
+    const acl = sh('getfacl', ['-cn', path.join(mnt, 'acl')]);
+    if (acl.status === 0) t.regex(acl.stdout, /user:1000:r--/);
+    else t.is(one('system.posix_acl_access', 'acl').status, 0);
+    t.is(sh('getfattr', ['-h', '-d', '-m', '-', path.join(mnt, 'small')]).stdout, '');
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+serial('a missing object is EIO with one log line; everything else keeps working', (t) => {
+  const mnt = mkTarget('missing');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB]);
+  try {
+    t.is(errnoOf(() => fs.readFileSync(path.join(mnt, 'missing'))), 'EIO');
+    t.is(fs.lstatSync(path.join(mnt, 'missing')).size, 3000, 'stat still works');
+    t.true(fs.readFileSync(path.join(mnt, 'big')).equals(S.contents.get('big')));
+    t.is(fs.readdirSync(path.join(mnt, 'bigdir')).length, 1000);
+    const log = readLog(mnt);
+    t.regex(log, /missing from every store/);
+    t.is(log.trim().split('\n').filter((l) => l.includes('missing from every store')).length, 1);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+serial('a store that vanishes while mounted: its objects are EIO, the rest is served', (t) => {
+  const storeC = path.join(S.work, 'storeC');
+  fs.cpSync(S.storeB, storeC, { recursive: true });
+  const mnt = mkTarget('vanish');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', storeC]);
+  try {
+    t.true(fs.readFileSync(path.join(mnt, 'big')).equals(S.contents.get('big')));
+    fs.rmSync(storeC, { recursive: true });
+    t.is(errnoOf(() => fs.readFileSync(path.join(mnt, 'onlyb'))), 'EIO');
+    t.true(fs.readFileSync(path.join(mnt, 'setuid')).length === 5000, 'objects of the other store still open');
+    t.is(fs.readdirSync(path.join(mnt, 'bigdir')).length, 1000);
+    t.regex(readLog(mnt), /missing from every store/);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+serial('verity=require refuses an object that does not match its digest; verity=try serves it without fs-verity', (t) => {
+  const mnt = mkTarget('verity');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--verity', 'require']);
+  try {
+    t.is(errnoOf(() => fs.readFileSync(path.join(mnt, 'shadowed'))), 'EIO');
+    t.regex(readLog(mnt), /does not match its digest/);
+    t.true(fs.readFileSync(path.join(mnt, 'big')).equals(S.contents.get('big')), 'a good object is served');
+    t.truthy(fs.readFileSync(path.join(mnt, 'onlyb')).length);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--verity', 'try']);
+  try {
+    // This store has no fs-verity on its files, so try has nothing to compare.
+    t.is(fs.readFileSync(path.join(mnt, 'shadowed')).length, 20000);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+serial('--digest: the blob must have that fs-verity digest', (t) => {
+  const mnt = mkTarget('digest');
+  const good = verityDigest(fs.readFileSync(S.blob)).toString('hex');
+  const bad = cfs(['mount', S.blob, mnt, '--store', S.storeA, '--backend', 'fuse', '--digest', '0'.repeat(64)]);
+  t.not(bad.status, 0);
+  t.regex(bad.stderr, /fs-verity digest is [0-9a-f]{64}, expected 0{64}/);
+  t.deepEqual(mountsBelow(mnt), []);
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--backend', 'fuse', '--digest', good.toUpperCase()]);
+  cfsOk(t, ['umount', mnt]);
+  t.deepEqual(leftovers(mnt), []);
+});
+
+/** A copy of the rich blob with a corrupt directory block (/names) and a corrupt inode (/small). */
+function corruptBlob() {
+  const buf = fs.readFileSync(S.blob);
+  const src = sourceFromFile(S.blob);
+  const reader = openBlob(src);
+  const names = reader.inode(reader.resolvePath('/names'));
+  const small = reader.resolvePath('/small');
+  const dirs = reader.header.sections[1].offset;
+  const inodes = reader.header.sections[0].offset;
+  src.close();
+  buf.writeUInt16LE(3, dirs + names.payload + 4); // dirents[0].nameoff: not a multiple of 8
+  buf[inodes + small * 64 + 44] = 9; // layout: no such layout
+  const out = path.join(S.work, 'corrupt.ub');
+  fs.writeFileSync(out, buf);
+  return out;
+}
+
+serial('a corrupt directory or inode is EIO at runtime; the rest of the tree is served', (t) => {
+  const blob = corruptBlob();
+  const mnt = mkTarget('corrupt');
+  cfsOk(t, ['mount', blob, mnt, '--store', S.storeA]);
+  try {
+    t.is(errnoOf(() => fs.readdirSync(path.join(mnt, 'names'))), 'EIO');
+    t.is(errnoOf(() => fs.lstatSync(path.join(mnt, 'names', 'sp ace'))), 'EIO');
+    t.is(errnoOf(() => fs.lstatSync(path.join(mnt, 'small'))), 'EIO');
+    t.true(fs.readdirSync(mnt).includes('small'), 'the root directory itself is fine');
+    t.true(fs.readFileSync(path.join(mnt, 'big')).equals(S.contents.get('big')));
+    t.is(fs.readdirSync(path.join(mnt, 'bigdir')).length, 1000);
+    t.regex(readLog(mnt), /corrupt/);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+serial('a bad blob or a missing store is one clear line and no mount', (t) => {
+  const mnt = mkTarget('bad');
+  const garbage = path.join(S.work, 'garbage.ub');
+  fs.writeFileSync(garbage, crypto.randomBytes(8192));
+  const truncated = path.join(S.work, 'truncated.ub');
+  fs.writeFileSync(truncated, fs.readFileSync(S.blob).subarray(0, 8192));
+  for (const blob of [garbage, truncated, path.join(S.work, 'absent.ub')]) {
+    const r = cfs(['mount', blob, mnt, '--store', S.storeA]);
+    t.not(r.status, 0);
+    t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+    t.regex(r.stderr, blob.endsWith('absent.ub') ? /no such file/ : /not a valid unionblob blob/);
+    const direct = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA}`]);
+    t.is(direct.status, 1);
+    t.is(direct.stderr.trim().split('\n').length, 1, direct.stderr);
+  }
+  const noStore = cfs(['mount', S.blob, mnt, '--store', path.join(S.work, 'no-store')]);
+  t.not(noStore.status, 0);
+  t.regex(noStore.stderr, /store .*no-store: no such directory/);
+  const direct = sh(SERVER, [S.blob, mnt, '-o', `basedir=${path.join(S.work, 'no-store')}`]);
+  t.is(direct.status, 1);
+  t.regex(direct.stderr, /store .*No such file/);
+  t.deepEqual(mountsBelow(mnt), []);
+  t.deepEqual(leftovers(mnt), []);
+});
+
+serial('mounting twice on one target is refused; umount of nothing says so', (t) => {
+  const mnt = mkTarget('twice');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA]);
+  try {
+    const again = cfs(['mount', S.blob, mnt, '--store', S.storeA]);
+    t.not(again.status, 0);
+    t.regex(again.stderr, /already mounted/);
+    t.is(readMountinfo().filter((e) => e.mountPoint === mnt).length, 1);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  const none = cfs(['umount', mnt]);
+  t.not(none.status, 0);
+  t.regex(none.stderr, /not mounted/);
+  const half = cfs(['mount', S.blob, mnt, '--store', S.storeA, '--upper', mnt]);
+  t.regex(half.stderr, /--upper and --work go together/);
+});
+
+serial('a killed FUSE server leaves no hung mount: cfs umount cleans up', async (t) => {
+  const mnt = mkTarget('killed');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA]);
+  const pid = serverPid(mnt);
+  t.true(pid > 1);
+  process.kill(pid, 'SIGKILL');
+  await sleep(200);
+  t.is(errnoOf(() => fs.readdirSync(mnt)), 'ENOTCONN');
+  const started = Date.now();
+  cfsOk(t, ['umount', mnt]);
+  t.true(Date.now() - started < 10_000, 'umount took too long');
+  t.deepEqual(mountsBelow(mnt), []);
+  t.deepEqual(leftovers(mnt), []);
+  t.deepEqual(fs.readdirSync(mnt), [], 'the target is an empty directory again');
+});
+
+serial('a stopped FUSE server under an overlay: cfs umount releases overlay, lower and server', async (t) => {
+  const mnt = mkTarget('stopped');
+  const upper = mkTarget('stopped-upper');
+  const work = mkTarget('stopped-work');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--upper', upper, '--work', work]);
+  const pid = serverPid(mnt);
+  process.kill(pid, 'SIGSTOP');
+  const started = Date.now();
+  const r = cfs(['umount', mnt]);
+  t.is(r.status, 0, r.stderr);
+  t.true(Date.now() - started < 30_000, 'umount took too long');
+  t.deepEqual(mountsBelow(mnt), []);
+  t.deepEqual(mountsBelow(path.join(runDir(), 'lower')).filter((m) => m.includes(keyOf(mnt))), []);
+  t.deepEqual(leftovers(mnt), []);
+  await sleep(100);
+  const stat = sh('ps', ['-o', 'stat=', '-p', String(pid)]).stdout.trim();
+  t.true(stat === '' || stat.startsWith('Z'), `server ${pid} still there: ${stat}`);
+});
+
+serial('writable upper: changes go to the upper, persist across remounts, blob and store untouched', (t) => {
+  const mnt = mkTarget('rw');
+  const upper = mkTarget('rw-upper');
+  const work = mkTarget('rw-work');
+  const blobHash = sha256(fs.readFileSync(S.blob));
+  const storeHash = hashTree(S.storeA);
+  const args = ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--upper', upper, '--work', work];
+  cfsOk(t, args);
+  let lower;
+  try {
+    const top = readMountinfo().filter((e) => e.mountPoint === mnt).at(-1);
+    t.is(top.fsType, 'overlay');
+    lower = JSON.parse(fs.readFileSync(statePath(keyOf(mnt)), 'utf8')).lower;
+    t.true(lower.startsWith(path.join(runDir(), 'lower')));
+    t.is(readMountinfo().filter((e) => e.mountPoint === lower).at(-1).fsType, 'fuse.unionblob');
+    fs.writeFileSync(path.join(mnt, 'new-file'), 'created');
+    fs.appendFileSync(path.join(mnt, 'small'), 'appended\n');
+    fs.chmodSync(path.join(mnt, 'just65'), 0o600);
+    fs.renameSync(path.join(mnt, 'exactly64'), path.join(mnt, 'renamed64'));
+    fs.unlinkSync(path.join(mnt, 'big'));
+    fs.rmSync(path.join(mnt, 'bigdir'), { recursive: true });
+    fs.mkdirSync(path.join(mnt, 'new-dir'));
+    fs.writeFileSync(path.join(mnt, 'new-dir', 'f'), 'x');
+    fs.unlinkSync(path.join(mnt, 'new-dir', 'f'));
+    t.true(fs.readFileSync(path.join(mnt, 'hl/third')).equals(S.contents.get('big')), 'other names of a deleted hardlink stay');
+    t.is(fs.readdirSync(path.join(mnt, 'opaque-dir')).join(), 'inside');
+    // Linux 6.7+ overlayfs unescapes trusted.overlay.overlay.X for its users: the image's own xattr.
+    const [major, minor] = os.release().split('.').map(Number);
+    if (major > 6 || (major === 6 && minor >= 7)) {
+      const v = sh('getfattr', ['-h', '--only-values', '-n', 'trusted.overlay.opaque', path.join(mnt, 'opaque-dir')]);
+      t.is(v.stdout, 'y', v.stderr);
+    }
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  t.deepEqual(mountsBelow(mnt), []);
+  t.deepEqual(mountsBelow(lower), []);
+  t.false(fs.existsSync(lower), 'the hidden lower directory is removed');
+  t.deepEqual(leftovers(mnt), []);
+  // The upper holds a whiteout for the deleted lower file.
+  const wh = fs.lstatSync(path.join(upper, 'big'));
+  t.true(wh.isCharacterDevice() && wh.rdev === 0);
+
+  cfsOk(t, args);
+  try {
+    t.is(fs.readFileSync(path.join(mnt, 'new-file'), 'utf8'), 'created');
+    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\nappended\n');
+    t.is(fs.statSync(path.join(mnt, 'just65')).mode & 0o7777, 0o600);
+    t.false(fs.existsSync(path.join(mnt, 'exactly64')));
+    t.is(fs.readFileSync(path.join(mnt, 'renamed64'), 'utf8'), '6'.repeat(64));
+    t.false(fs.existsSync(path.join(mnt, 'big')));
+    t.false(fs.existsSync(path.join(mnt, 'bigdir')));
+    t.deepEqual(fs.readdirSync(path.join(mnt, 'new-dir')), []);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  t.is(sha256(fs.readFileSync(S.blob)), blobHash, 'the blob was not modified');
+  t.deepEqual(hashTree(S.storeA), storeHash, 'the store was not modified');
+  t.deepEqual(mountsBelow(mnt), []);
+});
+
+serial('golden vectors: every .ub served through FUSE equals its .dump', (t) => {
+  const vectors = fs.existsSync(VECTORS) ? fs.readdirSync(VECTORS).filter((f) => f.endsWith('.ub')).sort() : [];
+  t.true(vectors.length > 0, 'no golden vectors in format/vectors');
+  const store = mkTarget('empty-store');
+  for (const v of vectors) {
+    const blob = path.join(VECTORS, v);
+    const mnt = mkTarget(`vector-${v}`);
+    cfsOk(t, ['mount', blob, mnt, '--store', store, '--backend', 'fuse']);
+    try {
+      // The vectors' objects are fake digests with no store: reading them must be EIO.
+      const expected = normalizeDump(fs.readFileSync(blob.replace(/\.ub$/, '.dump'), 'utf8'), [store]);
+      t.deepEqual(dumpDiffs(expected, dumpMount(mnt)), [], v);
+    } finally {
+      cfsOk(t, ['umount', mnt]);
+    }
+  }
+});
+
+serial('mount.unionblob: mount -t unionblob and an fstab line (mount -T), via cfs install-helper', (t) => {
+  const backup = fs.existsSync(HELPER_DEST) ? fs.readFileSync(HELPER_DEST) : null;
+  const mnt = mkTarget('helper');
+  try {
+    const inst = cfsOk(t, ['install-helper']);
+    t.regex(inst.stdout, /installed \/sbin\/mount\.unionblob/);
+    const r = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}:${S.storeB},verity=off`]);
+    t.is(r.status, 0, r.stderr);
+    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+    t.is(readMountinfo().filter((e) => e.mountPoint === mnt).at(-1).fsType, 'fuse.unionblob');
+    cfsOk(t, ['umount', mnt]);
+    t.deepEqual(mountsBelow(mnt), []);
+
+    // umount(8) of a plain FUSE mount works too; the next mount clears the stale state.
+    t.is(sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}`]).status, 0);
+    t.is(sh('umount', [mnt]).status, 0);
+    t.is(sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA},nosuid,nodev`]).status, 0);
+    t.regex(readMountinfo().filter((e) => e.mountPoint === mnt).at(-1).mountOptions, /nosuid,nodev/);
+    cfsOk(t, ['umount', mnt]);
+
+    const upper = mkTarget('helper-upper');
+    const work = mkTarget('helper-work');
+    const fstab = path.join(S.work, 'fstab');
+    fs.writeFileSync(fstab, `# test\n${S.blob} ${mnt} unionblob basedir=${S.storeA},upperdir=${upper},workdir=${work},nofail,x-test=1 0 0\n`);
+    const m = sh('mount', ['-T', fstab, mnt]);
+    t.is(m.status, 0, m.stderr);
+    fs.writeFileSync(path.join(mnt, 'via-fstab'), 'yes');
+    t.is(fs.readFileSync(path.join(upper, 'via-fstab'), 'utf8'), 'yes');
+    cfsOk(t, ['umount', mnt]);
+    t.deepEqual(mountsBelow(mnt), []);
+    t.deepEqual(leftovers(mnt), []);
+
+    const bad = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA},bogus`]);
+    t.not(bad.status, 0);
+    t.regex(bad.stderr, /unknown option bogus/);
+    const fake = sh('mount', ['-f', '-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}`]);
+    t.is(fake.status, 0, fake.stderr);
+    t.deepEqual(mountsBelow(mnt), [], 'mount -f mounts nothing');
+  } finally {
+    if (backup) fs.writeFileSync(HELPER_DEST, backup, { mode: 0o755 });
+    else fs.rmSync(HELPER_DEST, { force: true });
+  }
+});
+
+serial('no stray mounts or state are left by any test', (t) => {
+  t.deepEqual(mountsBelow(S.work), []);
+  const lowers = path.join(runDir(), 'lower');
+  const stray = fs.existsSync(lowers) ? fs.readdirSync(lowers).filter((k) => fs.existsSync(statePath(k)) === false) : [];
+  t.deepEqual(stray, []);
+});
+
+// ------------------------------------------------------------------------------------------
+// The real image: cfs build of the Debian fixture, served through FUSE, equals umoci's tree.
+
+serial('differential: the Debian image mounted through FUSE equals the umoci reference tree', async (t) => {
+  t.timeout(30 * 60 * 1000);
+  const { treeManifest, diffManifests } = await import('./lib/treeman.mjs');
+  const r = sh('bash', [MAKE_IMAGES], { timeout: 30 * 60 * 1000 });
+  if (r.status !== 0) t.fail(`make-images.sh failed (${r.status}):\n${r.stderr}`);
+  const images = JSON.parse(fs.readFileSync(r.stdout.trim().split('\n').pop(), 'utf8'));
+  const store = mkTarget('debian-store');
+  const blob = path.join(S.work, 'debian-a.ub');
+  cfsOk(t, ['build', images.images.a.variants['oci-layout-multitag'], '-o', blob, '--store', store]);
+  const mnt = mkTarget('debian');
+  cfsOk(t, ['mount', blob, mnt, '--store', store, '--backend', 'fuse']);
+  try {
+    const ours = await treeManifest(mnt);
+    // The only presentation difference: an image's trusted.overlay.X shows as trusted.overlay.overlay.X.
+    for (const e of ours.entries.values()) {
+      e.xattrs = Object.fromEntries(Object.entries(e.xattrs).map(([k, v]) => [k.replace(/^trusted\.overlay\.overlay\./, 'trusted.overlay.'), v]));
+    }
+    const ref = await treeManifest(images.images.a.reference);
+    t.true(ref.entries.size > 5000, 'the reference tree looks too small');
+    const diffs = diffManifests(ref, ours, { labels: ['umoci', 'fuse'] });
+    t.deepEqual(diffs.slice(0, 60), [], `${diffs.length} difference(s)`);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  t.deepEqual(mountsBelow(mnt), []);
+});
