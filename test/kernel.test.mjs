@@ -1,0 +1,113 @@
+// Kernel module tests: boots Debian's 6.1 and 6.12 kernels under qemu (TCG) with
+// unionblob.ko and turns every guest check (test/kernel/guest-init.sh) into an AVA test
+// named "<kernel> <check>".  The harness is test/kernel/run.sh; see test/kernel/README.md.
+//
+// Env: UB_KERNELS="6.1 6.12" (which kernels), UB_SKIP_KERNEL=1 (skip all),
+//      UB_CACHE (download/build cache, default /var/cache/unionblob-test).
+// The guest runs take ~1-2 min per kernel; they run before the tests are declared
+// (top-level await), so the whole file must finish within AVA's timeout.
+
+import test from 'ava';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { treeManifest, diffManifests } from './lib/treeman.mjs';
+import { parseGuestManifest } from './kernel/manifest.mjs';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const runner = join(here, 'kernel', 'run.sh');
+const flavours = (process.env.UB_KERNELS ?? '6.1 6.12').split(/\s+/).filter(Boolean);
+
+function runHarness(flavour) {
+  return new Promise((resolve) => {
+    const child = spawn('bash', [runner, flavour], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, UB_QEMU_TIMEOUT: process.env.UB_QEMU_TIMEOUT ?? '240' },
+    });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.on('close', (code) => resolve({ code, out, err }));
+  });
+}
+
+/** UBTEST/UBDIAG lines -> [{ name, ok, reason, diag[] }] in guest order. */
+function parse(out) {
+  const checks = [];
+  const byName = new Map();
+  const diags = new Map();
+  let release = '';
+  let ended = false;
+  let outDir = '';
+  let imagesJson = '';
+  for (const line of out.split('\n')) {
+    let m;
+    if ((m = /^UBKERNEL \S+ (\S+)/.exec(line))) release = m[1];
+    else if ((m = /^UBOUT (\S+) (\S+)/.exec(line))) [outDir, imagesJson] = [m[1], m[2]];
+    else if ((m = /^UBTEST (ok|fail) (\S+) ?(.*)$/.exec(line))) {
+      const c = { name: m[2], ok: m[1] === 'ok', reason: m[3] };
+      // A name reported twice keeps its worst result.
+      const prev = byName.get(c.name);
+      if (prev) { if (!c.ok) Object.assign(prev, c); continue; }
+      byName.set(c.name, c);
+      checks.push(c);
+    } else if ((m = /^UBDIAG (\S+) (.*)$/.exec(line))) {
+      if (!diags.has(m[1])) diags.set(m[1], []);
+      diags.get(m[1]).push(m[2]);
+    } else if (line.startsWith('UBTEST end')) ended = true;
+  }
+  for (const c of checks) c.diag = diags.get(c.name) ?? [];
+  return { release, checks, ended, diags, outDir, imagesJson };
+}
+
+const refCache = new Map();
+function referenceManifest(dir) {
+  if (!refCache.has(dir)) refCache.set(dir, treeManifest(dir));
+  return refCache.get(dir);
+}
+
+// AVA takes no test declared after an await that follows a declaration: run everything
+// first, then declare.
+const runs = [];
+if (!process.env.UB_SKIP_KERNEL) {
+  for (const flavour of flavours) {
+    const started = Date.now();
+    const { code, out, err } = await runHarness(flavour);
+    const r = parse(out);
+    const images = r.imagesJson && existsSync(r.imagesJson) ? JSON.parse(readFileSync(r.imagesJson, 'utf8')) : [];
+    for (const img of images) {
+      const file = join(r.outDir, `img-${img.tag}.manifest`);
+      img.guest = existsSync(file) ? parseGuestManifest(readFileSync(file, 'latin1'), { unescapeOverlay: true }) : null;
+      img.file = file;
+      if (img.guest) img.diffs = diffManifests(await referenceManifest(img.reference), img.guest, { labels: ['umoci', 'unionblob'] });
+    }
+    runs.push({ flavour, code, out, err, r, images, seconds: Math.round((Date.now() - started) / 1000) });
+  }
+}
+
+if (process.env.UB_SKIP_KERNEL) {
+  test.skip('kernel module tests (UB_SKIP_KERNEL set)', () => {});
+}
+for (const { flavour, code, out, err, r, images, seconds } of runs) {
+  test(`${flavour} harness ran the guest to the end (${r.release || 'no release'}, ${seconds} s)`, (t) => {
+    t.true(r.ended && r.checks.length > 0,
+      `exit ${code}; stderr tail:\n${err.split('\n').slice(-30).join('\n')}\n` +
+      `stdout tail:\n${out.split('\n').slice(-30).join('\n')}`);
+  });
+  for (const c of r.checks) {
+    test(`${flavour} ${c.name}`, (t) => {
+      if (c.ok) t.pass();
+      else t.fail([c.reason, ...c.diag].filter(Boolean).join('\n'));
+    });
+  }
+  // Real Debian images: the mounted blob must show exactly umoci's tree (to the nanosecond).
+  for (const img of images) {
+    test(`${flavour} image ${img.tag}: mount equals umoci's tree`, (t) => {
+      if (!img.guest) return t.fail(`no guest manifest ${img.file}`);
+      t.log(`${img.guest.entries.size} paths compared`);
+      t.deepEqual(img.diffs.slice(0, 60), [], `${img.diffs.length} difference(s)`);
+    });
+  }
+}

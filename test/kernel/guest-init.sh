@@ -1,0 +1,354 @@
+#!/bin/busybox sh
+# /init of the test guest (busybox only).  Prints one line per check on the
+# serial console:
+#   UBTEST ok NAME
+#   UBTEST fail NAME REASON
+#   UBDIAG NAME TEXT          details for a failure (diff lines, messages)
+#   UBTEST done               after the last check, then the dmesg scan
+# The store disk (/dev/nvme0n1, ext4 with verity) holds the blobs, stores and
+# expected outputs made by make-fixtures.mjs; see env.sh there.
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /tmp /d /m /u && mount -t tmpfs tmp /tmp && mount -t tmpfs u /u
+echo "UBTEST begin $(uname -r)"
+
+ok() { echo "UBTEST ok $1"; }
+fail() {
+	n=$1; shift
+	echo "UBTEST fail $n $*"
+}
+diag() {
+	n=$1; shift
+	sed "s/^/UBDIAG $n /" | head -n "${1:-20}"
+}
+stamp() { echo "UBDIAG time $(cut -d' ' -f1 /proc/uptime) $1"; }
+finish() {
+	stamp end
+	echo "UBTEST done"
+	dmesg >/tmp/dmesg.txt
+	# the host reads it back from the disk image (debugfs) for the log
+	cp /tmp/dmesg.txt /d/dmesg.txt 2>/dev/null
+	if grep -E 'BUG|Oops|WARNING|KASAN|general protection|Call Trace|refcount_t|list_del corruption' /tmp/dmesg.txt >/tmp/bad.txt; then
+		echo "UBTEST fail dmesg-clean kernel complained"
+		diag dmesg-clean 60 </tmp/bad.txt
+	else
+		echo "UBTEST ok dmesg-clean"
+	fi
+	echo "UBTEST end"
+	sync
+	poweroff -f
+}
+
+for m in $(cat /modules/order); do
+	insmod "/modules/$m" || echo "UBDIAG modules insmod $m failed"
+done
+i=0
+while [ ! -b /dev/nvme0n1 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+if ! mount -t ext4 /dev/nvme0n1 /d; then
+	fail store-disk "cannot mount /dev/nvme0n1"
+	dmesg | tail -20 | diag store-disk
+	finish
+fi
+. /d/env.sh
+
+if insmod /modules/unionblob.ko; then ok load; else fail load "insmod unionblob.ko"; finish; fi
+grep -q 'nodev	unionblob' /proc/filesystems && ok registered || fail registered "not in /proc/filesystems"
+
+# ubmount BLOB DIR [OPTIONS]: mount(8) with the blob as descriptor= (busybox
+# mount would turn a regular-file source into a loop device).
+ubmount() {
+	mkdir -p "$2"
+	mount -t unionblob -o "descriptor=/d/blobs/$1.ub${3:+,$3}" "$1" "$2"
+}
+
+# expect NAME WANT GOT
+expect() {
+	if [ "$2" = "$3" ]; then ok "$1"; else fail "$1" "want [$2] got [$3]"; fi
+}
+
+# walk_check NAME DIR EXPECTFILE
+walk_check() {
+	ubt walk "$2" >/tmp/walk.out 2>&1
+	if cmp -s /tmp/walk.out "$3"; then
+		ok "$1"
+	else
+		fail "$1" "walk differs from $(basename "$3")"
+		diff "$3" /tmp/walk.out | diag "$1" 30
+	fi
+}
+
+dirtest() {
+	if ubt dirtest "$2" >/tmp/dirtest.out 2>&1; then ok "$1"; else
+		fail "$1" "$(tail -n 1 /tmp/dirtest.out)"
+		diag "$1" 20 </tmp/dirtest.out
+	fi
+}
+
+# ---- golden vectors ----------------------------------------------------------
+stamp golden
+for v in $VECTORS; do
+	if ubmount "$v" "/m/$v" basedir=/d/vstore; then
+		walk_check "walk-$v" "/m/$v" "/d/expect/$v.walk"
+	else
+		fail "walk-$v" "mount failed"
+	fi
+done
+dirtest dirtest-v-bigdir /m/v-bigdir
+dirtest dirtest-v-small-names /m/v-small/names
+for v in $VECTORS; do umount "/m/$v"; done
+
+# ---- main image --------------------------------------------------------------
+stamp main
+if ! ubmount t1 /a basedir=/d/store; then
+	fail mount-t1 "mount failed"
+	dmesg | tail -5 | diag mount-t1
+	finish
+fi
+ok mount-t1
+walk_check walk-t1 /a /d/expect/t1.walk
+dirtest dirtest-t1-many /a/many
+dirtest dirtest-t1-root /a
+
+expect statfs-magic "type=75626c62 bsize=4096" "$(ubt statfs /a | cut -d' ' -f1-2)"
+expect stat-hardlink "$(ubt stat /a/hl)" "$(ubt stat /a/hard/b)"
+expect stat-ino-root "1" "$(ubt stat /a | cut -d' ' -f1)"
+expect splice-external "$BIG_SHA" "$(ubt splice /a/data/big.bin)"
+expect splice-inline "$(ubt sha /a/data/f4096)" "$(ubt splice /a/data/f4096)"
+expect readlink-abs "/etc/hostname" "$(readlink /a/links/abs)"
+expect xattr-overlay-hidden "ERR ENODATA" "$(ubt getxattr /a/opq trusted.overlay.opaque)"
+expect xattr-overlay-escaped "79" "$(ubt getxattr /a/opq trusted.overlay.overlay.opaque)"
+expect xattr-capability "0000000220000000000000000000000000000000" "$(ubt getxattr /a/bin/ping security.capability)"
+expect xattr-absent "ERR ENODATA" "$(ubt getxattr /a/etc/hostname user.nothing)"
+expect acl-access "$(ubt getxattr /a/x/acl system.posix_acl_access)" "$(ubt getxattr /a/x/acl system.posix_acl_default)"
+expect odirect-read "$(dd if=/a/data/big.bin bs=4096 count=64 2>/dev/null | md5sum)" "$(dd if=/a/data/big.bin bs=4096 count=64 iflag=direct 2>/dev/null | md5sum)"
+expect lseek-tail "$(tail -c 100 "/d/$SHARED_OBJ" | md5sum)" "$(tail -c 100 /a/data/shared.bin | md5sum)"
+expect acl-grants "$(ubt sha /a/perm/acl-file)" "$(ubt as 1000 1000 /bin/ubt sha /a/perm/acl-file)"
+expect acl-denies "ERR EACCES" "$(ubt as 1001 1001 /bin/ubt sha /a/perm/acl-file)"
+expect filecap-denied-without "ERR EACCES" "$(ubt as 1000 1000 /bin/ubt sha /a/perm/none)"
+expect filecap-exec "$(ubt sha /a/perm/none)" "$(ubt as 1000 1000 /a/bin/ubt-cap sha /a/perm/none)"
+if (echo x >>/d/blobs/t1.ub) 2>/dev/null; then fail blob-write-denied "blob writable while mounted"; else ok blob-write-denied; fi
+cp /d/blobs/t1.ub /tmp/t1.ub
+if mkdir -p /m/tmpfs && mount -t unionblob -o descriptor=/tmp/t1.ub,basedir=/d/store t1 /m/tmpfs; then
+	walk_check walk-t1-blob-on-tmpfs /m/tmpfs /d/expect/t1.walk
+	umount /m/tmpfs
+else
+	fail walk-t1-blob-on-tmpfs "mount failed"
+fi
+
+# ---- read-only ---------------------------------------------------------------
+stamp read-only
+ubt fsmount /d/blobs/t1.ub basedir=/d/store --rw >/tmp/rw.out 2>&1
+if grep -q '^ERR EROFS' /tmp/rw.out && grep -q 'read-only' /tmp/rw.out; then ok rw-refused-fsconfig; else
+	fail rw-refused-fsconfig "$(tr '\n' '|' </tmp/rw.out)"
+fi
+if mount -o remount,rw /a 2>/dev/null; then fail rw-refused-remount "remount,rw succeeded"; else ok rw-refused-remount; fi
+if grep ' /a unionblob ' /proc/mounts | grep -q ' ro[ ,]'; then ok still-ro; else fail still-ro "$(grep ' /a ' /proc/mounts)"; fi
+if mount -o remount,ro /a; then ok remount-ro; else fail remount-ro "remount,ro failed"; fi
+if touch /a/newfile 2>/dev/null || (echo x >>/a/etc/hostname) 2>/dev/null; then fail write-refused "write succeeded"; else ok write-refused; fi
+mkdir -p /m/fs
+if ubt fsmount /d/blobs/t1.ub basedir=/d/store --target /m/fs >/tmp/fs.out 2>&1 && [ "$(cat /m/fs/etc/hostname)" = unionblob ]; then
+	ok fsmount-source
+else
+	fail fsmount-source "$(tr '\n' '|' </tmp/fs.out)"
+fi
+umount /m/fs 2>/dev/null
+grep -q "^t1 /a unionblob ro,.*basedir=/d/store" /proc/mounts && ok show-options || fail show-options "$(grep ' /a ' /proc/mounts)"
+
+# ---- digest= -------------------------------------------------------------------
+stamp digest
+if ubmount t1 /m/dg "basedir=/d/store,digest=$T1_DIGEST"; then ok digest-match; umount /m/dg; else fail digest-match "refused"; fi
+if ubmount t1 /m/dg "basedir=/d/store,digest=$WRONG_DIGEST" 2>/dev/null; then fail digest-mismatch "mounted"; umount /m/dg; else ok digest-mismatch; fi
+if ubt verity-enable /d/blobs/t1v.ub >/tmp/v.out; then
+	expect blob-verity-measure "$T1_DIGEST" "$(ubt verity-measure /d/blobs/t1v.ub)"
+	if ubmount t1v /m/dg "basedir=/d/store,digest=$T1_DIGEST"; then ok digest-verity-match; umount /m/dg; else fail digest-verity-match "refused"; fi
+	if ubmount t1v /m/dg "basedir=/d/store,digest=$WRONG_DIGEST" 2>/dev/null; then fail digest-verity-mismatch "mounted"; umount /m/dg; else ok digest-verity-mismatch; fi
+else
+	fail blob-verity-enable "$(cat /tmp/v.out)"
+fi
+
+# ---- stores --------------------------------------------------------------------
+stamp stores
+if ubmount multi /m/multi basedir=/d/store:/d/store2; then
+	walk_check multi-store /m/multi /d/expect/multi.walk
+	umount /m/multi
+else fail multi-store "mount failed"; fi
+ubmount multi /m/multi basedir=/d/store && {
+	expect missing-object "ERR EIO" "$(ubt sha /m/multi/b)"
+	umount /m/multi
+}
+ubmount evil /m/evil basedir=/d/evil && {
+	expect symlink-object-refused "ERR EIO" "$(ubt sha /m/evil/leak)"
+	umount /m/evil
+}
+ubmount evil /m/evil basedir=/d/evil2 && {
+	expect symlink-objects-dir-refused "ERR EIO" "$(ubt sha /m/evil/leak)"
+	umount /m/evil
+}
+ubmount evil /m/evil basedir=/d/evil:/d/store && {
+	expect symlink-skipped-next-store "$SECRET_SHA" "$(ubt sha /m/evil/leak)"
+	umount /m/evil
+}
+
+# ---- verity= -------------------------------------------------------------------
+stamp verity
+if ubt verity-enable "/d/$VER_GOOD_OBJ" "/d/$VER_TAMPERED_OBJ" >/tmp/v.out; then
+	ubmount ver /m/ver basedir=/d/verstore,verity=require && {
+		expect verity-require-good "$VER_GOOD_SHA" "$(ubt sha /m/ver/good)"
+		expect verity-require-good-again "$VER_GOOD_SHA" "$(ubt sha /m/ver/good)"
+		expect verity-require-tampered "ERR EIO" "$(ubt sha /m/ver/tampered)"
+		expect verity-require-noverity "ERR EIO" "$(ubt sha /m/ver/noverity)"
+		umount /m/ver
+	}
+	# first open with O_DIRECT: a computed digest (6.1) must not read with O_DIRECT
+	ubmount ver /m/ver basedir=/d/verstore,verity=require && {
+		expect verity-require-odirect "$(md5sum <"/d/$VER_GOOD_OBJ")" "$(dd if=/m/ver/good bs=4096 iflag=direct 2>/dev/null | md5sum)"
+		umount /m/ver
+	}
+	ubmount ver /m/ver basedir=/d/verstore,verity=try && {
+		expect verity-try-good "$VER_GOOD_SHA" "$(ubt sha /m/ver/good)"
+		expect verity-try-tampered "ERR EIO" "$(ubt sha /m/ver/tampered)"
+		expect verity-try-noverity "$VER_NOVERITY_SHA" "$(ubt sha /m/ver/noverity)"
+		umount /m/ver
+	}
+	ubmount ver /m/ver basedir=/d/verstore,verity=off && {
+		expect verity-off-tampered "$VER_TAMPERED_SHA" "$(ubt sha /m/ver/tampered)"
+		umount /m/ver
+	}
+else
+	fail verity-enable "$(cat /tmp/v.out)"
+fi
+
+# ---- page cache sharing: two blobs, one object -----------------------------------
+stamp page
+if ubmount t2 /b basedir=/d/store; then
+	walk_check walk-t2 /b /d/expect/t2.walk
+	sync
+	echo 3 >/proc/sys/vm/drop_caches
+	before=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	cat /a/data/shared.bin >/dev/null
+	mid=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	expect pagecache-resident-via-other-mount "512 512" "$(ubt mincore /b/shared-too.bin)"
+	cat /b/shared-too.bin >/dev/null
+	after=$(awk '/^Cached:/ {print $2}' /proc/meminfo)
+	echo "UBDIAG pagecache Cached kB: before=$before after-first-read=$mid after-second-read=$after"
+	if [ $((after - mid)) -lt 512 ] && [ $((mid - before)) -ge 1536 ]; then ok pagecache-meminfo; else
+		fail pagecache-meminfo "Cached grew $((mid - before)) kB then $((after - mid)) kB"
+	fi
+	pa=$(ubt pfn /a/data/shared.bin 100)
+	pb=$(ubt pfn /b/shared-too.bin 100)
+	po=$(ubt pfn "/d/$SHARED_OBJ" 100)
+	if [ "$pa" = "$pb" ] && [ "$pa" = "$po" ] && [ "${pa#ERR}" = "$pa" ]; then ok pagecache-same-pfn; else
+		fail pagecache-same-pfn "a=$pa b=$pb object=$po"
+	fi
+else
+	fail mount-t2 "mount failed"
+fi
+
+# ---- overlayfs on top ------------------------------------------------------------
+stamp overlayfs
+mkdir -p /u/up /u/wk /o
+if mount -t overlay ov -o lowerdir=/a:/b,upperdir=/u/up,workdir=/u/wk /o; then
+	ok overlay-mount
+	expect overlay-opaque-escaped "from-t1 from-t2" "$(ls /o/opq | tr '\n' ' ' | sed 's/ $//')"
+	expect overlay-read "$BIG_SHA" "$(ubt sha /o/data/big.bin)"
+	expect overlay-mmap "$(ubt sha /a/bin/ping)" "$(ubt sha /o/bin/ping)"
+	echo new >/o/newfile && expect overlay-create new "$(cat /o/newfile)"
+	before=$(ubt sha /a/etc/passwd)
+	echo appended >>/o/etc/passwd
+	expect overlay-copyup-external appended "$(tail -n 1 /o/etc/passwd)"
+	expect overlay-lower-unchanged "$before" "$(ubt sha /a/etc/passwd)"
+	echo more >>/o/etc/hostname
+	expect overlay-copyup-inline "unionblob more" "$(cat /o/etc/hostname | tr '\n' ' ' | sed 's/ $//')"
+	rm /o/data/one
+	if [ ! -e /o/data/one ] && [ -e /a/data/one ]; then ok overlay-delete; else fail overlay-delete "whiteout"; fi
+	mv /o/etc/motd /o/etc/motd2
+	if [ ! -e /o/etc/motd ] && [ "$(ubt sha /o/etc/motd2)" = "$(ubt sha /a/etc/motd)" ]; then ok overlay-rename; else fail overlay-rename ""; fi
+	mkdir /o/newdir && ok overlay-mkdir || fail overlay-mkdir ""
+	chmod 600 /o/bin/ping && expect overlay-chmod-copyup 100600 "$(ubt stat /o/bin/ping | cut -d' ' -f3)"
+	expect overlay-xattr-copied-up "0000000220000000000000000000000000000000" "$(ubt getxattr /o/bin/ping security.capability)"
+	umount /o && ok overlay-umount || fail overlay-umount ""
+	walk_check overlay-lower-intact /a /d/expect/t1.walk
+else
+	fail overlay-mount "mount failed"
+	dmesg | tail -5 | diag overlay-mount
+fi
+
+# ---- corrupted blobs ---------------------------------------------------------------
+stamp corrupted
+if ubmount c /m/c basedir=/d/store; then
+	walk_check walk-c /m/c /d/expect/c.walk
+	umount /m/c
+else fail walk-c "mount failed"; fi
+mounted=0
+refused=0
+stuck=0
+for f in /d/blobs/corrupt/*.ub; do
+	n=$(basename "$f" .ub)
+	if mount -t unionblob -o "descriptor=$f,basedir=/d/store" "$n" /m/c 2>/dev/null; then
+		mounted=$((mounted + 1))
+		ubt walk -q /m/c >>/tmp/corrupt-walks.txt 2>&1
+		umount /m/c || stuck=$((stuck + 1))
+	else
+		refused=$((refused + 1))
+	fi
+done
+echo "UBDIAG corrupt mounted=$mounted refused=$refused umount-failures=$stuck walks: $(awk -F'[= ]' '{e+=$2; r+=$4} END {print e " entries, " r " errors"}' /tmp/corrupt-walks.txt)"
+if [ $((mounted + refused)) -eq "$NCORRUPT" ] && [ $stuck -eq 0 ]; then ok corrupt-blobs; else
+	fail corrupt-blobs "mounted=$mounted refused=$refused umount-failures=$stuck"
+fi
+
+# ---- real images: manifests for the host to diff with umoci's trees -------------------
+stamp images
+for tag in $IMAGES; do
+	if ubmount "img-$tag" /m/img basedir=/d/imgstore; then
+		if ubt manifest /m/img "/d/out/img-$tag.manifest" >/tmp/man.out 2>&1; then ok "image-$tag-walk"; else
+			fail "image-$tag-walk" "$(tail -n 1 /tmp/man.out)"
+			diag "image-$tag-walk" 20 </tmp/man.out
+		fi
+		umount /m/img
+	else
+		fail "image-$tag-walk" "mount failed"
+	fi
+done
+sync
+
+# ---- bench (kernel command line "ubbench"; numbers only, no checks) ----------------
+# TCG emulation: absolute times are 10-50x those of real hardware; compare the rows.
+if grep -q ubbench /proc/cmdline && [ -n "$IMAGES" ]; then
+	tag=${IMAGES%% *}
+	bench() { echo "UBBENCH $*"; }
+	cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
+	cold
+	t0=$(ubt now)
+	ubmount "img-$tag" /m/bench basedir=/d/imgstore
+	t1=$(ubt now)
+	bench "image=$tag mount-cold-us=$((t1 - t0)) blob-bytes=$(stat -c %s /d/blobs/img-$tag.ub)"
+	bench "statwalk-cold $(ubt statwalk /m/bench)"
+	bench "statwalk-warm $(ubt statwalk /m/bench)"
+	grep unionblob_inode /proc/slabinfo | awk '{print "UBBENCH slab unionblob_inode active=" $2 " objsize=" $4}'
+	cold
+	bench "readall-cold-unionblob $(ubt readall /m/bench)"
+	bench "readall-warm-unionblob $(ubt readall /m/bench)"
+	cold
+	bench "readall-cold-store-direct $(ubt readall /d/imgstore/objects)"
+	t0=$(ubt now)
+	for i in 1 2 3 4 5 6 7 8 9 10; do
+		ubmount "img-$tag" "/m/bench$i" basedir=/d/imgstore
+	done
+	t1=$(ubt now)
+	bench "mount-warm-x10-us=$((t1 - t0)) Cached-kB=$(awk '/^Cached:/ {print $2}' /proc/meminfo)"
+	for i in 1 2 3 4 5 6 7 8 9 10; do umount "/m/bench$i"; done
+	umount /m/bench
+fi
+
+# ---- teardown ----------------------------------------------------------------------
+stamp teardown
+umount /b 2>/dev/null
+umount /a
+if grep -q ' unionblob ' /proc/mounts; then fail umount-all "$(grep ' unionblob ' /proc/mounts | head -3)"; else ok umount-all; fi
+if rmmod unionblob; then ok rmmod; else fail rmmod "rmmod failed"; fi
+finish
