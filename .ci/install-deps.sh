@@ -11,6 +11,8 @@ PKGS=(
   fuse3 libfuse3-dev mergerfs erofs-utils pkg-config make gcc g++ e2fsprogs
   # kernel module build and the qemu harness
   qemu-system-x86 busybox-static pahole clang libclang-rt-14-dev
+  # containerd snapshotter (issue #5): containerd 1.6, runc, and containerd's API protos
+  containerd runc golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev
 )
 
 installed() {

@@ -7,6 +7,7 @@ import { registerExtract } from './extract.js';
 import { registerFsck } from './fsck.js';
 import { registerGc } from './gc.js';
 import { registerMount } from '../mounter/mount.js';
+import { registerSnapshotter } from '../snapshotter/server.js';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command();
@@ -21,6 +22,7 @@ export async function main(argv: string[]): Promise<void> {
   registerFsck(program);
   registerGc(program);
   registerMount(program);
+  registerSnapshotter(program);
   try {
     await program.parseAsync(argv);
   } catch (err: any) {

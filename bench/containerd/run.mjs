@@ -1,0 +1,53 @@
+// Benchmark: containerd's overlayfs snapshotter vs unionblob, in the same containerd run.
+//   node bench/containerd/run.mjs [--containerd 1.6|1.7] [--runs N]
+// Per snapshotter: import time of images b then a (docker-archive, real Debian images from
+// test/fixtures/make-images.sh), disk used by the snapshotter afterwards (du: overlayfs's
+// snapshot dirs; unionblob's blobs + object store), and `ctr run --rm IMAGE true` start time.
+// On 1.7 the unionblob imports use the transfer service (--local=false: the fast path).
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { startEnv, fetchContainerd17, REPO } from '../../test/lib/containerd-env.mjs';
+
+const args = process.argv.slice(2);
+const version = args.includes('--containerd') ? args[args.indexOf('--containerd') + 1] : '1.6';
+const runs = args.includes('--runs') ? Number(args[args.indexOf('--runs') + 1]) : 3;
+const images = JSON.parse(fs.readFileSync(execFileSync('bash', [path.join(REPO, 'test/fixtures/make-images.sh')], { encoding: 'utf8' }).trim(), 'utf8'));
+const A = images.images.a.variants['docker-archive'];
+const B = images.images.b.variants['docker-archive'];
+
+const du = (p) => Number(execFileSync('du', ['-sb', '--', p], { encoding: 'utf8' }).split('\t')[0]);
+const mib = (n) => (n / (1 << 20)).toFixed(1);
+const secs = async (fn) => { const t = performance.now(); await fn(); return (performance.now() - t) / 1000; };
+
+const e = await startEnv(version === '1.7' ? { bin: path.join(fetchContainerd17(), 'usr', 'bin'), transfer: true } : {});
+const results = [];
+try {
+  for (const sn of ['overlayfs', 'unionblob']) {
+    const local = version === '1.7' && sn === 'unionblob' ? ['--local=false'] : [];
+    const r = { snapshotter: sn, containerd: version };
+    r.importB = await secs(() => e.ctr(['images', 'import', ...local, '--snapshotter', sn, B]));
+    r.diskB = sn === 'overlayfs' ? du(path.join(e.dir, 'root', 'io.containerd.snapshotter.v1.overlayfs')) : du(e.ubRoot);
+    // image a has a hardlink to a file of a lower layer: containerd's overlayfs cannot unpack it
+    r.importA = await secs(() => e.ctr(['images', 'import', ...local, '--snapshotter', sn, A])).catch(() => NaN);
+    r.diskBytes = sn === 'overlayfs' ? du(path.join(e.dir, 'root', 'io.containerd.snapshotter.v1.overlayfs')) : du(e.ubRoot);
+    const starts = [];
+    for (let i = 0; i < runs; i++) {
+      starts.push(await secs(() => e.ctr(['run', '--rm', '--fifo-dir', path.join(e.dir, 'fifo'), '--snapshotter', sn,
+        'docker.io/unionblob/b:latest', `bench-${sn}-${process.pid}-${i}`, 'true'])));
+    }
+    r.runTrue = starts.reduce((a, b) => a + b, 0) / starts.length;
+    results.push(r);
+    await e.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/a:latest', 'docker.io/unionblob/b:latest']).catch(() => {});
+  }
+} finally {
+  await e.stop();
+}
+console.log(`containerd ${version}: import b, then a (docker-archive; a shares b's base layer); ctr run --rm b true: mean of ${runs}`);
+console.log('| snapshotter | import b (s) | disk after b (MiB) | import a (s) | disk after b+a (MiB) | ctr run true (s) |');
+console.log('|---|---|---|---|---|---|');
+for (const r of results) {
+  const a = Number.isNaN(r.importA) ? 'fails' : r.importA.toFixed(2);
+  console.log(`| ${r.snapshotter} | ${r.importB.toFixed(2)} | ${mib(r.diskB)} | ${a} | ${mib(r.diskBytes)} | ${r.runTrue.toFixed(2)} |`);
+}
+console.log(JSON.stringify(results));

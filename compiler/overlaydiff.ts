@@ -1,0 +1,235 @@
+// An existing tree + an overlayfs-style directory diff (an upper directory) -> the new tree.
+//
+// This is the compiler input the snapshotter needs at Commit: containerd applied a layer tar
+// into an overlay upper, and the new chain's blob is the parent's tree with that upper merged
+// in. Only the upper is read: its files are hashed and stored, nothing of the parent's content
+// is re-read. Overlayfs conventions:
+// - a character device 0/0 is a whiteout: the name (and its subtree) disappears;
+// - a directory with xattr trusted.overlay.opaque=y hides everything the parent had below it;
+// - other trusted.overlay.* xattrs are overlayfs bookkeeping, never image content.
+// Everything else in the upper replaces what the parent had under that name (directories are
+// merged: their metadata comes from the upper, their children from both). Hardlinks inside the
+// upper stay hardlinks (one TreeNode). With `whiteouts: false` the upper is taken literally
+// (a bind-mounted first layer, where a 0/0 device would be a real file).
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import {
+  S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, newDir, type TreeNode,
+} from '../format/tree.js';
+import { MEMORY_OBJECT_LIMIT, hashBuffer, type StoreWriter } from './store.js';
+import { verityDigestOfFile } from '../format/verity.js';
+
+export const OPAQUE_XATTR = 'trusted.overlay.opaque';
+const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
+
+export interface OverlayDiffOptions {
+  /** Regular files of 1..inlineThreshold bytes are inlined. */
+  inlineThreshold: number;
+  /** Where new contents go; null only hashes. */
+  store: StoreWriter | null;
+  /** Interpret whiteouts and opaque directories (default true). */
+  whiteouts?: boolean;
+}
+
+export interface OverlayDiffStats {
+  /** Entries of the upper directory visited (its root excluded). */
+  entries: number;
+  /** Whiteouts applied and opaque directories seen. */
+  whiteouts: number;
+  opaques: number;
+  /** Regular files read and their bytes. */
+  files: number;
+  fileBytes: number;
+  /** Disk usage of the upper (st_blocks * 512, each inode once) and its inode count. */
+  diskBytes: number;
+  inodes: number;
+}
+
+/** getfattr's `\ooo` escapes -> the raw byte string. */
+function unquoteGetfattr(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+}
+
+/**
+ * Every xattr under `dir` (all namespaces, symlinks not followed), from one getfattr run.
+ * Keys are paths relative to `dir` as binary strings ("" is `dir` itself).
+ */
+export async function readXattrs(dir: string): Promise<Map<string, Map<string, Buffer>>> {
+  const text: string = await new Promise((resolve, reject) => {
+    execFile(
+      'getfattr', ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'hex', '.'],
+      { cwd: dir, encoding: 'latin1', maxBuffer: 1 << 30 },
+      (err, stdout, stderr) => {
+        // getfattr exits 1 when some file has no xattr support; the output is still complete.
+        if (err && (err as any).code !== 1) reject(new Error(`getfattr in ${dir}: ${stderr || err.message}`));
+        else resolve(stdout);
+      },
+    );
+  });
+  const out = new Map<string, Map<string, Buffer>>();
+  let cur: Map<string, Buffer> | null = null;
+  for (const line of text.split('\n')) {
+    if (line === '') { cur = null; continue; }
+    if (line.startsWith('# file: ')) {
+      let p = unquoteGetfattr(line.slice(8));
+      p = p === '.' ? '' : p.startsWith('./') ? p.slice(2) : p;
+      cur = new Map();
+      out.set(p, cur);
+      continue;
+    }
+    if (!cur) continue;
+    const eq = line.indexOf('=');
+    const name = unquoteGetfattr(eq < 0 ? line : line.slice(0, eq));
+    const raw = eq < 0 ? '' : line.slice(eq + 1);
+    let value: Buffer;
+    if (raw.startsWith('0x')) value = Buffer.from(raw.slice(2), 'hex');
+    else if (raw.startsWith('"') && raw.endsWith('"')) value = Buffer.from(unquoteGetfattr(raw.slice(1, -1)), 'latin1');
+    else value = Buffer.alloc(0);
+    cur.set(name, value);
+  }
+  return out;
+}
+
+function splitNs(ns: bigint): [number, number] {
+  let sec = ns / 1_000_000_000n;
+  let nsec = ns - sec * 1_000_000_000n;
+  if (nsec < 0n) { sec -= 1n; nsec += 1_000_000_000n; }
+  return [Number(sec), Number(nsec)];
+}
+
+function major(rdev: bigint): number {
+  return Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+}
+
+function minor(rdev: bigint): number {
+  return Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+}
+
+async function fileContent(abs: Buffer, size: number, node: TreeNode, opts: OverlayDiffOptions): Promise<void> {
+  if (size === 0) return;
+  if (size <= opts.inlineThreshold) {
+    node.inline = await fsp.readFile(abs);
+  } else if (size <= MEMORY_OBJECT_LIMIT) {
+    const body = await fsp.readFile(abs);
+    node.digest = opts.store ? await opts.store.putBuffer(body) : hashBuffer(body);
+  } else {
+    node.digest = opts.store
+      ? await opts.store.putStream(fs.createReadStream(abs, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, size)
+      : await verityDigestOfFile(abs.toString('latin1'));
+  }
+  const got = node.inline?.length;
+  if (got !== undefined && got !== size) throw new Error(`${abs.toString()}: changed while being read`);
+}
+
+/**
+ * Merge the upper directory `upperDir` into `tree` (mutated in place) with overlayfs semantics.
+ * The root's own metadata is taken from the upper's root.
+ */
+export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: OverlayDiffOptions): Promise<OverlayDiffStats> {
+  const whiteouts = opts.whiteouts ?? true;
+  const stats: OverlayDiffStats = { entries: 0, whiteouts: 0, opaques: 0, files: 0, fileBytes: 0, diskBytes: 0, inodes: 0 };
+  const xattrs = await readXattrs(upperDir);
+  const seen = new Map<string, TreeNode>(); // dev:ino -> node, for hardlinks and disk usage
+  const base = Buffer.from(upperDir.replace(/\/+$/, ''));
+
+  const xattrsOf = (rel: string): Map<string, Buffer> => {
+    const all = xattrs.get(rel);
+    const out = new Map<string, Buffer>();
+    if (!all) return out;
+    for (const name of [...all.keys()].sort()) {
+      if (!name.startsWith(OVERLAY_XATTR_PREFIX)) out.set(name, all.get(name)!);
+    }
+    return out;
+  };
+
+  const metadata = (node: TreeNode, st: fs.BigIntStats, rel: string) => {
+    node.mode = Number(st.mode);
+    node.uid = Number(st.uid);
+    node.gid = Number(st.gid);
+    [node.mtimeSec, node.mtimeNsec] = splitNs(st.mtimeNs);
+    node.xattrs = xattrsOf(rel);
+  };
+
+  async function visitDir(dirNode: TreeNode, abs: Buffer, rel: string): Promise<void> {
+    const names = await fsp.readdir(abs, { encoding: 'buffer' });
+    names.sort(Buffer.compare);
+    for (const nameBuf of names) {
+      const name = nameBuf.toString('latin1');
+      const childAbs = Buffer.concat([abs, Buffer.from('/'), nameBuf]);
+      const childRel = rel === '' ? name : `${rel}/${name}`;
+      const st = await fsp.lstat(childAbs, { bigint: true });
+      stats.entries++;
+      const inoKey = `${st.dev}:${st.ino}`;
+      if (!seen.has(inoKey)) {
+        stats.inodes++;
+        stats.diskBytes += Number(st.blocks) * 512;
+      }
+      const type = Number(st.mode) & S_IFMT;
+      if (whiteouts && type === S_IFCHR && st.rdev === 0n) {
+        dirNode.children!.delete(name);
+        stats.whiteouts++;
+        continue;
+      }
+      if (type === S_IFDIR) {
+        let node = dirNode.children!.get(name);
+        const opaque = whiteouts && xattrs.get(childRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
+        if (!node || (node.mode & S_IFMT) !== S_IFDIR) {
+          node = newDir();
+          dirNode.children!.set(name, node);
+        } else if (opaque) {
+          node.children = new Map();
+        }
+        if (opaque) stats.opaques++;
+        metadata(node, st, childRel);
+        node.size = 0;
+        seen.set(inoKey, node);
+        await visitDir(node, childAbs, childRel);
+        continue;
+      }
+      // Non-directories: a new inode, unless it is a hardlink to one already seen in the upper.
+      const linked = st.nlink > 1n ? seen.get(inoKey) : undefined;
+      if (linked) {
+        dirNode.children!.set(name, linked);
+        continue;
+      }
+      const node: TreeNode = { mode: 0, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: new Map(), size: 0 };
+      metadata(node, st, childRel);
+      switch (type) {
+        case S_IFREG:
+          node.size = Number(st.size);
+          stats.files++;
+          stats.fileBytes += node.size;
+          await fileContent(childAbs, node.size, node, opts);
+          break;
+        case S_IFLNK: {
+          const t = (await fsp.readlink(childAbs, { encoding: 'buffer' })).toString('latin1');
+          node.target = t;
+          node.size = t.length;
+          break;
+        }
+        case S_IFCHR:
+        case S_IFBLK:
+          node.rdevMajor = major(st.rdev);
+          node.rdevMinor = minor(st.rdev);
+          break;
+        case S_IFIFO:
+        case S_IFSOCK:
+          break;
+        default:
+          throw new Error(`${childAbs.toString()}: unknown file type`);
+      }
+      seen.set(inoKey, node);
+      dirNode.children!.set(name, node);
+    }
+  }
+
+  const rootSt = await fsp.lstat(base, { bigint: true });
+  if (!rootSt.isDirectory()) throw new Error(`${upperDir}: not a directory`);
+  const rootOpaque = whiteouts && xattrs.get('')?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
+  if (rootOpaque) tree.children = new Map();
+  metadata(tree, rootSt, '');
+  tree.mode = S_IFDIR | (tree.mode & 0o7777);
+  await visitDir(tree, base, '');
+  return stats;
+}
