@@ -1,0 +1,394 @@
+// `cfs build`: image layers -> one merged tree -> one blob, file contents into the object store.
+//
+// Each layer is read once, as a stream (decompressed, digest-checked and tar-parsed on the
+// fly), and applied onto the in-memory tree; memory grows with the number of inodes, not with
+// content bytes. Publishing order makes a crash harmless: objects (each renamed into place
+// complete) -> one syncfs per store -> blob to OUT.tmp-<pid>, fsync, rename to OUT, fsync dir.
+// On error no OUT is written (an existing one is untouched) and our temp files are removed.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { InvalidArgumentError, type Command } from 'commander';
+import { encodeBlob } from '../format/encode.js';
+import type { TreeNode } from '../format/tree.js';
+import { S_IFMT, S_IFREG } from '../format/tree.js';
+import { HDR, INO, INODE_SIZE, Layout, SEC, SECTION_ENTRY_SIZE, SectionId } from '../format/layout.js';
+import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from './image.js';
+import { LayerReading, layerTar, shortDigest } from './layerio.js';
+import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
+import { StoreWriter, hasObject, objectPath, pidAlive } from './store.js';
+import { fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
+
+export { applyLayerStream, newTree, LayerError } from './layers.js';
+export { loadImage } from './image.js';
+
+export interface BuildProgress {
+  /** What the build is doing; layer counters apply to 'layers'. */
+  phase: 'layers' | 'syncing' | 'writing';
+  /** 1-based index of the layer being read. */
+  layer: number;
+  layers: number;
+  /** Tar entries processed so far (all layers). */
+  entries: number;
+  /** Stored (possibly compressed) layer bytes read so far, and in all. */
+  bytesRead: number;
+  bytesTotal: number;
+}
+
+export interface BuildSummary {
+  /** Tar entries processed, all layers. */
+  entries: number;
+  /** Inodes of the merged tree (the root included). */
+  inodes: number;
+  /** Content bytes of the merged tree's regular files (its apparent size). */
+  bytes: number;
+  objectsNew: number;
+  objectsPresent: number;
+  /** Regular files whose content is inlined in the blob. */
+  inlineFiles: number;
+  blobBytes: number;
+  seconds: number;
+  layers: number;
+  /** --verity: objects given fs-verity now, that had it already, on a filesystem without it. */
+  verityEnabled?: number;
+  verityPresent?: number;
+  verityUnsupported?: number;
+}
+
+export interface BuildOptions {
+  /** "PATH", "PATH:TAG" (OCI) or "PATH:REPO:TAG" (docker-archive). */
+  image: string;
+  out: string;
+  stores: string[];
+  inlineThreshold?: number;
+  platform?: string;
+  onProgress?: (p: BuildProgress) => void;
+  /** Enable fs-verity on the blob's objects where the store's filesystem supports it. */
+  verity?: boolean;
+}
+
+export interface TreeOptions {
+  image: string;
+  /** No stores: contents are hashed but stored nowhere (tests, dry runs). */
+  store?: StoreWriter | null;
+  inlineThreshold?: number;
+  platform?: string;
+  onProgress?: (p: BuildProgress) => void;
+}
+
+function checkThreshold(n: number): number {
+  if (!Number.isInteger(n) || n < 0 || n > MAX_INLINE_THRESHOLD) {
+    throw new Error(`--inline-threshold must be an integer in 0..${MAX_INLINE_THRESHOLD}, got ${n}`);
+  }
+  return n;
+}
+
+/** Label of a layer in messages: short digest (docker's 12 hex digits). */
+function layerLabel(l: LayerSource): string {
+  return shortDigest(l.digest);
+}
+
+/** After a failure inside a layer, a digest mismatch explains it better: re-read and check. */
+async function digestMismatch(layer: LayerSource): Promise<string | null> {
+  const reading = new LayerReading(layer.check);
+  try {
+    if (layer.check.scope === 'stored') {
+      for await (const c of layer.open()) reading.stored(c as Buffer);
+    } else {
+      for await (const _ of layerTar(layer.open(), reading)) { /* hashing */ }
+    }
+  } catch {
+    return null; // unreadable: keep the original error
+  }
+  try {
+    reading.verify();
+    return null;
+  } catch (err) {
+    return (err as Error).message;
+  }
+}
+
+/** Read one stored layer (decompress by magic, verify its digest) and apply it onto `tree`. */
+export async function applyLayer(
+  tree: TreeNode,
+  layer: LayerSource,
+  opts: { store: StoreWriter | null; inlineThreshold: number; stats: LayerStats; onEntry?: () => void; onBytes?: (stored: number) => void },
+): Promise<void> {
+  const label = layerLabel(layer);
+  const reading = new LayerReading(layer.check);
+  let raw: Readable | null = null;
+  try {
+    raw = layer.open();
+    const ctx = {
+      layer: label,
+      inlineThreshold: opts.inlineThreshold,
+      store: opts.store,
+      stats: opts.stats,
+      onEntry: () => {
+        opts.onBytes?.(reading.storedBytes);
+        opts.onEntry?.();
+      },
+    };
+    await applyLayerStream(tree, layerTar(raw, reading), ctx);
+    reading.verify();
+  } catch (err) {
+    raw?.destroy();
+    const mismatch = await digestMismatch(layer);
+    if (mismatch) throw new LayerError(label, undefined, mismatch);
+    if (err instanceof LayerError) throw err;
+    throw new LayerError(label, undefined, (err as Error)?.message ?? String(err));
+  }
+}
+
+/** Apply every layer of an opened image onto a new tree. */
+export async function compileLayers(
+  image: LoadedImage,
+  opts: { store: StoreWriter | null; inlineThreshold: number; onProgress?: (p: BuildProgress) => void },
+): Promise<{ root: TreeNode; entries: number }> {
+  checkLayerTypes(image.layers, layerLabel);
+  const root = newTree();
+  const stats: LayerStats = { entries: 0 };
+  const sizeOf = (l: LayerSource) => (Number.isFinite(l.size) ? l.size : 0);
+  const bytesTotal = image.layers.reduce((s, l) => s + sizeOf(l), 0);
+  let bytesBefore = 0;
+  let layerBytes = 0;
+  let lastReport = 0;
+  const layers = image.layers.length;
+  for (let i = 0; i < layers; i++) {
+    const report = (force: boolean) => {
+      const now = Date.now();
+      if (!opts.onProgress || (!force && now - lastReport < 100)) return;
+      lastReport = now;
+      opts.onProgress({ phase: 'layers', layer: i + 1, layers, entries: stats.entries, bytesRead: bytesBefore + layerBytes, bytesTotal });
+    };
+    layerBytes = 0;
+    report(true);
+    await applyLayer(root, image.layers[i], {
+      store: opts.store,
+      inlineThreshold: opts.inlineThreshold,
+      stats,
+      onBytes: (n) => { layerBytes = n; },
+      // The clock is read every 64 entries; the display itself is limited to 10 updates a second.
+      onEntry: () => { if ((stats.entries & 63) === 0) report(false); },
+    });
+    bytesBefore += sizeOf(image.layers[i]);
+    layerBytes = 0;
+  }
+  return { root, entries: stats.entries };
+}
+
+/** Load an image and compile its merged tree (contents stored when a store is given). */
+export async function buildTree(opts: TreeOptions): Promise<{ root: TreeNode; entries: number; image: LoadedImage }> {
+  const inlineThreshold = checkThreshold(opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD);
+  const image = loadImage(opts.image, { platform: opts.platform });
+  try {
+    const r = await compileLayers(image, { store: opts.store ?? null, inlineThreshold, onProgress: opts.onProgress });
+    return { ...r, image };
+  } finally {
+    image.close();
+  }
+}
+
+/** Counts read back from the encoded blob (its header and INODES section), so they are exact. */
+export function blobStats(blob: Buffer): { inodes: number; bytes: number; inlineFiles: number } {
+  const inodes = Number(blob.readBigUInt64LE(HDR.inodeCount));
+  const inodesAt = Number(blob.readBigUInt64LE(HDR.sections + SectionId.INODES * SECTION_ENTRY_SIZE + SEC.offset));
+  let inlineFiles = 0;
+  for (let i = 0, at = inodesAt; i < inodes; i++, at += INODE_SIZE) {
+    if ((blob.readUInt32LE(at + INO.mode) & S_IFMT) === S_IFREG && blob[at + INO.layout] === Layout.INLINE) inlineFiles++;
+  }
+  return { inodes, bytes: Number(blob.readBigUInt64LE(HDR.dataBytes)), inlineFiles };
+}
+
+/** Remove `OUT.tmp-<pid>` files that killed builds of the same OUT left behind. */
+function removeStaleBlobTemps(out: string): void {
+  const dir = path.dirname(out);
+  const prefix = path.basename(out) + '.tmp-';
+  for (const name of fs.readdirSync(dir)) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (Number.isInteger(pid) && pid !== process.pid && !pidAlive(pid)) fs.rmSync(path.join(dir, name), { force: true });
+  }
+}
+
+/** Write `data` to `file` so that `file` is either absent/old or complete, and durable. */
+export async function writeFileAtomic(file: string, data: Buffer): Promise<void> {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    const fh = await fsp.open(tmp, 'w', 0o644);
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fsp.rename(tmp, file);
+  } catch (err) {
+    await fsp.rm(tmp, { force: true });
+    throw err;
+  }
+  const dir = await fsp.open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}
+
+/** Compile an image into OUT plus objects in the stores; returns the summary. */
+export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
+  const started = performance.now();
+  const inlineThreshold = checkThreshold(opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD);
+  if (!opts.stores || opts.stores.length === 0) throw new Error('at least one --store is required');
+  const out = path.resolve(opts.out);
+  const outDir = path.dirname(out);
+  if (!fs.statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${outDir}: no such directory`);
+  removeStaleBlobTemps(out);
+  if (opts.verity) loadAddon(); // not built: say so before the work, not after
+  const image = loadImage(opts.image, { platform: opts.platform });
+  let store: StoreWriter | null = null;
+  try {
+    store = new StoreWriter(opts.stores);
+    const { root, entries } = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress });
+    const layerBytes = image.layers.reduce((n, l) => n + l.size, 0);
+    const finishing = { layer: image.layers.length, layers: image.layers.length, entries, bytesRead: layerBytes, bytesTotal: layerBytes };
+    opts.onProgress?.({ phase: 'syncing', ...finishing });
+    await store.flush();
+    // Before the syncfs, which then also makes the Merkle trees durable.
+    const verity = opts.verity ? enableObjectVerity(root, store.stores) : {};
+    await store.sync();
+    opts.onProgress?.({ phase: 'writing', ...finishing });
+    const blob = encodeBlob(root, { inlineThreshold });
+    await writeFileAtomic(out, blob);
+    const st = blobStats(blob);
+    return {
+      entries,
+      inodes: st.inodes,
+      bytes: st.bytes,
+      objectsNew: store.stats.objectsNew,
+      objectsPresent: store.stats.objectsPresent,
+      inlineFiles: st.inlineFiles,
+      blobBytes: blob.length,
+      seconds: Math.round(performance.now() - started) / 1000,
+      layers: image.layers.length,
+      ...verity,
+    };
+  } catch (err) {
+    await store?.abort();
+    throw err;
+  } finally {
+    await store?.close();
+    image.close();
+  }
+}
+
+/** Digests of the objects a tree uses, each once (hardlinks share a node). */
+function objectDigests(root: TreeNode): Buffer[] {
+  const seen = new Map<string, Buffer>();
+  const stack = [root];
+  while (stack.length > 0) {
+    const node = stack.pop()!;
+    if (node.digest && !node.inline) seen.set(node.digest.toString('latin1'), node.digest);
+    for (const child of node.children?.values() ?? []) stack.push(child);
+  }
+  return [...seen.values()];
+}
+
+/**
+ * --verity, as a pass after the objects are written: StoreWriter writes them from two places
+ * (here and its worker thread) and keeps no list, so this enables fs-verity on every object the
+ * blob uses, new or not, in the first store holding it. A store whose filesystem has no
+ * fs-verity, or is read-only, is skipped after its first refusal, and counted.
+ */
+function enableObjectVerity(root: TreeNode, stores: string[]): { verityEnabled: number; verityPresent: number; verityUnsupported: number } {
+  const counts = { verityEnabled: 0, verityPresent: 0, verityUnsupported: 0 };
+  const unsupported = new Set<string>();
+  for (const digest of objectDigests(root)) {
+    const store = stores.find((s) => hasObject(s, digest));
+    if (store === undefined) throw new Error(`object ${digest.toString('hex')} vanished from the stores`);
+    if (unsupported.has(store)) {
+      counts.verityUnsupported++;
+      continue;
+    }
+    try {
+      if (fsverityEnable(objectPath(store, digest))) counts.verityEnabled++;
+      else counts.verityPresent++;
+    } catch (err) {
+      if (!isVerityUnsupported(err) && (err as NodeJS.ErrnoException).code !== 'EROFS') throw err;
+      unsupported.add(store);
+      counts.verityUnsupported++;
+    }
+  }
+  return counts;
+}
+
+// ---------------------------------------------------------------- command line
+
+function mib(n: number): string {
+  return (n / (1 << 20)).toFixed(1);
+}
+
+/** A one-line progress display on stderr when it is a terminal; nothing otherwise. */
+function progressDisplay(): { onProgress?: (p: BuildProgress) => void; clear: () => void } {
+  const tty = process.stderr;
+  if (!tty.isTTY) return { clear: () => {} };
+  let shown = false;
+  return {
+    onProgress: (p) => {
+      const pct = p.bytesTotal > 0 ? ` (${Math.floor((100 * p.bytesRead) / p.bytesTotal)}%)` : '';
+      const phase = p.phase === 'syncing' ? '  syncing objects' : p.phase === 'writing' ? '  writing blob' : '';
+      const line = `layer ${p.layer}/${p.layers}  ${mib(p.bytesRead)}/${mib(p.bytesTotal)} MiB${pct}  ${p.entries} entries${phase}`;
+      // Cut to the terminal width: a wrapped line would not be overwritten by the next \r.
+      tty.write(`\r\x1b[K${line.slice(0, Math.max(20, (tty.columns || 80) - 1))}`);
+      shown = true;
+    },
+    clear: () => {
+      if (shown) tty.write('\r\x1b[K');
+      shown = false;
+    },
+  };
+}
+
+function collectStores(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function parseThreshold(value: string): number {
+  const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
+  if (!(n <= MAX_INLINE_THRESHOLD)) throw new InvalidArgumentError(`expected an integer in 0..${MAX_INLINE_THRESHOLD}`);
+  return n;
+}
+
+export function registerBuild(program: Command): void {
+  program
+    .command('build')
+    .description('compile a container image (docker-archive, oci-archive or OCI layout) into a blob and objects')
+    .argument('<image>', 'PATH, PATH:TAG (OCI) or PATH:REPO:TAG (docker-archive)')
+    .requiredOption('-o, --output <file>', 'blob to write')
+    .option('--store <dir>', 'object store (repeatable; new objects go to the one with most free space)', collectStores)
+    .option('--inline-threshold <n>', 'inline files of 1..N bytes into the blob (0..4096)', parseThreshold, DEFAULT_INLINE_THRESHOLD)
+    .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image (default: this machine)')
+    .option('--json', 'print a JSON summary on stdout')
+    .option('--verity', "enable fs-verity on the objects where the store's filesystem supports it")
+    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean }) => {
+      const stores = o.store ?? [];
+      if (stores.length === 0) throw new Error('build: at least one --store DIR is required');
+      const progress = progressDisplay();
+      let summary: BuildSummary;
+      try {
+        summary = await buildImage({
+          image,
+          out: o.output,
+          stores,
+          inlineThreshold: o.inlineThreshold,
+          platform: o.platform,
+          onProgress: progress.onProgress,
+          verity: o.verity,
+        });
+      } finally {
+        progress.clear();
+      }
+      if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
+    });
+}

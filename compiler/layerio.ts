@@ -1,0 +1,138 @@
+// Turning a stored layer blob into an uncompressed tar stream: compression detected by magic
+// bytes (uncompressed, gzip, zstd), digests computed on the fly so a layer is read only once.
+import { createHash, type Hash } from 'node:crypto';
+import { pipeline } from 'node:stream';
+import zlib from 'node:zlib';
+import { DecompressStream } from 'zstd-napi';
+
+export type Compression = 'none' | 'gzip' | 'zstd';
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+const CHUNK = 64 << 10;
+
+export function detectCompression(head: Uint8Array): Compression {
+  if (head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]) return 'gzip';
+  if (head.length >= 4 && ZSTD_MAGIC.every((b, i) => head[i] === b)) return 'zstd';
+  return 'none';
+}
+
+/** What a layer digest covers: the stored bytes (OCI descriptors) or the tar (docker diff_ids). */
+export type DigestScope = 'stored' | 'uncompressed';
+
+export interface LayerDigestCheck {
+  /** "sha256:<hex>" (or sha384/sha512). */
+  digest: string;
+  scope: DigestScope;
+  /** Expected stored size, when the descriptor gives one. */
+  size?: number;
+}
+
+/** Counters and hashes of one layer being read; verify() once the stream has been consumed. */
+export class LayerReading {
+  storedBytes = 0;
+  tarBytes = 0;
+  compression: Compression = 'none';
+  private hash: Hash;
+  private algorithm: string;
+
+  constructor(readonly check: LayerDigestCheck | null) {
+    this.algorithm = check ? parseDigest(check.digest).algorithm : 'sha256';
+    this.hash = createHash(this.algorithm);
+  }
+
+  stored(chunk: Buffer): void {
+    this.storedBytes += chunk.length;
+    if (this.check?.scope === 'stored') this.hash.update(chunk);
+  }
+
+  tar(chunk: Buffer): void {
+    this.tarBytes += chunk.length;
+    if (this.check?.scope === 'uncompressed') this.hash.update(chunk);
+  }
+
+  /** Throws unless the bytes read match the expected digest (and size). */
+  verify(): void {
+    if (!this.check) return;
+    const got = `${this.algorithm}:${this.hash.digest('hex')}`;
+    if (got !== this.check.digest) {
+      const what = this.check.scope === 'stored' ? 'layer digest mismatch' : 'layer diff_id mismatch (uncompressed sha256)';
+      throw new Error(`${what}: expected ${this.check.digest}, got ${got}`);
+    }
+    if (this.check.size !== undefined && this.check.size !== this.storedBytes) {
+      throw new Error(`layer size mismatch: descriptor says ${this.check.size} bytes, read ${this.storedBytes}`);
+    }
+  }
+}
+
+const DIGEST_RE = /^(sha256|sha384|sha512):([0-9a-f]+)$/;
+const HEX_LENGTH: Record<string, number> = { sha256: 64, sha384: 96, sha512: 128 };
+
+/** Split and validate "alg:hex" (only algorithms the OCI spec registers). */
+export function parseDigest(d: string): { algorithm: string; hex: string } {
+  const m = DIGEST_RE.exec(d);
+  if (!m || m[2].length !== HEX_LENGTH[m[1]]) throw new Error(`invalid digest ${JSON.stringify(d)}`);
+  return { algorithm: m[1], hex: m[2] };
+}
+
+/** "sha256:0123456789abcdef..." -> "0123456789ab" (docker's short id), for messages. */
+export function shortDigest(d: string): string {
+  const m = DIGEST_RE.exec(d);
+  return m ? m[2].slice(0, 12) : d;
+}
+
+/** Pass chunks through, showing each to `see`. */
+async function* tap(src: AsyncIterable<Buffer>, see: (c: Buffer) => void): AsyncGenerator<Buffer> {
+  for await (const c of src) {
+    see(c);
+    yield c;
+  }
+}
+
+/** Re-yield a stream whose first chunks were already pulled. */
+async function* prepend(head: Buffer[], it: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  yield* head;
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return;
+    yield r.value;
+  }
+}
+
+function decompressor(kind: Compression): NodeJS.ReadWriteStream {
+  if (kind === 'gzip') return zlib.createGunzip({ chunkSize: CHUNK });
+  return new DecompressStream();
+}
+
+/**
+ * The uncompressed tar of a stored layer, decompressing by magic bytes. `reading` sees the
+ * stored and the tar bytes (hashes, progress). Consume it to the end, then reading.verify().
+ */
+export async function* layerTar(stored: AsyncIterable<Buffer>, reading: LayerReading): AsyncGenerator<Buffer> {
+  const it = tap(stored, (c) => reading.stored(c))[Symbol.asyncIterator]();
+  const head: Buffer[] = [];
+  let headBytes = 0;
+  while (headBytes < ZSTD_MAGIC.length) {
+    const r = await it.next();
+    if (r.done) break;
+    head.push(r.value);
+    headBytes += r.value.length;
+  }
+  reading.compression = detectCompression(Buffer.concat(head));
+  const source = prepend(head, it);
+  if (reading.compression === 'none') {
+    for await (const c of source) {
+      reading.tar(c);
+      yield c;
+    }
+    return;
+  }
+  const dec = decompressor(reading.compression);
+  // pipeline() forwards errors both ways: a read error fails the decompressor, and if the
+  // consumer stops early, destroying `dec` ends the source (closing the file).
+  pipeline(source, dec, () => {});
+  for await (const c of dec as AsyncIterable<Buffer>) {
+    reading.tar(c);
+    yield c;
+  }
+}

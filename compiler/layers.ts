@@ -1,0 +1,305 @@
+// OCI layer semantics: applies a layer's tar entries, in order, onto the in-memory merged tree.
+//
+// Rules (image-spec "layer" chapter, with choices where it is silent):
+// - Paths: "./" prefixes, repeated and trailing slashes are dropped; absolute paths are
+//   confined to the root (leading '/' stripped); a ".." component is refused, never followed.
+//   Every intermediate component must be a directory: a non-directory there (e.g. a symlink
+//   planted by a lower layer) is an error, never followed.
+// - Missing parent directories are created implicitly as 0755 root:root, mtime 0, no xattrs
+//   (the same for every build, so blobs stay reproducible); a later entry for that directory
+//   sets its real metadata.
+// - `.wh.NAME` removes NAME (and its subtree) coming from lower layers; what this layer itself
+//   put there stays (whiteouts only apply to lower layers). `.wh..wh..opq` makes its directory
+//   opaque: everything from lower layers below it disappears, whatever this layer added before
+//   or after the marker stays. Other `.wh..wh.*` names are aufs metadata and are ignored.
+//   Whiteout entries never appear in the tree.
+// - A repeated entry: the last one wins. A regular file (or symlink, device, fifo) entry always
+//   creates a new inode under its name, so earlier hardlinks to the old inode keep the old
+//   content (what tar and umoci do). A directory entry over a directory updates its metadata
+//   and keeps its children; any non-directory over a directory removes the subtree.
+// - A hardlink names the inode its target path has in the merged tree at that moment (target
+//   in this or an earlier layer). A target that does not exist or is a directory is an error.
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, newDir, type TreeNode } from '../format/tree.js';
+import { TarReader, type TarEntry } from './tar.js';
+import { MEMORY_OBJECT_LIMIT, hashBuffer, keepDigest, type StoreWriter } from './store.js';
+import { VerityHasher } from '../format/verity.js';
+
+export const DEFAULT_INLINE_THRESHOLD = 64;
+export const MAX_INLINE_THRESHOLD = 4096;
+
+const WHITEOUT_PREFIX = '.wh.';
+const OPAQUE_MARKER = '.wh..wh..opq';
+const MAX_NAME = 255;
+const MAX_SYMLINK = 4095;
+const MAX_XATTR_NAME = 255;
+const MAX_XATTR_VALUE = 65536;
+const MAX_XATTRS = 65535;
+const MAX_ID = 0xffffffff;
+
+/** An error in one layer, optionally at one entry: "<layer>: <entry>: <what>" on one line. */
+export class LayerError extends Error {
+  constructor(readonly layer: string, readonly entry: string | undefined, readonly what: string) {
+    super([layer, entry === undefined ? undefined : displayPath(entry), oneLine(what)].filter((s) => s !== undefined && s !== '').join(': '));
+    this.name = 'LayerError';
+  }
+}
+
+/** A problem with one entry; applyLayerStream adds the layer and entry path. */
+class EntryError extends Error {}
+
+function oneLine(s: string): string {
+  return s.replace(/[\r\n]+/g, ' ');
+}
+
+/** A binary-string path for messages: UTF-8 text if it is valid, control and invalid bytes as \xHH. */
+export function displayPath(p: string): string {
+  const bytes = Buffer.from(p, 'latin1');
+  const text = bytes.toString('utf8');
+  const source = Buffer.from(text, 'utf8').equals(bytes) ? text : p.replace(/[\x80-\xff]/g, (c) => `\\x${c.charCodeAt(0).toString(16)}`);
+  return source.replace(/[\x00-\x1f\x7f\\]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
+}
+
+export interface LayerStats {
+  /** Tar entries processed (all layers so far). */
+  entries: number;
+}
+
+export interface LayerContext {
+  /** Short layer id used in error messages (e.g. the first 12 hex digits of its digest). */
+  layer: string;
+  /** Regular files of 1..inlineThreshold bytes are inlined into the blob. */
+  inlineThreshold: number;
+  /** Where file contents go; null computes digests without storing anything. */
+  store: StoreWriter | null;
+  stats: LayerStats;
+  /** Called after each entry (keep it cheap). */
+  onEntry?: () => void;
+}
+
+/** An empty merged tree: the root directory (0755 root:root, mtime 0 until a layer sets it). */
+export function newTree(): TreeNode {
+  return newDir(0o755, 0, 0);
+}
+
+/** Names created, replaced or passed through in the current layer, per directory. */
+type Touched = Map<TreeNode, Set<string>>;
+
+function touch(touched: Touched, dir: TreeNode, name: string): void {
+  let s = touched.get(dir);
+  if (!s) touched.set(dir, (s = new Set()));
+  s.add(name);
+}
+
+/**
+ * Split a tar path into components: drops "", "." and leading "/"; refuses "..", NUL and
+ * names longer than 255 bytes. [] is the root.
+ */
+export function splitPath(p: string): string[] {
+  const out: string[] = [];
+  for (const c of p.split('/')) {
+    if (c === '' || c === '.') continue;
+    if (c === '..') throw new EntryError('path contains a ".." component (refused)');
+    if (c.length > MAX_NAME) throw new EntryError(`path component longer than ${MAX_NAME} bytes`);
+    if (c.includes('\0')) throw new EntryError('path contains a NUL byte');
+    out.push(c);
+  }
+  return out;
+}
+
+function isDir(n: TreeNode): boolean {
+  return (n.mode & 0o170000) === S_IFDIR;
+}
+
+/** The directory holding comps[0..n-1), creating missing ones when `touched` is given. */
+function walkToParent(root: TreeNode, comps: string[], touched: Touched | null): TreeNode | null {
+  let dir = root;
+  for (let i = 0; i < comps.length - 1; i++) {
+    const c = comps[i];
+    let child = dir.children!.get(c);
+    if (!child) {
+      if (!touched) return null;
+      child = newDir(0o755, 0, 0);
+      dir.children!.set(c, child);
+    } else if (!isDir(child)) {
+      throw new EntryError(`${displayPath(comps.slice(0, i + 1).join('/'))} is not a directory (never followed)`);
+    }
+    if (touched) touch(touched, dir, c);
+    dir = child;
+  }
+  return dir;
+}
+
+function checkId(v: number, what: string): number {
+  if (!Number.isInteger(v) || v < 0 || v > MAX_ID) throw new EntryError(`${what} ${v} out of range (0..${MAX_ID})`);
+  return v;
+}
+
+function checkXattrs(x: Map<string, Buffer>): Map<string, Buffer> {
+  if (x.size > MAX_XATTRS) throw new EntryError(`more than ${MAX_XATTRS} xattrs`);
+  for (const [name, value] of x) {
+    if (name.length === 0 || name.length > MAX_XATTR_NAME || name.includes('\0')) {
+      throw new EntryError(`invalid xattr name ${JSON.stringify(displayPath(name))}`);
+    }
+    if (value.length > MAX_XATTR_VALUE) throw new EntryError(`xattr ${displayPath(name)} value longer than ${MAX_XATTR_VALUE} bytes`);
+  }
+  return x;
+}
+
+/** A new inode with the entry's metadata (type bits given, permission bits from the header). */
+function nodeFor(e: TarEntry, typeBits: number): TreeNode {
+  return {
+    mode: typeBits | (e.mode & 0o7777),
+    uid: checkId(e.uid, 'uid'),
+    gid: checkId(e.gid, 'gid'),
+    mtimeSec: e.mtimeSec,
+    mtimeNsec: e.mtimeNsec,
+    xattrs: checkXattrs(e.xattrs),
+    size: 0,
+  };
+}
+
+function setDirMetadata(dir: TreeNode, e: TarEntry): void {
+  dir.mode = S_IFDIR | (e.mode & 0o7777);
+  dir.uid = checkId(e.uid, 'uid');
+  dir.gid = checkId(e.gid, 'gid');
+  dir.mtimeSec = e.mtimeSec;
+  dir.mtimeNsec = e.mtimeNsec;
+  dir.xattrs = checkXattrs(e.xattrs);
+}
+
+async function digestChunks(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+  const h = new VerityHasher();
+  for await (const c of chunks) h.update(c);
+  return keepDigest(h.digest());
+}
+
+/** A regular file inode; its content is inlined, stored, or (size 0) nothing. */
+async function regularFile(e: TarEntry, reader: TarReader, ctx: LayerContext): Promise<TreeNode> {
+  const node = nodeFor(e, S_IFREG);
+  node.size = e.size;
+  if (e.size === 0) return node;
+  if (e.size <= ctx.inlineThreshold) {
+    // Copy: the body may be a view into a large decompressed chunk we must not keep alive.
+    node.inline = Buffer.from(await reader.readBody());
+  } else if (e.size <= MEMORY_OBJECT_LIMIT) {
+    const body = await reader.readBody();
+    node.digest = ctx.store ? await ctx.store.putBuffer(body) : hashBuffer(body);
+  } else {
+    node.digest = ctx.store ? await ctx.store.putStream(reader.bodyChunks(), e.size) : await digestChunks(reader.bodyChunks());
+  }
+  return node;
+}
+
+function symlink(e: TarEntry): TreeNode {
+  const t = e.linkpath;
+  if (t.length === 0) throw new EntryError('symlink with an empty target');
+  if (t.length > MAX_SYMLINK) throw new EntryError(`symlink target longer than ${MAX_SYMLINK} bytes`);
+  if (t.includes('\0')) throw new EntryError('symlink target contains a NUL byte');
+  const node = nodeFor(e, S_IFLNK);
+  node.target = t;
+  node.size = t.length;
+  return node;
+}
+
+function device(e: TarEntry, typeBits: number): TreeNode {
+  // The blob stores rdev in Linux's 32-bit encoding: 12-bit major, 20-bit minor.
+  if (!(e.devmajor >= 0 && e.devmajor < 1 << 12)) throw new EntryError(`device major ${e.devmajor} out of range`);
+  if (!(e.devminor >= 0 && e.devminor < 1 << 20)) throw new EntryError(`device minor ${e.devminor} out of range`);
+  const node = nodeFor(e, typeBits);
+  node.rdevMajor = e.devmajor;
+  node.rdevMinor = e.devminor;
+  return node;
+}
+
+function hardlinkTarget(root: TreeNode, e: TarEntry): TreeNode {
+  const comps = splitPath(e.linkpath);
+  if (comps.length === 0) throw new EntryError('hardlink to the root directory');
+  const parent = walkToParent(root, comps, null);
+  const target = parent?.children!.get(comps[comps.length - 1]);
+  if (!target) throw new EntryError(`hardlink target ${displayPath(e.linkpath)} does not exist`);
+  if (isDir(target)) throw new EntryError(`hardlink target ${displayPath(e.linkpath)} is a directory`);
+  return target;
+}
+
+/** Remove below `dir` everything this layer did not create or pass through (opaque marker). */
+function pruneLower(dir: TreeNode, touched: Touched): void {
+  const mine = touched.get(dir);
+  for (const [name, child] of dir.children!) {
+    if (!mine?.has(name)) dir.children!.delete(name);
+    else if (isDir(child)) pruneLower(child, touched);
+  }
+}
+
+function applyWhiteout(parent: TreeNode, name: string, touched: Touched): void {
+  if (name === OPAQUE_MARKER) {
+    pruneLower(parent, touched);
+    return;
+  }
+  const victim = name.slice(WHITEOUT_PREFIX.length);
+  if (victim.startsWith(WHITEOUT_PREFIX)) return; // .wh..wh.plnk, .wh..wh.aufs: aufs metadata
+  if (victim === '' || victim === '.' || victim === '..') throw new EntryError('invalid whiteout name');
+  const child = parent.children!.get(victim);
+  if (!child) return;
+  if (!touched.get(parent)?.has(victim)) parent.children!.delete(victim);
+  // The layer also put something at that name: keep it, but hide what lower layers had below.
+  else if (isDir(child)) pruneLower(child, touched);
+}
+
+/** Apply one entry (its body, if any, is read from `reader`). */
+async function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: LayerContext, touched: Touched): Promise<void> {
+  const comps = splitPath(e.path);
+  if (comps.length === 0) {
+    if (e.type !== 'dir') throw new EntryError('the root must be a directory');
+    setDirMetadata(root, e);
+    return;
+  }
+  const name = comps[comps.length - 1];
+  const parent = walkToParent(root, comps, touched)!;
+  if (name.startsWith(WHITEOUT_PREFIX)) {
+    applyWhiteout(parent, name, touched);
+    return;
+  }
+  const existing = parent.children!.get(name);
+  let node: TreeNode;
+  switch (e.type) {
+    case 'dir':
+      if (existing && isDir(existing)) {
+        setDirMetadata(existing, e);
+        touch(touched, parent, name);
+        return;
+      }
+      node = nodeFor(e, S_IFDIR);
+      node.children = new Map();
+      break;
+    case 'file': node = await regularFile(e, reader, ctx); break;
+    case 'symlink': node = symlink(e); break;
+    case 'hardlink': node = hardlinkTarget(root, e); break;
+    case 'chr': node = device(e, S_IFCHR); break;
+    case 'blk': node = device(e, S_IFBLK); break;
+    case 'fifo': node = nodeFor(e, S_IFIFO); break;
+  }
+  parent.children!.set(name, node);
+  touch(touched, parent, name);
+}
+
+/**
+ * Apply one layer, given as an uncompressed tar stream, onto `tree` (mutated in place).
+ * Errors are LayerErrors naming ctx.layer and the entry. The stream is read to its end.
+ */
+export async function applyLayerStream(tree: TreeNode, tar: AsyncIterable<Buffer>, ctx: LayerContext): Promise<void> {
+  const reader = new TarReader(tar);
+  const touched: Touched = new Map();
+  let entry: TarEntry | null = null;
+  try {
+    for (;;) {
+      entry = null; // an error while reading a header belongs to no entry
+      if (!(entry = await reader.next())) break;
+      await applyEntry(tree, entry, reader, ctx, touched);
+      ctx.stats.entries++;
+      ctx.onEntry?.();
+    }
+  } catch (err: any) {
+    if (err instanceof LayerError) throw err;
+    throw new LayerError(ctx.layer, entry?.path, err?.message ?? String(err));
+  }
+}

@@ -1,0 +1,418 @@
+// The content-addressed object store (composefs layout): STORE/objects/XX/<62 hex>, named by
+// the fs-verity SHA-256 digest of the content (SPEC.md section 7).
+//
+// Consistency rule: a file only ever appears under an object name by rename() of a complete
+// temp file, so a crash (even SIGKILL) never leaves an object whose content differs from its
+// name. Temp files are `objects/.tmp-<pid>-<random>-<n>` (never in the fan-out directories); a
+// build removes its own on error and later builds remove those of dead processes
+// (cleanStaleTemps). Durability is not per object: the builder runs one syncfs per store
+// (`sync -f`) before it publishes the blob that needs the objects.
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { execFile } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import type { BatchMessage, DoneMessage, WorkerInit } from './store-worker.js';
+import { VerityHasher, verityDigest, verityDigestOfFile } from '../format/verity.js';
+
+export const OBJECTS_DIR = 'objects';
+export const TEMP_PREFIX = '.tmp-';
+
+/** Contents up to this size are hashed in memory; bigger ones stream through a temp file. */
+export const MEMORY_OBJECT_LIMIT = 8 << 20;
+
+/** Digest as 64 lowercase hex digits (accepts a 32-byte Buffer or a hex string). */
+export function digestHex(digest: Buffer | string): string {
+  const hex = typeof digest === 'string' ? digest.toLowerCase() : digest.toString('hex');
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new Error(`invalid object digest ${JSON.stringify(String(hex))}`);
+  return hex;
+}
+
+/** STORE/objects/XX/YYYY... for a digest. */
+export function objectPath(store: string, digest: Buffer | string): string {
+  const hex = digestHex(digest);
+  return path.join(store, OBJECTS_DIR, hex.slice(0, 2), hex.slice(2));
+}
+
+/** The digest named by an object path relative to objects/ ("XX/YYYY..."), or null if it is not one. */
+export function digestFromObjectName(rel: string): Buffer | null {
+  const m = /^([0-9a-f]{2})\/([0-9a-f]{62})$/.exec(rel.split(path.sep).join('/'));
+  return m ? Buffer.from(m[1] + m[2], 'hex') : null;
+}
+
+/** True if `store` holds the object as a regular file (symlinks are never followed). */
+export function hasObject(store: string, digest: Buffer | string): boolean {
+  const st = fs.lstatSync(objectPath(store, digest), { throwIfNoEntry: false });
+  return st !== undefined && st.isFile();
+}
+
+/** Path of the object in the first store of the list that has it (reader semantics), else null. */
+export function findObject(stores: string[], digest: Buffer | string): string | null {
+  for (const s of stores) if (hasObject(s, digest)) return objectPath(s, digest);
+  return null;
+}
+
+/** fs-verity digest of a file's content, streamed. */
+export function hashFile(file: string): Promise<Buffer> {
+  return verityDigestOfFile(file);
+}
+
+const sha256Once: (data: Uint8Array) => Buffer =
+  typeof crypto.hash === 'function'
+    ? (data) => crypto.hash('sha256', data, 'buffer')
+    : (data) => crypto.createHash('sha256').update(data).digest();
+const VERITY_BLOCK = 4096;
+const blockScratch = Buffer.alloc(VERITY_BLOCK);
+/** fsverity_descriptor (see format/verity.ts): version 1, SHA-256, 4096-byte blocks, no salt. */
+const descriptorScratch = Buffer.alloc(256);
+descriptorScratch.set([1, 1, 12, 0]);
+
+/**
+ * fs-verity digest of an in-memory content. Most image files fit in one Merkle block, whose
+ * root is just the hash of the zero-padded block: computed here without the general hasher's
+ * per-file buffers (a million small files otherwise cost seconds of allocation and GC).
+ * Must equal verityDigest(); the tests compare them at every boundary.
+ */
+export function hashBuffer(buf: Buffer): Buffer {
+  if (buf.length === 0 || buf.length > VERITY_BLOCK) return keepDigest(verityDigest(buf));
+  blockScratch.set(buf);
+  blockScratch.fill(0, buf.length);
+  sha256Once(blockScratch).copy(descriptorScratch, 16);
+  descriptorScratch.writeUInt32LE(buf.length, 8); // le64 data_size; the high half stays 0
+  return keepDigest(sha256Once(descriptorScratch));
+}
+
+const DIGEST_SLAB = 2048 * 32;
+let digestSlab = Buffer.allocUnsafeSlow(DIGEST_SLAB);
+let digestSlabUsed = 0;
+
+/**
+ * A copy of a 32-byte digest that lives as long as the tree: a view into a shared slab, not a
+ * Buffer with its own ArrayBuffer (about 300 bytes of overhead each, per file of the image).
+ */
+export function keepDigest(d: Buffer): Buffer {
+  if (digestSlabUsed + d.length > DIGEST_SLAB) {
+    digestSlab = Buffer.allocUnsafeSlow(DIGEST_SLAB);
+    digestSlabUsed = 0;
+  }
+  const out = digestSlab.subarray(digestSlabUsed, digestSlabUsed + d.length);
+  d.copy(out);
+  digestSlabUsed += d.length;
+  return out;
+}
+
+/** True for names of temp files the store writers create inside objects/. */
+export function isTempName(name: string): boolean {
+  return name.startsWith(TEMP_PREFIX);
+}
+
+/** True if a process with this pid exists (on this host, in this pid namespace). */
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err: any) {
+    return err.code === 'EPERM';
+  }
+}
+
+/** A temp file stays this long after its last write before another process may remove it. */
+const STALE_TEMP_MS = 60_000;
+/** ...and this long when its writer's pid seems alive (it may be a reused pid, or another host's). */
+const ABANDONED_TEMP_MS = 24 * 3600_000;
+
+/**
+ * Remove temp files left in STORE/objects by killed builds: those whose writer pid is dead and
+ * that have not been written for a minute (a live writer touches its temp file continuously,
+ * and the age guard protects writers in another pid namespace), and any older than a day.
+ * Returns the number removed. Never touches objects.
+ */
+export function cleanStaleTemps(store: string, now = Date.now()): number {
+  const dir = path.join(store, OBJECTS_DIR);
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  let removed = 0;
+  for (const name of names) {
+    if (!isTempName(name)) continue;
+    const p = path.join(dir, name);
+    const st = fs.lstatSync(p, { throwIfNoEntry: false });
+    if (!st || !st.isFile()) continue;
+    const pid = Number(/^\.tmp-(\d+)-/.exec(name)?.[1] ?? NaN);
+    const age = now - st.mtimeMs;
+    const dead = !Number.isInteger(pid) || !pidAlive(pid);
+    if ((dead && age > STALE_TEMP_MS) || age > ABANDONED_TEMP_MS) {
+      fs.rmSync(p, { force: true });
+      removed++;
+    }
+  }
+  return removed;
+}
+
+/** Flush a whole filesystem to disk once (syncfs), instead of one fsync per object. */
+export function syncFilesystem(dir: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    execFile('sync', ['-f', dir], (err, _stdout, stderr) => {
+      if (err) reject(new Error(`sync -f ${dir} failed: ${String(stderr).trim() || err.message}`));
+      else resolve();
+    });
+  });
+}
+
+export interface StoreStats {
+  /** Distinct objects this writer added to a store. */
+  objectsNew: number;
+  /** Distinct objects that were already in some store. */
+  objectsPresent: number;
+  bytesNew: number;
+}
+
+export interface StoreWriterOptions {
+  /** Objects per batch handed to the writer thread. */
+  batchObjects?: number;
+  /** Bytes of object contents queued for the writer thread before putBuffer() waits. */
+  maxQueuedBytes?: number;
+}
+
+const BATCH_BYTES = 4 << 20;
+
+/** Contents collected for one message to the writer thread. */
+class Batch {
+  readonly digests: Buffer;
+  readonly offsets: number[] = [0];
+  readonly data: Buffer;
+  used = 0;
+
+  constructor(maxObjects: number, bytes: number) {
+    // Own (unpooled, not zero-filled) ArrayBuffers, transferred to the worker without a copy.
+    this.digests = Buffer.allocUnsafeSlow(maxObjects * 32);
+    this.data = Buffer.allocUnsafeSlow(bytes);
+  }
+
+  get count(): number {
+    return this.offsets.length - 1;
+  }
+
+  fits(size: number): boolean {
+    return this.used + size <= this.data.length && this.count < this.digests.length / 32;
+  }
+
+  add(digest: Buffer, content: Buffer): void {
+    digest.copy(this.digests, this.count * 32);
+    content.copy(this.data, this.used);
+    this.used += content.length;
+    this.offsets.push(this.used);
+  }
+}
+
+/**
+ * Writes objects into a pool of stores (mergerfs-like): an object already in any store is
+ * reused; a new one goes to the store with the most free space. Contents held in memory are
+ * written by a worker thread in batches (store-worker.ts); contents streamed by putStream() are
+ * written here. Call flush() (or sync()) before trusting the store, and close() in every case
+ * (abort() after an error).
+ */
+export class StoreWriter {
+  readonly stores: string[];
+  readonly stats: StoreStats = { objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
+  /** Digests (binary strings) known to be in a store or queued by us. */
+  private known = new Set<string>();
+  private batch: Batch | null = null;
+  private worker: Worker | null = null;
+  /** Bytes of the batches sent and not yet done, oldest first. */
+  private queued: number[] = [];
+  private queuedBytes = 0;
+  private wakeups: (() => void)[] = [];
+  private streamTemps = new Set<string>();
+  private failure: Error | null = null;
+  private readonly tag = `${TEMP_PREFIX}${process.pid}-${crypto.randomBytes(4).toString('hex')}-`;
+  private tempCounter = 0;
+  private freeBytes: number[];
+  private writtenSinceStatfs = 0;
+  private readonly batchObjects: number;
+  private readonly maxQueuedBytes: number;
+  private readonly fileMode = 0o444;
+
+  constructor(stores: string[], opts: StoreWriterOptions = {}) {
+    if (stores.length === 0) throw new Error('at least one --store is required');
+    this.stores = stores.map((s) => path.resolve(s));
+    this.batchObjects = opts.batchObjects ?? 1024;
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 << 20;
+    for (const s of this.stores) {
+      fs.mkdirSync(path.join(s, OBJECTS_DIR), { recursive: true });
+      cleanStaleTemps(s);
+    }
+    this.freeBytes = this.stores.map(freeSpace);
+  }
+
+  /** Store a content held in memory; returns its digest (the write may still be queued). */
+  async putBuffer(content: Buffer): Promise<Buffer> {
+    this.throwIfFailed();
+    const digest = hashBuffer(content);
+    const key = digest.toString('latin1');
+    if (this.known.has(key)) return digest;
+    this.known.add(key);
+    if (this.batch && !this.batch.fits(content.length)) await this.send();
+    this.batch ??= new Batch(this.batchObjects, Math.max(BATCH_BYTES, content.length));
+    this.batch.add(digest, content);
+    return digest;
+  }
+
+  /** Store a content arriving as chunks (hashed while it streams to a temp file). */
+  async putStream(chunks: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+    this.throwIfFailed();
+    const store = this.chooseStore(size);
+    const tmp = path.join(store, OBJECTS_DIR, `${this.tag}${(this.tempCounter++).toString(36)}`);
+    const hasher = new VerityHasher();
+    this.streamTemps.add(tmp);
+    try {
+      const fh = await fsp.open(tmp, 'wx', this.fileMode);
+      try {
+        for await (const chunk of chunks) {
+          hasher.update(chunk);
+          await fh.write(chunk);
+        }
+        if (umaskStripsRead()) await fh.chmod(this.fileMode);
+      } finally {
+        await fh.close();
+      }
+      const digest = keepDigest(hasher.digest());
+      const key = digest.toString('latin1');
+      if (this.known.has(key) || this.stores.some((s) => hasObject(s, digest))) {
+        if (!this.known.has(key)) this.stats.objectsPresent++;
+        this.known.add(key);
+        await fsp.unlink(tmp);
+      } else {
+        this.known.add(key);
+        const dest = objectPath(store, digest);
+        await fsp.mkdir(path.dirname(dest), { recursive: true });
+        // rename() atomically replaces a concurrent writer's identical object: harmless.
+        await fsp.rename(tmp, dest);
+        this.stats.objectsNew++;
+        this.stats.bytesNew += size;
+      }
+      this.streamTemps.delete(tmp);
+      return digest;
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      this.streamTemps.delete(tmp);
+      throw err;
+    }
+  }
+
+  /** Wait until every queued object is written; throws the first write error. */
+  async flush(): Promise<void> {
+    await this.send();
+    while (this.queued.length > 0) await this.nextDone();
+    this.throwIfFailed();
+  }
+
+  /** flush(), then one syncfs per store. */
+  async sync(): Promise<void> {
+    await this.flush();
+    for (const s of this.stores) await syncFilesystem(path.join(s, OBJECTS_DIR));
+  }
+
+  /** After an error: let queued writes finish (or clean up), remove our temp files, stop the worker. */
+  async abort(): Promise<void> {
+    this.batch = null;
+    while (this.queued.length > 0) await this.nextDone();
+    for (const t of this.streamTemps) fs.rmSync(t, { force: true });
+    this.streamTemps.clear();
+    await this.close();
+  }
+
+  /** Stop the writer thread (after flush() or abort()). */
+  async close(): Promise<void> {
+    const w = this.worker;
+    this.worker = null;
+    if (w) await w.terminate();
+  }
+
+  private throwIfFailed(): void {
+    if (this.failure) throw this.failure;
+  }
+
+  /** Hand the current batch to the writer thread; wait while too much is queued. */
+  private async send(): Promise<void> {
+    const b = this.batch;
+    this.batch = null;
+    if (b && b.count > 0) {
+      const msg: BatchMessage = { type: 'batch', digests: b.digests.subarray(0, b.count * 32), offsets: b.offsets, data: b.data.subarray(0, b.used) };
+      this.startWorker().postMessage(msg, [b.digests.buffer as ArrayBuffer, b.data.buffer as ArrayBuffer]);
+      this.queued.push(b.used);
+      this.queuedBytes += b.used;
+    }
+    while (this.queuedBytes > this.maxQueuedBytes && this.queued.length > 1) await this.nextDone();
+    this.throwIfFailed();
+  }
+
+  private nextDone(): Promise<void> {
+    return new Promise((resolve) => this.wakeups.push(resolve));
+  }
+
+  private batchDone(m: DoneMessage | null, error?: Error): void {
+    if (m) {
+      this.stats.objectsNew += m.objectsNew;
+      this.stats.objectsPresent += m.objectsPresent;
+      this.stats.bytesNew += m.bytesNew;
+      if (m.error) this.failure ??= new Error(`object store: ${m.error}`);
+      this.queuedBytes -= this.queued.shift() ?? 0;
+    }
+    if (error) {
+      // The worker died: nothing more will complete.
+      this.failure ??= error;
+      this.queued = [];
+      this.queuedBytes = 0;
+    }
+    const w = this.wakeups;
+    this.wakeups = [];
+    for (const f of w) f();
+  }
+
+  private startWorker(): Worker {
+    if (this.worker) return this.worker;
+    const init: WorkerInit = { stores: this.stores, tempTag: `${this.tag}w`, fileMode: this.fileMode, chmod: umaskStripsRead() };
+    const w = new Worker(new URL('./store-worker.js', import.meta.url), { workerData: init });
+    w.on('message', (m: DoneMessage) => this.batchDone(m));
+    w.on('error', (err) => this.batchDone(null, new Error(`object store writer failed: ${err.message}`)));
+    w.on('exit', () => {
+      if (this.worker === w) this.batchDone(null, new Error('object store writer exited unexpectedly'));
+    });
+    this.worker = w;
+    return w;
+  }
+
+  /** The store with the most free space (statfs refreshed every 256 MiB written). */
+  private chooseStore(size: number): string {
+    if (this.stores.length === 1) return this.stores[0];
+    if (this.writtenSinceStatfs > 256 << 20) {
+      this.freeBytes = this.stores.map(freeSpace);
+      this.writtenSinceStatfs = 0;
+    }
+    let best = 0;
+    for (let i = 1; i < this.stores.length; i++) if (this.freeBytes[i] > this.freeBytes[best]) best = i;
+    this.freeBytes[best] -= size;
+    this.writtenSinceStatfs += size;
+    return this.stores[best];
+  }
+}
+
+function freeSpace(store: string): number {
+  const st = fs.statfsSync(store);
+  return st.bavail * st.bsize;
+}
+
+let umaskCache: number | undefined;
+/** Objects must be 0444 whatever the umask; chmod only when the umask would take bits away. */
+function umaskStripsRead(): boolean {
+  if (umaskCache === undefined) {
+    umaskCache = process.umask(0);
+    process.umask(umaskCache);
+  }
+  return (umaskCache & 0o444) !== 0;
+}

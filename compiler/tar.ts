@@ -1,0 +1,520 @@
+// Streaming tar reader for image layers (and the header parser used to index image archives).
+//
+// We do not use tar-stream for reading: its PAX decoder turns every value into a UTF-8 string,
+// which destroys binary `SCHILY.xattr.security.capability` values and names that are not
+// valid UTF-8. Here every name is a latin1 "binary string" (one char per byte, see
+// format/tree.ts) and every xattr value stays a Buffer.
+//
+// Supported: ustar (+ prefix), GNU magic, v7; PAX local ('x') and global ('g') headers with
+// path, linkpath, size, uid, gid, mtime (fractional), SCHILY.xattr.*, LIBARCHIVE.xattr.*,
+// SCHILY.devmajor/devminor; GNU long name/link ('L'/'K'); base-256 numbers; checksum
+// validation. Refused with an error: GNU sparse files, multi-volume and other unknown types.
+
+export const BLOCK = 512;
+
+export type EntryType = 'file' | 'hardlink' | 'symlink' | 'chr' | 'blk' | 'dir' | 'fifo';
+
+export interface TarEntry {
+  /** Path as stored (binary string), not normalized. */
+  path: string;
+  type: EntryType;
+  /** Permission bits (07777) from the header. */
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Size of the entry's body in the archive. */
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Hardlink or symlink target (binary string). */
+  linkpath: string;
+  devmajor: number;
+  devminor: number;
+  /** xattr name (binary string) -> value; NO_XATTRS (shared, read-only) when there are none. */
+  xattrs: Map<string, Buffer>;
+}
+
+/** A tar header block decoded into fields, before PAX/GNU extensions are applied. */
+export interface RawHeader {
+  name: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtime: number;
+  typeflag: string;
+  linkname: string;
+  devmajor: number;
+  devminor: number;
+}
+
+export class TarFormatError extends Error {}
+
+/**
+ * The xattrs of every entry that has none: one shared, read-only map (a fresh Map per entry
+ * costs ~100 bytes per inode of a million-file image).
+ */
+class NoXattrs extends Map<string, Buffer> {
+  override set(): this {
+    throw new Error('the shared empty xattr map is read-only; assign a new Map instead');
+  }
+  override delete(): boolean {
+    return false;
+  }
+}
+export const NO_XATTRS: ReadonlyMap<string, Buffer> = new NoXattrs();
+
+export function isZeroBlock(b: Buffer): boolean {
+  for (let i = 0; i < BLOCK; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+/** Bytes of `b[start, start+len)` up to the first NUL, as a binary string. */
+function cString(b: Buffer, start: number, len: number): string {
+  let end = start;
+  const limit = start + len;
+  while (end < limit && b[end] !== 0) end++;
+  return b.toString('latin1', start, end);
+}
+
+/** A numeric header field: octal ASCII (spaces/NULs around it), or base-256 when the top bit is set. */
+export function parseNumeric(b: Buffer, start: number, len: number, field: string): number {
+  const first = b[start];
+  if (first & 0x80) return parseBase256(b, start, len, field);
+  let i = start;
+  const end = start + len;
+  while (i < end && (b[i] === 0x20 || b[i] === 0)) i++;
+  let v = 0;
+  let digits = 0;
+  for (; i < end; i++) {
+    const c = b[i];
+    if (c === 0x20 || c === 0) break;
+    if (c < 0x30 || c > 0x37) throw new TarFormatError(`invalid octal number in ${field} field`);
+    v = v * 8 + (c - 0x30);
+    digits++;
+  }
+  // Only trailing spaces/NULs may follow the digits.
+  for (; i < end; i++) {
+    if (b[i] !== 0x20 && b[i] !== 0) throw new TarFormatError(`invalid octal number in ${field} field`);
+  }
+  return digits === 0 ? 0 : v;
+}
+
+/** GNU/star base-256: big-endian two's complement in the field, first byte's 0x80 is the marker. */
+function parseBase256(b: Buffer, start: number, len: number, field: string): number {
+  const negative = (b[start] & 0x40) !== 0;
+  let v = BigInt(b[start] & 0x3f) - (negative ? 0x40n : 0n);
+  for (let i = start + 1; i < start + len; i++) v = (v << 8n) | BigInt(b[i]);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < BigInt(Number.MIN_SAFE_INTEGER)) {
+    throw new TarFormatError(`base-256 number in ${field} field out of range`);
+  }
+  return Number(v);
+}
+
+function checksumMatches(b: Buffer): boolean {
+  const stored = parseNumeric(b, 148, 8, 'checksum');
+  // The checksum is computed with its own field read as 8 spaces.
+  let sum = 8 * 0x20;
+  for (let i = 0; i < 148; i++) sum += b[i];
+  for (let i = 156; i < BLOCK; i++) sum += b[i];
+  if (stored === sum) return true;
+  // Some old tars summed signed chars; accept that too, as GNU tar does.
+  let high = 0;
+  for (let i = 0; i < BLOCK; i++) if ((i < 148 || i >= 156) && b[i] > 127) high++;
+  return stored === sum - 256 * high;
+}
+
+/** Decode one non-zero header block; throws TarFormatError on a bad checksum or field. */
+export function parseHeader(b: Buffer): RawHeader {
+  if (!checksumMatches(b)) throw new TarFormatError('bad tar header checksum (corrupt archive?)');
+  const magic = b.toString('latin1', 257, 263);
+  const ustar = magic === 'ustar\0';
+  let name = cString(b, 0, 100);
+  // The prefix field exists only in POSIX ustar; GNU tars store atime/ctime there.
+  if (ustar && b[345] !== 0) name = cString(b, 345, 155) + '/' + name;
+  const typeByte = b[156];
+  return {
+    name,
+    mode: parseNumeric(b, 100, 8, 'mode'),
+    uid: parseNumeric(b, 108, 8, 'uid'),
+    gid: parseNumeric(b, 116, 8, 'gid'),
+    size: parseNumeric(b, 124, 12, 'size'),
+    mtime: parseNumeric(b, 136, 12, 'mtime'),
+    typeflag: typeByte === 0 ? '0' : String.fromCharCode(typeByte),
+    linkname: cString(b, 157, 100),
+    devmajor: magic.startsWith('ustar') ? parseNumeric(b, 329, 8, 'devmajor') : 0,
+    devminor: magic.startsWith('ustar') ? parseNumeric(b, 337, 8, 'devminor') : 0,
+  };
+}
+
+export interface PaxRecord {
+  key: string;
+  value: Buffer;
+}
+
+/** Split a PAX extended header body into records ("<len> <key>=<value>\n"), values as bytes. */
+export function parsePaxRecords(body: Buffer): PaxRecord[] {
+  const out: PaxRecord[] = [];
+  let pos = 0;
+  while (pos < body.length) {
+    if (body[pos] === 0) break; // some writers pad the body with NULs
+    let sp = pos;
+    let len = 0;
+    while (sp < body.length && body[sp] >= 0x30 && body[sp] <= 0x39) len = len * 10 + (body[sp++] - 0x30);
+    if (sp === pos || body[sp] !== 0x20 || len <= sp - pos + 1 || pos + len > body.length || body[pos + len - 1] !== 0x0a) {
+      throw new TarFormatError('malformed PAX extended header');
+    }
+    const eq = body.indexOf(0x3d, sp + 1);
+    if (eq < 0 || eq >= pos + len - 1) throw new TarFormatError('malformed PAX extended header record');
+    out.push({ key: body.toString('latin1', sp + 1, eq), value: body.subarray(eq + 1, pos + len - 1) });
+    pos += len;
+  }
+  return out;
+}
+
+/** PAX/GNU overrides collected before an entry's own header. */
+interface Overrides {
+  path?: string;
+  linkpath?: string;
+  size?: number;
+  uid?: number;
+  gid?: number;
+  mtimeSec?: number;
+  mtimeNsec?: number;
+  devmajor?: number;
+  devminor?: number;
+  xattrs?: Map<string, Buffer>;
+}
+
+function parseDecimal(v: Buffer, key: string): number {
+  const s = v.toString('latin1', 0, v.length);
+  if (!/^[0-9]+$/.test(s)) throw new TarFormatError(`invalid PAX ${key} value`);
+  const n = Number(s);
+  if (!Number.isSafeInteger(n)) throw new TarFormatError(`PAX ${key} value out of range`);
+  return n;
+}
+
+/** PAX time "[-]sec[.frac]" -> [sec, nsec] with 0 <= nsec < 1e9 (so -1.5 is sec -2, nsec 5e8). */
+export function parsePaxTime(v: Buffer): [number, number] {
+  const m = /^(-?)([0-9]+)(?:\.([0-9]*))?$/.exec(v.toString('latin1', 0, v.length));
+  if (!m) throw new TarFormatError('invalid PAX mtime value');
+  let sec = Number(m[2]);
+  let nsec = Number(((m[3] ?? '') + '000000000').slice(0, 9));
+  if (!Number.isSafeInteger(sec)) throw new TarFormatError('PAX mtime value out of range');
+  if (m[1] === '-') {
+    sec = -sec;
+    if (nsec !== 0) {
+      sec -= 1;
+      nsec = 1e9 - nsec;
+    }
+  }
+  return [sec, nsec];
+}
+
+/** "%XX"-decode a LIBARCHIVE.xattr name (bytes kept as a binary string). */
+function percentDecode(s: string): string {
+  return s.replace(/%([0-9A-Fa-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
+
+function applyPax(o: Overrides, records: PaxRecord[], global: boolean): void {
+  for (const { key, value } of records) {
+    switch (key) {
+      // A global path/linkpath/size would rename or resize every entry: meaningless, ignored.
+      case 'path': if (!global) o.path = value.toString('latin1', 0, value.length); break;
+      case 'linkpath': if (!global) o.linkpath = value.toString('latin1', 0, value.length); break;
+      case 'size': if (!global) o.size = parseDecimal(value, key); break;
+      case 'uid': o.uid = parseDecimal(value, key); break;
+      case 'gid': o.gid = parseDecimal(value, key); break;
+      case 'mtime': [o.mtimeSec, o.mtimeNsec] = parsePaxTime(value); break;
+      case 'SCHILY.devmajor': o.devmajor = parseDecimal(value, key); break;
+      case 'SCHILY.devminor': o.devminor = parseDecimal(value, key); break;
+      default:
+        if (key.startsWith('SCHILY.xattr.')) {
+          (o.xattrs ??= new Map()).set(key.slice(13), Buffer.from(value));
+        } else if (key.startsWith('LIBARCHIVE.xattr.')) {
+          const name = percentDecode(key.slice(17));
+          // libarchive writes the SCHILY form too; when both are present SCHILY (raw bytes) wins.
+          if (!o.xattrs?.has(name)) (o.xattrs ??= new Map()).set(name, Buffer.from(value.toString('latin1', 0, value.length), 'base64'));
+        } else if (key.startsWith('GNU.sparse.')) {
+          throw new TarFormatError('GNU sparse files are not supported');
+        }
+      // Everything else (atime, ctime, uname, gname, comment, charset...) does not affect the image.
+    }
+  }
+}
+
+function mergeOverrides(global: Overrides, local: Overrides): Overrides {
+  if (global.xattrs && local.xattrs) {
+    const x = new Map(global.xattrs);
+    for (const [k, v] of local.xattrs) x.set(k, v);
+    return { ...global, ...local, xattrs: x };
+  }
+  return { ...global, ...local, xattrs: local.xattrs ?? global.xattrs };
+}
+
+const TYPES: Record<string, EntryType> = {
+  '0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'chr', '4': 'blk', '5': 'dir', '6': 'fifo',
+};
+
+function describeType(t: string): string {
+  const c = t.charCodeAt(0);
+  return c >= 0x21 && c <= 0x7e ? `'${t}'` : `0x${c.toString(16).padStart(2, '0')}`;
+}
+
+function entryType(h: RawHeader, name: string): EntryType {
+  // V7 tars mark directories only by a trailing slash on a regular-file entry. Test the final
+  // name (a PAX path overrides the header's): Go's archive/tar keeps only the ASCII characters
+  // of a non-ASCII name in the header, so a header name can end in '/' for a plain file.
+  if (h.typeflag === '0' && name.endsWith('/')) return 'dir';
+  const t = TYPES[h.typeflag];
+  if (t) return t;
+  if (h.typeflag === 'S') throw new TarFormatError('GNU sparse files are not supported');
+  throw new TarFormatError(`unsupported tar entry type ${describeType(h.typeflag)}`);
+}
+
+function finishEntry(h: RawHeader, o: Overrides): TarEntry {
+  const type = entryType(h, o.path ?? h.name);
+  const uid = o.uid ?? h.uid;
+  const gid = o.gid ?? h.gid;
+  return {
+    path: o.path ?? h.name,
+    type,
+    mode: h.mode & 0o7777,
+    uid,
+    gid,
+    size: o.size ?? h.size,
+    mtimeSec: o.mtimeSec ?? h.mtime,
+    mtimeNsec: o.mtimeNsec ?? 0,
+    linkpath: o.linkpath ?? h.linkname,
+    devmajor: o.devmajor ?? h.devmajor,
+    devminor: o.devminor ?? h.devminor,
+    xattrs: o.xattrs ?? (NO_XATTRS as Map<string, Buffer>),
+  };
+}
+
+/** PAX and GNU long-name headers are held in memory: refuse absurd ones (hostile archives). */
+const MAX_EXTENSION_HEADER = 64 << 20;
+
+function checkExtensionSize(size: number): void {
+  if (size > MAX_EXTENSION_HEADER) throw new TarFormatError(`extended header of ${size} bytes is too large`);
+}
+
+function padded(size: number): number {
+  return Math.ceil(size / BLOCK) * BLOCK;
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Pulls exact byte counts out of an async stream of chunks (backpressure comes from pulling). */
+class ByteSource {
+  private it: AsyncIterator<Buffer>;
+  private buf: Buffer = EMPTY;
+  private pos = 0;
+  /** Bytes handed out or skipped so far. */
+  consumed = 0;
+
+  constructor(src: AsyncIterable<Buffer>) {
+    this.it = src[Symbol.asyncIterator]();
+  }
+
+  private async fill(): Promise<boolean> {
+    for (;;) {
+      const r = await this.it.next();
+      if (r.done) return false;
+      const chunk = typeof r.value === 'string' ? Buffer.from(r.value, 'latin1') : r.value;
+      if (chunk.length === 0) continue;
+      this.buf = chunk;
+      this.pos = 0;
+      return true;
+    }
+  }
+
+  /** Exactly n bytes; null if the stream ends before the first byte; throws if it ends inside. */
+  async read(n: number): Promise<Buffer | null> {
+    if (this.buf.length - this.pos >= n) {
+      const out = this.buf.subarray(this.pos, this.pos + n);
+      this.pos += n;
+      this.consumed += n;
+      return out;
+    }
+    const parts: Buffer[] = [];
+    let need = n;
+    while (need > 0) {
+      if (this.pos >= this.buf.length && !(await this.fill())) {
+        if (need === n) return null;
+        throw new TarFormatError('truncated archive');
+      }
+      const take = Math.min(need, this.buf.length - this.pos);
+      parts.push(this.buf.subarray(this.pos, this.pos + take));
+      this.pos += take;
+      need -= take;
+    }
+    this.consumed += n;
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts, n);
+  }
+
+  async readExact(n: number): Promise<Buffer> {
+    if (n === 0) return EMPTY;
+    const b = await this.read(n);
+    if (!b) throw new TarFormatError('truncated archive');
+    return b;
+  }
+
+  /** Yields the next n bytes as they arrive (chunks are not copied). */
+  async *chunks(n: number): AsyncGenerator<Buffer> {
+    while (n > 0) {
+      if (this.pos >= this.buf.length && !(await this.fill())) throw new TarFormatError('truncated archive');
+      const take = Math.min(n, this.buf.length - this.pos);
+      const out = this.buf.subarray(this.pos, this.pos + take);
+      this.pos += take;
+      this.consumed += take;
+      n -= take;
+      yield out;
+    }
+  }
+
+  async skip(n: number): Promise<void> {
+    // Once per entry (body padding): no generator when the bytes are already buffered.
+    for (;;) {
+      const take = Math.min(n, this.buf.length - this.pos);
+      this.pos += take;
+      this.consumed += take;
+      n -= take;
+      if (n === 0) return;
+      if (!(await this.fill())) throw new TarFormatError('truncated archive');
+    }
+  }
+
+  /** Reads and discards everything left (so digests computed upstream see every byte). */
+  async drain(): Promise<void> {
+    this.consumed += this.buf.length - this.pos;
+    this.pos = this.buf.length;
+    while (await this.fill()) {
+      this.consumed += this.buf.length;
+      this.pos = this.buf.length;
+    }
+  }
+}
+
+/**
+ * Reads a tar stream entry by entry:
+ *
+ *   const r = new TarReader(readable);
+ *   for (let e; (e = await r.next()); ) { if (...) body = await r.readBody(); }
+ *
+ * An entry's body may be read with readBody() or bodyChunks() before the next call to next();
+ * an unread body is skipped. The archive must end with an end-of-archive (zero) block; whatever
+ * follows it is read and discarded, so a hash over the input stream covers every byte.
+ */
+export class TarReader {
+  private src: ByteSource;
+  private remaining = 0; // unread body bytes of the current entry
+  private padding = 0; // padding after the current entry's body
+  private globals: Overrides = {};
+  private done = false;
+
+  constructor(src: AsyncIterable<Buffer>) {
+    this.src = new ByteSource(src);
+  }
+
+  /** Bytes of the (uncompressed) tar consumed so far. */
+  get position(): number {
+    return this.src.consumed;
+  }
+
+  async next(): Promise<TarEntry | null> {
+    if (this.done) return null;
+    await this.src.skip(this.remaining + this.padding);
+    this.remaining = this.padding = 0;
+    const local: Overrides = {};
+    for (;;) {
+      const block = await this.src.read(BLOCK);
+      if (!block) throw new TarFormatError('truncated archive (no end-of-archive marker)');
+      if (isZeroBlock(block)) {
+        // End of archive: normally two zero blocks; discard them and any trailing padding.
+        this.done = true;
+        await this.src.drain();
+        return null;
+      }
+      const h = parseHeader(block);
+      const t = h.typeflag;
+      if (t === 'x' || t === 'g' || t === 'L' || t === 'K') {
+        checkExtensionSize(h.size);
+        const body = await this.src.readExact(h.size);
+        await this.src.skip(padded(h.size) - h.size);
+        if (t === 'x') applyPax(local, parsePaxRecords(body), false);
+        else if (t === 'g') applyPax(this.globals, parsePaxRecords(body), true);
+        else if (t === 'L') local.path ??= cString(body, 0, body.length);
+        else local.linkpath ??= cString(body, 0, body.length);
+        continue;
+      }
+      const e = finishEntry(h, mergeOverrides(this.globals, local));
+      this.remaining = e.size;
+      this.padding = padded(e.size) - e.size;
+      return e;
+    }
+  }
+
+  /** The current entry's whole body (a view into the input when it lies in one chunk). */
+  async readBody(): Promise<Buffer> {
+    const n = this.remaining;
+    this.remaining = 0;
+    return this.src.readExact(n);
+  }
+
+  /** The current entry's body as a stream of chunks, for bodies too big to hold in memory. */
+  async *bodyChunks(): AsyncGenerator<Buffer> {
+    const n = this.remaining;
+    this.remaining = 0;
+    yield* this.src.chunks(n);
+  }
+}
+
+/** A member of a tar file read by seeking (see walkTarHeaders). */
+export interface IndexedMember {
+  name: string;
+  type: EntryType;
+  linkname: string;
+  /** Offset of the body in the file. */
+  offset: number;
+  size: number;
+}
+
+/**
+ * The members of a tar file, read by seeking: one pass over the headers (PAX/GNU extensions
+ * applied), bodies skipped, for indexing image archives without reading their layers.
+ * `readAt(offset, size)` returns exactly those bytes of the file.
+ */
+export function* walkTarHeaders(
+  readAt: (offset: number, size: number) => Buffer,
+  fileSize: number,
+): Generator<IndexedMember> {
+  let pos = 0;
+  let local: Overrides = {};
+  let globals: Overrides = {};
+  while (pos + BLOCK <= fileSize) {
+    const block = readAt(pos, BLOCK);
+    if (isZeroBlock(block)) return;
+    const h = parseHeader(block);
+    const bodyAt = pos + BLOCK;
+    const t = h.typeflag;
+    if (t === 'x' || t === 'g' || t === 'L' || t === 'K') {
+      checkExtensionSize(h.size);
+      if (bodyAt + h.size > fileSize) throw new TarFormatError('truncated archive');
+      pos = bodyAt + padded(h.size);
+      const body = readAt(bodyAt, h.size);
+      if (t === 'x') applyPax(local, parsePaxRecords(body), false);
+      else if (t === 'g') applyPax(globals, parsePaxRecords(body), true);
+      else if (t === 'L') local.path ??= cString(body, 0, body.length);
+      else local.linkpath ??= cString(body, 0, body.length);
+      continue;
+    }
+    const e = finishEntry(h, mergeOverrides(globals, local));
+    local = {};
+    // The body size may come from PAX (members over 8 GiB), not from the header.
+    if (bodyAt + e.size > fileSize) throw new TarFormatError('truncated archive');
+    pos = bodyAt + padded(e.size);
+    yield { name: e.path, type: e.type, linkname: e.linkpath, offset: bodyAt, size: e.size };
+  }
+  throw new TarFormatError('truncated archive (no end-of-archive marker)');
+}
