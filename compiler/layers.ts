@@ -196,6 +196,9 @@ function symlink(e: TarEntry): TreeNode {
   if (t.length > MAX_SYMLINK) throw new EntryError(`symlink target longer than ${MAX_SYMLINK} bytes`);
   if (t.includes('\0')) throw new EntryError('symlink target contains a NUL byte');
   const node = nodeFor(e, S_IFLNK);
+  // symlink(2) always creates 0777 and Linux ignores a symlink's mode, so every unpacker (tar,
+  // umoci, containerd) shows 0777 whatever the archive says; the blob says the same.
+  node.mode = S_IFLNK | 0o777;
   node.target = t;
   node.size = t.length;
   return node;

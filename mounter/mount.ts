@@ -18,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { openBlob, sourceFromFile, BlobError } from '../format/decode.js';
 import { verityDigestOfFile } from '../format/verity.js';
+import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, mountAttrFromFlags } from './addon.js';
 import { isMountPoint, isUnionblobType, mountsAt, readMountinfo } from './mountinfo.js';
 import {
   type Backend, type MountState, ensureRunDirs, keyOf, logPath, lowerPath, pidPath, readPid, readState,
@@ -223,12 +224,39 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
   return readPid(key);
 }
 
+/** The kernel module's own options (kmod/README.md), as fsconfig keys and values. */
+function kernelOptions(req: MountRequest): MountOption[] {
+  const opts: MountOption[] = [['ro'], ['basedir', req.stores.join(':')]];
+  if (req.verity) opts.push(['verity', req.verity]);
+  if (req.digest) opts.push(['digest', req.digest]);
+  return opts;
+}
+
+/**
+ * Through the addon's fsopen/fsconfig/fsmount, so the module's own message (a bad digest=, a
+ * missing store) reaches the user; mount(2) would leave it in the kernel log.
+ */
 function mountKernel(req: MountRequest, at: string, flags: string[]): void {
-  const opts = ['ro', `basedir=${req.stores.join(':')}`, ...flags];
-  if (req.verity) opts.push(`verity=${req.verity}`);
-  if (req.digest) opts.push(`digest=${req.digest}`);
+  if (!addonBuilt()) {
+    req.log?.('the Node-API addon is not built (npm run build:addon): mounting with mount(8)');
+    mountKernelWithMount8(req, at, flags);
+    return;
+  }
+  const { attr, sbFlags } = mountAttrFromFlags(flags);
+  const options = [...kernelOptions(req), ...sbFlags.map((f): MountOption => [f])];
+  let messages: string[];
+  try {
+    ({ messages } = fsMount({ fstype: 'unionblob', source: req.blob, options, flags: attr | MOUNT_ATTR.RDONLY, target: at }));
+  } catch (err) {
+    throw new MountError(`kernel mount of ${req.blob} on ${at} failed: ${(err as Error).message}`);
+  }
+  for (const line of messages) req.log?.(`kernel: ${line}`);
+}
+
+function mountKernelWithMount8(req: MountRequest, at: string, flags: string[]): void {
+  const opts = kernelOptions(req).map(([k, v]) => (v === undefined ? k : `${k}=${v}`));
   // -i: do not hand the mount back to /sbin/mount.unionblob, which would call us again.
-  const r = run('mount', ['-i', '-t', 'unionblob', '-o', opts.join(','), req.blob, at]);
+  const r = run('mount', ['-i', '-t', 'unionblob', '-o', [...opts, ...flags].join(','), req.blob, at]);
   if (!r.ok) throw new MountError(`kernel mount of ${req.blob} on ${at} failed: ${r.stderr || 'mount failed'}`);
 }
 

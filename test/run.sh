@@ -21,6 +21,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
 fi
 log "tsc"
 npx tsc -p tsconfig.json >&2 || { echo "tests: 0 passed, 1 failed"; exit 1; }
+npm run build:addon >&2 || { echo "tests: 0 passed, 1 failed"; exit 1; }
 
 out=$(mktemp)
 # TAP output: one line per test, counted below; everything else goes through unchanged.

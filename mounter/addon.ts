@@ -1,0 +1,162 @@
+// The unionblob Node-API addon (mounter/addon/, `npm run build:addon`): the new mount API and
+// the fs-verity ioctls, which Node itself cannot reach. This module loads it lazily, so code
+// that only may need it (cfs mount's kernel backend, cfs build --verity) still runs where it
+// was not built, and gives it types.
+//
+// Errors thrown by the addon are shaped like node:fs errors: `code` ('EINVAL'), `errno`
+// (negative), `syscall`, `path` where a file is concerned, plus `kernelMessages`: the lines the
+// filesystem logged into the mount context ("e tmpfs: Bad value for 'size'"), which the
+// message also carries.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+/** One mount option: [key] is a flag (FSCONFIG_SET_FLAG), [key, value] a string. */
+export type MountOption = readonly [key: string, value?: string];
+
+export interface FsMountSpec {
+  fstype: string;
+  /** "source" (device, image file, or a name for /proc/mounts). */
+  source?: string;
+  options?: readonly MountOption[];
+  /** MOUNT_ATTR_* bits for the new mount (see MOUNT_ATTR, mountAttrFromFlags). */
+  flags?: number;
+}
+
+export interface FsMountResult {
+  /** What the filesystem logged although the mount succeeded (warnings, notes). */
+  messages: string[];
+}
+
+/** An Error from the addon: a failed system call. */
+export interface KernelError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  path?: string;
+  kernelMessages: string[];
+}
+
+interface Native {
+  fsMount(spec: FsMountSpec & { target?: string }): { fd?: number; messages: string[] };
+  moveMount(fd: number, target: string): void;
+  fsverityEnable(path: string): boolean;
+  fsverityMeasure(path: string): Buffer | null;
+}
+
+/** The addon is not built (as opposed to built and failing to load). */
+export class AddonMissingError extends Error {
+  override name = 'AddonMissingError';
+}
+
+/** linux/mount.h: attributes of a mount (fsmount's attr_flags). Kernel ABI. */
+export const MOUNT_ATTR = {
+  RDONLY: 0x1,
+  NOSUID: 0x2,
+  NODEV: 0x4,
+  NOEXEC: 0x8,
+  NOATIME: 0x10,
+  STRICTATIME: 0x20,
+  NODIRATIME: 0x80,
+  NOSYMFOLLOW: 0x200000,
+} as const;
+
+// ---------------------------------------------------------------------------------------------
+// Loading
+
+/** build/Release of mounter/addon, from dist/mounter/addon.js; UNIONBLOB_ADDON overrides it. */
+export function addonPath(): string {
+  if (process.env.UNIONBLOB_ADDON) return process.env.UNIONBLOB_ADDON;
+  return fileURLToPath(new URL('../../mounter/addon/build/Release/unionblob.node', import.meta.url));
+}
+
+let native: Native | undefined;
+
+/** The native module; throws AddonMissingError when it is not built. */
+export function loadAddon(): Native {
+  if (native) return native;
+  const file = addonPath();
+  if (!existsSync(file)) {
+    throw new AddonMissingError(`the unionblob Node-API addon is not built (no ${file}): run npm run build:addon`);
+  }
+  try {
+    native = createRequire(import.meta.url)(file) as Native;
+  } catch (err) {
+    throw new Error(`cannot load the unionblob Node-API addon ${file}: ${(err as Error).message} (rebuild it: npm run build:addon)`);
+  }
+  return native;
+}
+
+/** Whether the addon is built; a built addon that fails to load still throws from loadAddon(). */
+export function addonBuilt(): boolean {
+  return existsSync(addonPath());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mounting
+
+/**
+ * Mounts through fsopen/fsconfig/fsmount/move_mount on `target`. A failure names the step and
+ * option that failed, with errno and the filesystem's own message.
+ */
+export function fsMount(spec: FsMountSpec & { target: string }): FsMountResult {
+  return { messages: loadAddon().fsMount(spec).messages };
+}
+
+/** The same, but the mount stays detached: attach it with moveMount(), release it with closeSync(). */
+export function fsMountDetached(spec: FsMountSpec): FsMountResult & { fd: number } {
+  const r = loadAddon().fsMount({ ...spec, target: undefined });
+  return { fd: r.fd!, messages: r.messages };
+}
+
+/** Attaches a detached mount at `target` (the fd stays open: close it after). */
+export function moveMount(fd: number, target: string): void {
+  loadAddon().moveMount(fd, target);
+}
+
+/**
+ * mount(8)'s generic flags in the new API's terms: most are attributes of the mount; sync,
+ * async and dirsync are superblock flags (fsconfig). The atime family follows mount(2), where
+ * relatime is the default that atime, norelatime and nostrictatime fall back to.
+ */
+export function mountAttrFromFlags(flags: readonly string[]): { attr: number; sbFlags: string[] } {
+  const bits: Record<string, number> = {
+    ro: MOUNT_ATTR.RDONLY, nosuid: MOUNT_ATTR.NOSUID, nodev: MOUNT_ATTR.NODEV, noexec: MOUNT_ATTR.NOEXEC,
+    noatime: MOUNT_ATTR.NOATIME, strictatime: MOUNT_ATTR.STRICTATIME, nodiratime: MOUNT_ATTR.NODIRATIME,
+  };
+  const neutral = new Set(['rw', 'suid', 'dev', 'exec', 'atime', 'relatime', 'norelatime', 'nostrictatime', 'diratime']);
+  let attr = 0;
+  const sbFlags: string[] = [];
+  for (const f of flags) {
+    if (f in bits) attr |= bits[f];
+    else if (f === 'sync' || f === 'async' || f === 'dirsync') sbFlags.push(f);
+    else if (!neutral.has(f)) throw new Error(`unknown mount flag ${f}`);
+  }
+  return { attr, sbFlags };
+}
+
+// ---------------------------------------------------------------------------------------------
+// fs-verity
+
+/**
+ * Enables fs-verity on a file (SHA-256, 4096-byte blocks, no salt: the digest objects are named
+ * by). Returns true if enabled now, false if the file already had it. Throws a KernelError;
+ * isVerityUnsupported() tells "no fs-verity on this filesystem" from real failures.
+ */
+export function fsverityEnable(path: string): boolean {
+  return loadAddon().fsverityEnable(path);
+}
+
+/** The file's fs-verity digest, or null when it has none (or its filesystem has no fs-verity). */
+export function fsverityMeasure(path: string): Buffer | null {
+  return loadAddon().fsverityMeasure(path);
+}
+
+/**
+ * ENOTTY: the filesystem has no fs-verity; EOPNOTSUPP: not enabled on this one (mkfs -O verity),
+ * or the kernel has no CONFIG_FS_VERITY.
+ */
+export function isVerityUnsupported(err: unknown): boolean {
+  const code = (err as KernelError | undefined)?.code;
+  return code === 'ENOTTY' || code === 'EOPNOTSUPP';
+}

@@ -1,0 +1,130 @@
+// Node-API glue: argument checking, and SysError -> Error with code/errno/syscall/path and the
+// kernel's messages, shaped like node:fs errors. The kernel work is in fsmount.cc and
+// fsverity.cc; the typed JavaScript API is mounter/addon.ts.
+#include <napi.h>
+
+#include "fsmount.h"
+#include "fsverity.h"
+#include "syserror.h"
+
+namespace {
+
+Napi::Error to_js_error(Napi::Env env, const SysError& e) {
+  Napi::Error error = Napi::Error::New(env, e.message());
+  Napi::Object o = error.Value();
+  o.Set("code", e.code());
+  o.Set("errno", -e.err);  // negative, as in node:fs errors
+  o.Set("syscall", e.syscall);
+  if (!e.path.empty()) o.Set("path", e.path);
+  Napi::Array lines = Napi::Array::New(env, e.kernel.size());
+  for (uint32_t i = 0; i < e.kernel.size(); i++) lines.Set(i, e.kernel[i]);
+  o.Set("kernelMessages", lines);
+  return error;
+}
+
+// Runs f, turning a failed system call into a thrown JavaScript Error.
+template <typename F>
+Napi::Value guarded(const Napi::CallbackInfo& info, F f) {
+  try {
+    return f();
+  } catch (const SysError& e) {
+    throw to_js_error(info.Env(), e);
+  }
+}
+
+std::string string_arg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
+  return info[i].As<Napi::String>().Utf8Value();
+}
+
+// undefined and null both mean "not given".
+std::optional<std::string> optional_string(Napi::Env env, Napi::Value v, const std::string& what) {
+  if (v.IsUndefined() || v.IsNull()) return std::nullopt;
+  if (!v.IsString()) throw Napi::TypeError::New(env, what + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+// [[key], [key, value], ...]
+void parse_options(Napi::Env env, Napi::Value v, FsMountSpec& spec) {
+  if (v.IsUndefined() || v.IsNull()) return;
+  if (!v.IsArray()) throw Napi::TypeError::New(env, "options must be an array of [key, value?]");
+  Napi::Array list = v.As<Napi::Array>();
+  for (uint32_t i = 0; i < list.Length(); i++) {
+    Napi::Value item = list.Get(i);
+    if (!item.IsArray() || item.As<Napi::Array>().Length() < 1) throw Napi::TypeError::New(env, "options[" + std::to_string(i) + "] must be [key, value?]");
+    Napi::Array pair = item.As<Napi::Array>();
+    auto key = optional_string(env, pair.Get(0u), "option key");
+    if (!key || key->empty()) throw Napi::TypeError::New(env, "options[" + std::to_string(i) + "]: empty key");
+    spec.options.emplace_back(*key, optional_string(env, pair.Get(1u), "option " + *key));
+  }
+}
+
+FsMountSpec parse_spec(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsObject()) throw Napi::TypeError::New(env, "fsMount wants {fstype, source?, options?, target?, flags?}");
+  Napi::Object o = info[0].As<Napi::Object>();
+  FsMountSpec spec;
+  auto fstype = optional_string(env, o.Get("fstype"), "fstype");
+  if (!fstype || fstype->empty()) throw Napi::TypeError::New(env, "fstype is required");
+  spec.fstype = *fstype;
+  spec.source = optional_string(env, o.Get("source"), "source");
+  spec.target = optional_string(env, o.Get("target"), "target");
+  parse_options(env, o.Get("options"), spec);
+  Napi::Value flags = o.Get("flags");
+  if (!flags.IsUndefined() && !flags.IsNumber()) throw Napi::TypeError::New(env, "flags must be a number (MOUNT_ATTR_*)");
+  if (flags.IsNumber()) spec.attr_flags = flags.As<Napi::Number>().Uint32Value();
+  return spec;
+}
+
+// fsMount(spec) -> {fd: number | undefined, messages: string[]}
+Napi::Value FsMount(const Napi::CallbackInfo& info) {
+  FsMountSpec spec = parse_spec(info);
+  return guarded(info, [&]() -> Napi::Value {
+    FsMountResult r = fs_mount(spec);
+    Napi::Object out = Napi::Object::New(info.Env());
+    out.Set("fd", r.fd >= 0 ? Napi::Value(Napi::Number::New(info.Env(), r.fd)) : info.Env().Undefined());
+    Napi::Array lines = Napi::Array::New(info.Env(), r.messages.size());
+    for (uint32_t i = 0; i < r.messages.size(); i++) lines.Set(i, r.messages[i]);
+    out.Set("messages", lines);
+    return out;
+  });
+}
+
+// moveMount(fd, target)
+Napi::Value MoveMount(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "fd must be a number");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  std::string target = string_arg(info, 1, "target");
+  return guarded(info, [&]() -> Napi::Value {
+    move_mount_to(fd, target);
+    return info.Env().Undefined();
+  });
+}
+
+// fsverityEnable(path) -> true (enabled now) | false (it already was)
+Napi::Value FsverityEnable(const Napi::CallbackInfo& info) {
+  std::string path = string_arg(info, 0, "path");
+  return guarded(info, [&]() -> Napi::Value { return Napi::Boolean::New(info.Env(), fsverity_enable(path)); });
+}
+
+// fsverityMeasure(path) -> Buffer | null
+Napi::Value FsverityMeasure(const Napi::CallbackInfo& info) {
+  std::string path = string_arg(info, 0, "path");
+  return guarded(info, [&]() -> Napi::Value {
+    auto digest = fsverity_measure(path);
+    if (!digest) return info.Env().Null();
+    return Napi::Buffer<uint8_t>::Copy(info.Env(), digest->data(), digest->size());
+  });
+}
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
+  exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
+  exports.Set("fsverityEnable", Napi::Function::New(env, FsverityEnable, "fsverityEnable"));
+  exports.Set("fsverityMeasure", Napi::Function::New(env, FsverityMeasure, "fsverityMeasure"));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(unionblob, Init)
