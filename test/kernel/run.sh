@@ -53,76 +53,11 @@ log "making fixtures"
 UB_IMAGES_JSON=$IMAGES_JSON UB_UBT="$WORK/ubt" node "$HERE/make-fixtures.mjs" "$WORK/fx" >/dev/null
 DISK_MB=$(($(du -sm "$WORK/fx/disk" | cut -f1) * 3 / 2 + 128))
 
-# ---- modules for the initramfs ----------------------------------------------------
-# Index NAME -> path of every module of a kernel, '-' and '_' alike.
-declare -A MODPATH
-index_modules() {
-	MODPATH=()
-	local f n
-	while IFS= read -r f; do
-		n=$(basename "$f")
-		n=${n%.xz}
-		n=${n%.ko}
-		MODPATH[${n//-/_}]=$f
-	done < <(find "$1/kernel" -name '*.ko' -o -name '*.ko.xz')
-}
-
-module_depends() {
-	local f=${MODPATH[$1]}
-	if [[ $f == *.xz ]]; then xz -dc "$f" | strings -a; else strings -a "$f"; fi |
-		sed -n 's/^depends=//p' | head -n1 | tr ',' ' '
-}
-
-# Emit NAME's dependencies then NAME (post-order), once each.
-declare -A SEEN
-visit() {
-	local m=${1//-/_} d
-	[ -n "${SEEN[$m]:-}" ] && return
-	SEEN[$m]=1
-	[ -n "${MODPATH[$m]:-}" ] || { log "module $m not found (built in?)"; return; }
-	for d in $(module_depends "$m"); do visit "$d"; done
-	ORDER+=("$m")
-}
+# ---- module build, initramfs, qemu: test/kernel/lib.sh (shared with bench/kernel) -------
+. "$HERE/lib.sh"
 
 # crc32c_generic first: ext4 only soft-depends on it and there is no modprobe.
 GUEST_MODULES="crc32c_generic ext4 nvme overlay"
-
-make_initramfs() {
-	local rel=$1 ko=$2 out=$3 root m
-	root=$(mktemp -d "$WORK/initrd.XXXXXX")
-	chmod 755 "$root"   # the guest's /: other users run the helper too
-	mkdir -p "$root/bin" "$root/modules" "$root/proc" "$root/sys" "$root/dev"
-	cp /bin/busybox "$root/bin/busybox"
-	cp "$WORK/ubt" "$root/bin/ubt"
-	cp "$HERE/guest-init.sh" "$root/init"
-	chmod +x "$root/init"
-	index_modules "$CACHE/kernels/$rel/modules"
-	SEEN=()
-	ORDER=()
-	for m in $GUEST_MODULES; do visit "$m"; done
-	for m in "${ORDER[@]}"; do
-		local f=${MODPATH[$m]}
-		if [[ $f == *.xz ]]; then xz -dc "$f" >"$root/modules/$m.ko"; else cp "$f" "$root/modules/$m.ko"; fi
-		echo "$m.ko" >>"$root/modules/order"
-	done
-	cp "$ko" "$root/modules/unionblob.ko"
-	(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) >"$out"
-	rm -rf "$root"
-}
-
-build_module() {
-	local rel=$1 src=$WORK/$1/src kdir
-	kdir=$(cat "$CACHE/kernels/$rel/kdir")
-	rm -rf "$src"
-	make -s -C "$REPO/kmod" dist DEST="$src" >/dev/null || return 1
-	# BTF needs pahole and the headers' vmlinux; a module without it loads fine.
-	make -s -C "$kdir" M="$src" CONFIG_DEBUG_INFO_BTF_MODULES= modules >"$WORK/$rel/build.log" 2>&1 || {
-		cat "$WORK/$rel/build.log" >&2
-		return 1
-	}
-	if grep -E 'warning:|error:' "$WORK/$rel/build.log" >&2; then log "build of $rel has warnings"; fi
-	echo "$src/unionblob.ko"
-}
 
 status=0
 for flav in "${flavours[@]}"; do
@@ -130,26 +65,27 @@ for flav in "${flavours[@]}"; do
 	echo "UBKERNEL $flav $rel"
 	mkdir -p "$WORK/$rel"
 	log "$flav ($rel): building the module"
-	if ! ko=$(build_module "$rel"); then
+	if ! ko=$(kt_build_module "$rel"); then
 		echo "UBTEST fail build module build failed"
 		status=1
 		continue
 	fi
 	echo "UBTEST ok build"
-	make_initramfs "$rel" "$ko" "$WORK/$rel/initrd.gz"
+	kt_make_initramfs "$rel" "$ko" "$WORK/$rel/initrd.gz" "$HERE/guest-init.sh" "$GUEST_MODULES" "$WORK/ubt:bin/ubt"
 	# A fresh store disk per boot: the guest enables fs-verity on it.
 	rm -f "$WORK/$rel/store.img"
 	mkfs.ext4 -q -b 4096 -O verity -L ubstore -d "$WORK/fx/disk" "$WORK/$rel/store.img" "${DISK_MB}M" >/dev/null
 	log "$flav ($rel): booting"
 	start=$(date +%s)
 	set +e
-	timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
-		-accel tcg,thread=multi -cpu max -m 1024 -smp 2 \
-		-kernel "$CACHE/kernels/$rel/vmlinuz" -initrd "$WORK/$rel/initrd.gz" \
-		-append "console=ttyS0 loglevel=1 panic=-1${UB_BENCH:+ ubbench}" \
-		-drive "file=$WORK/$rel/store.img,if=none,id=n0,format=raw" \
-		-device nvme,serial=ub0,drive=n0 \
-		-nographic -no-reboot -monitor none </dev/null >"$WORK/$rel/console.log" 2>&1
+	# One qemu at a time (test/kernel/userspace.sh takes the same lock; ava runs files in parallel).
+	(
+		flock -w "$TIMEOUT" 9 || log "waited ${TIMEOUT}s for $CACHE/qemu.lock; booting anyway"
+		kt_qemu "$rel" "$WORK/$rel/initrd.gz" "$WORK/$rel/console.log" "$TIMEOUT" \
+			"console=ttyS0 loglevel=1 panic=-1${UB_BENCH:+ ubbench}" 1024 \
+			-drive "file=$WORK/$rel/store.img,if=none,id=n0,format=raw" \
+			-device nvme,serial=ub0,drive=n0
+	) 9>"$CACHE/qemu.lock"
 	rc=$?
 	set -e
 	log "$flav ($rel): guest finished in $(($(date +%s) - start)) s (qemu rc $rc)"

@@ -1,0 +1,351 @@
+// Runs INSIDE the qemu guest of test/kernel/userspace.sh (chrooted into bookworm + node, this
+// checkout at /work/main on an ext4 disk with fs-verity), as root. One console line per check:
+//   UBTEST ok NAME | UBTEST fail NAME REASON | UBDIAG NAME DETAIL
+// Checks, in order:
+//   addon:*   the fs-verity tests of test/addon.test.mjs under ava (--match; three of them need
+//             CONFIG_FS_VERITY, which this guest kernel has and the host's does not; a skip fails)
+//   the kernel backend of `cfs mount` with the host-built blob /work/kb/hello.ub (+ store):
+//   read-only mount and tree (= `cfs extract`), auto -> kernel, digest=, the module's fsconfig
+//   messages, verity=require, the writable upper (overlayfs on the kernel mount) with remount
+//   persistence, `cfs install-helper` + `mount -t unionblob` + /etc/fstab, and no stray mounts.
+import fs from 'node:fs';
+import path from 'node:path';
+import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+
+const ROOT = '/work/main';
+const KB = '/work/kb';
+const T = '/work/t';
+const BLOB = path.join(KB, 'hello.ub');
+const STORE = path.join(KB, 'store');
+const RUN = '/run/unionblob';
+const { readMountinfo, mountsUnder } = await import(`${ROOT}/dist/mounter/mountinfo.js`);
+const { treeManifest, diffManifests } = await import(`${ROOT}/test/lib/treeman.mjs`);
+
+const say = (line) => process.stdout.write(`${line}\n`);
+const uptime = () => fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0];
+
+class CheckError extends Error {
+  constructor(message, detail = '') { super(message); this.detail = detail; }
+}
+function expect(cond, message, detail = '') { if (!cond) throw new CheckError(message, detail); }
+function eq(got, want, message) {
+  const g = JSON.stringify(got);
+  const w = JSON.stringify(want);
+  if (g !== w) throw new CheckError(`${message}: got ${g.slice(0, 300)}, want ${w.slice(0, 300)}`);
+}
+
+async function check(name, fn) {
+  say(`UBDIAG time ${uptime()} ${name}`);
+  try {
+    await fn();
+    say(`UBTEST ok ${name}`);
+    return true;
+  } catch (e) {
+    say(`UBTEST fail ${name} ${String(e.message).split('\n')[0]}`);
+    const detail = [e instanceof CheckError ? e.detail : e.stack].filter(Boolean).join('\n');
+    for (const l of detail.split('\n').filter(Boolean).slice(0, 40)) say(`UBDIAG ${name} ${l}`);
+    return false;
+  }
+}
+
+function sh(cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: 180_000, ...opts });
+  return { status: r.status, stdout: r.stdout ?? '', stderr: r.stderr ?? '', error: r.error };
+}
+const cfs = (...args) => sh(process.execPath, [path.join(ROOT, 'bin', 'cfs'), ...args]);
+function ok(r, what) {
+  expect(r.status === 0, `${what}: exit ${r.status}${r.error ? ` (${r.error.message})` : ''}: ${r.stderr.trim().split('\n').at(-1) ?? ''}`,
+    `${r.stdout}\n${r.stderr}`);
+  return r;
+}
+const top = (dir) => readMountinfo().filter((e) => e.mountPoint === dir).at(-1);
+function mkdir(name) {
+  const d = path.join(T, name);
+  fs.mkdirSync(d, { recursive: true });
+  return d;
+}
+const sha256 = (buf) => crypto.createHash('sha256').update(buf).digest('hex');
+function hashTree(dir) {
+  const h = crypto.createHash('sha256');
+  const walk = (d) => {
+    for (const name of fs.readdirSync(d).sort()) {
+      const p = path.join(d, name);
+      const st = fs.lstatSync(p);
+      h.update(`${path.relative(dir, p)} ${st.mode} ${st.size} ${st.mtimeMs}\n`);
+      if (st.isDirectory()) walk(p);
+      else if (st.isFile()) h.update(fs.readFileSync(p));
+    }
+  };
+  walk(dir);
+  return h.digest('hex');
+}
+const states = () => (fs.existsSync(path.join(RUN, 'mounts')) ? fs.readdirSync(path.join(RUN, 'mounts')) : []);
+function released(mnt) {
+  eq(mountsUnder(mnt).map((e) => e.mountPoint), [], `mounts left at ${mnt}`);
+  eq(states(), [], 'state files left in /run/unionblob/mounts');
+  const lowers = path.join(RUN, 'lower');
+  eq(fs.existsSync(lowers) ? fs.readdirSync(lowers) : [], [], 'hidden lower directories left');
+}
+function getfattr(file, name) {
+  return sh('getfattr', ['-h', '--only-values', '-n', name, file]).stdout;
+}
+
+fs.mkdirSync(T, { recursive: true });
+say(`UBDIAG time ${uptime()} start (node ${process.version}, kernel ${fs.readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim()})`);
+
+// ---- 1. test/addon.test.mjs (fs-verity, fsMount) before the module is loaded -----------------
+{
+  const r = sh(process.execPath, [path.join(ROOT, 'node_modules/ava/entrypoints/cli.mjs'), '--tap', '--timeout=5m',
+    '--match', 'fs-verity*', '--match', 'cfs build --verity*', 'test/addon.test.mjs'],
+    { cwd: ROOT, timeout: 600_000, env: { ...process.env, CI: '1' } });
+  fs.writeFileSync('/work/ava.log', `exit ${r.status}\n${r.stdout}\n${r.stderr}`);
+  const lines = r.stdout.split('\n');
+  let n = 0;
+  for (const [i, line] of lines.entries()) {
+    const m = /^(ok|not ok) \d+ - (.*?)(?: # (SKIP|skip|TODO).*)?$/.exec(line);
+    if (!m) continue;
+    n++;
+    const name = `addon:${m[2].replace(/[^A-Za-z0-9.=-]+/g, '-').replace(/^-|-$/g, '').slice(0, 90)}`;
+    await check(name, () => {
+      expect(m[1] === 'ok', 'failed in the guest', lines.slice(i + 1, i + 30).join('\n'));
+      expect(!m[3], 'skipped in the guest (it must run here: the guest kernel has fs-verity)');
+    });
+  }
+  await check('addon-ava-run', () => {
+    expect(r.status === 0 && n >= 3, `ava exit ${r.status}, ${n} tests reported`, `${r.stdout.slice(-2000)}\n${r.stderr.slice(-2000)}`);
+  });
+}
+
+// ---- 2. the module --------------------------------------------------------------------------
+const loaded = await check('module-load', () => {
+  ok(sh('busybox', ['insmod', path.join(KB, 'unionblob.ko')]), 'insmod unionblob.ko');
+  expect(/\tunionblob$/m.test(fs.readFileSync('/proc/filesystems', 'utf8')), 'unionblob not in /proc/filesystems');
+});
+if (!loaded) process.exit(0);
+
+const blobHash = sha256(fs.readFileSync(BLOB));
+const storeHash = hashTree(STORE);
+const reference = path.join(T, 'extract');
+
+// ---- 3. read-only kernel mounts -------------------------------------------------------------
+await check('cfs-extract-reference', () => {
+  ok(cfs('extract', BLOB, reference, '--store', STORE), 'cfs extract');
+});
+
+await check('ro-mount-kernel-tree-equals-extract', async () => {
+  const mnt = mkdir('ro');
+  ok(cfs('mount', BLOB, mnt, '--store', STORE, '--backend', 'kernel'), 'cfs mount --backend kernel');
+  try {
+    const e = top(mnt);
+    eq(e?.fsType, 'unionblob', 'fs type at the target');
+    eq(e.source, BLOB, 'mount source');
+    expect(/^ro\b/.test(e.mountOptions), `mount options ${e.mountOptions}`);
+    expect(/basedir=/.test(e.superOptions), `superblock options ${e.superOptions}`);
+    const [want, got] = [await treeManifest(reference), await treeManifest(mnt)];
+    expect(got.entries.size >= 25, `only ${got.entries.size} entries in the mount`);
+    const diffs = diffManifests(want, got, { labels: ['extract', 'mount'], ignorePaths: (p) => p === '.' });
+    eq(diffs, [], 'tree of the mount vs cfs extract');
+    let err = '';
+    try { fs.writeFileSync(path.join(mnt, 'etc/hostname'), 'x'); } catch (x) { err = x.code; }
+    eq(err, 'EROFS', 'writing to the read-only mount');
+  } finally {
+    ok(cfs('umount', mnt), 'cfs umount');
+  }
+  released(mnt);
+});
+
+await check('auto-backend-picks-kernel-with-right-digest', () => {
+  const mnt = mkdir('auto');
+  const d = ok(sh('fsverity', ['digest', '--hash-alg=sha256', '--block-size=4096', '--compact', BLOB]), 'fsverity digest');
+  const r = ok(cfs('mount', BLOB, mnt, '--store', STORE, '--backend', 'auto', '--digest', d.stdout.trim()), 'cfs mount --backend auto --digest');
+  try {
+    expect(/kernel module/.test(r.stderr), `stderr does not name the kernel module: ${r.stderr.trim()}`);
+    eq(top(mnt)?.fsType, 'unionblob', 'fs type');
+    eq(fs.readFileSync(path.join(mnt, 'etc/hostname'), 'utf8'), 'example\n', 'etc/hostname');
+  } finally {
+    ok(cfs('umount', mnt), 'cfs umount');
+  }
+  released(mnt);
+});
+
+await check('digest-wrong-module-message-one-line', () => {
+  const mnt = mkdir('digest-bad');
+  const r = cfs('mount', BLOB, mnt, '--store', STORE, '--backend', 'kernel', '--digest', '0'.repeat(64));
+  const lines = r.stderr.trim().split('\n');
+  eq(r.status, 1, 'exit status');
+  eq(lines.length, 1, `stderr lines (${r.stderr.trim()})`);
+  expect(/^cfs: kernel mount of .* failed: fsconfig FSCONFIG_CMD_CREATE \(unionblob\): Invalid argument \(EINVAL\): unionblob: .*does not match digest=/.test(lines[0]),
+    `message: ${lines[0]}`);
+  released(mnt);
+});
+
+await check('fsconfig-messages-reach-the-caller', async () => {
+  const { fsMount } = await import(`${ROOT}/dist/mounter/addon.js`);
+  const mnt = mkdir('fsmount');
+  for (const [what, options, re] of [
+    ['rw', [['rw'], ['basedir', STORE]], /read-only/],
+    ['no basedir', [['ro']], /basedir= is required/],
+    ['bad digest=', [['ro'], ['basedir', STORE], ['digest', 'xyz']], /digest= wants 64 hex digits/],
+    ['missing store', [['ro'], ['basedir', '/work/nope']], /basedir \/work\/nope/],
+  ]) {
+    let err;
+    try {
+      fsMount({ fstype: 'unionblob', source: BLOB, target: mnt, options });
+    } catch (e) { err = e; }
+    if (!err) sh('umount', [mnt]);
+    expect(err, `${what}: mounted`);
+    expect(re.test(err.message) && err.kernelMessages?.length > 0, `${what}: ${err.message} ${JSON.stringify(err.kernelMessages)}`);
+  }
+  released(mnt);
+});
+
+await check('verity-require-store-with-fs-verity', () => {
+  const vstore = path.join(T, 'vstore');
+  const vblob = path.join(T, 'v.ub');
+  const b = ok(cfs('build', path.join(ROOT, 'examples/hello-oci.tar'), '-o', vblob, '--store', vstore, '--verity', '--json'), 'cfs build --verity');
+  const summary = JSON.parse(b.stdout.trim().split('\n').at(-1));
+  expect(summary.verityEnabled > 0, `no object got fs-verity: ${b.stdout.trim()}`);
+  const mnt = mkdir('verity');
+  ok(cfs('mount', vblob, mnt, '--store', vstore, '--backend', 'kernel', '--verity', 'require'), 'cfs mount --verity require');
+  try {
+    expect(/verity=require/.test(top(mnt)?.superOptions ?? ''), 'verity=require not in the superblock options');
+    const want = fs.readFileSync(path.join(reference, 'app/LICENSE'));
+    expect(fs.readFileSync(path.join(mnt, 'app/LICENSE')).equals(want), 'app/LICENSE differs');
+    expect(fs.readFileSync(path.join(mnt, 'etc/passwd')).equals(fs.readFileSync(path.join(reference, 'etc/passwd'))), 'etc/passwd differs');
+  } finally {
+    ok(cfs('umount', mnt), 'cfs umount');
+  }
+  released(mnt);
+});
+
+// ---- 4. the writable upper (overlayfs on the kernel mount) ----------------------------------
+{
+  const mnt = mkdir('rw');
+  const upper = mkdir('rw-upper');
+  const work = mkdir('rw-work');
+  const args = ['mount', BLOB, mnt, '--store', STORE, '--upper', upper, '--work', work, '--backend', 'kernel'];
+  let lower = '';
+  const J = (p) => path.join(mnt, p);
+  const mounted = await check('upper-mount-overlay-on-kernel-lower', () => {
+    ok(cfs(...args), 'cfs mount --upper');
+    eq(top(mnt)?.fsType, 'overlay', 'fs type at the target');
+    lower = JSON.parse(fs.readFileSync(path.join(RUN, 'mounts', states().find((f) => f.endsWith('.json'))), 'utf8')).lower;
+    expect(lower.startsWith(path.join(RUN, 'lower')), `lower ${lower}`);
+    eq(top(lower)?.fsType, 'unionblob', 'fs type of the hidden lower');
+  });
+  if (mounted) {
+    await check('upper-create-write-chmod-delete-rename', () => {
+      fs.writeFileSync(J('new-file'), 'created');
+      fs.appendFileSync(J('etc/hostname'), 'appended\n');       // inline file: copy-up
+      fs.appendFileSync(J('etc/passwd'), 'x:1:1::/:/bin/sh\n'); // external object: copy-up
+      fs.chmodSync(J('app/LICENSE'), 0o600);
+      fs.unlinkSync(J('etc/os-release'));                        // lower file: whiteout
+      fs.renameSync(J('app/config.json'), J('app/config.renamed'));
+      fs.rmSync(J('var/cache/app'), { recursive: true });
+      fs.unlinkSync(J('app/hello'));                             // one name of a hardlink
+      fs.mkdirSync(J('new-dir'));
+      fs.writeFileSync(J('new-dir/f'), 'x');
+      fs.unlinkSync(J('new-dir/f'));
+      eq(fs.readFileSync(J('bin/hello'), 'utf8'), fs.readFileSync(path.join(reference, 'bin/hello'), 'utf8'), 'the other name of the hardlink');
+      eq(getfattr(J('app/config.renamed'), 'user.origin'), 'layer2', 'xattr of the renamed (copied-up) file');
+      eq(fs.readFileSync(path.join(lower, 'etc/hostname'), 'utf8'), 'example\n', 'the lower is unchanged');
+      expect(fs.existsSync(path.join(lower, 'etc/os-release')), 'the lower still has etc/os-release');
+    });
+  }
+  await check('upper-umount-releases-overlay-and-lower', () => {
+    ok(cfs('umount', mnt), 'cfs umount');
+    released(mnt);
+    expect(!lower || !fs.existsSync(lower), 'the hidden lower directory is removed');
+    const wh = fs.lstatSync(path.join(upper, 'etc/os-release'));
+    expect(wh.isCharacterDevice() && wh.rdev === 0, 'no whiteout (0:0 char device) in the upper for etc/os-release');
+  });
+  await check('upper-remount-changes-persist', () => {
+    ok(cfs(...args), 'cfs mount --upper (again)');
+    try {
+      eq(fs.readFileSync(J('new-file'), 'utf8'), 'created', 'new-file');
+      eq(fs.readFileSync(J('etc/hostname'), 'utf8'), 'example\nappended\n', 'etc/hostname');
+      expect(fs.readFileSync(J('etc/passwd'), 'utf8').endsWith('x:1:1::/:/bin/sh\n'), 'etc/passwd');
+      eq(fs.statSync(J('app/LICENSE')).mode & 0o7777, 0o600, 'mode of app/LICENSE');
+      expect(!fs.existsSync(J('etc/os-release')), 'etc/os-release is back');
+      expect(!fs.existsSync(J('app/config.json')), 'app/config.json is back');
+      eq(fs.readFileSync(J('app/config.renamed'), 'utf8'), fs.readFileSync(path.join(reference, 'app/config.json'), 'utf8'), 'app/config.renamed');
+      expect(!fs.existsSync(J('var/cache/app')), 'var/cache/app is back');
+      expect(!fs.existsSync(J('app/hello')) && fs.existsSync(J('bin/hello')), 'hardlink names');
+      eq(fs.readdirSync(J('new-dir')), [], 'new-dir');
+    } finally {
+      ok(cfs('umount', mnt), 'cfs umount');
+    }
+    released(mnt);
+  });
+  await check('upper-blob-and-store-untouched', () => {
+    eq(sha256(fs.readFileSync(BLOB)), blobHash, 'sha256 of the blob');
+    eq(hashTree(STORE), storeHash, 'hash of the store tree');
+  });
+}
+
+// ---- 5. mount(8): cfs install-helper, mount -t unionblob, /etc/fstab --------------------------
+await check('install-helper', () => {
+  const r = ok(cfs('install-helper'), 'cfs install-helper');
+  expect(/installed \/sbin\/mount\.unionblob/.test(r.stdout), r.stdout);
+});
+
+await check('mount-t-unionblob-kernel', () => {
+  const mnt = mkdir('helper');
+  ok(sh('mount', ['-t', 'unionblob', BLOB, mnt, '-o', `basedir=${STORE}`]), 'mount -t unionblob');
+  try {
+    eq(top(mnt)?.fsType, 'unionblob', 'fs type');
+    eq(fs.readFileSync(path.join(mnt, 'etc/passwd')), fs.readFileSync(path.join(reference, 'etc/passwd')), 'etc/passwd');
+  } finally {
+    ok(cfs('umount', mnt), 'cfs umount');
+  }
+  released(mnt);
+});
+
+await check('mount-t-unionblob-module-message', () => {
+  const mnt = mkdir('helper-bad');
+  const r = sh('mount', ['-t', 'unionblob', BLOB, mnt, '-o', `basedir=${STORE},digest=${'1'.repeat(64)}`]);
+  expect(r.status !== 0, 'mounted');
+  expect(/unionblob: .*does not match digest=/.test(r.stderr), `stderr: ${r.stderr.trim()}`);
+  released(mnt);
+});
+
+await check('fstab-mount-target', () => {
+  const ro = mkdir('fstab-ro');
+  const rw = mkdir('fstab-rw');
+  const upper = mkdir('fstab-upper');
+  const work = mkdir('fstab-work');
+  fs.appendFileSync('/etc/fstab', `\n${BLOB} ${ro} unionblob basedir=${STORE},nofail 0 0\n` +
+    `${BLOB} ${rw} unionblob basedir=${STORE},upperdir=${upper},workdir=${work},backend=kernel,nofail 0 0\n`);
+  ok(sh('mount', [ro]), `mount ${ro}`);
+  try {
+    eq(top(ro)?.fsType, 'unionblob', 'fs type of the read-only fstab mount');
+    eq(fs.readFileSync(path.join(ro, 'etc/hostname'), 'utf8'), 'example\n', 'etc/hostname');
+    ok(sh('mount', [rw]), `mount ${rw}`);
+    try {
+      eq(top(rw)?.fsType, 'overlay', 'fs type of the writable fstab mount');
+      fs.writeFileSync(path.join(rw, 'via-fstab'), 'yes');
+      eq(fs.readFileSync(path.join(upper, 'via-fstab'), 'utf8'), 'yes', 'the write reached the upper');
+    } finally {
+      ok(cfs('umount', rw), `cfs umount ${rw}`);
+    }
+  } finally {
+    ok(cfs('umount', ro), `cfs umount ${ro}`);
+  }
+  released(ro);
+  released(rw);
+});
+
+// ---- 6. nothing left ------------------------------------------------------------------------
+await check('no-stray-mounts-or-state', () => {
+  const stray = readMountinfo().filter((e) => e.mountPoint.startsWith(T) || e.mountPoint.startsWith(RUN) || /unionblob|^overlay$/.test(e.fsType));
+  eq(stray.map((e) => `${e.mountPoint} ${e.fsType}`), [], 'mounts left');
+  eq(states(), [], 'state files');
+  eq(sha256(fs.readFileSync(BLOB)), blobHash, 'sha256 of the blob');
+  eq(hashTree(STORE), storeHash, 'hash of the store tree');
+});
+
+await check('module-unload', () => {
+  ok(sh('busybox', ['rmmod', 'unionblob']), 'rmmod unionblob (still in use?)');
+});
+say(`UBDIAG time ${uptime()} done`);
