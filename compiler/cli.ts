@@ -7,7 +7,7 @@ import { registerExtract } from './extract.js';
 import { registerFsck } from './fsck.js';
 import { registerGc } from './gc.js';
 import { registerMount } from '../mounter/mount.js';
-import { registerSnapshotter } from '../snapshotter/server.js';
+import { registerSnapshotter } from '../snapshotter/command.js';
 
 export async function main(argv: string[]): Promise<void> {
   const program = new Command();

@@ -4,7 +4,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import type { Command } from 'commander';
 import { ContentClient } from './content.js';
 import { SnapshotError } from './db.js';
 import { loadApi, lookup } from './proto.js';
@@ -110,28 +109,4 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
       sn.close();
     },
   };
-}
-
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
-export function registerSnapshotter(program: Command): void {
-  program
-    .command('snapshotter')
-    .description('serve the containerd snapshots API (proxy plugin): image chains as unionblob blobs')
-    .requiredOption('--root <dir>', 'state directory (metadata.db, snapshots/, mounts/)')
-    .requiredOption('--address <sock>', 'unix socket to listen on')
-    .option('--store <dir>', 'object store, shared with cfs build (repeatable; default ROOT/store)', collect, [])
-    .option('--containerd-address <sock>', "containerd's gRPC socket: enables the fast path (layers read from its content store)")
-    .option('--backend <b>', 'auto | kernel | fuse', 'auto')
-    .action(async (o: { root: string; address: string; store: string[]; containerdAddress?: string; backend: 'auto' | 'kernel' | 'fuse' }) => {
-      const running = await serve({ root: o.root, address: o.address, stores: o.store, containerdAddress: o.containerdAddress, backend: o.backend });
-      await new Promise<void>((resolve) => {
-        const stop = () => resolve();
-        process.once('SIGTERM', stop);
-        process.once('SIGINT', stop);
-      });
-      await running.stop();
-    });
 }
