@@ -63,23 +63,44 @@ const sha256Once: (data: Uint8Array) => Buffer =
     ? (data) => crypto.hash('sha256', data, 'buffer')
     : (data) => crypto.createHash('sha256').update(data).digest();
 const VERITY_BLOCK = 4096;
+/** Hashes per Merkle block: contents of up to this many blocks have a one-level tree. */
+const HASHES_PER_BLOCK = VERITY_BLOCK / 32;
 const blockScratch = Buffer.alloc(VERITY_BLOCK);
+const level0Scratch = Buffer.alloc(VERITY_BLOCK);
 /** fsverity_descriptor (see format/verity.ts): version 1, SHA-256, 4096-byte blocks, no salt. */
 const descriptorScratch = Buffer.alloc(256);
 descriptorScratch.set([1, 1, 12, 0]);
 
 /**
- * fs-verity digest of an in-memory content. Most image files fit in one Merkle block, whose
- * root is just the hash of the zero-padded block: computed here without the general hasher's
- * per-file buffers (a million small files otherwise cost seconds of allocation and GC).
+ * fs-verity digest of an in-memory content, without the general hasher's per-file buffers (a
+ * million small files otherwise cost seconds of allocation and GC). Contents of one block (most
+ * image files) have the hash of the zero-padded block as Merkle root; contents of 2..128 blocks
+ * (up to 512 KiB) have one level of block hashes, packed into one zero-padded block whose hash
+ * is the root. Bigger and empty contents go through verityDigest().
  * Must equal verityDigest(); the tests compare them at every boundary.
  */
 export function hashBuffer(buf: Buffer): Buffer {
-  if (buf.length === 0 || buf.length > VERITY_BLOCK) return keepDigest(verityDigest(buf));
-  blockScratch.set(buf);
-  blockScratch.fill(0, buf.length);
-  sha256Once(blockScratch).copy(descriptorScratch, 16);
-  descriptorScratch.writeUInt32LE(buf.length, 8); // le64 data_size; the high half stays 0
+  const n = buf.length;
+  if (n === 0 || n > HASHES_PER_BLOCK * VERITY_BLOCK) return keepDigest(verityDigest(buf));
+  let root: Buffer;
+  if (n <= VERITY_BLOCK) {
+    blockScratch.set(buf);
+    blockScratch.fill(0, n);
+    root = sha256Once(blockScratch);
+  } else {
+    const whole = Math.floor(n / VERITY_BLOCK);
+    const blocks = Math.ceil(n / VERITY_BLOCK);
+    for (let b = 0; b < whole; b++) sha256Once(buf.subarray(b * VERITY_BLOCK, (b + 1) * VERITY_BLOCK)).copy(level0Scratch, b * 32);
+    if (blocks > whole) {
+      blockScratch.set(buf.subarray(whole * VERITY_BLOCK));
+      blockScratch.fill(0, n - whole * VERITY_BLOCK);
+      sha256Once(blockScratch).copy(level0Scratch, whole * 32);
+    }
+    level0Scratch.fill(0, blocks * 32);
+    root = sha256Once(level0Scratch);
+  }
+  root.copy(descriptorScratch, 16);
+  descriptorScratch.writeUInt32LE(n, 8); // le64 data_size; the high half stays 0 (n <= 512 KiB)
   return keepDigest(sha256Once(descriptorScratch));
 }
 

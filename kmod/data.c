@@ -120,11 +120,26 @@ static struct file *ubfs_open_real(struct file *file, const struct path *real,
 #endif
 }
 
+/* "objects/XX/YYYY..." of an inode's object, for lookups and log lines. */
+static int ubfs_object_rel(struct inode *inode, u8 digest[UB_DIGEST_SIZE],
+			   char rel[UBFS_OBJ_PREFIX_LEN + UB_OBJECT_PATH_LEN])
+{
+	const struct ub_inode_info *info = &UBFS_I(inode)->info;
+	int err;
+
+	err = ub_get_digest(UBFS_BLOB(inode), info, digest);
+	if (err)
+		return ubfs_reader_error(inode->i_sb, err, "object digest", info->index);
+	memcpy(rel, UBFS_OBJ_PREFIX, UBFS_OBJ_PREFIX_LEN);
+	ub_object_path(digest, rel + UBFS_OBJ_PREFIX_LEN);
+	return 0;
+}
+
 static int ubfs_open_external(struct inode *inode, struct file *file)
 {
 	struct ubfs_sb_info *sbi = UBFS_SB(inode->i_sb);
-	const struct ub_inode_info *info = &UBFS_I(inode)->info;
-	char rel[UBFS_OBJ_PREFIX_LEN + UB_OBJECT_PATH_LEN] = UBFS_OBJ_PREFIX;
+	struct ubfs_inode *ui = UBFS_I(inode);
+	char rel[UBFS_OBJ_PREFIX_LEN + UB_OBJECT_PATH_LEN] = "";
 	u8 digest[UB_DIGEST_SIZE];
 	const struct cred *old_cred;
 	struct file *realfile;
@@ -133,28 +148,40 @@ static int ubfs_open_external(struct inode *inode, struct file *file)
 
 	if (file->f_mode & FMODE_WRITE)
 		return -EROFS;
-	err = ub_get_digest(UBFS_BLOB(inode), info, digest);
-	if (err)
-		return ubfs_reader_error(inode->i_sb, err, "object digest", info->index);
-	ub_object_path(digest, rel + UBFS_OBJ_PREFIX_LEN);
+
+	/* An earlier open found the object: no digest to read, no store lookup. */
+	spin_lock(&inode->i_lock);
+	realpath = ui->object;
+	path_get(&realpath);
+	spin_unlock(&inode->i_lock);
+
+	if (!realpath.dentry || sbi->verity != UBFS_VERITY_OFF) {
+		err = ubfs_object_rel(inode, digest, rel);
+		if (err) {
+			path_put(&realpath);
+			return err;
+		}
+	}
 
 	/* The mounter's credentials: readers need no rights on the store. */
 	old_cred = override_creds(sbi->creds);
-	err = ubfs_find_object(sbi, rel, &realpath);
-	if (!err) {
+	err = realpath.dentry ? 0 : ubfs_find_object(sbi, rel, &realpath);
+	if (!err)
 		realfile = ubfs_open_real(file, &realpath, sbi->creds);
-		path_put(&realpath);
-	}
 	revert_creds(old_cred);
 	if (err) {
 		ubfs_err(inode->i_sb, "object %s (inode %lu) not in any store: %d",
 			 rel, inode->i_ino, err);
 		return -EIO;
 	}
-	if (IS_ERR(realfile))
+	if (IS_ERR(realfile)) {
+		path_put(&realpath);
 		return PTR_ERR(realfile);
+	}
 
 	if (i_size_read(file_inode(realfile)) != inode->i_size) {
+		if (!rel[0] && ubfs_object_rel(inode, digest, rel))
+			strscpy(rel, "?", sizeof(rel));
 		ubfs_err(inode->i_sb, "object %s has size %lld, the blob says %lld",
 			 rel, i_size_read(file_inode(realfile)), inode->i_size);
 		err = -EIO;
@@ -164,11 +191,21 @@ static int ubfs_open_external(struct inode *inode, struct file *file)
 	if (err)
 		goto fail;
 
+	/* Remember the object (the first opener to get here wins). */
+	spin_lock(&inode->i_lock);
+	if (!ui->object.dentry) {
+		ui->object = realpath;
+		realpath = (struct path){};
+	}
+	spin_unlock(&inode->i_lock);
+	path_put(&realpath);
+
 	file->private_data = realfile;
 	file->f_mode |= realfile->f_mode & FMODE_CAN_ODIRECT;
 	return 0;
 fail:
 	fput(realfile);
+	path_put(&realpath);
 	return err;
 }
 

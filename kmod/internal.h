@@ -63,6 +63,13 @@ struct ubfs_inode {
 	dev_t verified_dev;
 	unsigned long verified_ino;
 	u32 verified_gen;
+	/*
+	 * External files: the object found by the first successful open, so
+	 * later opens neither read the digest nor look it up in the stores.
+	 * Held (like overlayfs's lower paths) until the inode is evicted;
+	 * protected by i_lock.
+	 */
+	struct path object;
 	struct inode vfs_inode;
 };
 

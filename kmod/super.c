@@ -8,6 +8,7 @@
  * filesystem is always read-only: asking for rw is refused with a message.
  */
 #include <linux/module.h>
+#include <linux/mm.h>
 #include <linux/fs_parser.h>
 #include <linux/namei.h>
 #include <linux/seq_file.h>
@@ -37,7 +38,19 @@ static struct inode *ubfs_alloc_inode(struct super_block *sb)
 	ui->verified_dev = 0;
 	ui->verified_ino = 0;
 	ui->verified_gen = 0;
+	ui->object = (struct path){};
 	return &ui->vfs_inode;
+}
+
+static void ubfs_evict_inode(struct inode *inode)
+{
+	struct ubfs_inode *ui = UBFS_I(inode);
+
+	truncate_inode_pages_final(&inode->i_data);
+	clear_inode(inode);
+	/* the object an open remembered (data.c) */
+	path_put(&ui->object);
+	ui->object = (struct path){};
 }
 
 static void ubfs_free_inode(struct inode *inode)
@@ -89,6 +102,7 @@ static int ubfs_show_options(struct seq_file *m, struct dentry *root)
 static const struct super_operations ubfs_sops = {
 	.alloc_inode	= ubfs_alloc_inode,
 	.free_inode	= ubfs_free_inode,
+	.evict_inode	= ubfs_evict_inode,
 	.statfs		= ubfs_statfs,
 	.show_options	= ubfs_show_options,
 };

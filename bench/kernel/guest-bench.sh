@@ -1,0 +1,170 @@
+#!/bin/busybox sh
+# /init of the bench guest (busybox + ubbench). Prints on the serial console:
+#   UBB info KEY=VALUE...                                     the setting
+#   UBB img=I cfg=C test=T rep=N KEY=VALUE... us=MICROSECONDS  one measurement
+#   UBB error TEXT                                            something did not work
+#   UBB end
+# Disks (NVMe, found by serial): ubdata = ext4 made by prepare.sh (mounted read-only at /d),
+# uberofsa / uberofss = the erofs images of image a / the synthetic image.
+# Kernel command line: ubreps=N (default 5), ubimages=a,s, ubskip=TEST,... (tests to leave out).
+
+/bin/busybox --install -s /bin
+export PATH=/bin
+echo
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mkdir -p /d /m /tmp && mount -t tmpfs tmp /tmp
+
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
+REPS=$(arg ubreps); REPS=${REPS:-5}
+IMAGES=$(arg ubimages | tr ',' ' '); IMAGES=${IMAGES:-a s}
+SKIP=",$(arg ubskip),"
+CFGS="ext4 erofs overlay unionblob"
+
+info() { echo "UBB info $*"; }
+err() { echo "UBB error $*"; }
+end() {
+	dmesg | grep -E 'BUG|Oops|WARNING|general protection|Call Trace|unionblob' |
+		grep -vE 'taints kernel|module verification failed' | head -20 | sed 's/^/UBB dmesg /'
+	echo "UBB end"
+	poweroff -f
+}
+
+for m in $(cat /modules/order); do
+	insmod "/modules/$m" 2>/tmp/insmod.err || err "insmod $m: $(cat /tmp/insmod.err)"
+done
+insmod /modules/unionblob.ko || { err "insmod unionblob.ko"; end; }
+grep -q erofs /proc/filesystems || err "no erofs in /proc/filesystems"
+
+i=0
+while [ "$(ls /sys/block | grep -c nvme)" -lt 3 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+DATA=$(ubbench serial-dev ubdata)
+EROFS_a=$(ubbench serial-dev uberofsa)
+EROFS_s=$(ubbench serial-dev uberofss)
+mount -t ext4 -o ro "$DATA" /d || { err "cannot mount $DATA"; end; }
+
+info "kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) mem-kB=$(awk '/^MemTotal/ {print $2}' /proc/meminfo) reps=$REPS images=$(echo $IMAGES | tr ' ' ,)"
+info "erofs=$(if [ -e /modules/erofs.ko ]; then echo module; else echo built-in; fi) data=$DATA erofs-a=$EROFS_a erofs-s=$EROFS_s"
+
+# Per image and config: directory, mount arguments, big file.
+dir() { # IMG CFG
+	case $2 in
+	ext4) echo "/d/t/$1" ;;
+	*) echo "/m/$2-$1" ;;
+	esac
+}
+lowerdirs() {
+	case $1 in
+	a) echo /d/o/a/3:/d/o/a/2:/d/o/a/1 ;;
+	# one layer: the unpacked tree is the layer's directory; overlayfs without an upper
+	# directory refuses a single lower one, so an empty layer goes under it
+	s) echo /d/t/s:/d/o/empty ;;
+	esac
+}
+# do_mount IMG CFG [--cold]: mount(2) of one config, timed by ubbench
+do_mount() {
+	case $2 in
+	erofs) eval "dev=\$EROFS_$1"; ubbench mount $3 erofs "$dev" "$(dir "$1" erofs)" ;;
+	overlay) ubbench mount $3 overlay ovl "$(dir "$1" overlay)" "lowerdir=$(lowerdirs "$1")" ;;
+	unionblob) ubbench mount $3 unionblob "$1" "$(dir "$1" unionblob)" "descriptor=/d/u/$1.ub,basedir=/d/u/store-$1" ;;
+	esac
+}
+skip() { case $SKIP in *",$1,"*) return 0 ;; esac; return 1; }
+# rec IMG CFG TEST REP OUTPUT...
+rec() {
+	r="img=$1 cfg=$2 test=$3 rep=$4"
+	shift 4
+	case "$*" in
+	us=*|*" us="*) echo "UBB $r $*" ;;
+	*) err "$r: $*" ;;
+	esac
+}
+
+for img in $IMAGES; do
+	for c in erofs overlay unionblob; do mkdir -p "$(dir "$img" $c)"; done
+	big=
+	[ "$img" = s ] && big=data/big
+
+	# ---- mount time: mount(2) alone, after drop_caches (cold) and right after an unmount (warm)
+	# ext4: the data disk itself, unmounted and mounted again (nothing else mounted from it).
+	if ! skip mount; then
+		for rep in $(seq "$REPS"); do
+			rec "$img" ext4 mount-cold "$rep" "$(ubbench remount-cycle --cold "$DATA" /d ext4)"
+			for c in erofs overlay unionblob; do
+				rec "$img" $c mount-cold "$rep" "$(do_mount "$img" $c --cold)"
+				umount "$(dir "$img" $c)"
+			done
+		done
+		for c in erofs overlay unionblob; do do_mount "$img" $c >/dev/null && umount "$(dir "$img" $c)"; done
+		for rep in $(seq "$REPS"); do
+			rec "$img" ext4 mount-warm "$rep" "$(ubbench remount-cycle "$DATA" /d ext4)"
+			for c in erofs overlay unionblob; do
+				rec "$img" $c mount-warm "$rep" "$(do_mount "$img" $c)"
+				umount "$(dir "$img" $c)"
+			done
+		done
+	fi
+	mount | grep -q ' /d ' || mount -t ext4 -o ro "$DATA" /d
+	for c in erofs overlay unionblob; do
+		do_mount "$img" $c >/dev/null || err "mount $img $c failed: $(dmesg | tail -n 3 | tr '\n' '|')"
+	done
+
+	# ---- metadata walk: stat of every entry; cold = after drop_caches, round robin
+	if ! skip walk-cold; then
+		for rep in $(seq "$REPS"); do
+			for c in $CFGS; do rec "$img" $c walk-cold "$rep" "$(ubbench walk --cold "$(dir "$img" $c)")"; done
+		done
+	fi
+	if ! skip walk-warm; then
+		ubbench drop
+		for c in $CFGS; do ubbench walk "$(dir "$img" $c)" >/dev/null; done
+		for rep in $(seq "$REPS"); do
+			for c in $CFGS; do rec "$img" $c walk-warm "$rep" "$(ubbench walk "$(dir "$img" $c)")"; done
+		done
+	fi
+
+	# ---- open + read of every file (the list comes from an untimed walk)
+	if ! skip read-warm; then
+		# all four warm at once (the guest has memory for it; see the free-kB info line)
+		ubbench drop
+		for c in $CFGS; do ubbench readall "$(dir "$img" $c)" >/dev/null; done
+		info "img=$img read-warm-free-kB=$(awk '/^MemFree/ {print $2}' /proc/meminfo) cached-kB=$(awk '/^Cached/ {print $2}' /proc/meminfo)"
+		for rep in $(seq "$REPS"); do
+			for c in $CFGS; do rec "$img" $c read-warm "$rep" "$(ubbench readall "$(dir "$img" $c)")"; done
+		done
+	fi
+	if ! skip open-warm; then
+		# open + close alone (the files stay warm from read-warm): the per-open cost
+		for c in $CFGS; do ubbench openall "$(dir "$img" $c)" >/dev/null; done
+		for rep in $(seq "$REPS"); do
+			for c in $CFGS; do rec "$img" $c open-warm "$rep" "$(ubbench openall "$(dir "$img" $c)")"; done
+		done
+	fi
+	if ! skip read-cold; then
+		for rep in $(seq "$REPS"); do
+			for c in $CFGS; do rec "$img" $c read-cold "$rep" "$(ubbench readall --cold "$(dir "$img" $c)")"; done
+		done
+	fi
+
+	# ---- sequential read of the big file
+	if [ -n "$big" ]; then
+		if ! skip seq-cold; then
+			for rep in $(seq "$REPS"); do
+				for c in $CFGS; do rec "$img" $c seq-cold "$rep" "$(ubbench seq --cold "$(dir "$img" $c)/$big")"; done
+			done
+		fi
+		if ! skip seq-warm; then
+			ubbench drop
+			for c in $CFGS; do ubbench seq "$(dir "$img" $c)/$big" >/dev/null; done
+			for rep in $(seq "$REPS"); do
+				for c in $CFGS; do rec "$img" $c seq-warm "$rep" "$(ubbench seq "$(dir "$img" $c)/$big")"; done
+			done
+		fi
+	fi
+
+	grep unionblob_inode /proc/slabinfo | awk -v i="$img" '{print "UBB info img=" i " slab-unionblob_inode-active=" $2 " objsize=" $4}'
+	for c in erofs overlay unionblob; do umount "$(dir "$img" $c)" || err "umount $img $c"; done
+	ubbench drop
+done
+end

@@ -1,0 +1,143 @@
+// bench/kernel: turns the guest's UBB lines into tables (median, spread, ratio to ext4 of the
+// same run) and checks the targets of issue #3. Run by bench/kernel/run.sh.
+//
+//   node bench/kernel/report.mjs RAW.log [--host TEXT] [--date TEXT] [--elapsed S] [--write RESULTS.md]
+//
+// --write replaces what lies between "<!-- bench:begin -->" and "<!-- bench:end -->" in that file.
+import { readFileSync, writeFileSync } from 'node:fs';
+
+const argv = process.argv.slice(2);
+const opt = (name) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
+const raw = argv[0];
+if (!raw) { console.error('usage: node bench/kernel/report.mjs RAW.log [--write FILE]'); process.exit(2); }
+
+const CFGS = ['ext4', 'erofs', 'overlay', 'unionblob'];
+const CFG_LABEL = { ext4: 'ext4 (unpacked)', erofs: 'erofs', overlay: 'overlayfs', unionblob: 'unionblob' };
+const TESTS = [
+  ['mount-cold', 'mount, cold caches', 'ms'],
+  ['mount-warm', 'mount, warm', 'ms'],
+  ['walk-cold', 'stat walk, cold', 's'],
+  ['walk-warm', 'stat walk, warm', 's'],
+  ['read-warm', 'open+read every file, warm', 's'],
+  ['open-warm', 'open+close every file (no read), warm', 's'],
+  ['read-cold', 'open+read every file, cold', 's'],
+  ['seq-cold', 'sequential read of the big file, cold', 's'],
+  ['seq-warm', 'sequential read of the big file, warm', 's'],
+];
+// issue #3: unionblob within 1.2x of ext4 on warm walks and reads; mount < 50 ms.
+const TARGETS = {
+  'walk-warm': { ratio: 1.2 },
+  'read-warm': { ratio: 1.2 },
+  'mount-cold': { ms: 50 },
+  'mount-warm': { ms: 50 },
+};
+const IMAGE_LABEL = { a: 'Debian image `a`', s: 'synthetic image' };
+
+const info = {};
+const errors = [];
+const runs = new Map(); // img/test/cfg -> [{us, ...}]
+for (const line of readFileSync(raw, 'utf8').split('\n')) {
+  if (!line.startsWith('UBB ')) continue;
+  const rest = line.slice(4);
+  if (rest.startsWith('info ')) {
+    for (const kv of rest.slice(5).split(' ')) { const [k, v] = kv.split('='); if (v !== undefined) info[k] = v; }
+    continue;
+  }
+  if (rest.startsWith('error ') || rest.startsWith('dmesg ')) { errors.push(rest); continue; }
+  if (!rest.startsWith('img=')) continue;
+  const r = Object.fromEntries(rest.split(' ').map((kv) => kv.split('=')));
+  const key = `${r.img}/${r.test}/${r.cfg}`;
+  if (!runs.has(key)) runs.set(key, []);
+  runs.get(key).push(r);
+}
+
+const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
+function stats(img, test, cfg) {
+  const rs = runs.get(`${img}/${test}/${cfg}`);
+  if (!rs || !rs.length) return null;
+  const us = rs.map((r) => Number(r.us));
+  const med = median(us);
+  const spread = med ? Math.max(Math.max(...us) - med, med - Math.min(...us)) / med : 0;
+  return { med, spread, n: us.length, rs };
+}
+// The ratio to ext4: the median, over the rounds, of this config's time over ext4's time in
+// the same round (measured seconds apart), which cancels slow drifts of a shared host; the
+// ratio of the medians where rounds do not pair up.
+function pairedRatio(s, base) {
+  const ext = new Map(base.rs.map((r) => [r.rep, Number(r.us)]));
+  const rs = s.rs.filter((r) => ext.get(r.rep) > 0).map((r) => Number(r.us) / ext.get(r.rep));
+  return rs.length === s.rs.length && rs.length ? median(rs) : s.med / base.med;
+}
+function fmt(us, unit) {
+  if (unit === 'ms') { const ms = us / 1000; return `${ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0)} ms`; }
+  const s = us / 1e6;
+  return `${s < 1 ? s.toFixed(3) : s < 10 ? s.toFixed(2) : s.toFixed(1)} s`;
+}
+
+const images = [...new Set([...runs.keys()].map((k) => k.split('/')[0]))];
+const out = [];
+out.push(`Guest: Linux ${info.kernel ?? '?'} (Debian), qemu TCG, ${info.cpus ?? '?'} vCPUs, ` +
+  `${Math.round(Number(info['mem-kB'] ?? 0) / 1024)} MiB; erofs ${info.erofs ?? '?'}; ` +
+  `${info.reps ?? '?'} repetitions per figure.`);
+if (opt('host')) out.push(`Host: ${opt('host')}.`);
+if (opt('date')) out.push(`Date: ${opt('date')}${opt('elapsed') ? `; whole run ${Math.round(Number(opt('elapsed')) / 60)} min` : ''}.`);
+out.push('');
+out.push('Each cell: median of the repetitions, ±the largest deviation of one from it, and the ratio to ' +
+  'ext4 (lower is better): the median over the rounds of config time / ext4 time in the same round.');
+
+const misses = [];
+for (const img of images) {
+  const w = stats(img, 'walk-warm', 'ext4') ?? stats(img, 'walk-cold', 'ext4');
+  const rd = stats(img, 'read-warm', 'ext4');
+  out.push('');
+  out.push(`### ${IMAGE_LABEL[img] ?? img}` +
+    (w ? `: ${Number(w.rs[0].entries).toLocaleString('en-US')} entries` : '') +
+    (rd ? `, ${Number(rd.rs[0].files).toLocaleString('en-US')} regular files, ${(Number(rd.rs[0].bytes) / 1e6).toFixed(0)} MB` : ''));
+  out.push('');
+  out.push(`| | ${CFGS.map((c) => CFG_LABEL[c]).join(' | ')} | target (unionblob) |`);
+  out.push(`|---|${CFGS.map(() => '---:').join('|')}|---|`);
+  for (const [test, label, unit] of TESTS) {
+    const base = stats(img, test, 'ext4');
+    if (!base) continue;
+    const cells = CFGS.map((cfg) => {
+      const s = stats(img, test, cfg);
+      if (!s) return '–';
+      const ratio = cfg === 'ext4' ? '' : ` **×${pairedRatio(s, base).toFixed(2)}**`;
+      return `${fmt(s.med, unit)} ±${Math.round(s.spread * 100)}%${ratio}`;
+    });
+    let target = '';
+    const t = TARGETS[test];
+    const ub = stats(img, test, 'unionblob');
+    if (t && ub) {
+      const ok = t.ratio ? pairedRatio(ub, base) <= t.ratio : ub.med / 1000 < t.ms;
+      target = `${t.ratio ? `≤ ×${t.ratio}` : `< ${t.ms} ms`}: ${ok ? 'met' : '**missed**'}`;
+      if (!ok) misses.push(`${img} ${test}`);
+    }
+    out.push(`| ${label} | ${cells.join(' | ')} | ${target} |`);
+  }
+  // The same tree everywhere? (erofs: see RESULTS.md about 255-byte names)
+  const counts = CFGS.map((cfg) => { const s = stats(img, 'walk-warm', cfg) ?? stats(img, 'walk-cold', cfg); return s ? `${cfg} ${s.rs[0].entries}` : null; }).filter(Boolean);
+  const files = CFGS.map((cfg) => { const s = stats(img, 'read-warm', cfg); return s ? `${cfg} ${s.rs[0].files}/${s.rs[0].bytes}` : null; }).filter(Boolean);
+  const errs = [...runs.entries()].filter(([k]) => k.startsWith(`${img}/`)).flatMap(([, rs]) => rs).filter((r) => r.errors && r.errors !== '0');
+  out.push('');
+  out.push(`Entries walked: ${counts.join(', ')}. Files/bytes read: ${files.join(', ')}.` +
+    (errs.length ? ` **${errs.length} measurements reported errors.**` : ''));
+}
+out.push('');
+out.push(misses.length ? `Targets missed: ${misses.join(', ')}.` : 'All targets met.');
+if (errors.length) {
+  out.push('');
+  out.push('Guest errors:');
+  for (const e of errors) out.push(`    ${e}`);
+}
+const text = out.join('\n') + '\n';
+process.stdout.write(text);
+
+const file = opt('write');
+if (file) {
+  const doc = readFileSync(file, 'utf8');
+  const b = '<!-- bench:begin -->', e = '<!-- bench:end -->';
+  const i = doc.indexOf(b), j = doc.indexOf(e);
+  if (i < 0 || j < i) { console.error(`report: no ${b} ... ${e} in ${file}`); process.exit(1); }
+  writeFileSync(file, doc.slice(0, i + b.length) + '\n' + text + doc.slice(j));
+}

@@ -1,0 +1,305 @@
+// SPDX-License-Identifier: Apache-2.0
+/*
+ * ubbench: the guest-side timer of bench/kernel (gcc -static; the initramfs has only
+ * busybox).  Each command times only the work itself, in-process, with CLOCK_MONOTONIC,
+ * and prints one line of KEY=VALUE pairs, "us=" being the elapsed microseconds.
+ * --cold first syncs and drops the page, dentry and inode caches (drop_caches=3), then
+ * starts the clock.
+ *
+ *   ubbench walk [--cold] DIR         stat of every entry: getdents64 + fstatat(AT_SYMLINK_
+ *                                     NOFOLLOW) relative to the open directory, as find(1)
+ *                                     does; "entries=N dirs=N us=T"
+ *   ubbench readall [--cold] DIR      an untimed walk collects the regular files (walk
+ *                                     order), then times open + read(64 KiB) to EOF + close
+ *                                     of each, by path; "files=N bytes=N us=T"
+ *   ubbench openall [--cold] DIR      the same list, timing open + close only (no read)
+ *   ubbench seq [--cold] FILE         read(1 MiB) to EOF; "bytes=N us=T"
+ *   ubbench mount [--cold] TYPE SRC DIR [DATA]
+ *                                     mount(2) read-only; "us=T" (ERR on failure)
+ *   ubbench umount DIR                umount(2)
+ *   ubbench remount-cycle [--cold] DEV DIR TYPE
+ *                                     umount DIR, then time mount(DEV, DIR, TYPE, ro)
+ *   ubbench drop                      sync + drop_caches=3
+ *   ubbench serial-dev SERIAL         /dev/nvmeXnY of the NVMe namespace whose controller
+ *                                     has that serial number
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void die(const char *what, const char *arg)
+{
+	printf("ERR %s %s %s\n", what, arg, strerror(errno));
+	exit(1);
+}
+
+static void drop_caches(void)
+{
+	int fd;
+
+	sync();
+	fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd < 0 || write(fd, "3", 1) != 1)
+		die("drop_caches", "");
+	close(fd);
+}
+
+struct linux_dirent64 {
+	unsigned long long d_ino;
+	long long d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+static long long n_entries, n_dirs, n_errors;
+static char **files;
+static size_t n_files, cap_files;
+
+static void add_file(const char *path, size_t plen, const char *name)
+{
+	size_t nlen = strlen(name);
+	char *p = malloc(plen + nlen + 2);
+
+	memcpy(p, path, plen);
+	p[plen] = '/';
+	memcpy(p + plen + 1, name, nlen + 1);
+	if (n_files == cap_files) {
+		cap_files = cap_files ? 2 * cap_files : 4096;
+		files = realloc(files, cap_files * sizeof(*files));
+	}
+	files[n_files++] = p;
+}
+
+/* Walk the open directory DFD (closed here); PATH is only kept to collect file names. */
+static void walk(int dfd, char *path, size_t plen, int collect, int depth)
+{
+	char *buf = malloc(32768);
+	long n;
+
+	n_dirs++;
+	while ((n = syscall(SYS_getdents64, dfd, buf, 32768)) > 0) {
+		for (long off = 0; off < n;) {
+			struct linux_dirent64 *de = (void *)(buf + off);
+			const char *name = de->d_name;
+			struct stat st;
+
+			off += de->d_reclen;
+			if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
+				continue;
+			n_entries++;
+			if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW)) {
+				n_errors++;
+				continue;
+			}
+			if (S_ISREG(st.st_mode) && collect)
+				add_file(path, plen, name);
+			if (S_ISDIR(st.st_mode) && depth < 256) {
+				int cfd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+				size_t nlen = strlen(name);
+
+				if (cfd < 0) {
+					n_errors++;
+					continue;
+				}
+				if (collect) {
+					path[plen] = '/';
+					memcpy(path + plen + 1, name, nlen + 1);
+				}
+				walk(cfd, path, collect ? plen + 1 + nlen : 0, collect, depth + 1);
+				if (collect)
+					path[plen] = 0;
+			}
+		}
+	}
+	if (n < 0)
+		n_errors++;
+	free(buf);
+	close(dfd);
+}
+
+static int open_root(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		die("open", dir);
+	return fd;
+}
+
+static int cmd_walk(const char *dir, int cold)
+{
+	long long t0;
+	int fd;
+
+	if (cold)
+		drop_caches();
+	t0 = now_us();
+	fd = open_root(dir);
+	walk(fd, NULL, 0, 0, 0);
+	printf("entries=%lld dirs=%lld errors=%lld us=%lld\n", n_entries, n_dirs, n_errors,
+	       now_us() - t0);
+	return 0;
+}
+
+static int cmd_readall(const char *dir, int cold, int read_data)
+{
+	static char buf[1 << 16];
+	static char path[1 << 16];
+	long long t0, bytes = 0;
+	size_t i;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "%s", dir);
+	walk(open_root(dir), path, strlen(path), 1, 0);
+	if (cold)
+		drop_caches();
+	t0 = now_us();
+	for (i = 0; i < n_files; i++) {
+		int fd = open(files[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (fd < 0) {
+			n_errors++;
+			continue;
+		}
+		while (read_data && (n = read(fd, buf, sizeof(buf))) > 0)
+			bytes += n;
+		if (read_data && n < 0)
+			n_errors++;
+		close(fd);
+	}
+	printf("files=%zu bytes=%lld errors=%lld us=%lld\n", n_files, bytes, n_errors, now_us() - t0);
+	return 0;
+}
+
+static int cmd_seq(const char *file, int cold)
+{
+	static char buf[1 << 20];
+	long long t0, bytes = 0;
+	ssize_t n;
+	int fd;
+
+	if (cold)
+		drop_caches();
+	t0 = now_us();
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die("open", file);
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		bytes += n;
+	if (n < 0)
+		die("read", file);
+	close(fd);
+	printf("bytes=%lld us=%lld\n", bytes, now_us() - t0);
+	return 0;
+}
+
+static int cmd_mount(const char *type, const char *src, const char *dir, const char *data, int cold)
+{
+	long long t0, t1;
+
+	if (cold)
+		drop_caches();
+	t0 = now_us();
+	if (mount(src, dir, type, MS_RDONLY, data))
+		die("mount", type);
+	t1 = now_us();
+	printf("us=%lld\n", t1 - t0);
+	return 0;
+}
+
+static int cmd_serial_dev(const char *serial)
+{
+	char p[512], s[256];
+	struct dirent *de;
+	DIR *d = opendir("/sys/block");
+
+	if (!d)
+		die("opendir", "/sys/block");
+	while ((de = readdir(d)) != NULL) {
+		FILE *f;
+
+		if (strncmp(de->d_name, "nvme", 4))
+			continue;
+		/* device/ is the controller, or the subsystem with native multipath */
+		snprintf(p, sizeof(p), "/sys/block/%s/device/serial", de->d_name);
+		f = fopen(p, "r");
+		if (!f)
+			continue;
+		if (fgets(s, sizeof(s), f)) {
+			s[strcspn(s, " \n")] = 0;
+			if (!strcmp(s, serial)) {
+				printf("/dev/%s\n", de->d_name);
+				return 0;
+			}
+		}
+		fclose(f);
+	}
+	errno = ENOENT;
+	die("serial-dev", serial);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	int cold = 0;
+	const char *cmd;
+
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (argc < 2)
+		goto usage;
+	cmd = argv[1];
+	argv += 2;
+	argc -= 2;
+	if (argc > 0 && !strcmp(argv[0], "--cold")) {
+		cold = 1;
+		argv++;
+		argc--;
+	}
+	if (!strcmp(cmd, "walk") && argc == 1)
+		return cmd_walk(argv[0], cold);
+	if (!strcmp(cmd, "readall") && argc == 1)
+		return cmd_readall(argv[0], cold, 1);
+	if (!strcmp(cmd, "openall") && argc == 1)
+		return cmd_readall(argv[0], cold, 0);
+	if (!strcmp(cmd, "seq") && argc == 1)
+		return cmd_seq(argv[0], cold);
+	if (!strcmp(cmd, "mount") && (argc == 3 || argc == 4))
+		return cmd_mount(argv[0], argv[1], argv[2], argc == 4 ? argv[3] : "", cold);
+	if (!strcmp(cmd, "umount") && argc == 1) {
+		if (umount(argv[0]))
+			die("umount", argv[0]);
+		return 0;
+	}
+	if (!strcmp(cmd, "remount-cycle") && argc == 3) {
+		if (umount(argv[1]))
+			die("umount", argv[1]);
+		return cmd_mount(argv[2], argv[0], argv[1], "", cold);
+	}
+	if (!strcmp(cmd, "drop") && argc == 0) {
+		drop_caches();
+		return 0;
+	}
+	if (!strcmp(cmd, "serial-dev") && argc == 1)
+		return cmd_serial_dev(argv[0]);
+usage:
+	fprintf(stderr, "usage: see the comment at the top of ubbench.c\n");
+	return 2;
+}
