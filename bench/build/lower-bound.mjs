@@ -1,0 +1,69 @@
+// The lower bound of `cfs build` (issue #2 §6): read every layer of an image once, decompress
+// it (gzip/zstd by magic, the same decompressors as the compiler), parse it with our tar reader
+// (compiler/tar.ts) and hash every regular file's body once (fs-verity SHA-256, node:crypto).
+// Nothing is written: no store, no tree, no blob. Whatever cfs build spends above this is tree
+// building, blob encoding, layer digest checks and object store writes.
+//
+//   node bench/build/lower-bound.mjs IMAGE [--hasher fast|verity] [--layer-digest]
+//
+// IMAGE as for cfs build (PATH, PATH:TAG, PATH:REPO:TAG).
+// --hasher verity (default): a format/verity.ts VerityHasher per file, fed the body's chunks.
+// --hasher fast: bodies up to 8 MiB read whole and hashed with the compiler's hashBuffer
+//   (compiler/store.ts: one-shot SHA-256 for files of one 4 KiB block, VerityHasher otherwise),
+//   bigger ones streamed through a VerityHasher. This is how cfs build hashes, so it is the
+//   tighter bound: VerityHasher's per-file buffers cost more than the hashing on small files.
+// --layer-digest also checks each layer's digest (cfs build always does; off by default so the
+//   bound stays "decompress + hash the files").
+// Prints one JSON line: {seconds, layers, entries, files, fileBytes}. Needs dist/.
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const dist = (p) => import(path.join(ROOT, 'dist', p));
+const { loadImage } = await dist('compiler/image.js');
+const { LayerReading, layerTar } = await dist('compiler/layerio.js');
+const { TarReader } = await dist('compiler/tar.js');
+const { VerityHasher } = await dist('format/verity.js');
+const { hashBuffer, MEMORY_OBJECT_LIMIT } = await dist('compiler/store.js');
+
+const image = process.argv[2];
+if (!image) {
+  console.error('usage: node bench/build/lower-bound.mjs IMAGE [--hasher fast|verity] [--layer-digest]');
+  process.exit(2);
+}
+const layerDigest = process.argv.includes('--layer-digest');
+const hi = process.argv.indexOf('--hasher');
+const hasher = hi > 0 ? process.argv[hi + 1] : 'verity';
+if (hasher !== 'fast' && hasher !== 'verity') throw new Error(`--hasher fast|verity, not ${hasher}`);
+const fast = hasher === 'fast';
+
+const t0 = performance.now();
+const img = loadImage(image);
+let entries = 0;
+let files = 0;
+let fileBytes = 0;
+let sink = 0; // keeps the digests observable
+try {
+  for (const layer of img.layers) {
+    const reading = new LayerReading(layerDigest ? layer.check : null);
+    const reader = new TarReader(layerTar(layer.open(), reading));
+    for (let e; (e = await reader.next()); ) {
+      entries++;
+      if (e.type !== 'file' || e.size === 0) continue;
+      if (fast && e.size <= MEMORY_OBJECT_LIMIT) {
+        sink ^= hashBuffer(await reader.readBody())[0];
+      } else {
+        const h = new VerityHasher();
+        for await (const c of reader.bodyChunks()) h.update(c);
+        sink ^= h.digest()[0];
+      }
+      files++;
+      fileBytes += e.size;
+    }
+    reading.verify();
+  }
+} finally {
+  img.close();
+}
+const seconds = (performance.now() - t0) / 1000;
+process.stdout.write(JSON.stringify({ seconds: Math.round(seconds * 1000) / 1000, hasher, layers: img.layers.length, entries, files, fileBytes, sink }) + '\n');
