@@ -127,7 +127,7 @@ test.serial('1.6: import, snapshots ls/tree/mounts/usage, run, container view eq
   await e16.ctr(['run', '-d', '--fifo-dir', path.join(e16.dir, 'fifo'), ...SN, 'docker.io/unionblob/a:latest', uniq('c2'),
     'sh', '-c', 'echo x > /written-by-test; exec sleep 600']);
   const rootfs = await containerView(e16, uniq('c2'));
-  for (let i = 0; i < 100 && !fs.existsSync(path.join(rootfs, 'written-by-test')); i++) await sleep(100);
+  for (let i = 0; i < 200 && !writtenLine(path.join(rootfs, 'written-by-test')); i++) await sleep(100);
   const mounts = await e16.ctr(['snapshots', ...SN, 'mounts', '/mnt', uniq('c2')]);
   t.regex(mounts, /mount -t overlay overlay \/mnt -o .*upperdir=.*lowerdir=.*\/mounts\/\d+/);
   const got = await treeManifest(rootfs);
@@ -230,7 +230,7 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   await e.ctr(['run', '-d', '--fifo-dir', path.join(e.dir, 'fifo'), ...SN, 'docker.io/unionblob/a:latest', uniq('f1'),
     'sh', '-c', 'cat /etc/debian_version > /written-by-test; exec sleep 600']);
   const rootfs = await containerView(e, uniq('f1'));
-  for (let i = 0; i < 100 && !fs.existsSync(path.join(rootfs, 'written-by-test')); i++) await sleep(100);
+  for (let i = 0; i < 200 && !writtenLine(path.join(rootfs, 'written-by-test')); i++) await sleep(100);
   t.regex(fs.readFileSync(path.join(rootfs, 'written-by-test'), 'utf8'), /^\d+\.\d+\n$/);
   const got = await treeManifest(rootfs);
   got.entries.delete('written-by-test');
@@ -239,6 +239,12 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   t.deepEqual(diffManifests(await treeManifest(REF_A), got).filter((l) => !l.startsWith('.: mtime')), []);
   await e.ctr(['task', 'kill', '-s', 'SIGKILL', uniq('f1')]);
 });
+
+/** True once the container's shell has written a whole line: its redirect creates the file
+ * before the command writes into it, so existence alone races with the write. */
+function writtenLine(file) {
+  try { return fs.readFileSync(file, 'utf8').endsWith('\n'); } catch { return false; }
+}
 
 // ------------------------------------------------------------------------------ gRPC status codes
 
