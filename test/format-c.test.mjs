@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSy
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { prng } from './lib/prng.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CDIR = join(ROOT, 'format', 'c');
@@ -69,17 +70,6 @@ function reseal(blob) {
   return blob;
 }
 
-/** Deterministic PRNG (mulberry32). */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function runDump(bin, file, args = []) {
   return spawnSync(bin, [...args, file], { encoding: 'latin1', timeout: 10_000, env: SAN_ENV, maxBuffer: 64 << 20 });

@@ -19,6 +19,7 @@ import {
   XATTR_SET_SIZE, XSET, DIRENT, DIRENT_SIZE, dirChunkCount,
 } from '../dist/format/index.js';
 import { generateVectors, bigdirTree } from '../dist/format/vectors/gen.js';
+import { prng } from './lib/prng.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..');
@@ -28,17 +29,6 @@ const VECTOR_NAMES = ['empty-root', 'small', 'bigdir', 'deep', 'dirpack'];
 // ---------------------------------------------------------------------------------------------
 // helpers
 
-/** mulberry32: a seeded PRNG so every failure is reproducible. */
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function node(mode, extra = {}) {
   return { mode, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: new Map(), size: 0, ...extra };

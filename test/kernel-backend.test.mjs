@@ -13,28 +13,15 @@
 // The guest runs before the tests are declared (top-level await), like test/kernel.test.mjs.
 
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
+import { runHarness as runHarnessScript } from './lib/harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const runner = join(here, 'kernel', 'userspace.sh');
 const flavours = (process.env.UB_KERNELS ?? '6.12').split(/\s+/).filter(Boolean);
 
-function runHarness(flavour) {
-  return new Promise((resolve) => {
-    const child = spawn('bash', [runner, flavour], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, UB_QEMU_TIMEOUT: process.env.UB_QEMU_TIMEOUT ?? '420' },
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    child.on('error', (e) => { err += `\nspawn: ${e.message}`; });
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
-}
+const runHarness = (flavour) => runHarnessScript(runner, flavour, 420);
 
 /** UBTEST/UBDIAG lines -> { release, checks: [{ name, ok, reason, diag[] }], ended }. */
 function parse(out) {

@@ -8,30 +8,18 @@
 // (top-level await), so the whole file must finish within AVA's timeout.
 
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { treeManifest, diffManifests } from './lib/treeman.mjs';
 import { parseGuestManifest } from './kernel/manifest.mjs';
+import { runHarness as runHarnessScript } from './lib/harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const runner = join(here, 'kernel', 'run.sh');
 const flavours = (process.env.UB_KERNELS ?? '6.1 6.12').split(/\s+/).filter(Boolean);
 
-function runHarness(flavour) {
-  return new Promise((resolve) => {
-    const child = spawn('bash', [runner, flavour], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, UB_QEMU_TIMEOUT: process.env.UB_QEMU_TIMEOUT ?? '240' },
-    });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d) => { out += d; });
-    child.stderr.on('data', (d) => { err += d; });
-    child.on('close', (code) => resolve({ code, out, err }));
-  });
-}
+const runHarness = (flavour) => runHarnessScript(runner, flavour, 240);
 
 /** UBTEST/UBDIAG lines -> [{ name, ok, reason, diag[] }] in guest order. */
 function parse(out) {

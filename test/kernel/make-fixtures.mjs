@@ -25,6 +25,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { prng } from '../lib/prng.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -45,16 +46,6 @@ for (const d of ['blobs/corrupt', 'expect', 'outside', 'out']) mkdirSync(join(di
 const sha256 = (b) => createHash('sha256').update(b).digest('hex');
 const T0 = 1_700_000_000;
 
-function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rand = prng(0x5eed);
 const randInt = (n) => Math.floor(rand() * n);
 
