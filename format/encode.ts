@@ -165,9 +165,7 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
   let xattrDataSize = 0;
   let xattrEntryCount = 0;
 
-  // DIRS: directories in inode order (SPEC §5). One of more than 4096 bytes starts on a page;
-  // one of at most 4096 bytes is packed after the previous one unless it would cross a page.
-  let dirsSize = 0;
+  // DIRS: each directory's data length here, its place after this loop (placeDirs).
   let dirCount = 0;
   let dataBytes = 0;
 
@@ -197,15 +195,8 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
         const len = dirDataLength(entryName, entryStart[i], entryEnd[i]);
         if (len > MAX_DIR_BYTES) throw new EncodeError(`${pathOf(i)}: directory data of ${len} bytes exceeds ${MAX_DIR_BYTES}`);
         // An empty directory has no data; its payload is written as 0.
-        if (len > 0) {
-          if (len > DIR_CHUNK_SIZE ? dirsSize % BLOCK_SIZE !== 0 : (dirsSize % BLOCK_SIZE) + len > BLOCK_SIZE) {
-            dirsSize = roundUpToBlock(dirsSize);
-          }
-          payload[i] = dirsSize;
-          dirLen[i] = len;
-          dirsSize += len;
-          dirCount++;
-        }
+        dirLen[i] = len;
+        if (len > 0) dirCount++;
         break;
       }
       default:
@@ -240,6 +231,8 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
       xattrSetOf[i] = setIndex;
     }
   }
+
+  const dirsSize = placeDirs(dirLen, payload);
 
   const digestKeys = [...digestSet].sort();
   const digestIndexOf = new Map<string, number>();
@@ -414,6 +407,49 @@ function dirDataLength(names: string[], start: number, end: number): number {
     used += need;
   }
   return (chunks - 1) * DIR_CHUNK_SIZE + used;
+}
+
+/**
+ * DIRS placement (SPEC §5), directories taken in inode order: one of more than 4096 bytes
+ * starts on a new page after the last one; one of at most 4096 bytes goes right after the used
+ * part of the first page that still has room for it (first fit), else on a new page. Sets
+ * payload[i] of every directory with data and returns the DIRS size.
+ *
+ * The first fit is found in O(log pages) with a max-tree over the pages' unused tails.
+ */
+function placeDirs(dirLen: number[], payload: number[]): number {
+  let bound = 0;
+  for (const len of dirLen) bound += Math.ceil(len / BLOCK_SIZE);
+  let leaves = 1;
+  while (leaves < bound) leaves *= 2;
+  const room = new Int32Array(2 * leaves); // leaf leaves + p: unused tail of page p (0 until opened)
+  const setRoom = (p: number, bytes: number) => {
+    let at = leaves + p;
+    room[at] = bytes;
+    for (at >>= 1; at >= 1; at >>= 1) room[at] = Math.max(room[2 * at], room[2 * at + 1]);
+  };
+  const firstFit = (len: number): number => {
+    if (room[1] < len) return -1;
+    let at = 1;
+    while (at < leaves) at = room[2 * at] >= len ? 2 * at : 2 * at + 1;
+    return at - leaves;
+  };
+  let pages = 0;
+  for (let i = 0; i < dirLen.length; i++) {
+    const len = dirLen[i];
+    if (len === 0) continue;
+    let page = len > BLOCK_SIZE ? -1 : firstFit(len);
+    if (page < 0) {
+      page = pages;
+      pages += Math.ceil(len / BLOCK_SIZE);
+      payload[i] = page * BLOCK_SIZE;
+      setRoom(pages - 1, pages * BLOCK_SIZE - payload[i] - len);
+    } else {
+      payload[i] = (page + 1) * BLOCK_SIZE - room[leaves + page];
+      setRoom(page, room[leaves + page] - len);
+    }
+  }
+  return pages === 0 ? 0 : pages * BLOCK_SIZE - room[leaves + pages - 1];
 }
 
 /** Longest prefix of the table that the name starts with (0 when none). */

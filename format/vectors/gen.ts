@@ -211,14 +211,15 @@ export function deepTree(): TreeNode {
 }
 
 /**
- * Directory packing in DIRS (SPEC §5), in inode (= DIRS) order:
+ * Directory packing in DIRS (SPEC §5), placed in inode order:
  * - the root (~3.6 KiB of entries) at offset 0;
  * - /a-exact: entries of exactly 4096 bytes (16 * (8 + 248)): one full chunk, so it starts a new page;
  * - /b-over: entries of 4097 bytes (15 * 256 + 257): the first chunk holds 3840 bytes and is padded
  *   to 4096, the second holds the last entry (257 bytes); page-aligned, size 4353;
  * - /c-full: a first chunk filled to exactly 4096 bytes plus a second of 2 entries;
- * - 300 small directories /p000.. of 0..6 entries with 1..60-byte names, packed one after the other
- *   from the middle of /c-full's last page; many do not fit in what is left of a page and start the next.
+ * - 300 small directories /p000.. of 0..6 entries with 1..60-byte names, packed by first fit: into
+ *   the tails of the root's, /b-over's and /c-full's pages while they have room, then into new
+ *   pages; many do not fit in what is left of the last page and fill an earlier one or start the next.
  * All files are one hardlinked empty file (the vector is about directories, not inodes).
  */
 export function dirpackTree(): TreeNode {
