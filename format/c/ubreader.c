@@ -277,11 +277,12 @@ static inline u64 ub_inode_offset(u64 index)
 static bool ub_inodes_sized(const struct ub_blob *b)
 {
 	const struct ub_sect *s = &b->sect[UB_SECT_INODES];
+	u32 rem;
 
 	if (s->count == 0)
 		return s->size == 0;
 	/* a count beyond size / 48 cannot fit; it also keeps the offset from overflowing */
-	return s->count <= b->size / UB_INODE_SIZE &&
+	return s->count <= ub_div_u64_rem(b->size, UB_INODE_SIZE, &rem) &&
 	       s->size == ub_inode_offset(s->count - 1) + UB_INODE_SIZE;
 }
 

@@ -300,6 +300,16 @@ echo "UBDIAG corrupt mounted=$mounted refused=$refused umount-failures=$stuck wa
 if [ $((mounted + refused)) -eq "$NCORRUPT" ] && [ $stuck -eq 0 ]; then ok corrupt-blobs; else
 	fail corrupt-blobs "mounted=$mounted refused=$refused umount-failures=$stuck"
 fi
+# A blob of format version 1 is refused, and the kernel log says to rebuild it.
+if mount -t unionblob -o "descriptor=/d/blobs/v1.ub,basedir=/d/store" v1 /m/c 2>/dev/null; then
+	umount /m/c
+	fail old-version "a format version 1 blob was mounted"
+elif dmesg | grep -q 'unionblob format version 1: rebuild the blob with this cfs'; then
+	ok old-version
+else
+	dmesg | tail -5 | diag old-version
+	fail old-version "no rebuild message in the kernel log"
+fi
 
 # ---- real images: manifests for the host to diff with umoci's trees -------------------
 stamp images

@@ -374,6 +374,12 @@ for (let i = 0; i < NCORRUPT; i++) {
   writeFileSync(join(disk, 'blobs', 'corrupt', `c${String(i).padStart(3, '0')}.ub`), b);
 }
 
+// c.ub as format version 1: a well-formed header of a version the module refuses by name.
+const cv1 = Buffer.from(cbuf);
+cv1.writeUInt16LE(1, 12);
+fixHeaderCrc(cv1);
+writeFileSync(join(disk, 'blobs', 'v1.ub'), cv1);
+
 // ---- real images: blobs of test/fixtures/make-images.sh's Debian images -------------
 // The guest writes a manifest of each mount to out/; kernel.test.mjs diffs it with umoci's tree.
 
