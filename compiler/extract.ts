@@ -86,6 +86,21 @@ async function undoDest(dest: { abs: string; created: boolean }): Promise<void> 
   for (const name of await fsp.readdir(dest.abs)) await fsp.rm(path.join(dest.abs, name), { recursive: true, force: true });
 }
 
+/** Linux's PATH_MAX: longer paths cannot be given to a system call (Node has no openat). */
+const PATH_MAX = 4096;
+
+/** A path for a one-line message: long ones keep their start and end. */
+function shortPath(p: string): string {
+  return p.length > 120 ? `${p.slice(0, 56)}...${p.slice(-56)}` : p;
+}
+
+/** Refuse, with a clear message, a path the kernel would refuse with ENAMETOOLONG. */
+function checkPathLength(target: Buffer, shown: string): void {
+  if (target.length >= PATH_MAX) {
+    throw new Error(`${shortPath(shown)}: path of ${target.length} bytes under DEST exceeds PATH_MAX (${PATH_MAX}): cannot extract`);
+  }
+}
+
 /** Guard: a name from the blob is one path component (the reader validated it; check anyway). */
 function childPath(parent: Buffer, name: string): Buffer {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
@@ -239,6 +254,7 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
       const parentPath = dirPaths.get(parent);
       if (parentPath === undefined) throw new Error(`${shown}: parent directory not extracted`);
       const target = childPath(parentPath, name);
+      checkPathLength(target, shown);
       const first = created.get(ino);
       if (first !== undefined) {
         if (inode.type === 'dir') throw new Error(`${shown}: directory reached twice`);

@@ -345,6 +345,27 @@ test('1,000 levels of nesting build, dump and extract', (t) => {
   t.is(fs.readFileSync(path.join(box, 'dest', ...comps, 'leaf'), 'utf8'), 'deep\n');
 });
 
+test('20,000 levels: built; extract stops with a clear PATH_MAX error and removes DEST', (t) => {
+  const box = sandbox('deeper');
+  const deep = Array.from({ length: 20_000 }, () => 'd').join('/');
+  ociImage(path.join(box, 'image'), [tar([file(`${deep}/leaf`)])]);
+  build(t, box, { maxRssMiB: 400 });
+  t.is(dump(box).length, 20_002);
+  const r = extract(t, box);
+  t.not(r.status, 0);
+  t.is(r.err.length, 1, r.err.join('\n'));
+  t.regex(r.err[0], /^cfs: \/d\/d\/.{0,120}: path of \d+ bytes under DEST exceeds PATH_MAX \(4096\): cannot extract$/);
+  t.false(fs.existsSync(path.join(box, 'dest')));
+});
+
+test('an error about a megabyte-long path is one short line', (t) => {
+  const box = sandbox('long-error');
+  const long = Array.from({ length: 100_000 }, () => 'dd').join('/');
+  ociImage(path.join(box, 'image'), [tar([symlink('s', 'x'), file(`s/${long}`), hardlink('h', `${long}/x`)])]);
+  const r = build(t, box, { error: /: s\/dd\/dd.{0,220}: s is not a directory \(never followed\)$/ });
+  t.true(r.err[0].length < 400, `${r.err[0].length} characters`);
+});
+
 test('tar bombs: a huge declared size is a truncated archive, in small memory', (t) => {
   for (const [label, blocks] of [
     ['header size 8 GiB - 1', [header({ name: 'big', size: 0o77777777777 }), Buffer.alloc(1 << 20)]],
