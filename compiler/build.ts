@@ -13,7 +13,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { encodeBlob } from '../format/encode.js';
 import type { TreeNode } from '../format/tree.js';
 import { S_IFMT, S_IFREG } from '../format/tree.js';
-import { HDR, INO, INODE_SIZE, Layout, SEC, SECTION_ENTRY_SIZE, SectionId } from '../format/layout.js';
+import { HDR, INO, Layout, SEC, SECTION_ENTRY_SIZE, SectionId, inodeOffset } from '../format/layout.js';
 import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from './image.js';
 import { LayerReading, layerTar, shortDigest } from './layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
@@ -195,7 +195,8 @@ export function blobStats(blob: Buffer): { inodes: number; bytes: number; inline
   const inodes = Number(blob.readBigUInt64LE(HDR.inodeCount));
   const inodesAt = Number(blob.readBigUInt64LE(HDR.sections + SectionId.INODES * SECTION_ENTRY_SIZE + SEC.offset));
   let inlineFiles = 0;
-  for (let i = 0, at = inodesAt; i < inodes; i++, at += INODE_SIZE) {
+  for (let i = 0; i < inodes; i++) {
+    const at = inodesAt + inodeOffset(i);
     if ((blob.readUInt32LE(at + INO.mode) & S_IFMT) === S_IFREG && blob[at + INO.layout] === Layout.INLINE) inlineFiles++;
   }
   return { inodes, bytes: Number(blob.readBigUInt64LE(HDR.dataBytes)), inlineFiles };
@@ -259,7 +260,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     const verity = opts.verity ? enableObjectVerity(root, store.stores) : {};
     await store.sync();
     opts.onProgress?.({ phase: 'writing', ...finishing });
-    const blob = encodeBlob(root, { inlineThreshold });
+    const blob = encodeBlob(root, { inlineThreshold, warn: (m) => process.stderr.write(`cfs: warning: ${m}\n`) });
     await writeFileAtomic(out, blob);
     const st = blobStats(blob);
     return {

@@ -8,20 +8,27 @@ import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32c } from './crc32c.js';
 import {
-  BLOCK_SIZE, BLOCK_SIZE_LOG2, DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, DT, HDR, HEADER_SIZE, INO, INODE_SIZE,
+  BLOCK_SIZE, BLOCK_SIZE_LOG2, DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, DT, HDR, HEADER_SIZE, INO, INODE_SIZE, MTIME_SEC_BITS,
   KNOWN_INCOMPAT, Layout, MAGIC, MAX_INLINE_SIZE, MAX_NAME_LEN, MAX_NSEC, MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN,
   MAX_XATTR_VALUE_LEN, SEC, SECTION_COUNT, SECTION_ENTRY_SIZE, SECTION_NAMES, SECTION_SLOTS, SECTION_TABLE_OFFSET,
   SectionId, VERSION_MAJOR, XATTR_ENTRY_HEADER_SIZE, XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, decodeDev,
-  MIN_DIR_CHUNK_LEN, dirChunkCount, dirChunkLen, dirPos, dtypeOfMode, fileTypeOfDtype, type LayoutValue,
+  MIN_DIR_CHUNK_LEN, dirChunkCount, dirChunkLen, dirPos, dtypeOfMode, fileTypeOfDtype, inodeOffset, inodesSectionSize,
+  MAX_DIR_BYTES, type LayoutValue,
 } from './layout.js';
 import { fileTypeOf, type FileType, type TreeNode } from './tree.js';
 
 /** A blob that is malformed or inconsistent. The message is one line starting "corrupt blob: ". */
 export class BlobError extends Error {
   override name = 'BlobError';
-  constructor(what: string) {
-    super(`corrupt blob: ${what}`);
+  constructor(what: string, prefix = 'corrupt blob: ') {
+    super(prefix + what);
   }
+}
+
+/** A well-formed blob of a format version this reader does not read (not corruption). */
+function versionError(major: number): BlobError {
+  const why = major < VERSION_MAJOR ? 'rebuild the blob with this cfs' : 'this cfs is too old for it';
+  return new BlobError(`format version ${major}: ${why} (it reads version ${VERSION_MAJOR})`, '');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -162,6 +169,7 @@ export interface Inode {
   aux: number;
   layout: LayoutValue;
   payload: number;
+  /** Bytes at `payload` for INLINE and DIR layouts (not stored: it is `size`), else 0. */
   payloadLen: number;
   /** Directories: parent inode index (aux). */
   parent?: number;
@@ -199,11 +207,14 @@ function u64(buf: Buffer, at: number, what: string): number {
   return hi * TWO32 + buf.readUInt32LE(at);
 }
 
-function i64(buf: Buffer, at: number, what: string): number {
-  // hi * 2^32 is exact; a true value outside the safe range rounds to one that is not safe.
-  const v = buf.readInt32LE(at + 4) * TWO32 + buf.readUInt32LE(at);
-  if (!Number.isSafeInteger(v)) throw new BlobError(`${what} is out of range`);
-  return v;
+const SEC_HI_BITS = MTIME_SEC_BITS - 32;
+const SEC_SIGN = 2 ** (MTIME_SEC_BITS - 1);
+
+/** ub_inode.mtime: 34-bit two's complement seconds in bits 0..33, nanoseconds in bits 34..63. */
+function readMtime(buf: Buffer, at: number): { sec: number; nsec: number } {
+  const hi = buf.readUInt32LE(at + 4);
+  const bits = (hi & ((1 << SEC_HI_BITS) - 1)) * TWO32 + buf.readUInt32LE(at);
+  return { sec: bits >= SEC_SIGN ? bits - 2 * SEC_SIGN : bits, nsec: hi >>> SEC_HI_BITS };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -220,7 +231,7 @@ export function openBlob(src: BlobSource): BlobReader {
   if (crc32c(copy) !== stored) throw new BlobError('header checksum mismatch');
 
   const versionMajor = h.readUInt16LE(HDR.versionMajor);
-  if (versionMajor !== VERSION_MAJOR) throw new BlobError(`unsupported version ${versionMajor}`);
+  if (versionMajor !== VERSION_MAJOR) throw versionError(versionMajor);
   const headerSize = h.readUInt32LE(HDR.headerSize);
   if (headerSize !== HEADER_SIZE) throw new BlobError(`header_size ${headerSize}, expected ${HEADER_SIZE}`);
   const blockSizeLog2 = h.readUInt32LE(HDR.blockSizeLog2);
@@ -257,9 +268,12 @@ export function openBlob(src: BlobSource): BlobReader {
       end = offset + Math.ceil(size / BLOCK_SIZE) * BLOCK_SIZE;
     }
     // DIRS and DATA are counted in bytes; their count is not tied to their size.
-    const recordSize = [INODE_SIZE, 0, 0, DIGEST_SIZE, XATTR_SET_SIZE, 0][id];
+    const recordSize = [0, 0, 0, DIGEST_SIZE, XATTR_SET_SIZE, 0][id];
     if (recordSize !== 0 && size !== count * recordSize) {
       throw new BlobError(`${name} size ${size} is not count ${count} * ${recordSize}`);
+    }
+    if (id === SectionId.INODES && size !== inodesSectionSize(count)) {
+      throw new BlobError(`INODES size ${size} does not hold ${count} inodes of ${INODE_SIZE} bytes, 85 to a page`);
     }
     sections.push({ offset, size, count, crc });
   }
@@ -398,32 +412,33 @@ export class BlobReader {
   inode(i: number): Inode {
     const { inodeCount } = this.header;
     if (!Number.isInteger(i) || i < 0 || i >= inodeCount) throw new BlobError(`inode index ${i} out of range`);
-    const b = this.src.read(this.sec[SectionId.INODES].offset + i * INODE_SIZE, INODE_SIZE);
+    const b = this.src.read(this.sec[SectionId.INODES].offset + inodeOffset(i), INODE_SIZE);
     const bad = (why: string) => new BlobError(`inode ${i}: ${why}`);
-    const mode = b.readUInt32LE(INO.mode);
-    if (mode > 0xffff || dtypeOfMode(mode) === 0) throw bad(`invalid mode 0${mode.toString(8)}`);
+    const mode = b.readUInt16LE(INO.mode);
+    if (dtypeOfMode(mode) === 0) throw bad(`invalid mode 0${mode.toString(8)}`);
+    if (b[INO.reserved] !== 0) throw bad('reserved byte is not zero');
     const type = fileTypeOf(mode);
     const size = u64(b, INO.size, `inode ${i}: size`);
-    const mtimeNsec = b.readUInt32LE(INO.mtimeNsec);
-    if (mtimeNsec > MAX_NSEC) throw bad(`mtime_nsec ${mtimeNsec} out of range`);
+    const { sec: mtimeSec, nsec: mtimeNsec } = readMtime(b, INO.mtime);
+    if (mtimeNsec > MAX_NSEC) throw bad(`mtime nanoseconds ${mtimeNsec} out of range`);
     const xattrSet = b.readUInt32LE(INO.xattrSet);
     if (xattrSet > this.sec[SectionId.XATTR_INDEX].count) throw bad(`xattr_set ${xattrSet} out of range`);
     const aux = b.readUInt32LE(INO.aux);
     const layout = b[INO.layout] as LayoutValue;
     const payload = u64(b, INO.payload, `inode ${i}: payload`);
-    const payloadLen = b.readUInt32LE(INO.payloadLen);
+    // Inline items and directory data are `size` bytes long (checked below).
+    const payloadLen = layout === Layout.INLINE || layout === Layout.DIR ? size : 0;
     const inode: Inode = {
       index: i, mode, type, nlink: b.readUInt32LE(INO.nlink), uid: b.readUInt32LE(INO.uid), gid: b.readUInt32LE(INO.gid),
-      size, mtimeSec: i64(b, INO.mtimeSec, `inode ${i}: mtime_sec`), mtimeNsec, xattrSet, aux, layout, payload, payloadLen,
+      size, mtimeSec, mtimeNsec, xattrSet, aux, layout, payload, payloadLen,
     };
 
     const none = () => {
       if (layout !== Layout.NONE) throw bad(`layout ${layout} is invalid for a ${type}`);
-      if (payload !== 0 || payloadLen !== 0) throw bad('payload set without a payload');
+      if (payload !== 0) throw bad('payload set without a payload');
     };
     const inlineItem = (max: number) => {
       if (size < 1 || size > max) throw bad(`inline size ${size} out of range`);
-      if (payloadLen !== size) throw bad('payload_len differs from size');
       if (payload + size > this.sec[SectionId.DATA].size) throw bad('inline data outside DATA');
       // Items never cross a page of the blob; DATA starts on a page, so offsets inside it line up.
       if (Math.floor(payload / BLOCK_SIZE) !== Math.floor((payload + size - 1) / BLOCK_SIZE)) {
@@ -441,7 +456,6 @@ export class BlobReader {
         } else if (layout === Layout.EXTERNAL) {
           if (size < 1) throw bad('external file of size 0');
           if (payload >= this.sec[SectionId.DIGESTS].count) throw bad(`digest index ${payload} out of range`);
-          if (payloadLen !== 0) throw bad('payload_len set on an external file');
         } else {
           throw bad(`layout ${layout} is invalid for a regular file`);
         }
@@ -453,6 +467,7 @@ export class BlobReader {
         break;
       case 'dir':
         if (layout !== Layout.DIR) throw bad(`layout ${layout} is invalid for a directory`);
+        if (size > MAX_DIR_BYTES) throw bad(`directory of ${size} bytes`);
         if (payloadLen === 0) {
           if (payload !== 0) throw bad('empty directory with a payload offset');
         } else {
@@ -464,7 +479,6 @@ export class BlobReader {
             throw bad('directory data crosses a page');
           }
         }
-        if (size !== payloadLen) throw bad('directory size differs from payload_len');
         if (aux >= inodeCount) throw bad(`parent ${aux} out of range`);
         inode.parent = aux;
         break;

@@ -34,8 +34,8 @@ export function dumpBlob(reader: BlobReader): string {
         else if (inode.layout === Layout.EXTERNAL) payload = 'obj:' + reader.digest(inode.payload).toString('hex');
         break;
       case 'dir':
-        // payload_len: bytes of directory data in DIRS (SPEC §5), equal to st_size.
-        payload = `dir:${inode.payloadLen}`;
+        // Bytes of directory data in DIRS (SPEC §5), which is the directory's st_size.
+        payload = `dir:${inode.size}`;
         break;
       case 'lnk':
         payload = 'link:' + escapeBytes(reader.readlink(ino));

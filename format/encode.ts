@@ -10,16 +10,21 @@
 import { crc32c } from './crc32c.js';
 import {
   BLOCK_SIZE, BLOCK_SIZE_LOG2, DEFAULT_INLINE_THRESHOLD, DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, HDR,
-  HEADER_SIZE, INO, INODE_SIZE, Layout, MAGIC, MAX_DEV_MAJOR, MAX_DIR_BYTES, MAX_DEV_MINOR, MAX_INLINE_SIZE, MAX_INODES, MAX_NAME_LEN, MAX_NSEC,
+  HEADER_SIZE, INO, INODE_SIZE, INODES_PER_PAGE, Layout, MAGIC, MAX_MTIME_SEC, MIN_MTIME_SEC, MTIME_SEC_BITS, MAX_DEV_MAJOR, MAX_DIR_BYTES, MAX_DEV_MINOR, MAX_INLINE_SIZE, MAX_INODES, MAX_NAME_LEN, MAX_NSEC,
   MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_SET_ENTRIES, MAX_XATTR_VALUE_LEN, SEC, SECTION_COUNT,
   SECTION_ENTRY_SIZE, SECTION_TABLE_OFFSET, SectionId, VERSION_MAJOR, VERSION_MINOR, XATTR_ENTRY_HEADER_SIZE,
-  XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, dtypeOfMode, encodeDev, roundUpToBlock,
+  XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, dtypeOfMode, encodeDev, inodesSectionSize, roundUpToBlock,
 } from './layout.js';
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, type TreeNode } from './tree.js';
 
 export interface EncodeOptions {
   /** Regular files of 1..inlineThreshold bytes may carry `inline` content (default 64, at most 4096). */
   inlineThreshold?: number;
+  /**
+   * Called at most once per blob with a one-line message when mtimes outside the format's
+   * range (SPEC §4, years 1697..2242) were clamped to it. Default: silent.
+   */
+  warn?: (message: string) => void;
 }
 
 /** Thrown for a tree that cannot be encoded; the message names the offending path. */
@@ -127,7 +132,8 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
   // ---- Pass 2: place payloads. ----
   const layout = new Uint8Array(inodeCount);
   const payload: number[] = new Array(inodeCount).fill(0);
-  const payloadLen: number[] = new Array(inodeCount).fill(0);
+  // Directories: bytes of their data in DIRS, which is also their size.
+  const dirLen: number[] = new Array(inodeCount).fill(0);
   const xattrSetOf = new Uint32Array(inodeCount);
 
   // DATA: items in order of first use, deduplicated by bytes (symlink targets and inline
@@ -175,7 +181,6 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
         } else if (node.inline !== undefined) {
           layout[i] = Layout.INLINE;
           payload[i] = placeData(node.inline.toString('latin1'));
-          payloadLen[i] = node.size;
         } else {
           layout[i] = Layout.EXTERNAL;
           const key = node.digest!.toString('latin1');
@@ -186,7 +191,6 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
       case S_IFLNK:
         layout[i] = Layout.INLINE;
         payload[i] = placeData(node.target!);
-        payloadLen[i] = node.target!.length;
         break;
       case S_IFDIR: {
         layout[i] = Layout.DIR;
@@ -198,7 +202,7 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
             dirsSize = roundUpToBlock(dirsSize);
           }
           payload[i] = dirsSize;
-          payloadLen[i] = len;
+          dirLen[i] = len;
           dirsSize += len;
           dirCount++;
         }
@@ -247,7 +251,7 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
 
   // ---- Pass 3: allocate and write. ----
   const sectionSizes = [
-    inodeCount * INODE_SIZE,
+    inodesSectionSize(inodeCount),
     dirsSize,
     dataSize,
     digestKeys.length * DIGEST_SIZE,
@@ -264,38 +268,49 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
   if (blobSize > Number.MAX_SAFE_INTEGER || blobSize > 0x7fffffffffff) throw new EncodeError('blob too large');
   const blob = Buffer.alloc(blobSize);
 
-  // INODES
+  // INODES: 85 to a page, the page's last 16 bytes left zero.
   const inodesAt = sectionOffsets[SectionId.INODES];
-  for (let i = 0; i < inodeCount; i++) {
+  const clamped = { count: 0, first: -1 };
+  for (let i = 0, o = inodesAt, slot = 0; i < inodeCount; i++) {
     const node = nodes[i];
-    const o = inodesAt + i * INODE_SIZE;
     const type = node.mode & S_IFMT;
-    blob.writeUInt32LE(node.mode >>> 0, o + INO.mode);
+    blob.writeUInt16LE(node.mode, o + INO.mode);
+    blob[o + INO.layout] = layout[i];
     blob.writeUInt32LE(nlink[i], o + INO.nlink);
     blob.writeUInt32LE(node.uid, o + INO.uid);
     blob.writeUInt32LE(node.gid, o + INO.gid);
     let size = 0;
     if (type === S_IFREG) size = node.size;
     else if (type === S_IFLNK) size = node.target!.length;
-    else if (type === S_IFDIR) size = payloadLen[i];
+    else if (type === S_IFDIR) size = dirLen[i];
     writeU64(blob, o + INO.size, size);
-    writeI64(blob, o + INO.mtimeSec, node.mtimeSec);
-    blob.writeUInt32LE(node.mtimeNsec, o + INO.mtimeNsec);
+    if (!writeMtime(blob, o + INO.mtime, node.mtimeSec, node.mtimeNsec) && clamped.count++ === 0) clamped.first = i;
     blob.writeUInt32LE(xattrSetOf[i], o + INO.xattrSet);
     let aux = 0;
     if (type === S_IFCHR || type === S_IFBLK) aux = encodeDev(node.rdevMajor ?? 0, node.rdevMinor ?? 0);
     else if (type === S_IFDIR) aux = parent[i];
     blob.writeUInt32LE(aux, o + INO.aux);
-    blob[o + INO.layout] = layout[i];
     writeU64(blob, o + INO.payload, payload[i]);
-    blob.writeUInt32LE(payloadLen[i], o + INO.payloadLen);
+    if (++slot === INODES_PER_PAGE) {
+      slot = 0;
+      o += BLOCK_SIZE - (INODES_PER_PAGE - 1) * INODE_SIZE;
+    } else {
+      o += INODE_SIZE;
+    }
+  }
+  if (clamped.count > 0) {
+    const first = nodes[clamped.first];
+    opts.warn?.(
+      `${clamped.count} mtime(s) outside ${MIN_MTIME_SEC}..${MAX_MTIME_SEC} s (years 1697..2242) were clamped ` +
+        `to that range (first: ${pathOf(clamped.first)} at ${first.mtimeSec} s)`,
+    );
   }
 
   // DIRS: chunk c of a directory is at payload + c * 4096; chunks are filled greedily, the same
-  // way dirDataLength counted them, so the last one ends exactly at payload + payload_len.
+  // way dirDataLength counted them, so the last one ends exactly at payload + size.
   const dirsAt = sectionOffsets[SectionId.DIRS];
   for (let i = 0; i < inodeCount; i++) {
-    if (layout[i] !== Layout.DIR || payloadLen[i] === 0) continue;
+    if (layout[i] !== Layout.DIR || dirLen[i] === 0) continue;
     const end = entryEnd[i];
     let e = entryStart[i];
     let chunkAt = dirsAt + payload[i];
@@ -317,8 +332,8 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
         nameAt += blob.write(entryName[e + k], chunkAt + nameAt, 'latin1');
       }
       e += n;
-      if (e === end && chunkAt + nameAt !== dirsAt + payload[i] + payloadLen[i]) {
-        throw new Error(`internal error: directory inode ${i} data does not end at payload + payload_len`);
+      if (e === end && chunkAt + nameAt !== dirsAt + payload[i] + dirLen[i]) {
+        throw new Error(`internal error: directory inode ${i} data does not end at payload + size`);
       }
       chunkAt += DIR_CHUNK_SIZE;
     }
@@ -382,7 +397,7 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
 }
 
 /**
- * payload_len of a directory whose entries are [start, end) (SPEC §5): the entries are packed
+ * DIRS bytes (= size) of a directory whose entries are [start, end) (SPEC §5): the entries are packed
  * greedily into chunks of at most 4096 bytes (dirents, then names); every chunk but the last is
  * padded to 4096 bytes, the last ends right after its last name. 0 for an empty directory.
  */
@@ -496,8 +511,23 @@ function writeU64(buf: Buffer, at: number, v: number): void {
   buf.writeUInt32LE(Math.floor(v / TWO32), at + 4);
 }
 
-function writeI64(buf: Buffer, at: number, v: number): void {
-  const hi = Math.floor(v / TWO32);
-  buf.writeUInt32LE(v - hi * TWO32, at);
-  buf.writeInt32LE(hi, at + 4);
+const SEC_SPAN = 2 ** MTIME_SEC_BITS;
+const SEC_HI_BITS = MTIME_SEC_BITS - 32;
+
+/**
+ * ub_inode.mtime: seconds as 34-bit two's complement in bits 0..33, nanoseconds in bits 34..63.
+ * A time outside the range is clamped to its nearest end; returns false when it was.
+ */
+function writeMtime(buf: Buffer, at: number, sec: number, nsec: number): boolean {
+  let inRange = true;
+  if (sec < MIN_MTIME_SEC) {
+    [sec, nsec, inRange] = [MIN_MTIME_SEC, 0, false];
+  } else if (sec > MAX_MTIME_SEC) {
+    [sec, nsec, inRange] = [MAX_MTIME_SEC, MAX_NSEC, false];
+  }
+  const bits = sec < 0 ? sec + SEC_SPAN : sec;
+  const hi = Math.floor(bits / TWO32);
+  buf.writeUInt32LE(bits - hi * TWO32, at);
+  buf.writeUInt32LE((hi + nsec * 2 ** SEC_HI_BITS) >>> 0, at + 4);
+  return inRange;
 }

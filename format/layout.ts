@@ -1,4 +1,4 @@
-// Constants of the on-disk format (format/SPEC.md, version 1): sizes, section ids, field
+// Constants of the on-disk format (format/SPEC.md, version 2): sizes, section ids, field
 // offsets of every fixed-size record, the xattr prefix table and the Linux DT_* values.
 // Offsets are named after the C fields in format/unionblob_fs.h so both sides read alike.
 
@@ -6,7 +6,7 @@ import { S_IFMT, S_IFSOCK, S_IFLNK, S_IFREG, S_IFBLK, S_IFDIR, S_IFCHR, S_IFIFO,
 
 /** "UNIONBLB" */
 export const MAGIC = Buffer.from('UNIONBLB', 'latin1');
-export const VERSION_MAJOR = 1;
+export const VERSION_MAJOR = 2;
 export const VERSION_MINOR = 0;
 
 export const BLOCK_SIZE_LOG2 = 12;
@@ -16,7 +16,7 @@ export const BLOCK_SIZE = 1 << BLOCK_SIZE_LOG2;
 export const HEADER_SIZE = 512;
 export const SECTION_TABLE_OFFSET = 128;
 export const SECTION_ENTRY_SIZE = 32;
-/** Slots in the section table; v1 uses the first SECTION_COUNT, the rest must be zero. */
+/** Slots in the section table; v2 uses the first SECTION_COUNT, the rest must be zero. */
 export const SECTION_SLOTS = 12;
 export const SECTION_COUNT = 6;
 
@@ -54,27 +54,42 @@ export const HDR = {
 /** struct ub_section field offsets. */
 export const SEC = { offset: 0, size: 8, count: 16, crc: 24, reserved: 28 } as const;
 
-/** Feature bits known to this implementation (none in v1). */
+/** Feature bits known to this implementation (none in v2). */
 export const KNOWN_INCOMPAT = 0;
 
-export const INODE_SIZE = 64;
+export const INODE_SIZE = 48;
+/** Inodes per 4096-byte page of INODES; the 16 bytes after the last one are zero (SPEC §4). */
+export const INODES_PER_PAGE = Math.floor(BLOCK_SIZE / INODE_SIZE);
 /** struct ub_inode field offsets. */
 export const INO = {
   mode: 0,
+  layout: 2,
+  reserved: 3,
   nlink: 4,
   uid: 8,
   gid: 12,
   size: 16,
-  mtimeSec: 24,
-  mtimeNsec: 32,
-  xattrSet: 36,
-  aux: 40,
-  layout: 44,
-  reserved: 45,
-  payload: 48,
-  payloadLen: 56,
-  reserved2: 60,
+  mtime: 24,
+  xattrSet: 32,
+  aux: 36,
+  payload: 40,
 } as const;
+
+/** Byte offset of inode `i` inside INODES: whole pages of 85, an inode never crosses a page. */
+export function inodeOffset(i: number): number {
+  const page = Math.floor(i / INODES_PER_PAGE);
+  return page * BLOCK_SIZE + (i - page * INODES_PER_PAGE) * INODE_SIZE;
+}
+
+/** INODES section size for `count` inodes: full pages, then the last page's inodes. */
+export function inodesSectionSize(count: number): number {
+  return count === 0 ? 0 : inodeOffset(count - 1) + INODE_SIZE;
+}
+
+// ub_inode.mtime (SPEC §4): signed 34-bit seconds in the low bits, nanoseconds above them.
+export const MTIME_SEC_BITS = 34;
+export const MIN_MTIME_SEC = -(2 ** 33);
+export const MAX_MTIME_SEC = 2 ** 33 - 1;
 
 export const Layout = { NONE: 0, INLINE: 1, EXTERNAL: 2, DIR: 3 } as const;
 export type LayoutValue = (typeof Layout)[keyof typeof Layout];
@@ -84,21 +99,21 @@ export const DIRENT_SIZE = 8;
 export const DIRENT = { ino: 0, nameoff: 4, fileType: 6, reserved: 7 } as const;
 
 /**
- * Directories (SPEC §5): a directory's data is `payload_len` bytes at byte offset `payload` of
+ * Directories (SPEC §5): a directory's data is `size` bytes at byte offset `payload` of
  * DIRS, split into chunks of DIR_CHUNK_SIZE bytes (the last one shorter); chunk `c` is
- * [c * 4096, min((c + 1) * 4096, payload_len)). A chunk holds at least one dirent and one name byte.
+ * [c * 4096, min((c + 1) * 4096, size)). A chunk holds at least one dirent and one name byte.
  */
 export const DIR_CHUNK_SIZE = BLOCK_SIZE;
 export const MIN_DIR_CHUNK_LEN = DIRENT_SIZE + 1;
 
-/** Number of chunks of a directory of `payloadLen` bytes. */
-export function dirChunkCount(payloadLen: number): number {
-  return Math.ceil(payloadLen / DIR_CHUNK_SIZE);
+/** Number of chunks of a directory of `dirBytes` bytes. */
+export function dirChunkCount(dirBytes: number): number {
+  return Math.ceil(dirBytes / DIR_CHUNK_SIZE);
 }
 
-/** Byte length of chunk `c` of a directory of `payloadLen` bytes (c < dirChunkCount). */
-export function dirChunkLen(payloadLen: number, c: number): number {
-  return Math.min(DIR_CHUNK_SIZE, payloadLen - c * DIR_CHUNK_SIZE);
+/** Byte length of chunk `c` of a directory of `dirBytes` bytes (c < dirChunkCount). */
+export function dirChunkLen(dirBytes: number, c: number): number {
+  return Math.min(DIR_CHUNK_SIZE, dirBytes - c * DIR_CHUNK_SIZE);
 }
 
 /** Readdir position of entry k of chunk c: 2 + c * 4096 + k * 8 (0 and 1 are "." and ".."). */
@@ -127,7 +142,7 @@ export const XATTR_PREFIXES: readonly string[] = [
 ];
 
 // Limits (SPEC §4, §5, §8).
-/** payload_len is le32. */
+/** A directory's DIRS bytes (its size) are kept below 4 GiB, so readers may hold them in 32 bits. */
 export const MAX_DIR_BYTES = 0xffffffff;
 export const MAX_NAME_LEN = 255;
 export const MAX_SYMLINK_LEN = 4095;

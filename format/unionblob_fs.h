@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only */
 /*
- * unionblob on-disk format, version 1.
+ * unionblob on-disk format, version 2.
  *
  * This header is the C declaration of format/SPEC.md; the SPEC is the
  * contract and every struct below is checked against its offsets at compile
@@ -32,12 +32,12 @@ typedef uint64_t __le64;
 
 #define UB_MAGIC		"UNIONBLB"	/* 55 4E 49 4F 4E 42 4C 42 */
 #define UB_MAGIC_LEN		8
-#define UB_VERSION_MAJOR	1
+#define UB_VERSION_MAJOR	2
 #define UB_VERSION_MINOR	0
 #define UB_HEADER_SIZE		512
 
 /*
- * Feature words, ext4 style.  v1 defines no bits; these masks are what this
+ * Feature words, ext4 style.  v2 defines no bits; these masks are what this
  * reader knows.  Unknown compat and ro_compat bits are ignored (every reader
  * of this project is read-only); an unknown incompat bit refuses the blob.
  */
@@ -54,7 +54,7 @@ enum {
 	UB_SECT_DIGESTS		= 3,	/* u8[32][count], sorted, unique */
 	UB_SECT_XATTR_INDEX	= 4,	/* struct ub_xattr_set[count] */
 	UB_SECT_XATTR_DATA	= 5,	/* xattr entries; count = entries of all sets */
-	UB_SECT_NR_V1		= 6,	/* sections v1 defines */
+	UB_SECT_NR_V1		= 6,	/* sections v1 and v2 define */
 	UB_SECT_MAX		= 12,	/* slots in the header; 6..11 must be zero */
 };
 
@@ -92,35 +92,48 @@ struct ub_super {
 /* ub_inode.layout: where the payload lives. */
 enum {
 	UB_LAYOUT_NONE		= 0,	/* no payload (empty file, devices, fifo, socket) */
-	UB_LAYOUT_INLINE	= 1,	/* DATA[payload, payload + payload_len) */
+	UB_LAYOUT_INLINE	= 1,	/* DATA[payload, payload + size) */
 	UB_LAYOUT_EXTERNAL	= 2,	/* object named by DIGESTS[payload] */
-	UB_LAYOUT_DIR		= 3,	/* DIRS[payload, payload + payload_len), in chunks */
+	UB_LAYOUT_DIR		= 3,	/* DIRS[payload, payload + size), in chunks */
 };
 
-#define UB_INODE_SIZE		64
-#define UB_INODE_SIZE_LOG2	6
+#define UB_INODE_SIZE		48
+/*
+ * 48 does not divide 4096: a page of INODES holds 85 inodes and ends with
+ * 16 zero bytes, so no inode crosses a page.  Inode i is at
+ * (i / 85) * 4096 + (i % 85) * 48 of the section.
+ */
+#define UB_INODES_PER_PAGE	(UB_BLOCK_SIZE / UB_INODE_SIZE)
 #define UB_INLINE_MAX		4096	/* largest inline regular file */
 #define UB_SYMLINK_MAX		4095	/* largest symlink target */
+#define UB_DIR_MAX		0xffffffffu	/* largest directory data (its size) */
+
+/*
+ * ub_inode.mtime: seconds since the epoch as a 34-bit two's complement number
+ * in bits 0..33 (years 1697..2242, as ext4's 34-bit times), nanoseconds
+ * (< 10^9) in bits 34..63.
+ */
+#define UB_MTIME_SEC_BITS	34
+#define UB_MTIME_SEC_MASK	((1ull << UB_MTIME_SEC_BITS) - 1)
+#define UB_MTIME_SEC_SIGN	(1ull << (UB_MTIME_SEC_BITS - 1))
 
 /*
  * One inode; the INODES section is an array indexed by inode index i and a
  * reader reports st_ino = i + 1 (so the root, index 0, is 1, FUSE's root id).
+ * Inline items and directory data are size bytes at payload.
  */
 struct ub_inode {
-	__le32 mode;		/* st_mode: type and permission bits (07777) */
+	__le16 mode;		/* st_mode: type and permission bits (07777) */
+	__u8   layout;		/* UB_LAYOUT_* */
+	__u8   reserved;	/* zero */
 	__le32 nlink;
 	__le32 uid;
 	__le32 gid;
-	__le64 size;		/* reg: bytes; lnk: target length; dir: payload_len */
-	__le64 mtime_sec;	/* signed; reported as atime, mtime and ctime */
-	__le32 mtime_nsec;	/* 0..999999999 */
+	__le64 size;		/* reg: bytes; lnk: target length; dir: DIRS bytes */
+	__le64 mtime;		/* seconds | nanoseconds << 34, see above */
 	__le32 xattr_set;	/* 0: none; else 1-based index into XATTR_INDEX */
 	__le32 aux;		/* chr/blk: new_encode_dev rdev; dir: parent index */
-	__u8   layout;		/* UB_LAYOUT_* */
-	__u8   reserved[3];
 	__le64 payload;		/* DATA offset / DIGESTS index / DIRS offset */
-	__le32 payload_len;	/* INLINE, DIR: bytes (== size); else 0 */
-	__le32 reserved2;
 };
 
 /* File type bits of ub_inode.mode: the Linux S_IF* values. */
@@ -137,7 +150,7 @@ struct ub_inode {
 /* ---- directories (SPEC §5) --------------------------------------------- */
 
 /*
- * A directory's data is payload_len bytes at DIRS + payload, cut into
+ * A directory's data is size bytes at DIRS + payload, cut into
  * chunks of 4096 bytes (the last one shorter).  A directory of more than
  * 4096 bytes starts on a page, a smaller one never crosses a page, so every
  * chunk lies in one page; small directories are packed back to back, so a
@@ -262,22 +275,19 @@ UB_ASSERT_OFF(struct ub_super, reserved, 80);
 UB_ASSERT_OFF(struct ub_super, sections, 128);
 
 UB_ASSERT_SIZE(struct ub_inode, UB_INODE_SIZE);
-_Static_assert((1 << UB_INODE_SIZE_LOG2) == UB_INODE_SIZE, "inode size log2");
-_Static_assert(UB_BLOCK_SIZE % UB_INODE_SIZE == 0, "inodes never cross a page");
+_Static_assert(UB_INODES_PER_PAGE == 85, "85 inodes per page");
+_Static_assert(UB_INODE_SIZE % 8 == 0, "inodes keep 8-byte alignment inside a page");
 UB_ASSERT_OFF(struct ub_inode, mode, 0);
+UB_ASSERT_OFF(struct ub_inode, layout, 2);
+UB_ASSERT_OFF(struct ub_inode, reserved, 3);
 UB_ASSERT_OFF(struct ub_inode, nlink, 4);
 UB_ASSERT_OFF(struct ub_inode, uid, 8);
 UB_ASSERT_OFF(struct ub_inode, gid, 12);
 UB_ASSERT_OFF(struct ub_inode, size, 16);
-UB_ASSERT_OFF(struct ub_inode, mtime_sec, 24);
-UB_ASSERT_OFF(struct ub_inode, mtime_nsec, 32);
-UB_ASSERT_OFF(struct ub_inode, xattr_set, 36);
-UB_ASSERT_OFF(struct ub_inode, aux, 40);
-UB_ASSERT_OFF(struct ub_inode, layout, 44);
-UB_ASSERT_OFF(struct ub_inode, reserved, 45);
-UB_ASSERT_OFF(struct ub_inode, payload, 48);
-UB_ASSERT_OFF(struct ub_inode, payload_len, 56);
-UB_ASSERT_OFF(struct ub_inode, reserved2, 60);
+UB_ASSERT_OFF(struct ub_inode, mtime, 24);
+UB_ASSERT_OFF(struct ub_inode, xattr_set, 32);
+UB_ASSERT_OFF(struct ub_inode, aux, 36);
+UB_ASSERT_OFF(struct ub_inode, payload, 40);
 
 UB_ASSERT_SIZE(struct ub_dirent, UB_DIRENT_SIZE);
 UB_ASSERT_OFF(struct ub_dirent, ino, 0);

@@ -173,8 +173,16 @@ int ubfs_blob_open(struct super_block *sb, struct ubfs_sb_info *sbi,
 
 	/* errorfc() reaches the kernel log for mount(2), the caller for fsconfig */
 	err = ub_open(&sbi->blob, 0);
+	if (err == -EINVAL && sbi->blob.version_major != UB_VERSION_MAJOR) {
+		errorfc(fc, "%s: unionblob format version %u: %s (this module reads version %u)",
+			sbi->blob_name, sbi->blob.version_major,
+			sbi->blob.version_major < UB_VERSION_MAJOR ?
+			"rebuild the blob with this cfs" : "too new for this module",
+			UB_VERSION_MAJOR);
+		return -EINVAL;
+	}
 	if (err) {
-		errorfc(fc, "%s is not a valid unionblob v1 blob (%s, %d)", sbi->blob_name,
+		errorfc(fc, "%s is not a valid unionblob v%u blob (%s, %d)", sbi->blob_name, UB_VERSION_MAJOR,
 			err == -EUCLEAN ? "corrupt" :
 			err == -EIO ? "I/O error" : "unsupported", err);
 		return err == -EIO ? -EIO : -EINVAL;

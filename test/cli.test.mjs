@@ -12,6 +12,7 @@ import { encodeBlob } from '../dist/format/encode.js';
 import { openBlob, sourceFromBuffer } from '../dist/format/decode.js';
 import { dumpBlob } from '../dist/format/dump.js';
 import { verityDigest } from '../dist/format/verity.js';
+import { crc32c } from '../dist/format/crc32c.js';
 import { extractBlob } from '../dist/compiler/extract.js';
 import { fsckBlob } from '../dist/compiler/fsck.js';
 import { gcStores } from '../dist/compiler/gc.js';
@@ -131,6 +132,22 @@ test('info: text and --json', (t) => {
   t.is(info.blobSize, f.blobBuf.length);
 });
 
+test('info, ls, dump: a format version 1 blob is one line saying to rebuild it', (t) => {
+  const f = fixture(t);
+  const old = Buffer.from(f.blobBuf);
+  old.writeUInt16LE(1, 12); // version_major
+  old.writeUInt32LE(0, 8);
+  old.writeUInt32LE(crc32c(old.subarray(0, 512)), 8); // a well-formed header of another version
+  const file = f.blob.replace(/\.ub$/, '-v1.ub');
+  fs.writeFileSync(file, old);
+  for (const args of [['info'], ['ls'], ['dump']]) {
+    const r = cfs(...args, file);
+    t.is(r.code, 1, args[0]);
+    t.is(r.out, '', args[0]);
+    t.regex(r.err, /^[^\n]*format version 1: rebuild the blob with this cfs \(it reads version 2\)\n$/, args[0]);
+  }
+});
+
 test('ls: names, long format, single entry, errors', (t) => {
   const f = fixture(t);
   t.is(cfs('ls', f.blob).out, 'bin\ndev\nempty\nempty-dir\netc\nnames\nshare\ntmp\n');
@@ -187,7 +204,7 @@ test('dump: text is dumpBlob, --json is one stable object per dirent', (t) => {
   t.is(json.code, 0, json.err);
   t.is(cfs('dump', '--json', f.blob).out, json.out);
   const lines = json.out.trimEnd().split('\n').map((l) => JSON.parse(l));
-  t.deepEqual(lines[0], { unionblob: 1, inodes: 24, dirents: 24, digests: 3, xattrsets: 7 });
+  t.deepEqual(lines[0], { unionblob: 2, inodes: 24, dirents: 24, digests: 3, xattrsets: 7 });
   t.is(lines.length, 1 + 1 + 24);
   t.deepEqual(lines.map((l) => l.path).slice(1), text.out.trimEnd().split('\n').slice(1).map((l) => l.split(' ')[0]));
   const ping = lines.find((l) => l.path === '/bin/ping');
@@ -197,7 +214,7 @@ test('dump: text is dumpBlob, --json is one stable object per dirent', (t) => {
   t.like(lines.find((l) => l.path === '/dev/big'), { type: 'chr', major: 300, minor: 70000 });
   t.like(lines.find((l) => l.path === '/etc/link'), { type: 'lnk', target: '../bin/ash' });
   t.truthy(lines.find((l) => l.path === '/names/\\xff\\xfe\\x20new\\x0aline\\x5c'));
-  t.regex(spawnSync('bash', ['-c', `"${process.execPath}" "${CFS}" dump "${f.blob}" | head -1`], { encoding: 'utf8' }).stdout, /^# unionblob v1 /);
+  t.regex(spawnSync('bash', ['-c', `"${process.execPath}" "${CFS}" dump "${f.blob}" | head -1`], { encoding: 'utf8' }).stdout, /^# unionblob v2 /);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -114,19 +114,22 @@ function sampleBlob() {
   throw new Error('no vector has a non-empty root directory');
 }
 
+/** Blob offset of inode `i` (SPEC §4: 48-byte inodes, 85 to a 4096-byte page). */
+function inodeAt(blob, i) {
+  return sect(blob, 0).offset + Math.floor(i / 85) * 4096 + (i % 85) * 48;
+}
+
 /** Blob offset of the root directory's first chunk, or undefined for an empty root. */
 function rootBlock(blob) {
-  const inodes = sect(blob, 0);
-  const root = Number(blob.readBigUInt64LE(48));
-  const ino = inodes.offset + root * 64;
-  if (blob.readUInt32LE(ino + 56) === 0) return undefined;
-  return sect(blob, 1).offset + Number(blob.readBigUInt64LE(ino + 48));
+  const ino = inodeAt(blob, Number(blob.readBigUInt64LE(48)));
+  // size (at 16) is the directory's DIRS bytes, payload (at 40) their offset
+  if (blob.readBigUInt64LE(ino + 16) === 0n) return undefined;
+  return sect(blob, 1).offset + Number(blob.readBigUInt64LE(ino + 40));
 }
 
 const corruptions = [
   ['bad magic', (b) => { b[0] ^= 1; }],
   ['header crc', (b) => { b[300] ^= 1; return 'nocrcfix'; }],
-  ['unknown major version', (b) => { b.writeUInt16LE(2, 12); }],
   ['unknown incompat feature', (b) => { b.writeUInt32LE(1, 32); }],
   ['blob_size differs', (b) => { b.writeBigUInt64LE(BigInt(b.length + 4096), 40); }],
   ['root out of range', (b) => { b.writeBigUInt64LE(b.readBigUInt64LE(56), 48); }],
@@ -140,8 +143,31 @@ const corruptions = [
   ['dirent names an inode out of range', (b) => { b.writeUInt32LE(0xffffffff, rootBlock(b)); }],
   ['first nameoff not a multiple of 8', (b) => { b.writeUInt16LE(b.readUInt16LE(rootBlock(b) + 4) + 1, rootBlock(b) + 4); }],
   ['dirent type differs from inode', (b) => { const blk = rootBlock(b); b[blk + 6] = b[blk + 6] === 8 ? 10 : 8; }],
-  ['root mode is not a directory', (b) => { const o = sect(b, 0).offset; b.writeUInt32LE(0o100644, o); }],
+  ['root mode is not a directory', (b) => { b.writeUInt16LE(0o100644, inodeAt(b, 0)); }],
+  ['inode reserved byte set', (b) => { b[inodeAt(b, 0) + 3] = 1; }],
+  ['mtime nanoseconds of 10^9', (b) => { const o = inodeAt(b, 0) + 24; b.writeUInt32LE((b.readUInt32LE(o + 4) & 3) + 1e9 * 4, o + 4); }],
+  ['INODES size not the 85-per-page size', (b) => { b.writeBigUInt64LE(b.readBigUInt64LE(128 + 8) + 16n, 128 + 8); }],
 ];
+
+test('ubdump names the format version it refuses (1: rebuild, 3: too new)', (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ubc-'));
+  try {
+    for (const [version, why] of [[1, 'rebuild the blob with this cfs'], [3, 'too new for this reader']]) {
+      const blob = Buffer.from(sampleBlob());
+      blob.writeUInt16LE(version, 12);
+      reseal(blob);
+      const file = join(dir, `v${version}.ub`);
+      writeFileSync(file, blob);
+      for (const bin of [UBDUMP, UBDUMP_ASAN]) {
+        const r = runDump(bin, file, ['-q']);
+        t.is(r.status, 1, `${bin}: ${r.stderr}`);
+        t.is(r.stderr, `ubdump: ${file}: format version ${version}: ${why} (this reads version 2)\n`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
 
 for (const [what, mutate] of corruptions) {
   test(`ubdump reports: ${what}`, (t) => {
@@ -264,7 +290,7 @@ test('ubdump-asan survives thousands of corrupted blobs', async (t) => {
         const keep = join(tmpdir(), `ubdump-crash-${process.pid}-${w}.ub`);
         copyFileSync(file, keep);
         failures.push(`${what}: exit ${r.status ?? r.signal}, kept as ${keep}\n${r.stderr.slice(0, 4000)}`);
-      } else if (r.status === 1 && !/^ubdump: .*corrupt blob: [^\n]+\n$/.test(r.stderr)) {
+      } else if (r.status === 1 && !/^ubdump: .*(corrupt blob|format version \d+): [^\n]+\n$/.test(r.stderr)) {
         failures.push(`${what}: exit 1 without the one-line message: ${r.stderr.slice(0, 2000)}`);
       } else {
         outcomes[r.status]++;

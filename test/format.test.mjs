@@ -15,7 +15,7 @@ import {
   crc32c, VerityHasher, verityDigest, verityDigestOfFile, encodeBlob, EncodeError, openBlob, BlobError,
   sourceFromBuffer, sourceFromFile, decodeTree, dumpBlob, objectPath, escapeBytes, newDir,
   S_IFREG, S_IFDIR, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFMT,
-  BLOCK_SIZE, INODE_SIZE, INO, HDR, SEC, SECTION_TABLE_OFFSET, SECTION_ENTRY_SIZE, SectionId, Layout, DT,
+  BLOCK_SIZE, INODE_SIZE, INO, HDR, inodeOffset, SEC, SECTION_TABLE_OFFSET, SECTION_ENTRY_SIZE, SectionId, Layout, DT,
   XATTR_SET_SIZE, XSET, DIRENT, DIRENT_SIZE, dirChunkCount,
 } from '../dist/format/index.js';
 import { generateVectors, bigdirTree } from '../dist/format/vectors/gen.js';
@@ -63,7 +63,7 @@ function canon(root) {
     ids.set(n, id);
     const type = n.mode & S_IFMT;
     const out = {
-      id, mode: n.mode, uid: n.uid, gid: n.gid, mtimeSec: n.mtimeSec, mtimeNsec: n.mtimeNsec,
+      id, mode: n.mode, uid: n.uid, gid: n.gid, ...storedMtime(n.mtimeSec, n.mtimeNsec),
       xattrs: [...(n.xattrs ?? new Map())].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, v.toString('hex')]),
       size: type === S_IFREG || type === S_IFLNK ? n.size : 0,
     };
@@ -81,6 +81,13 @@ function canon(root) {
   return visit(root);
 }
 
+/** SPEC §4: mtimes are stored as 34-bit signed seconds; outside that range they are clamped. */
+function storedMtime(mtimeSec, mtimeNsec) {
+  if (mtimeSec < -(2 ** 33)) return { mtimeSec: -(2 ** 33), mtimeNsec: 0 };
+  if (mtimeSec > 2 ** 33 - 1) return { mtimeSec: 2 ** 33 - 1, mtimeNsec: 999_999_999 };
+  return { mtimeSec, mtimeNsec };
+}
+
 /** Run f; pass if it succeeds or throws BlobError, fail on any other exception or a slow case. */
 function expectBlobErrorOrSuccess(t, label, f, budgetMs = 2000) {
   const start = performance.now();
@@ -91,7 +98,7 @@ function expectBlobErrorOrSuccess(t, label, f, budgetMs = 2000) {
       t.fail(`${label}: threw ${e?.name}: ${e?.message}\n${e?.stack}`);
       return 'bad';
     }
-    if (!/^corrupt blob: [^\n]+$/.test(e.message)) t.fail(`${label}: message not one line: ${e.message}`);
+    if (!/^(corrupt blob|format version \d+): [^\n]+$/.test(e.message)) t.fail(`${label}: message not one line: ${e.message}`);
     return 'rejected';
   } finally {
     const ms = performance.now() - start;
@@ -122,7 +129,7 @@ function exerciseReader(blob, pathsToLookUp = []) {
 
 /**
  * SPEC §5 placement of every directory, as the compiler must write it (throws an AssertionError):
- * st_size == payload_len; an empty directory has payload 0; one of more than 4096 bytes starts
+ * its data is st_size bytes at payload; an empty directory has payload 0; one of more than 4096 bytes starts
  * on a page, one of at most 4096 bytes stays inside a page; in inode order, each non-empty
  * directory starts right where the previous one ended unless that would break the page rule,
  * and then on the next page; the bytes between directories are zero; DIRS.count is the number
@@ -136,7 +143,7 @@ function checkDirPlacement(blob) {
   for (let i = 0; i < r.header.inodeCount; i++) {
     const n = r.inode(i);
     if (n.type !== 'dir') continue;
-    assert.equal(n.size, n.payloadLen, `inode ${i}: st_size is payload_len`);
+    assert.equal(n.size, n.payloadLen, `inode ${i}: the reader's payloadLen is st_size`);
     if (n.payloadLen === 0) {
       assert.equal(n.payload, 0, `inode ${i}: empty directory at payload 0`);
       continue;
@@ -400,7 +407,7 @@ test('encode: BFS inode order, nlink, parent, dirent types, empty sections', (t)
   t.is(r.inode(3).payloadLen, 0);
   t.is(r.inode(3).payload, 0);
   t.is(r.inode(3).size, 0);
-  t.is(r.inode(2).size, 2 * 8 + 'deep'.length + 'z'.length, 'a directory\'s size is its payload_len in bytes');
+  t.is(r.inode(2).size, 2 * 8 + 'deep'.length + 'z'.length, 'a directory\'s size is its DIRS bytes');
   t.is(r.inode(2).payloadLen, 21);
   t.deepEqual([...r.readdir(0, 0)].map((e) => [e.name, e.ino, e.dtype]), [
     ['.', 0, DT.DIR], ['..', 0, DT.DIR], ['a', 1, DT.REG], ['b', 2, DT.DIR], ['c', 3, DT.DIR], ['dev', 4, DT.CHR],
@@ -428,6 +435,52 @@ test('encode: reproducible regardless of Map insertion order', (t) => {
     ]));
   };
   t.true(encodeBlob(make(false)).equals(encodeBlob(make(true))));
+});
+
+test('encode: 48-byte inodes, 85 to a page, the last 16 bytes of each page zero', (t) => {
+  // 200 files: inodes 85 and 170 start the second and third pages of INODES.
+  const files = [];
+  for (let k = 0; k < 199; k++) files.push([`f${String(k).padStart(3, '0')}`, node(S_IFREG | 0o600, { uid: k + 1 })]);
+  const blob = encodeBlob(dirNode(files));
+  const r = open(blob);
+  const sec = r.header.sections[SectionId.INODES];
+  t.is(sec.count, 200);
+  t.is(sec.size, 2 * 4096 + 30 * 48, 'two full pages, then 30 inodes');
+  for (const page of [0, 1]) {
+    const end = sec.offset + page * 4096 + 4096;
+    t.true(blob.subarray(end - 16, end).every((b) => b === 0), `padding of page ${page}`);
+  }
+  // Inode i sits at (i / 85) * 4096 + (i % 85) * 48: check a few by their uid, read raw.
+  const names = [...r.readdir(0)].map((e) => [e.name, e.ino]);
+  for (const [name, i] of names.filter(([, i]) => [1, 84, 85, 86, 169, 170, 199].includes(i))) {
+    const at = sec.offset + Math.floor(i / 85) * 4096 + (i % 85) * 48;
+    t.is(blob.readUInt32LE(at + 8), Number(name.slice(1)) + 1, `inode ${i} (${name}) uid, read at ${at}`);
+    t.is(blob.readUInt16LE(at), S_IFREG | 0o600);
+  }
+});
+
+test('encode: mtimes outside 1697..2242 are clamped, with one warning per blob', (t) => {
+  const warnings = [];
+  const tree = dirNode([
+    ['big', node(S_IFREG | 0o644, { mtimeSec: 2 ** 40, mtimeNsec: 5 })],
+    ['edge-hi', node(S_IFREG | 0o644, { mtimeSec: 2 ** 33 - 1, mtimeNsec: 999_999_999 })],
+    ['edge-lo', node(S_IFREG | 0o644, { mtimeSec: -(2 ** 33), mtimeNsec: 7 })],
+    ['small', node(S_IFREG | 0o644, { mtimeSec: -(2 ** 33) - 1, mtimeNsec: 5 })],
+  ]);
+  const blob = encodeBlob(tree, { warn: (m) => warnings.push(m) });
+  const r = open(blob);
+  const at = (p) => { const n = r.inode(r.resolvePath(p)); return [n.mtimeSec, n.mtimeNsec]; };
+  t.deepEqual(at('/big'), [2 ** 33 - 1, 999_999_999]);
+  t.deepEqual(at('/edge-hi'), [2 ** 33 - 1, 999_999_999]);
+  t.deepEqual(at('/edge-lo'), [-(2 ** 33), 7]);
+  t.deepEqual(at('/small'), [-(2 ** 33), 0]);
+  t.is(warnings.length, 1);
+  t.regex(warnings[0], /^2 mtime\(s\) outside -8589934592\.\.8589934591 s .*first: \/big at 1099511627776 s/);
+  // Raw bits: seconds in the low 34 bits (two's complement), nanoseconds above them.
+  const raw = blob.readBigUInt64LE(r.header.sections[SectionId.INODES].offset + inodeOffset(r.resolvePath('/edge-lo')) + INO.mtime);
+  t.is(raw, (7n << 34n) | (1n << 33n));
+  encodeBlob(dirNode([['in-range', node(S_IFREG, { mtimeSec: -1 })]]), { warn: (m) => warnings.push(m) });
+  t.is(warnings.length, 1, 'no warning when every time fits');
 });
 
 test('encode: DATA page confinement and dedup with a 4096 threshold', (t) => {
@@ -759,7 +812,8 @@ test('corruption: header field checks (with a valid header CRC)', (t) => {
     if (e && re) t.regex(e.message, re, label);
   };
   check('magic', (c) => c.write('UNIONBLX', 0, 'latin1'), /bad magic/);
-  check('version', (c) => c.writeUInt16LE(2, HDR.versionMajor), /unsupported version 2/);
+  check('version', (c) => c.writeUInt16LE(3, HDR.versionMajor), /^format version 3: this cfs is too old for it \(it reads version 2\)$/);
+  check('version 1', (c) => c.writeUInt16LE(1, HDR.versionMajor), /^format version 1: rebuild the blob with this cfs \(it reads version 2\)$/);
   check('header size', (c) => c.writeUInt32LE(256, HDR.headerSize), /header_size/);
   check('block size', (c) => c.writeUInt32LE(13, HDR.blockSizeLog2), /block_size_log2/);
   check('incompat', (c) => c.writeUInt32LE(0x80, HDR.featureIncompat), /incompatible features/);
@@ -777,7 +831,8 @@ test('corruption: header field checks (with a valid header CRC)', (t) => {
     c.writeUInt32LE(s[2].offset, sectionEntry(1) + SEC.offset);
     c.writeUInt32LE(s[1].offset, sectionEntry(2) + SEC.offset);
   }, /overlaps the previous|past the end/);
-  check('inode size', (c) => c.writeUInt32LE(s[0].size - 64, sectionEntry(0) + SEC.size), /INODES size/);
+  check('inode size', (c) => c.writeUInt32LE(s[0].size - INODE_SIZE, sectionEntry(0) + SEC.size), /INODES size/);
+  check('inode size with page padding', (c) => c.writeUInt32LE(s[0].size + 16, sectionEntry(0) + SEC.size), /INODES size/);
   // DIRS is sized in bytes: a DIRS.size too small for the root's data is caught when the root is read.
   check('dirs size', (c) => c.writeUInt32LE(r.inode(0).payloadLen - 1, sectionEntry(1) + SEC.size), /inode 0: directory data outside DIRS/);
   check('digests count', (c) => c.writeUInt32LE(s[3].count + 1, sectionEntry(3) + SEC.count), /DIGESTS size/);
@@ -822,7 +877,7 @@ test('corruption: targeted inode, dirent and xattr damage', (t) => {
   const base = vectorByName.get('small').blob;
   const r0 = open(base);
   const s = r0.header.sections;
-  const inodeAt = (i) => s[SectionId.INODES].offset + i * INODE_SIZE;
+  const inodeAt = (i) => s[SectionId.INODES].offset + inodeOffset(i);
   const expectWalkError = (label, edit, re) => {
     const c = Buffer.from(base);
     edit(c);
@@ -831,14 +886,18 @@ test('corruption: targeted inode, dirent and xattr damage', (t) => {
   };
   const ino = (p) => r0.resolvePath(p);
   expectWalkError('layout', (c) => (c[inodeAt(ino('/etc/hostname')) + INO.layout] = Layout.DIR), /invalid for a regular file/);
-  expectWalkError('mode', (c) => c.writeUInt32LE(0o644, inodeAt(ino('/etc/hostname')) + INO.mode), /invalid mode/);
-  expectWalkError('dtype mismatch', (c) => c.writeUInt32LE(S_IFIFO | 0o644, inodeAt(ino('/empty')) + INO.mode), /file type of dirent/);
-  expectWalkError('nsec', (c) => c.writeUInt32LE(1e9, inodeAt(ino('/etc/hostname')) + INO.mtimeNsec), /mtime_nsec/);
+  expectWalkError('mode', (c) => c.writeUInt16LE(0o644, inodeAt(ino('/etc/hostname')) + INO.mode), /invalid mode/);
+  expectWalkError('dtype mismatch', (c) => c.writeUInt16LE(S_IFIFO | 0o644, inodeAt(ino('/empty')) + INO.mode), /file type of dirent/);
+  expectWalkError('reserved', (c) => (c[inodeAt(ino('/etc/hostname')) + INO.reserved] = 1), /reserved byte/);
+  expectWalkError('nsec', (c) => {
+    const at = inodeAt(ino('/etc/hostname')) + INO.mtime + 4;
+    c.writeUInt32LE((c.readUInt32LE(at) & 3) + 1e9 * 4, at);
+  }, /mtime nanoseconds 1000000000/);
   expectWalkError('inline past DATA', (c) => c.writeUInt32LE(s[SectionId.DATA].size, inodeAt(ino('/etc/hostname')) + INO.payload), /outside DATA/);
   expectWalkError('inline across page', (c) => c.writeUInt32LE(4090, inodeAt(ino('/etc/hostname')) + INO.payload), /crosses a page/);
   expectWalkError('digest index', (c) => c.writeUInt32LE(99, inodeAt(ino('/etc/passwd')) + INO.payload), /digest index/);
   expectWalkError('xattr set', (c) => c.writeUInt32LE(99, inodeAt(ino('/etc/passwd')) + INO.xattrSet), /xattr_set/);
-  expectWalkError('dir size', (c) => c.writeUInt32LE(99, inodeAt(ino('/etc')) + INO.payloadLen), /directory size differs from payload_len/);
+  expectWalkError('dir size of 4 GiB', (c) => c.writeUInt32LE(1, inodeAt(ino('/etc')) + INO.size + 4), /directory of 4294967\d+ bytes/);
   expectWalkError('parent', (c) => c.writeUInt32LE(ino('/etc'), inodeAt(ino('/bin')) + INO.aux), /has parent/);
   expectWalkError('symlink NUL', (c) => {
     const n = r0.inode(ino('/etc/link-to-hostname'));
@@ -889,13 +948,10 @@ test('corruption: directory placement and chunk rules (SPEC §4, §5)', (t) => {
   const r0 = open(base);
   const s = r0.header.sections;
   const dirs = s[SectionId.DIRS];
-  const inodeAt = (i) => s[SectionId.INODES].offset + i * INODE_SIZE;
+  const inodeAt = (i) => s[SectionId.INODES].offset + inodeOffset(i);
   const ino = (p) => r0.resolvePath(p);
-  /** Set a directory's payload_len and st_size together, so only the chunk rules can object. */
-  const setLen = (c, i, len) => {
-    c.writeUInt32LE(len, inodeAt(i) + INO.payloadLen);
-    c.writeUInt32LE(len, inodeAt(i) + INO.size);
-  };
+  /** Set a directory's size, which is its data length in DIRS. */
+  const setLen = (c, i, len) => c.writeUInt32LE(len, inodeAt(i) + INO.size);
   const expectError = (label, edit, re, f = (r) => dumpBlob(r)) => {
     const c = Buffer.from(base);
     edit(c);
@@ -922,7 +978,6 @@ test('corruption: directory placement and chunk rules (SPEC §4, §5)', (t) => {
   expectError('4096 bytes not on a page', (c) => c.writeUInt32LE(4100, inodeAt(ino('/a-exact')) + INO.payload), /crosses a page/);
   expectError('large not on a page', (c) => c.writeUInt32LE(8192 + 8, inodeAt(bOver) + INO.payload), /more than 4096 bytes does not start on a page/);
   expectError('large grows past a page start', (c) => setLen(c, p000, 4097), /does not start on a page/);
-  expectError('st_size', (c) => c.writeUInt32LE(pn.payloadLen + 1, inodeAt(p000) + INO.size), /directory size differs from payload_len/);
   expectError('empty dir with payload', (c) => c.writeUInt32LE(8, inodeAt(ino('/p001')) + INO.payload), /empty directory with a payload offset/);
   expectError('payload high word', (c) => c.writeUInt32LE(1, inodeAt(p000) + INO.payload + 4), /outside DIRS/);
 
@@ -955,7 +1010,7 @@ test('corruption: directory placement and chunk rules (SPEC §4, §5)', (t) => {
     c[at + c.readUInt16LE(at + DIRENT.nameoff)] = '0'.charCodeAt(0); // "15xx..." -> "05xx..." < "14xx..."
   }, /names not increasing across chunks/);
 
-  // Names end at the chunk end: one byte less of payload_len drops the last name's last byte,
+  // Names end at the chunk end: one byte less of directory size drops the last name's last byte,
   // even when the byte after the directory is not zero.
   {
     const [i, payload, len] = two;

@@ -37,6 +37,7 @@ const dist = (p) => import(path.join(ROOT, 'dist', p));
 const { encodeBlob } = canRun ? await dist('format/encode.js') : {};
 const { openBlob, sourceFromFile } = canRun ? await dist('format/decode.js') : {};
 const { dumpBlob } = canRun ? await dist('format/dump.js') : {};
+const { INO, inodeOffset } = canRun ? await dist('format/layout.js') : {};
 const { verityDigest } = canRun ? await dist('format/verity.js') : {};
 const { newDir, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFDIR } = canRun ? await dist('format/tree.js') : {};
 const { keyOf, logPath, statePath, runDir } = canRun ? await dist('mounter/state.js') : {};
@@ -768,7 +769,7 @@ function corruptBlob() {
   const inodes = reader.header.sections[0].offset;
   src.close();
   buf.writeUInt16LE(3, dirs + names.payload + 4); // dirents[0].nameoff: not a multiple of 8
-  buf[inodes + small * 64 + 44] = 9; // layout: no such layout
+  buf[inodes + inodeOffset(small) + INO.layout] = 9; // layout: no such layout
   const out = path.join(S.work, 'corrupt.ub');
   fs.writeFileSync(out, buf);
   return out;

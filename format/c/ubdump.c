@@ -166,7 +166,7 @@ static void out_payload(const struct ub_blob *b, const struct ub_inode_info *i)
 		out_str("obj:");
 		out_hex(buf, UB_DIGEST_SIZE);
 	} else if (ub_inode_is_dir(i)) {
-		out_fmt("dir:%u", i->payload_len);
+		out_fmt("dir:%llu", (unsigned long long)i->size);
 	} else if (ub_inode_is_dev(i)) {
 		out_fmt("dev:%u,%u", ub_inode_rdev_major(i), ub_inode_rdev_minor(i));
 	} else {
@@ -423,7 +423,7 @@ static int dump_one(const char *path, bool verify_crc)
 	struct stat st;
 	void *map;
 	unsigned int id;
-	int fd;
+	int fd, err;
 
 	blob_path = path;
 	fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -442,14 +442,21 @@ static int dump_one(const char *path, bool verify_crc)
 	b.size = st.st_size;
 	b.get_page = mem_get_page;
 	b.ctx = map;
-	check(ub_open(&b, verify_crc ? 0 : UB_OPEN_NO_CRC), "header or root inode");
+	err = ub_open(&b, verify_crc ? 0 : UB_OPEN_NO_CRC);
+	if (err == -EINVAL && b.version_major != UB_VERSION_MAJOR) {
+		fprintf(stderr, "ubdump: %s: format version %u: %s (this reads version %u)\n", path,
+			b.version_major, b.version_major < UB_VERSION_MAJOR ?
+			"rebuild the blob with this cfs" : "too new for this reader", UB_VERSION_MAJOR);
+		exit(1);
+	}
+	check(err, "header or root inode");
 	for (id = 0; verify_crc && id < UB_SECT_NR_V1; id++)
 		if (ub_check_section_crc(&b, id))
 			corrupt("section %s: crc mismatch", names[id]);
 	check_digests(&b);
 
-	out_fmt("# unionblob v1 inodes=%llu dirents=%llu digests=%llu xattrsets=%llu\n",
-		(unsigned long long)b.inode_count, (unsigned long long)b.dirent_count,
+	out_fmt("# unionblob v%u inodes=%llu dirents=%llu digests=%llu xattrsets=%llu\n",
+		b.version_major, (unsigned long long)b.inode_count, (unsigned long long)b.dirent_count,
 		(unsigned long long)b.sect[UB_SECT_DIGESTS].count,
 		(unsigned long long)b.sect[UB_SECT_XATTR_INDEX].count);
 	dump_tree(&b);

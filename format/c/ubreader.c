@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only
 /*
- * ubreader: validating reader of unionblob v1 blobs.  See ubreader.h for the
+ * ubreader: validating reader of unionblob v2 blobs.  See ubreader.h for the
  * API contract and format/SPEC.md for the format.
  *
  * Rules this file keeps, because it also runs inside the kernel:
@@ -264,6 +264,27 @@ static int ub_check_sections(struct ub_blob *b, const struct ub_super *sb)
 	return 0;
 }
 
+/* Byte offset of inode @index in INODES: 85 to a page, none crosses a page. */
+static inline u64 ub_inode_offset(u64 index)
+{
+	u32 slot;
+	u64 page = ub_div_u64_rem(index, UB_INODES_PER_PAGE, &slot);
+
+	return (page << UB_BLOCK_SIZE_LOG2) + (u64)slot * UB_INODE_SIZE;
+}
+
+/* INODES holds exactly count inodes (the last page's padding is not counted). */
+static bool ub_inodes_sized(const struct ub_blob *b)
+{
+	const struct ub_sect *s = &b->sect[UB_SECT_INODES];
+
+	if (s->count == 0)
+		return s->size == 0;
+	/* a count beyond size / 48 cannot fit; it also keeps the offset from overflowing */
+	return s->count <= b->size / UB_INODE_SIZE &&
+	       s->size == ub_inode_offset(s->count - 1) + UB_INODE_SIZE;
+}
+
 /* Fixed record sizes; a count that overflows the product is rejected. */
 static bool ub_sect_is_array(const struct ub_blob *b, unsigned int id,
 			     unsigned int shift)
@@ -283,7 +304,8 @@ static int ub_check_super(struct ub_blob *b, const u8 *page, unsigned int flags)
 	if (!(flags & UB_OPEN_NO_CRC) &&
 	    ub_header_crc(page) != ub_le32(sb->header_crc))
 		return -EUCLEAN;
-	if (ub_le16(sb->version_major) != UB_VERSION_MAJOR ||
+	b->version_major = ub_le16(sb->version_major);
+	if (b->version_major != UB_VERSION_MAJOR ||
 	    ub_le32(sb->header_size) != UB_HEADER_SIZE ||
 	    ub_le32(sb->block_size_log2) != UB_BLOCK_SIZE_LOG2 ||
 	    (ub_le32(sb->feature_incompat) & ~UB_FEATURE_INCOMPAT_SUPP))
@@ -304,7 +326,7 @@ static int ub_check_super(struct ub_blob *b, const u8 *page, unsigned int flags)
 	err = ub_check_sections(b, sb);
 	if (err)
 		return err;
-	if (!ub_sect_is_array(b, UB_SECT_INODES, UB_INODE_SIZE_LOG2) ||
+	if (!ub_inodes_sized(b) ||
 	    !ub_sect_is_array(b, UB_SECT_DIGESTS, 5) ||
 	    !ub_sect_is_array(b, UB_SECT_XATTR_INDEX, 4))
 		return -EUCLEAN;
@@ -384,11 +406,10 @@ unsigned int ub_mode_to_dtype(u32 mode)
 	}
 }
 
-/* No payload at all: NONE layout with zero size, payload and length. */
+/* No payload at all: NONE layout with zero size and payload. */
 static inline bool ub_payload_none(const struct ub_inode_info *i)
 {
-	return i->layout == UB_LAYOUT_NONE && i->size == 0 &&
-	       i->payload == 0 && i->payload_len == 0;
+	return i->layout == UB_LAYOUT_NONE && i->size == 0 && i->payload == 0;
 }
 
 /* INLINE item of 1..max bytes inside DATA and inside one page of it (SPEC §6). */
@@ -396,7 +417,7 @@ static bool ub_payload_inline(const struct ub_blob *b,
 			      const struct ub_inode_info *i, u64 max)
 {
 	return i->layout == UB_LAYOUT_INLINE && i->size >= 1 &&
-	       i->size <= max && i->payload_len == i->size &&
+	       i->size <= max &&
 	       ub_in_section(b, UB_SECT_DATA, i->payload, i->payload_len) &&
 	       (i->payload & UB_PAGE_MASK) + i->payload_len <= UB_BLOCK_SIZE;
 }
@@ -420,9 +441,7 @@ static bool ub_payload_dir(const struct ub_blob *b, const struct ub_inode_info *
 /* The allowed (type, layout) combinations of SPEC §4; false = corrupt. */
 static bool ub_inode_valid(const struct ub_blob *b, const struct ub_inode_info *i)
 {
-	/* st_mode is 16 bits: type and permissions, nothing else */
-	if ((i->mode & ~(u32)(UB_S_IFMT | UB_S_IPERM)) ||
-	    i->mtime_nsec > 999999999u ||
+	if (i->mtime_nsec > 999999999u ||
 	    i->xattr_set > b->sect[UB_SECT_XATTR_INDEX].count)
 		return false;
 
@@ -431,7 +450,7 @@ static bool ub_inode_valid(const struct ub_blob *b, const struct ub_inode_info *
 		if (i->aux)
 			return false;
 		if (i->layout == UB_LAYOUT_EXTERNAL)
-			return i->size >= 1 && i->payload_len == 0 &&
+			return i->size >= 1 &&
 			       i->payload < b->sect[UB_SECT_DIGESTS].count;
 		if (i->layout == UB_LAYOUT_INLINE)
 			return ub_payload_inline(b, i, UB_INLINE_MAX);
@@ -439,8 +458,8 @@ static bool ub_inode_valid(const struct ub_blob *b, const struct ub_inode_info *
 	case UB_S_IFLNK:
 		return !i->aux && ub_payload_inline(b, i, UB_SYMLINK_MAX);
 	case UB_S_IFDIR:
-		return i->layout == UB_LAYOUT_DIR && i->size == i->payload_len &&
-		       ub_payload_dir(b, i) && i->aux < b->inode_count;
+		return i->layout == UB_LAYOUT_DIR && ub_payload_dir(b, i) &&
+		       i->aux < b->inode_count;
 	case UB_S_IFCHR:
 	case UB_S_IFBLK:
 		return ub_payload_none(i);
@@ -452,42 +471,60 @@ static bool ub_inode_valid(const struct ub_blob *b, const struct ub_inode_info *
 	}
 }
 
+/* ub_inode.mtime: 34-bit two's complement seconds, nanoseconds above them. */
+static inline void ub_unpack_mtime(u64 t, struct ub_inode_info *out)
+{
+	/* sign extension without shifting a negative number */
+	out->mtime_sec = (s64)((t & UB_MTIME_SEC_MASK) ^ UB_MTIME_SEC_SIGN) -
+			 (s64)UB_MTIME_SEC_SIGN;
+	out->mtime_nsec = (u32)(t >> UB_MTIME_SEC_BITS);
+}
+
 int ub_read_inode(const struct ub_blob *b, u64 index, struct ub_inode_info *out)
 {
 	const struct ub_inode *di;
 	const u8 *p;
 	void *cookie;
+	u8 reserved;
 	int err;
 
 	if (index >= b->inode_count)
 		return -EUCLEAN;
-	/* inode_count * 64 == INODES.size <= blob size: no overflow */
-	err = ub_map(b, b->sect[UB_SECT_INODES].offset + (index << UB_INODE_SIZE_LOG2),
+	/* ub_inodes_sized(): every index < inode_count lies inside INODES */
+	err = ub_map(b, b->sect[UB_SECT_INODES].offset + ub_inode_offset(index),
 		     UB_INODE_SIZE, &p, &cookie);
 	if (err)
 		return err;
 	di = (const struct ub_inode *)p;
 	out->index = index;
-	out->mode = ub_le32(di->mode);
+	out->mode = ub_le16(di->mode);
+	out->layout = di->layout;
+	reserved = di->reserved;
 	out->nlink = ub_le32(di->nlink);
 	out->uid = ub_le32(di->uid);
 	out->gid = ub_le32(di->gid);
 	out->size = ub_le64(di->size);
-	out->mtime_sec = (s64)ub_le64(di->mtime_sec);
-	out->mtime_nsec = ub_le32(di->mtime_nsec);
+	ub_unpack_mtime(ub_le64(di->mtime), out);
 	out->xattr_set = ub_le32(di->xattr_set);
 	out->aux = ub_le32(di->aux);
-	out->layout = di->layout;
 	out->payload = ub_le64(di->payload);
-	out->payload_len = ub_le32(di->payload_len);
 	ub_unmap(b, cookie);
+	if (reserved)
+		return -EUCLEAN;
+	/* inline items and directory data are size bytes, kept in 32 bits */
+	out->payload_len = 0;
+	if (out->layout == UB_LAYOUT_INLINE || out->layout == UB_LAYOUT_DIR) {
+		if (out->size > UB_DIR_MAX)
+			return -EUCLEAN;
+		out->payload_len = (u32)out->size;
+	}
 	return ub_inode_valid(b, out) ? 0 : -EUCLEAN;
 }
 
 /* ---- directories (SPEC §5) --------------------------------------------- */
 
 /*
- * A directory's data is payload_len bytes at DIRS + payload, cut into chunks
+ * A directory's data is size (= payload_len) bytes at DIRS + payload, cut into chunks
  * of 4096 bytes (the last one shorter), each inside one page.  Small
  * directories are packed back to back, so a chunk, and its dirents, may
  * start at any byte: dirent fields are loaded bytewise.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 OR GPL-2.0-only */
 /*
- * ubreader: the one reader of unionblob v1 blobs (format/SPEC.md).
+ * ubreader: the one reader of unionblob v2 blobs (format/SPEC.md).
  *
  * The kernel module, the FUSE server, ubdump and the fuzzers compile this
  * same code.  The core therefore:
@@ -63,6 +63,12 @@ struct ub_blob {
 	void *ctx;
 
 	/* ---- filled by ub_open() ---- */
+	/*
+	 * Set as soon as magic and header crc are good, also when ub_open()
+	 * then refuses the version (-EINVAL), so the embedder can say
+	 * "format version 1: rebuild the blob" instead of "unsupported".
+	 */
+	u32 version_major;
 	u32 version_minor;
 	u32 feature_compat;
 	u32 feature_ro_compat;
@@ -113,7 +119,7 @@ struct ub_inode_info {
 	u32 aux;		/* rdev (chr/blk) or parent index (dir, checked) */
 	u8  layout;		/* UB_LAYOUT_* (combination checked) */
 	u64 payload;		/* DATA offset, DIGESTS index or DIRS offset */
-	u32 payload_len;	/* inline / directory bytes */
+	u32 payload_len;	/* inline / directory bytes: size, not stored twice */
 };
 
 /*

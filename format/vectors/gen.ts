@@ -144,6 +144,9 @@ export function smallTree(): TreeNode {
       ['longer-link', symlink(longerTarget)],
       ['old', inlineFile('before 1970\n', 0o444, { mtimeSec: -1, mtimeNsec: 500_000_000 })],
       ['older', inlineFile('1900\n', 0o444, { mtimeSec: -2_208_988_800, mtimeNsec: 1 })],
+      // The ends of the 34-bit seconds range (SPEC §4): 1697 and 2242.
+      ['oldest', inlineFile('1697\n', 0o444, { mtimeSec: -(2 ** 33), mtimeNsec: 0 })],
+      ['latest', inlineFile('2242\n', 0o444, { mtimeSec: 2 ** 33 - 1, mtimeNsec: 999_999_999 })],
       ['xattr-zoo', inlineFile('xattrs\n', 0o644, {
         xattrs: xattrs([
           ['user.empty', ''],
@@ -212,7 +215,7 @@ export function deepTree(): TreeNode {
  * - the root (~3.6 KiB of entries) at offset 0;
  * - /a-exact: entries of exactly 4096 bytes (16 * (8 + 248)): one full chunk, so it starts a new page;
  * - /b-over: entries of 4097 bytes (15 * 256 + 257): the first chunk holds 3840 bytes and is padded
- *   to 4096, the second holds the last entry (257 bytes); page-aligned, payload_len 4353;
+ *   to 4096, the second holds the last entry (257 bytes); page-aligned, size 4353;
  * - /c-full: a first chunk filled to exactly 4096 bytes plus a second of 2 entries;
  * - 300 small directories /p000.. of 0..6 entries with 1..60-byte names, packed one after the other
  *   from the middle of /c-full's last page; many do not fit in what is left of a page and start the next.

@@ -946,6 +946,10 @@ static void open_blob(struct ubfs *fs, const char *path)
 	fs->blob.put_page = NULL;
 	fs->blob.ctx = fs;
 	err = ub_open(&fs->blob, 0);
+	if (err == -EINVAL && fs->blob.version_major != UB_VERSION_MAJOR)
+		die("%s: unionblob format version %u: %s (this server reads version %u)", path,
+		    fs->blob.version_major, fs->blob.version_major < UB_VERSION_MAJOR ?
+		    "rebuild the blob with this cfs" : "too new for this server", UB_VERSION_MAJOR);
 	if (err)
 		die("%s: %s", path, blob_error(err));
 }

@@ -258,8 +258,10 @@ const t1 = dir(0o755, [
     ['sock', meta(S_IFSOCK | 0o755)],
   ])],
   ['times', dir(0o755, [
-    ['future', inline('2242\n', 0o644, { mtimeSec: 2 ** 33, mtimeNsec: 999_999_999 })],
+    // The ends of the format's 34-bit seconds (SPEC §4): 2242 and 1697.
+    ['future', inline('2242\n', 0o644, { mtimeSec: 2 ** 33 - 1, mtimeNsec: 999_999_999 })],
     ['old', inline('1969\n', 0o644, { mtimeSec: -1, mtimeNsec: 500_000_000 })],
+    ['oldest', inline('1697\n', 0o644, { mtimeSec: -(2 ** 33), mtimeNsec: 0 })],
   ])],
   ['x', dir(0o755, [
     ['acl', dir(0o755, [], { xattrs: xattrs([['system.posix_acl_access', acl], ['system.posix_acl_default', acl]]) })],
