@@ -58,8 +58,11 @@ function run(cmd: string, args: string[], opts: { cwd?: string; input?: string }
   });
 }
 
-/** DEST must not exist (it is created) or be an empty directory. Returns its absolute path. */
-async function prepareDest(dest: string): Promise<string> {
+/**
+ * DEST must not exist (it is created) or be an empty directory. Returns its absolute path and
+ * whether we created it (so a failed extraction can leave things as they were).
+ */
+async function prepareDest(dest: string): Promise<{ abs: string; created: boolean }> {
   const abs = path.resolve(dest);
   let st;
   try {
@@ -67,11 +70,35 @@ async function prepareDest(dest: string): Promise<string> {
   } catch (err: any) {
     if (err.code !== 'ENOENT') throw err;
     await fsp.mkdir(abs, { recursive: true });
-    return abs;
+    return { abs, created: true };
   }
   if (!st.isDirectory()) throw new Error(`${dest}: exists and is not a directory`);
   if ((await fsp.readdir(abs)).length > 0) throw new Error(`${dest}: directory is not empty`);
-  return abs;
+  return { abs, created: false };
+}
+
+/** After a failure: no half-written tree. DEST goes if we made it, else back to empty. */
+async function undoDest(dest: { abs: string; created: boolean }): Promise<void> {
+  if (dest.created) {
+    await fsp.rm(dest.abs, { recursive: true, force: true });
+    return;
+  }
+  for (const name of await fsp.readdir(dest.abs)) await fsp.rm(path.join(dest.abs, name), { recursive: true, force: true });
+}
+
+/** Linux's PATH_MAX: longer paths cannot be given to a system call (Node has no openat). */
+const PATH_MAX = 4096;
+
+/** A path for a one-line message: long ones keep their start and end. */
+function shortPath(p: string): string {
+  return p.length > 120 ? `${p.slice(0, 56)}...${p.slice(-56)}` : p;
+}
+
+/** Refuse, with a clear message, a path the kernel would refuse with ENAMETOOLONG. */
+function checkPathLength(target: Buffer, shown: string): void {
+  if (target.length >= PATH_MAX) {
+    throw new Error(`${shortPath(shown)}: path of ${target.length} bytes under DEST exceeds PATH_MAX (${PATH_MAX}): cannot extract`);
+  }
 }
 
 /** Guard: a name from the blob is one path component (the reader validated it; check anyway). */
@@ -195,90 +222,101 @@ async function writeRegular(reader: BlobReader, inode: Inode, target: Buffer, st
 export async function extractBlob(blobPath: string, stores: string[], dest: string, opts: ExtractOptions = {}): Promise<ExtractResult> {
   const warn = opts.warn ?? ((m: string) => process.stderr.write(`cfs: warning: ${m}\n`));
   return withBlob(blobPath, async (reader) => {
-    const destPath = await prepareDest(dest);
-    const root = Buffer.from(destPath);
-    const result: ExtractResult = { inodes: 0, dirents: 0, bytes: 0, skipped: [] };
-    const staging = new Staging(destPath, reader);
-    const dirPaths = new Map<number, Buffer>();
-    const created = new Map<number, Created>(); // inode index -> first path, in creation order
-    const isRoot = process.getuid?.() === 0;
-
-    // 1. Create.
+    const prepared = await prepareDest(dest);
     try {
-      for (const { path: entryPath, ino, inode, name, parent } of reader.walk()) {
-        const shown = displayName(entryPath);
-        if (entryPath === '/') {
-          dirPaths.set(ino, root);
-          created.set(ino, { path: root, inode });
-          continue;
-        }
-        result.dirents++;
-        const parentPath = dirPaths.get(parent);
-        if (parentPath === undefined) throw new Error(`${shown}: parent directory not extracted`);
-        const target = childPath(parentPath, name);
-        const first = created.get(ino);
-        if (first !== undefined) {
-          if (inode.type === 'dir') throw new Error(`${shown}: directory reached twice`);
-          await fsp.link(first.path, target);
-          continue;
-        }
-        switch (inode.type) {
-          case 'dir':
-            await fsp.mkdir(target, { mode: 0o700 });
-            dirPaths.set(ino, target);
-            break;
-          case 'reg':
-            result.bytes += await writeRegular(reader, inode, target, stores, shown);
-            break;
-          case 'lnk':
-            await fsp.symlink(Buffer.from(reader.readlink(ino), 'latin1'), target);
-            break;
-          default:
-            if (!(await makeSpecial(staging, target, inode))) {
-              warn(`${shown}: socket skipped (python3 not found)`);
-              result.skipped.push(shown);
-              continue;
-            }
-        }
-        created.set(ino, { path: target, inode });
-      }
-    } finally {
-      await staging.remove();
+      return await materialize(reader, prepared.abs, stores, warn);
+    } catch (err) {
+      await undoDest(prepared).catch(() => {}); // the extraction's error is the one to report
+      throw err;
     }
-    result.inodes = created.size;
-
-    // 2. Owners, then modes (chown clears setuid/setgid).
-    let warnedOwner = false;
-    for (const { path: p, inode } of created.values()) {
-      try {
-        await fsp.lchown(p, inode.uid, inode.gid);
-      } catch (err: any) {
-        if (isRoot || err.code !== 'EPERM') throw err;
-        if (!warnedOwner) warn('not running as root: file owners not restored');
-        warnedOwner = true;
-      }
-      if (inode.type !== 'lnk') await fsp.chmod(p, inode.mode & 0o7777);
-    }
-
-    // 3. Xattrs, all in one setfattr run (-h: a symlink's own xattrs, never its target's).
-    const withXattrs = [...created.values()]
-      .map((c) => ({ path: c.path, xattrs: c.inode.xattrSet !== 0 ? reader.xattrs(c.inode.index) : new Map<string, Buffer>() }))
-      .filter((f) => f.xattrs.size > 0);
-    if (withXattrs.length > 0) {
-      try {
-        await run('setfattr', ['-h', '--restore=-'], { input: restoreText(withXattrs) });
-      } catch (err: any) {
-        throw new Error(`setting xattrs: ${err.message}${/not found/.test(err.message) ? ' (install the attr package)' : ''}`);
-      }
-    }
-
-    // 4. Times, after everything that could touch a directory's mtime.
-    for (const { path: p, inode } of created.values()) {
-      const t = timeArg(inode.mtimeSec, inode.mtimeNsec);
-      await fsp.lutimes(p, t, t);
-    }
-    return result;
   });
+}
+
+/** Steps 1-4 of the header comment, into the empty directory destPath. */
+async function materialize(reader: BlobReader, destPath: string, stores: string[], warn: (m: string) => void): Promise<ExtractResult> {
+  const root = Buffer.from(destPath);
+  const result: ExtractResult = { inodes: 0, dirents: 0, bytes: 0, skipped: [] };
+  const staging = new Staging(destPath, reader);
+  const dirPaths = new Map<number, Buffer>();
+  const created = new Map<number, Created>(); // inode index -> first path, in creation order
+  const isRoot = process.getuid?.() === 0;
+
+  // 1. Create.
+  try {
+    for (const { path: entryPath, ino, inode, name, parent } of reader.walk()) {
+      const shown = displayName(entryPath);
+      if (entryPath === '/') {
+        dirPaths.set(ino, root);
+        created.set(ino, { path: root, inode });
+        continue;
+      }
+      result.dirents++;
+      const parentPath = dirPaths.get(parent);
+      if (parentPath === undefined) throw new Error(`${shown}: parent directory not extracted`);
+      const target = childPath(parentPath, name);
+      checkPathLength(target, shown);
+      const first = created.get(ino);
+      if (first !== undefined) {
+        if (inode.type === 'dir') throw new Error(`${shown}: directory reached twice`);
+        await fsp.link(first.path, target);
+        continue;
+      }
+      switch (inode.type) {
+        case 'dir':
+          await fsp.mkdir(target, { mode: 0o700 });
+          dirPaths.set(ino, target);
+          break;
+        case 'reg':
+          result.bytes += await writeRegular(reader, inode, target, stores, shown);
+          break;
+        case 'lnk':
+          await fsp.symlink(Buffer.from(reader.readlink(ino), 'latin1'), target);
+          break;
+        default:
+          if (!(await makeSpecial(staging, target, inode))) {
+            warn(`${shown}: socket skipped (python3 not found)`);
+            result.skipped.push(shown);
+            continue;
+          }
+      }
+      created.set(ino, { path: target, inode });
+    }
+  } finally {
+    await staging.remove();
+  }
+  result.inodes = created.size;
+
+  // 2. Owners, then modes (chown clears setuid/setgid).
+  let warnedOwner = false;
+  for (const { path: p, inode } of created.values()) {
+    try {
+      await fsp.lchown(p, inode.uid, inode.gid);
+    } catch (err: any) {
+      if (isRoot || err.code !== 'EPERM') throw err;
+      if (!warnedOwner) warn('not running as root: file owners not restored');
+      warnedOwner = true;
+    }
+    if (inode.type !== 'lnk') await fsp.chmod(p, inode.mode & 0o7777);
+  }
+
+  // 3. Xattrs, all in one setfattr run (-h: a symlink's own xattrs, never its target's).
+  const withXattrs = [...created.values()]
+    .map((c) => ({ path: c.path, xattrs: c.inode.xattrSet !== 0 ? reader.xattrs(c.inode.index) : new Map<string, Buffer>() }))
+    .filter((f) => f.xattrs.size > 0);
+  if (withXattrs.length > 0) {
+    try {
+      await run('setfattr', ['-h', '--restore=-'], { input: restoreText(withXattrs) });
+    } catch (err: any) {
+      throw new Error(`setting xattrs: ${err.message}${/not found/.test(err.message) ? ' (install the attr package)' : ''}`);
+    }
+  }
+
+  // 4. Times, after everything that could touch a directory's mtime.
+  for (const { path: p, inode } of created.values()) {
+    const t = timeArg(inode.mtimeSec, inode.mtimeNsec);
+    await fsp.lutimes(p, t, t);
+  }
+  return result;
 }
 
 export function registerExtract(program: Command): void {

@@ -39,13 +39,18 @@ const MAX_ID = 0xffffffff;
 /** An error in one layer, optionally at one entry: "<layer>: <entry>: <what>" on one line. */
 export class LayerError extends Error {
   constructor(readonly layer: string, readonly entry: string | undefined, readonly what: string) {
-    super([layer, entry === undefined ? undefined : displayPath(entry), oneLine(what)].filter((s) => s !== undefined && s !== '').join(': '));
+    super([layer, entry === undefined ? undefined : abbreviate(displayPath(entry)), oneLine(what)].filter((s) => s !== undefined && s !== '').join(': '));
     this.name = 'LayerError';
   }
 }
 
 /** A problem with one entry; applyLayerStream adds the layer and entry path. */
 class EntryError extends Error {}
+
+/** An entry path for a message: a hostile one may be megabytes long (PAX), keep both ends. */
+function abbreviate(p: string): string {
+  return p.length > 200 ? `${p.slice(0, 96)}...${p.slice(-96)}` : p;
+}
 
 function oneLine(s: string): string {
   return s.replace(/[\r\n]+/g, ' ');
@@ -121,7 +126,7 @@ function walkToParent(root: TreeNode, comps: string[], touched: Touched | null):
       child = newDir(0o755, 0, 0);
       dir.children!.set(c, child);
     } else if (!isDir(child)) {
-      throw new EntryError(`${displayPath(comps.slice(0, i + 1).join('/'))} is not a directory (never followed)`);
+      throw new EntryError(`${abbreviate(displayPath(comps.slice(0, i + 1).join('/')))} is not a directory (never followed)`);
     }
     if (touched) touch(touched, dir, c);
     dir = child;
@@ -219,8 +224,8 @@ function hardlinkTarget(root: TreeNode, e: TarEntry): TreeNode {
   if (comps.length === 0) throw new EntryError('hardlink to the root directory');
   const parent = walkToParent(root, comps, null);
   const target = parent?.children!.get(comps[comps.length - 1]);
-  if (!target) throw new EntryError(`hardlink target ${displayPath(e.linkpath)} does not exist`);
-  if (isDir(target)) throw new EntryError(`hardlink target ${displayPath(e.linkpath)} is a directory`);
+  if (!target) throw new EntryError(`hardlink target ${abbreviate(displayPath(e.linkpath))} does not exist`);
+  if (isDir(target)) throw new EntryError(`hardlink target ${abbreviate(displayPath(e.linkpath))} is a directory`);
   return target;
 }
 

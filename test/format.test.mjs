@@ -1205,3 +1205,62 @@ test('property: random trees round-trip (encode -> decodeTree -> encode)', (t) =
   );
   t.pass();
 });
+
+// ---------------------------------------------------------------------------------------------
+// property: any mutation of any blob is rejected with a one-line BlobError or decodes to a
+// valid tree (one that encodes again and round-trips), never another exception or a hang
+
+const mutationArb = fc.oneof(
+  // a byte anywhere (content, padding, header)
+  fc.record({ kind: fc.constant('byte'), at: fc.nat(), value: fc.nat({ max: 255 }) }),
+  // a bit flip anywhere
+  fc.record({ kind: fc.constant('flip'), at: fc.nat(), value: fc.nat({ max: 7 }) }),
+  // a 32-bit little-endian word of the header + section table (offsets, sizes, counts)
+  fc.record({ kind: fc.constant('word'), at: fc.nat({ max: 127 }), value: fc.oneof(fc.nat(), fc.constantFrom(0, 1, 4095, 4096, 0xffffffff)) }),
+  fc.record({ kind: fc.constant('truncate'), at: fc.nat(), value: fc.constant(0) }),
+);
+
+function mutate(blob, mutations, fixCrc) {
+  let c = Buffer.from(blob);
+  const headerWords = (SECTION_TABLE_OFFSET + 12 * SECTION_ENTRY_SIZE - 12) >> 2;
+  for (const m of mutations) {
+    const word = 12 + 4 * (m.at % headerWords);
+    if (m.kind === 'truncate') c = Buffer.from(c.subarray(0, m.at % (c.length + 1)));
+    else if (c.length === 0) continue;
+    else if (m.kind === 'byte') c[m.at % c.length] = m.value;
+    else if (m.kind === 'flip') c[m.at % c.length] ^= 1 << m.value;
+    else if (word + 4 <= c.length) c.writeUInt32LE(m.value >>> 0, word);
+  }
+  return fixCrc && c.length >= 512 ? fixHeaderCrc(c) : c;
+}
+
+/** 'ok' or 'rejected'; throws (failing the property) on anything else or a slow case. */
+function readerOutcome(blob) {
+  const start = performance.now();
+  try {
+    exerciseReader(blob);
+    const decoded = decodeTree(open(blob));
+    // what decodes must be a valid tree: it encodes and round-trips
+    const again = encodeBlob(decoded, { inlineThreshold: 4096 });
+    assert.deepEqual(canon(decodeTree(open(again))), canon(decoded));
+    return 'ok';
+  } catch (e) {
+    if (!(e instanceof BlobError)) throw e;
+    assert.match(e.message, /^(corrupt blob|format version \d+): [^\n]+$/);
+    return 'rejected';
+  } finally {
+    assert.ok(performance.now() - start < 5000, 'reader took over 5 s');
+  }
+}
+
+test('property: any mutation of a random blob gives BlobError or a valid tree', (t) => {
+  const tally = { ok: 0, rejected: 0 };
+  fc.assert(
+    fc.property(treeArb, fc.array(mutationArb, { minLength: 1, maxLength: 4 }), fc.boolean(), (tree, mutations, fixCrc) => {
+      tally[readerOutcome(mutate(encodeBlob(tree, { inlineThreshold: 4096 }), mutations, fixCrc))]++;
+    }),
+    { numRuns: 400, seed: 20241122 },
+  );
+  t.log(JSON.stringify(tally));
+  t.true(tally.ok > 0 && tally.rejected > 0, 'both outcomes occur');
+});

@@ -343,35 +343,83 @@ const cbuf = writeBlob('c', cTree);
 writeExpect('c', cbuf);
 
 function fixHeaderCrc(b) {
-  if (b.length < 512) return;
-  b.writeUInt32LE(0, 8);
-  b.writeUInt32LE(F.crc32c(b.subarray(0, 512)) >>> 0, 8);
+  if (b.length < 512) return b;
+  b.writeUInt32LE(0, F.HDR.headerCrc);
+  b.writeUInt32LE(F.crc32c(b.subarray(0, 512)) >>> 0, F.HDR.headerCrc);
+  return b;
 }
 
-const NCORRUPT = Number(process.env.UB_CORRUPT_COUNT ?? 200);
-for (let i = 0; i < NCORRUPT; i++) {
-  let b = Buffer.from(cbuf);
-  const kind = i % 10;
-  if (kind < 6) {
-    // a few random bytes past the header: passes ub_open, hits inodes/dirs/xattrs
+// Mutations of c.ub, in turn. Most keep the header CRC valid (the kernel checks it, so a forged
+// header with a bad CRC only tests one comparison) and aim at one section at a time, so every
+// section reader (inodes, directories, data, digests, xattrs) sees damage, not just the biggest.
+const cSections = F.openBlob(F.sourceFromBuffer(cbuf)).header.sections.filter((sec) => sec.size > 0);
+const sectionField = (id, field) => F.SECTION_TABLE_OFFSET + id * F.SECTION_ENTRY_SIZE + F.SEC[field];
+const edgeValues = (b, v) => [0, 1, v - 1, v + 1, v + 4096, v - 4096, b.length, b.length - 4096, 2 ** 32 - 1, 2 ** 52, randInt(b.length)]
+  .map((x) => Math.max(0, x));
+
+const MUTATIONS = [
+  function flipsInOneSection(b) {
+    const sec = cSections[randInt(cSections.length)];
+    for (let k = 1 + randInt(8); k > 0; k--) b[sec.offset + randInt(sec.size)] ^= 1 + randInt(255);
+    return b;
+  },
+  function flipsAnywherePastHeader(b) {
     for (let k = 1 + randInt(8); k > 0; k--) b[4096 + randInt(b.length - 4096)] ^= 1 + randInt(255);
-  } else if (kind < 8) {
-    // header fields (section table, counts) with a valid CRC, so the checks behind it run
+    return b;
+  },
+  function headerBitsWithCrc(b) {
     for (let k = 1 + randInt(3); k > 0; k--) {
-      const off = 12 + randInt(500);
-      if (off >= 8 && off < 12) continue;
+      const off = F.HDR.versionMajor + randInt(F.SECTION_TABLE_OFFSET + 12 * F.SECTION_ENTRY_SIZE - F.HDR.versionMajor);
       b[off] ^= 1 << randInt(8);
     }
-    fixHeaderCrc(b);
-  } else if (kind === 8) {
-    // truncated, also to non-page sizes
-    b = b.subarray(0, randInt(b.length));
-  } else {
-    // a whole random page somewhere
+    return fixHeaderCrc(b);
+  },
+  function sectionTableWithCrc(b) {
+    // offset, size or count of a section set to an edge value: overlaps, past the end, huge
+    const id = randInt(6);
+    const field = ['offset', 'size', 'count'][randInt(3)];
+    const old = Number(field === 'count' ? b.readUInt32LE(sectionField(id, field)) : b.readBigUInt64LE(sectionField(id, field)));
+    const vals = edgeValues(b, old);
+    const v = vals[randInt(vals.length)];
+    if (field === 'count') b.writeUInt32LE(v >>> 0, sectionField(id, field));
+    else b.writeBigUInt64LE(BigInt(v), sectionField(id, field));
+    return fixHeaderCrc(b);
+  },
+  function countsWithCrc(b) {
+    // root inode, inode/dirent counts, inline threshold, data bytes
+    const field = ['rootIno', 'inodeCount', 'direntCount', 'dataBytes', 'inlineThreshold'][randInt(5)];
+    const vals = edgeValues(b, Number(b.readBigUInt64LE(F.HDR[field])));
+    const v = vals[randInt(vals.length)];
+    if (field === 'inlineThreshold') b.writeUInt32LE(v >>> 0, F.HDR[field]);
+    else b.writeBigUInt64LE(BigInt(v), F.HDR[field]);
+    return fixHeaderCrc(b);
+  },
+  function truncatedKeepingHeaderSize(b) {
+    // cut anywhere (also mid-page); half the time blob_size follows, so the range checks run
+    const cut = b.subarray(0, randInt(b.length));
+    if (cut.length >= 512 && rand() < 0.5) {
+      cut.writeBigUInt64LE(BigInt(cut.length), F.HDR.blobSize);
+      fixHeaderCrc(cut);
+    }
+    return cut;
+  },
+  function randomPage(b) {
     const page = 1 + randInt(b.length / 4096 - 1);
     for (let k = 0; k < 4096; k++) b[page * 4096 + k] = randInt(256);
-  }
-  writeFileSync(join(disk, 'blobs', 'corrupt', `c${String(i).padStart(3, '0')}.ub`), b);
+    return b;
+  },
+  function inodeFieldsInRange(b) {
+    // one inode's 32-bit words replaced by plausible values (another inode's index, a size)
+    const ino = cSections[0].offset + randInt(cSections[0].size / F.INODE_SIZE) * F.INODE_SIZE;
+    for (let k = 1 + randInt(3); k > 0; k--) b.writeUInt32LE(randInt(cbuf.length), ino + 4 * randInt(F.INODE_SIZE / 4));
+    return b;
+  },
+];
+
+const NCORRUPT = Number(process.env.UB_CORRUPT_COUNT ?? 1000);
+for (let i = 0; i < NCORRUPT; i++) {
+  const b = MUTATIONS[i % MUTATIONS.length](Buffer.from(cbuf));
+  writeFileSync(join(disk, 'blobs', 'corrupt', `c${String(i).padStart(4, '0')}.ub`), b);
 }
 
 // c.ub as format version 1: a well-formed header of a version the module refuses by name.

@@ -13,7 +13,7 @@
 # Needs (apt): qemu-system-x86 busybox-static e2fsprogs cpio xz-utils gcc libc6-dev
 # make binutils (strings), plus what fetch-kernels.sh uses (apt-get, dpkg).
 # Env: UB_CACHE (default /var/cache/unionblob-test), UB_QEMU_TIMEOUT (s, default 600),
-#      UB_KEEP=1 keeps the work dir's per-run files, UB_CORRUPT_COUNT (default 200),
+#      UB_KEEP=1 keeps the work dir's per-run files, UB_CORRUPT_COUNT (default 1000),
 #      UB_BENCH=1 adds the guest's bench section (UBBENCH lines; numbers, not checks).
 set -euo pipefail
 
