@@ -9,7 +9,6 @@ export type Compression = 'none' | 'gzip' | 'zstd';
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
-const CHUNK = 64 << 10;
 
 export function detectCompression(head: Uint8Array): Compression {
   if (head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]) return 'gzip';
@@ -99,8 +98,18 @@ async function* prepend(head: Buffer[], it: AsyncIterator<Buffer>): AsyncGenerat
   }
 }
 
+/** gunzip output chunk: fewer threadpool round trips than zlib's 16 KiB default. */
+const GUNZIP_CHUNK = 256 << 10;
+/**
+ * Decompressed bytes zlib may hold ready for us. zlib inflates on libuv's threadpool, but with
+ * the default 16 KiB it stops after each chunk until we have parsed and hashed it, so the two
+ * took turns; with room for a few MiB it inflates ahead, on the other core.
+ */
+const GUNZIP_READ_AHEAD = 4 << 20;
+
 function decompressor(kind: Compression): NodeJS.ReadWriteStream {
-  if (kind === 'gzip') return zlib.createGunzip({ chunkSize: CHUNK });
+  // readableHighWaterMark is a Transform option that @types/node's ZlibOptions does not list.
+  if (kind === 'gzip') return zlib.createGunzip({ chunkSize: GUNZIP_CHUNK, readableHighWaterMark: GUNZIP_READ_AHEAD } as zlib.ZlibOptions);
   return new DecompressStream();
 }
 

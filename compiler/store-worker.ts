@@ -1,13 +1,16 @@
-// Worker thread of StoreWriter (store.ts): writes batches of small objects with plain
-// synchronous syscalls, on the other core, while the main thread parses and hashes. A million
-// objects through fs.promises cost more in promises, FileHandles and GC than in the kernel.
+// Worker thread of StoreWriter (store.ts): hashes and writes batches of in-memory objects with
+// plain synchronous calls, on the other core, while the main thread decompresses, parses and
+// builds the tree. A million objects through fs.promises cost more in promises, FileHandles and
+// GC than in the kernel.
 //
-// For each object: skip it if any store already has it; else write it to a temp file in the
-// store with the most free space and rename it to its name (never a partial file under an
-// object name). A failed object's temp file is removed before the error is reported.
+// For each content: compute its fs-verity digest (sent back, in order); skip it if this writer
+// saw it before or any store already has it; else write it to a temp file in the store with the
+// most free space and rename it to its name (never a partial file under an object name). A
+// failed object's temp file is removed before the error is reported.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
+import { hashBufferScratch } from './store.js';
 
 export interface WorkerInit {
   stores: string[];
@@ -20,15 +23,18 @@ export interface WorkerInit {
 
 export interface BatchMessage {
   type: 'batch';
-  /** n digests of 32 bytes. */
-  digests: Uint8Array;
-  /** n+1 offsets into data. */
+  /** n+1 offsets into data: content i is data[offsets[i], offsets[i+1]). */
   offsets: number[];
+  /** Its ArrayBuffer is transferred here and back (in DoneMessage.data) for reuse. */
   data: Uint8Array;
 }
 
 export interface DoneMessage {
   type: 'done';
+  /** n digests of 32 bytes, in the batch's order (fewer after an error). */
+  digests: Uint8Array;
+  /** The batch's data, handed back. */
+  data: Uint8Array;
   objectsNew: number;
   objectsPresent: number;
   bytesNew: number;
@@ -37,7 +43,17 @@ export interface DoneMessage {
 
 const init = workerData as WorkerInit;
 const objectsDirs = init.stores.map((s) => path.join(s, 'objects'));
-const madeDirs = new Set<string>();
+/** Digests (binary strings) handled already: present, or written by us. */
+const known = new Set<string>();
+/**
+ * Per store, what we know of each fan-out directory ("ab"): 'shared' if it existed when first
+ * looked at (its objects are looked up one by one), 'missing' if it did not, 'ours' once we
+ * created it. In a missing or own directory no object needs an lstat, so an empty store costs
+ * no "already there?" call per object. (A concurrent writer's identical object may then be
+ * replaced by ours, by rename: harmless.)
+ */
+type Fanout = 'shared' | 'missing' | 'ours';
+const fanouts = objectsDirs.map(() => new Map<string, Fanout>());
 let counter = 0;
 let free = objectsDirs.map(freeSpace);
 let writtenSinceStatfs = 0;
@@ -47,9 +63,29 @@ function freeSpace(dir: string): number {
   return st.bavail * st.bsize;
 }
 
-function exists(p: string): boolean {
-  const st = fs.lstatSync(p, { throwIfNoEntry: false });
+function fanoutState(d: number, fan: string): Fanout {
+  let state = fanouts[d].get(fan);
+  if (state === undefined) {
+    state = fs.lstatSync(`${objectsDirs[d]}/${fan}`, { throwIfNoEntry: false }) === undefined ? 'missing' : 'shared';
+    fanouts[d].set(fan, state);
+  }
+  return state;
+}
+
+function inStore(d: number, hex: string): boolean {
+  if (fanoutState(d, hex.slice(0, 2)) !== 'shared') return false;
+  const st = fs.lstatSync(`${objectsDirs[d]}/${hex.slice(0, 2)}/${hex.slice(2)}`, { throwIfNoEntry: false });
   return st !== undefined && st.isFile();
+}
+
+function makeFanout(d: number, fan: string): void {
+  try {
+    fs.mkdirSync(`${objectsDirs[d]}/${fan}`);
+    fanouts[d].set(fan, 'ours');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    fanouts[d].set(fan, 'shared'); // another writer made it meanwhile
+  }
 }
 
 /** Index of the store with most free space (statfs refreshed every 256 MiB written). */
@@ -66,12 +102,10 @@ function chooseStore(size: number): number {
   return best;
 }
 
-function writeObject(objectsDir: string, hex: string, content: Uint8Array): void {
-  const fanout = objectsDir + '/' + hex.slice(0, 2);
-  if (!madeDirs.has(fanout)) {
-    fs.mkdirSync(fanout, { recursive: true });
-    madeDirs.add(fanout);
-  }
+function writeObject(d: number, hex: string, content: Uint8Array): void {
+  const fan = hex.slice(0, 2);
+  if (fanoutState(d, fan) === 'missing') makeFanout(d, fan);
+  const objectsDir = objectsDirs[d];
   const tmp = `${objectsDir}/${init.tempTag}${(counter++).toString(36)}`;
   try {
     const fd = fs.openSync(tmp, 'wx', init.fileMode);
@@ -83,7 +117,7 @@ function writeObject(objectsDir: string, hex: string, content: Uint8Array): void
       fs.closeSync(fd);
     }
     // rename() atomically replaces a concurrent writer's identical object, which is harmless.
-    fs.renameSync(tmp, fanout + '/' + hex.slice(2));
+    fs.renameSync(tmp, `${objectsDir}/${fan}/${hex.slice(2)}`);
   } catch (err) {
     fs.rmSync(tmp, { force: true });
     throw err;
@@ -91,19 +125,22 @@ function writeObject(objectsDir: string, hex: string, content: Uint8Array): void
 }
 
 function handleBatch(m: BatchMessage): DoneMessage {
-  const reply: DoneMessage = { type: 'done', objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
-  const digests = Buffer.from(m.digests.buffer, m.digests.byteOffset, m.digests.byteLength);
   const n = m.offsets.length - 1;
+  const digests = Buffer.allocUnsafeSlow(n * 32); // own ArrayBuffer: it is transferred
+  const reply: DoneMessage = { type: 'done', digests, data: m.data, objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
   try {
     for (let i = 0; i < n; i++) {
+      const content = m.data.subarray(m.offsets[i], m.offsets[i + 1]);
+      hashBufferScratch(content).copy(digests, i * 32);
+      const key = digests.toString('latin1', i * 32, i * 32 + 32);
+      if (known.has(key)) continue;
+      known.add(key);
       const hex = digests.toString('hex', i * 32, i * 32 + 32);
-      const name = hex.slice(0, 2) + '/' + hex.slice(2);
-      if (objectsDirs.some((d) => exists(d + '/' + name))) {
+      if (objectsDirs.some((_, d) => inStore(d, hex))) {
         reply.objectsPresent++;
         continue;
       }
-      const content = m.data.subarray(m.offsets[i], m.offsets[i + 1]);
-      writeObject(objectsDirs[chooseStore(content.length)], hex, content);
+      writeObject(chooseStore(content.length), hex, content);
       reply.objectsNew++;
       reply.bytesNew += content.length;
     }
@@ -118,5 +155,7 @@ parentPort!.on('message', (m: BatchMessage | { type: 'close' }) => {
     parentPort!.close();
     return;
   }
-  parentPort!.postMessage(handleBatch(m));
+  const reply = handleBatch(m);
+  const data = reply.data;
+  parentPort!.postMessage(reply, [reply.digests.buffer as ArrayBuffer, ...(data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer as ArrayBuffer] : [])]);
 });
