@@ -3,7 +3,6 @@
 import { createHash, type Hash } from 'node:crypto';
 import { pipeline } from 'node:stream';
 import zlib from 'node:zlib';
-import { DecompressStream } from 'zstd-napi';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
@@ -107,9 +106,11 @@ const GUNZIP_CHUNK = 256 << 10;
  */
 const GUNZIP_READ_AHEAD = 4 << 20;
 
-function decompressor(kind: Compression): NodeJS.ReadWriteStream {
+async function decompressor(kind: Compression): Promise<NodeJS.ReadWriteStream> {
   // readableHighWaterMark is a Transform option that @types/node's ZlibOptions does not list.
   if (kind === 'gzip') return zlib.createGunzip({ chunkSize: GUNZIP_CHUNK, readableHighWaterMark: GUNZIP_READ_AHEAD } as zlib.ZlibOptions);
+  // Loaded on first use: the native module costs tens of ms at start-up, and most layers are gzip.
+  const { DecompressStream } = await import('zstd-napi');
   return new DecompressStream();
 }
 
@@ -136,7 +137,7 @@ export async function* layerTar(stored: AsyncIterable<Buffer>, reading: LayerRea
     }
     return;
   }
-  const dec = decompressor(reading.compression);
+  const dec = await decompressor(reading.compression);
   // pipeline() forwards errors both ways: a read error fails the decompressor, and if the
   // consumer stops early, destroying `dec` ends the source (closing the file).
   pipeline(source, dec, () => {});

@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { hashBufferScratch } from './store.js';
+import { VerityHasher } from '../format/verity.js';
 
 export interface WorkerInit {
   stores: string[];
@@ -21,12 +22,28 @@ export interface WorkerInit {
   chmod: boolean;
 }
 
+/** An item of a batch that is one piece of a streamed content (the others are whole contents). */
+export interface StreamPart {
+  /** Index of the item in the batch. */
+  item: number;
+  /** Temp file the content is written to, in objects/ of stores[store]. */
+  tmp: string;
+  store: number;
+  /** The first part creates the temp file; the last one names or removes it. */
+  first: boolean;
+  last: boolean;
+  /** The content's source failed: close and remove the temp file (a last, empty part). */
+  abort: boolean;
+}
+
 export interface BatchMessage {
   type: 'batch';
-  /** n+1 offsets into data: content i is data[offsets[i], offsets[i+1]). */
+  /** n+1 offsets into data: item i is data[offsets[i], offsets[i+1]). */
   offsets: number[];
   /** Its ArrayBuffer is transferred here and back (in DoneMessage.data) for reuse. */
   data: Uint8Array;
+  /** The items that are parts of streamed contents, in item order. */
+  parts: StreamPart[];
 }
 
 export interface DoneMessage {
@@ -110,8 +127,7 @@ function writeObject(d: number, hex: string, content: Uint8Array): void {
   try {
     const fd = fs.openSync(tmp, 'wx', init.fileMode);
     try {
-      let done = 0;
-      while (done < content.length) done += fs.writeSync(fd, content, done, content.length - done);
+      writeAll(fd, content);
       if (init.chmod) fs.fchmodSync(fd, init.fileMode);
     } finally {
       fs.closeSync(fd);
@@ -124,27 +140,91 @@ function writeObject(d: number, hex: string, content: Uint8Array): void {
   }
 }
 
+interface OpenStream {
+  fd: number;
+  tmp: string;
+  store: number;
+  hasher: VerityHasher;
+  size: number;
+}
+/** Streamed contents being written, by temp file (their parts arrive in order, over batches). */
+const streams = new Map<string, OpenStream>();
+
+function closeStream(s: OpenStream, remove: boolean): void {
+  streams.delete(s.tmp);
+  try {
+    fs.closeSync(s.fd);
+  } finally {
+    if (remove) fs.rmSync(s.tmp, { force: true });
+  }
+}
+
+/** The hex digest of item i if it is a new object; null (counted) if we saw it or a store has it. */
+function newObjectHex(digests: Buffer, i: number, reply: DoneMessage): string | null {
+  const key = digests.toString('latin1', i * 32, i * 32 + 32);
+  if (known.has(key)) return null;
+  known.add(key);
+  const hex = digests.toString('hex', i * 32, i * 32 + 32);
+  if (objectsDirs.some((_, d) => inStore(d, hex))) {
+    reply.objectsPresent++;
+    return null;
+  }
+  return hex;
+}
+
+function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, reply: DoneMessage): void {
+  let s = streams.get(part.tmp);
+  if (part.abort) {
+    if (s) closeStream(s, true);
+    return;
+  }
+  if (part.first) {
+    s = { fd: fs.openSync(part.tmp, 'wx', init.fileMode), tmp: part.tmp, store: part.store, hasher: new VerityHasher(), size: 0 };
+    streams.set(part.tmp, s);
+  }
+  if (!s) throw new Error(`stream part for ${part.tmp}, which is not open`);
+  writeAll(s.fd, content);
+  s.hasher.update(content);
+  s.size += content.length;
+  if (!part.last) return;
+  if (init.chmod) fs.fchmodSync(s.fd, init.fileMode);
+  s.hasher.digest().copy(digests, part.item * 32);
+  const hex = newObjectHex(digests, part.item, reply);
+  closeStream(s, hex === null);
+  if (hex === null) return;
+  const fan = hex.slice(0, 2);
+  if (fanoutState(s.store, fan) === 'missing') makeFanout(s.store, fan);
+  fs.renameSync(s.tmp, `${objectsDirs[s.store]}/${fan}/${hex.slice(2)}`);
+  reply.objectsNew++;
+  reply.bytesNew += s.size;
+}
+
+function writeAll(fd: number, content: Uint8Array): void {
+  let done = 0;
+  while (done < content.length) done += fs.writeSync(fd, content, done, content.length - done);
+}
+
 function handleBatch(m: BatchMessage): DoneMessage {
   const n = m.offsets.length - 1;
   const digests = Buffer.allocUnsafeSlow(n * 32); // own ArrayBuffer: it is transferred
   const reply: DoneMessage = { type: 'done', digests, data: m.data, objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
+  let p = 0;
   try {
     for (let i = 0; i < n; i++) {
       const content = m.data.subarray(m.offsets[i], m.offsets[i + 1]);
-      hashBufferScratch(content).copy(digests, i * 32);
-      const key = digests.toString('latin1', i * 32, i * 32 + 32);
-      if (known.has(key)) continue;
-      known.add(key);
-      const hex = digests.toString('hex', i * 32, i * 32 + 32);
-      if (objectsDirs.some((_, d) => inStore(d, hex))) {
-        reply.objectsPresent++;
+      if (p < m.parts.length && m.parts[p].item === i) {
+        streamPart(m.parts[p++], content, digests, reply);
         continue;
       }
+      hashBufferScratch(content).copy(digests, i * 32);
+      const hex = newObjectHex(digests, i, reply);
+      if (hex === null) continue;
       writeObject(chooseStore(content.length), hex, content);
       reply.objectsNew++;
       reply.bytesNew += content.length;
     }
   } catch (err) {
+    for (const s of [...streams.values()]) closeStream(s, true);
     reply.error = (err as Error).message ?? String(err);
   }
   return reply;

@@ -8,13 +8,12 @@
 // (cleanStaleTemps). Durability is not per object: the builder runs one syncfs per store
 // (`sync -f`) before it publishes the blob that needs the objects.
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import type { BatchMessage, DoneMessage, WorkerInit } from './store-worker.js';
-import { VerityHasher, verityDigest, verityDigestOfFile } from '../format/verity.js';
+import type { BatchMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
+import { verityDigest, verityDigestOfFile } from '../format/verity.js';
 
 export const OBJECTS_DIR = 'objects';
 export const TEMP_PREFIX = '.tmp-';
@@ -217,6 +216,8 @@ class Batch {
   readonly offsets: number[] = [0];
   /** Per content, the Buffer that receives its digest when the writer thread has hashed it. */
   readonly slots: Buffer[] = [];
+  /** The items that are parts of streamed contents. */
+  readonly parts: StreamPart[] = [];
   used = 0;
 
   constructor(readonly data: Buffer, private readonly maxObjects: number) {}
@@ -235,7 +236,24 @@ class Batch {
     this.offsets.push(this.used);
     this.slots.push(slot);
   }
+
+  /** Room for one more part of a streamed content (at least a little data, or its end). */
+  fitsPart(): boolean {
+    return this.used + STREAM_PART_MIN <= this.data.length && this.count < this.maxObjects;
+  }
+
+  /** Add as much of `chunk` as fits, as one part of a streamed content; returns the bytes taken. */
+  addPart(chunk: Buffer, part: StreamPart): number {
+    const n = Math.min(chunk.length, this.data.length - this.used);
+    this.parts.push({ ...part, item: this.count });
+    this.add(chunk.subarray(0, n), digestSlot(32));
+    return n;
+  }
 }
+
+/** A streamed content is not split into parts smaller than this (but for its last one). */
+const STREAM_PART_MIN = 64 << 10;
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Writes objects into a pool of stores (mergerfs-like): an object already in any store is
@@ -293,46 +311,40 @@ export class StoreWriter {
     return slot;
   }
 
-  /** Store a content arriving as chunks (hashed while it streams to a temp file). */
+  /**
+   * Store a content arriving as chunks (bigger than MEMORY_OBJECT_LIMIT): the chunks go to the
+   * writer thread in the batches, which hashes them while it writes a temp file, then names or
+   * drops it. Resolves once that is done, with the digest (valid now) and the stats counted.
+   */
   async putStream(chunks: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
     this.throwIfFailed();
-    const store = this.chooseStore(size);
-    const tmp = path.join(store, OBJECTS_DIR, `${this.tag}${(this.tempCounter++).toString(36)}`);
-    const hasher = new VerityHasher();
+    const store = this.stores.indexOf(this.chooseStore(size));
+    const tmp = path.join(this.stores[store], OBJECTS_DIR, `${this.tag}${(this.tempCounter++).toString(36)}`);
     this.streamTemps.add(tmp);
+    let first = true;
+    const part = async (chunk: Buffer, last: boolean, abort = false) => {
+      if (this.batch && !this.batch.fitsPart()) await this.send();
+      this.batch ??= this.newBatch(0);
+      const n = this.batch.addPart(chunk, { item: -1, tmp, store, first, last, abort });
+      first = false;
+      return n;
+    };
     try {
-      const fh = await fsp.open(tmp, 'wx', this.fileMode);
-      try {
-        for await (const chunk of chunks) {
-          hasher.update(chunk);
-          await fh.write(chunk);
-        }
-        if (umaskStripsRead()) await fh.chmod(this.fileMode);
-      } finally {
-        await fh.close();
+      for await (const chunk of chunks) {
+        for (let at = 0; at < chunk.length; ) at += await part(chunk.subarray(at), false);
       }
-      const digest = keepDigest(hasher.digest());
-      const key = digest.toString('latin1');
-      if (this.known.has(key) || this.stores.some((s) => hasObject(s, digest))) {
-        if (!this.known.has(key)) this.stats.objectsPresent++;
-        this.known.add(key);
-        await fsp.unlink(tmp);
-      } else {
-        this.known.add(key);
-        const dest = objectPath(store, digest);
-        await fsp.mkdir(path.dirname(dest), { recursive: true });
-        // rename() atomically replaces a concurrent writer's identical object: harmless.
-        await fsp.rename(tmp, dest);
-        this.stats.objectsNew++;
-        this.stats.bytesNew += size;
-      }
-      this.streamTemps.delete(tmp);
-      return digest;
     } catch (err) {
-      await fsp.rm(tmp, { force: true });
-      this.streamTemps.delete(tmp);
+      // The writer thread closes and removes the temp file (abort() removes it if that fails).
+      await part(EMPTY, true, true).catch(() => {});
       throw err;
     }
+    await part(EMPTY, true);
+    const done = this.batch!;
+    await this.send();
+    while (this.queued.includes(done)) await this.nextDone();
+    this.throwIfFailed();
+    this.streamTemps.delete(tmp);
+    return done.slots[done.count - 1];
   }
 
   /** Wait until every queued object is written; throws the first write error. */
@@ -379,7 +391,7 @@ export class StoreWriter {
     this.batch = null;
     if (b && b.count > 0) {
       // The data's own (unpooled) ArrayBuffer is transferred, not copied, and comes back with the answer.
-      const msg: BatchMessage = { type: 'batch', offsets: b.offsets, data: b.data };
+      const msg: BatchMessage = { type: 'batch', offsets: b.offsets, data: b.data, parts: b.parts };
       this.startWorker().postMessage(msg, [b.data.buffer as ArrayBuffer]);
       this.queued.push(b);
       this.queuedBytes += b.used;
