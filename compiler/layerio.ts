@@ -212,6 +212,7 @@ export class LayerFileReader {
       queue.push(m);
       wake?.();
     };
+    let consumed = 0;
     reading.hashedOffThread();
     this.post({ type: 'read', id, ...range, algorithm: reading.algorithm, hash: reading.readerHash(), credit: READ_AHEAD_CHUNKS });
     try {
@@ -225,7 +226,11 @@ export class LayerFileReader {
           return;
         }
         yield Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
-        this.post({ type: 'more', id, n: 1 });
+        // Credit goes back half a window at a time: each message wakes the reader thread up.
+        if (++consumed === READ_AHEAD_CHUNKS / 2) {
+          this.post({ type: 'more', id, n: consumed });
+          consumed = 0;
+        }
       }
     } finally {
       this.listener = null;

@@ -63,14 +63,22 @@ const objectsDirs = init.stores.map((s) => path.join(s, 'objects'));
 /** Digests (binary strings) handled already: present, or written by us. */
 const known = new Set<string>();
 /**
- * Per store, what we know of each fan-out directory ("ab"): 'shared' if it existed when first
- * looked at (its objects are looked up one by one), 'missing' if it did not, 'ours' once we
- * created it. In a missing or own directory no object needs an lstat, so an empty store costs
- * no "already there?" call per object. (A concurrent writer's identical object may then be
- * replaced by ours, by rename: harmless.)
+ * Per store, what we know of each fan-out directory ("ab"), from a first look at it:
+ * - 'missing': it did not exist; 'ours': we created it. No object in it needs a lookup, so an
+ *   empty store costs no "already there?" call per object. (A concurrent writer's identical
+ *   object may then be replaced by ours, by rename: harmless.)
+ * - a Set: the names of the regular files it held (one readdir costs a fraction of an lstat
+ *   per object: 0.4 vs 0.9-2.6 s of CPU for 549k objects);
+ * - 'lookup': too big to list (see LIST_LIMIT), or made by another writer meanwhile: one
+ *   lstat per object.
  */
-type Fanout = 'shared' | 'missing' | 'ours';
+type Fanout = 'missing' | 'ours' | 'lookup' | Set<string>;
 const fanouts = objectsDirs.map(() => new Map<string, Fanout>());
+/**
+ * Directory size (bytes) up to which a fan-out directory is listed: about 5,000 names on ext4,
+ * so the listings of a store's 256 fan-out directories stay under ~100 MB however big it is.
+ */
+const LIST_LIMIT = 512 << 10;
 let counter = 0;
 let free = objectsDirs.map(freeSpace);
 let writtenSinceStatfs = 0;
@@ -83,14 +91,25 @@ function freeSpace(dir: string): number {
 function fanoutState(d: number, fan: string): Fanout {
   let state = fanouts[d].get(fan);
   if (state === undefined) {
-    state = fs.lstatSync(`${objectsDirs[d]}/${fan}`, { throwIfNoEntry: false }) === undefined ? 'missing' : 'shared';
+    state = firstLook(`${objectsDirs[d]}/${fan}`);
     fanouts[d].set(fan, state);
   }
   return state;
 }
 
+function firstLook(dir: string): Fanout {
+  const st = fs.lstatSync(dir, { throwIfNoEntry: false });
+  if (st === undefined) return 'missing';
+  if (!st.isDirectory() || st.size > LIST_LIMIT) return 'lookup';
+  const names = new Set<string>();
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isFile()) names.add(e.name);
+  return names;
+}
+
 function inStore(d: number, hex: string): boolean {
-  if (fanoutState(d, hex.slice(0, 2)) !== 'shared') return false;
+  const state = fanoutState(d, hex.slice(0, 2));
+  if (state instanceof Set) return state.has(hex.slice(2));
+  if (state !== 'lookup') return false;
   const st = fs.lstatSync(`${objectsDirs[d]}/${hex.slice(0, 2)}/${hex.slice(2)}`, { throwIfNoEntry: false });
   return st !== undefined && st.isFile();
 }
@@ -101,7 +120,7 @@ function makeFanout(d: number, fan: string): void {
     fanouts[d].set(fan, 'ours');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    fanouts[d].set(fan, 'shared'); // another writer made it meanwhile
+    fanouts[d].set(fan, 'lookup'); // another writer made it meanwhile
   }
 }
 

@@ -260,14 +260,12 @@ const EMPTY = Buffer.alloc(0);
  * reused; a new one goes to the store with the most free space. Contents held in memory are
  * hashed and written by a worker thread in batches (store-worker.ts), so the digest putBuffer()
  * returns is filled in later: its bytes are valid once flush() (or sync()) has resolved.
- * Contents streamed by putStream() are hashed and written here. Call flush() (or sync()) before
+ * Streamed contents (putStream) go there too, in parts. Call flush() (or sync()) before
  * trusting the store or the digests, and close() in every case (abort() after an error).
  */
 export class StoreWriter {
   readonly stores: string[];
   readonly stats: StoreStats = { objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
-  /** Digests (binary strings) of streamed contents known to be in a store or written by us. */
-  private known = new Set<string>();
   private batch: Batch | null = null;
   private worker: Worker | null = null;
   /** Batches sent and not yet done, oldest first (the worker answers in order). */
