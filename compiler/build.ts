@@ -15,7 +15,7 @@ import type { TreeNode } from '../format/tree.js';
 import { S_IFMT, S_IFREG } from '../format/tree.js';
 import { HDR, INO, Layout, SEC, SECTION_ENTRY_SIZE, SectionId, inodeOffset } from '../format/layout.js';
 import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from './image.js';
-import { LayerReading, layerTar, shortDigest } from './layerio.js';
+import { LayerFileReader, LayerReading, layerTar, shortDigest } from './layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
 import { StoreWriter, hasObject, objectPath, pidAlive } from './store.js';
 import { fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
@@ -113,13 +113,21 @@ async function digestMismatch(layer: LayerSource): Promise<string | null> {
 export async function applyLayer(
   tree: TreeNode,
   layer: LayerSource,
-  opts: { store: StoreWriter | null; inlineThreshold: number; stats: LayerStats; onEntry?: () => void; onBytes?: (stored: number) => void },
+  opts: {
+    store: StoreWriter | null;
+    inlineThreshold: number;
+    stats: LayerStats;
+    onEntry?: () => void;
+    onBytes?: (stored: number) => void;
+    /** Reads (and digests) the layer file on another thread, when the layer says where it is. */
+    files?: LayerFileReader | null;
+  },
 ): Promise<void> {
   const label = layerLabel(layer);
   const reading = new LayerReading(layer.check);
-  let raw: Readable | null = null;
+  let raw: Readable | AsyncGenerator<Buffer> | null = null;
   try {
-    raw = layer.open();
+    raw = opts.files && layer.range ? opts.files.read(layer.range(), reading) : layer.open();
     const ctx = {
       layer: label,
       inlineThreshold: opts.inlineThreshold,
@@ -133,7 +141,8 @@ export async function applyLayer(
     await applyLayerStream(tree, layerTar(raw, reading), ctx);
     reading.verify();
   } catch (err) {
-    raw?.destroy();
+    if (raw && 'destroy' in raw) raw.destroy();
+    else await raw?.return(undefined);
     const mismatch = await digestMismatch(layer);
     if (mismatch) throw new LayerError(label, undefined, mismatch);
     if (err instanceof LayerError) throw err;
@@ -155,25 +164,31 @@ export async function compileLayers(
   let layerBytes = 0;
   let lastReport = 0;
   const layers = image.layers.length;
-  for (let i = 0; i < layers; i++) {
-    const report = (force: boolean) => {
-      const now = Date.now();
-      if (!opts.onProgress || (!force && now - lastReport < 100)) return;
-      lastReport = now;
-      opts.onProgress({ phase: 'layers', layer: i + 1, layers, entries: stats.entries, bytesRead: bytesBefore + layerBytes, bytesTotal });
-    };
-    layerBytes = 0;
-    report(true);
-    await applyLayer(root, image.layers[i], {
-      store: opts.store,
-      inlineThreshold: opts.inlineThreshold,
-      stats,
-      onBytes: (n) => { layerBytes = n; },
-      // The clock is read every 64 entries; the display itself is limited to 10 updates a second.
-      onEntry: () => { if ((stats.entries & 63) === 0) report(false); },
-    });
-    bytesBefore += sizeOf(image.layers[i]);
-    layerBytes = 0;
+  const files = image.layers.some((l) => l.range) ? new LayerFileReader() : null;
+  try {
+    for (let i = 0; i < layers; i++) {
+      const report = (force: boolean) => {
+        const now = Date.now();
+        if (!opts.onProgress || (!force && now - lastReport < 100)) return;
+        lastReport = now;
+        opts.onProgress({ phase: 'layers', layer: i + 1, layers, entries: stats.entries, bytesRead: bytesBefore + layerBytes, bytesTotal });
+      };
+      layerBytes = 0;
+      report(true);
+      await applyLayer(root, image.layers[i], {
+        store: opts.store,
+        inlineThreshold: opts.inlineThreshold,
+        stats,
+        onBytes: (n) => { layerBytes = n; },
+        // The clock is read every 64 entries; the display itself is limited to 10 updates a second.
+        onEntry: () => { if ((stats.entries & 63) === 0) report(false); },
+        files,
+      });
+      bytesBefore += sizeOf(image.layers[i]);
+      layerBytes = 0;
+    }
+  } finally {
+    await files?.close();
   }
   return { root, entries: stats.entries };
 }

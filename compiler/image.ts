@@ -7,7 +7,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { walkTarHeaders, type IndexedMember } from './tar.js';
-import { detectCompression, parseDigest, shortDigest, type LayerDigestCheck } from './layerio.js';
+import { detectCompression, parseDigest, shortDigest, type FileRange, type LayerDigestCheck } from './layerio.js';
 
 export type ImageFormat = 'docker-archive' | 'oci-archive' | 'oci-layout';
 
@@ -21,6 +21,8 @@ export interface LayerSource {
   check: LayerDigestCheck;
   /** The stored bytes (possibly compressed). */
   open(): Readable;
+  /** Where in which file open() reads them (for a reader on another thread). */
+  range?(): FileRange;
 }
 
 export interface LoadedImage {
@@ -71,6 +73,7 @@ interface Container {
   size(name: string): number | undefined;
   readAll(name: string, limit: number): Buffer;
   open(name: string): Readable;
+  range(name: string): FileRange;
 }
 
 /** Archive member names: no "./" prefix, no leading or repeated slashes. */
@@ -100,6 +103,10 @@ class DirContainer implements Container {
 
   open(name: string): Readable {
     return fs.createReadStream(this.file(name), { highWaterMark: 1 << 20 });
+  }
+
+  range(name: string): FileRange {
+    return { path: this.file(name), start: 0 };
   }
 }
 
@@ -170,6 +177,12 @@ class TarContainer implements Container {
     // createReadStream's `end` is inclusive, so an empty member needs a stream of its own.
     if (m.size === 0) return Readable.from([]);
     return fs.createReadStream(this.file, { start: m.offset, end: m.offset + m.size - 1, highWaterMark: 1 << 20 });
+  }
+
+  range(name: string): FileRange {
+    const m = this.member(name);
+    if (!m) throw new ImageError(`${name}: not found in ${this.file}`);
+    return { path: this.file, start: m.offset, end: m.offset + m.size };
   }
 }
 
@@ -364,6 +377,7 @@ function ociLayers(c: Container, manifest: any): LayerSource[] {
       size: Number(d.size),
       check: { digest, scope: 'stored', size: typeof d.size === 'number' ? d.size : undefined },
       open: () => c.open(blobName(digest)),
+      range: () => c.range(blobName(digest)),
     };
   });
 }
@@ -422,6 +436,7 @@ function loadDocker(c: Container, where: string, ref: string | undefined): Loade
       size,
       check: { digest, scope: 'uncompressed' },
       open: () => c.open(file),
+      range: () => c.range(file),
     };
   });
   return { format: 'docker-archive', ref, config, layers };

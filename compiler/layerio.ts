@@ -2,14 +2,15 @@
 // bytes (uncompressed, gzip, zstd), digests computed on the fly so a layer is read only once.
 import { createHash, type Hash } from 'node:crypto';
 import { pipeline } from 'node:stream';
+import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
-import { DecompressStream } from 'zstd-napi';
+
+import type { ReaderHash, ReaderMessage, ReaderRequest } from './layer-reader.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
-const CHUNK = 64 << 10;
 
 export function detectCompression(head: Uint8Array): Compression {
   if (head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]) return 'gzip';
@@ -33,28 +34,48 @@ export class LayerReading {
   storedBytes = 0;
   tarBytes = 0;
   compression: Compression = 'none';
+  readonly algorithm: string;
   private hash: Hash;
-  private algorithm: string;
+  /** The stored bytes come from a LayerFileReader, which hashes them itself (see readerHash). */
+  private offThread = false;
+  private offThreadDigest: string | null = null;
 
   constructor(readonly check: LayerDigestCheck | null) {
     this.algorithm = check ? parseDigest(check.digest).algorithm : 'sha256';
     this.hash = createHash(this.algorithm);
   }
 
+  /** What a LayerFileReader must hash for this check: every stored byte, or those of an uncompressed layer. */
+  readerHash(): ReaderHash {
+    if (!this.check) return 'none';
+    return this.check.scope === 'stored' ? 'stored' : 'if-uncompressed';
+  }
+
+  /** The stored bytes are read and hashed (as readerHash() says) on a LayerFileReader's thread. */
+  hashedOffThread(): void {
+    this.offThread = true;
+  }
+
+  /** The digest (hex) the LayerFileReader computed, or null when it hashed nothing. */
+  offThreadResult(hex: string | null): void {
+    this.offThreadDigest = hex;
+  }
+
   stored(chunk: Buffer): void {
     this.storedBytes += chunk.length;
-    if (this.check?.scope === 'stored') this.hash.update(chunk);
+    if (this.check?.scope === 'stored' && !this.offThread) this.hash.update(chunk);
   }
 
   tar(chunk: Buffer): void {
     this.tarBytes += chunk.length;
-    if (this.check?.scope === 'uncompressed') this.hash.update(chunk);
+    // An uncompressed layer's tar bytes are its stored bytes: the reader thread hashed them.
+    if (this.check?.scope === 'uncompressed' && !(this.offThread && this.compression === 'none')) this.hash.update(chunk);
   }
 
   /** Throws unless the bytes read match the expected digest (and size). */
   verify(): void {
     if (!this.check) return;
-    const got = `${this.algorithm}:${this.hash.digest('hex')}`;
+    const got = `${this.algorithm}:${this.offThreadDigest ?? this.hash.digest('hex')}`;
     if (got !== this.check.digest) {
       const what = this.check.scope === 'stored' ? 'layer digest mismatch' : 'layer diff_id mismatch (uncompressed sha256)';
       throw new Error(`${what}: expected ${this.check.digest}, got ${got}`);
@@ -99,8 +120,20 @@ async function* prepend(head: Buffer[], it: AsyncIterator<Buffer>): AsyncGenerat
   }
 }
 
-function decompressor(kind: Compression): NodeJS.ReadWriteStream {
-  if (kind === 'gzip') return zlib.createGunzip({ chunkSize: CHUNK });
+/** gunzip output chunk: fewer threadpool round trips than zlib's 16 KiB default. */
+const GUNZIP_CHUNK = 256 << 10;
+/**
+ * Decompressed bytes zlib may hold ready for us. zlib inflates on libuv's threadpool, but with
+ * the default 16 KiB it stops after each chunk until we have parsed and hashed it, so the two
+ * took turns; with room for a few MiB it inflates ahead, on the other core.
+ */
+const GUNZIP_READ_AHEAD = 4 << 20;
+
+async function decompressor(kind: Compression): Promise<NodeJS.ReadWriteStream> {
+  // readableHighWaterMark is a Transform option that @types/node's ZlibOptions does not list.
+  if (kind === 'gzip') return zlib.createGunzip({ chunkSize: GUNZIP_CHUNK, readableHighWaterMark: GUNZIP_READ_AHEAD } as zlib.ZlibOptions);
+  // Loaded on first use: the native module costs tens of ms at start-up, and most layers are gzip.
+  const { DecompressStream } = await import('zstd-napi');
   return new DecompressStream();
 }
 
@@ -127,12 +160,90 @@ export async function* layerTar(stored: AsyncIterable<Buffer>, reading: LayerRea
     }
     return;
   }
-  const dec = decompressor(reading.compression);
+  const dec = await decompressor(reading.compression);
   // pipeline() forwards errors both ways: a read error fails the decompressor, and if the
   // consumer stops early, destroying `dec` ends the source (closing the file).
   pipeline(source, dec, () => {});
   for await (const c of dec as AsyncIterable<Buffer>) {
     reading.tar(c);
     yield c;
+  }
+}
+
+/** Where a layer's stored bytes are: a byte range of a file (end exclusive; none: to its end). */
+export interface FileRange {
+  path: string;
+  start: number;
+  end?: number;
+}
+
+/** 1 MiB chunks the reader thread may read ahead of the tar parser. */
+const READ_AHEAD_CHUNKS = 8;
+
+/**
+ * Reads layers' stored bytes on a worker thread (layer-reader.ts), which also computes the
+ * layer digest, so the main thread only decompresses and parses. One layer at a time; close()
+ * when done.
+ */
+export class LayerFileReader {
+  private readonly worker = new Worker(new URL('./layer-reader.js', import.meta.url));
+  private nextId = 0;
+  private listener: ((m: ReaderMessage) => void) | null = null;
+  private failure: Error | null = null;
+
+  constructor() {
+    this.worker.on('message', (m: ReaderMessage) => this.listener?.(m));
+    const died = (err: Error) => {
+      this.failure ??= err;
+      this.listener?.({ type: 'error', id: this.nextId, message: err.message });
+    };
+    this.worker.on('error', (err) => died(new Error(`layer reader failed: ${err.message}`)));
+    this.worker.on('exit', () => died(new Error('layer reader exited unexpectedly')));
+  }
+
+  /** The stored bytes of `range`; when they end, `reading` gets the digest computed off thread. */
+  async *read(range: FileRange, reading: LayerReading): AsyncGenerator<Buffer> {
+    if (this.failure) throw this.failure;
+    const id = ++this.nextId;
+    const queue: ReaderMessage[] = [];
+    let wake: (() => void) | null = null;
+    this.listener = (m) => {
+      if (m.id !== id) return;
+      queue.push(m);
+      wake?.();
+    };
+    let consumed = 0;
+    reading.hashedOffThread();
+    this.post({ type: 'read', id, ...range, algorithm: reading.algorithm, hash: reading.readerHash(), credit: READ_AHEAD_CHUNKS });
+    try {
+      for (;;) {
+        while (queue.length === 0) await new Promise<void>((resolve) => (wake = resolve));
+        wake = null;
+        const m = queue.shift()!;
+        if (m.type === 'error') throw new Error(m.message);
+        if (m.type === 'end') {
+          reading.offThreadResult(m.digest);
+          return;
+        }
+        yield Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+        // Credit goes back half a window at a time: each message wakes the reader thread up.
+        if (++consumed === READ_AHEAD_CHUNKS / 2) {
+          this.post({ type: 'more', id, n: consumed });
+          consumed = 0;
+        }
+      }
+    } finally {
+      this.listener = null;
+    }
+  }
+
+  async close(): Promise<void> {
+    this.failure ??= new Error('layer reader closed');
+    this.post({ type: 'stop' });
+    await this.worker.terminate();
+  }
+
+  private post(m: ReaderRequest): void {
+    this.worker.postMessage(m);
   }
 }

@@ -8,13 +8,12 @@
 // (cleanStaleTemps). Durability is not per object: the builder runs one syncfs per store
 // (`sync -f`) before it publishes the blob that needs the objects.
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import type { BatchMessage, DoneMessage, WorkerInit } from './store-worker.js';
-import { VerityHasher, verityDigest, verityDigestOfFile } from '../format/verity.js';
+import type { BatchMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
+import { verityDigest, verityDigestOfFile } from '../format/verity.js';
 
 export const OBJECTS_DIR = 'objects';
 export const TEMP_PREFIX = '.tmp-';
@@ -80,8 +79,13 @@ descriptorScratch.set([1, 1, 12, 0]);
  * Must equal verityDigest(); the tests compare them at every boundary.
  */
 export function hashBuffer(buf: Buffer): Buffer {
+  return keepDigest(hashBufferScratch(buf));
+}
+
+/** hashBuffer() into a short-lived Buffer (the caller copies it before the next call). */
+export function hashBufferScratch(buf: Uint8Array): Buffer {
   const n = buf.length;
-  if (n === 0 || n > HASHES_PER_BLOCK * VERITY_BLOCK) return keepDigest(verityDigest(buf));
+  if (n === 0 || n > HASHES_PER_BLOCK * VERITY_BLOCK) return verityDigest(Buffer.from(buf.buffer, buf.byteOffset, n));
   let root: Buffer;
   if (n <= VERITY_BLOCK) {
     blockScratch.set(buf);
@@ -101,7 +105,7 @@ export function hashBuffer(buf: Buffer): Buffer {
   }
   root.copy(descriptorScratch, 16);
   descriptorScratch.writeUInt32LE(n, 8); // le64 data_size; the high half stays 0 (n <= 512 KiB)
-  return keepDigest(sha256Once(descriptorScratch));
+  return sha256Once(descriptorScratch);
 }
 
 const DIGEST_SLAB = 2048 * 32;
@@ -113,13 +117,19 @@ let digestSlabUsed = 0;
  * Buffer with its own ArrayBuffer (about 300 bytes of overhead each, per file of the image).
  */
 export function keepDigest(d: Buffer): Buffer {
-  if (digestSlabUsed + d.length > DIGEST_SLAB) {
+  const out = digestSlot(d.length);
+  d.copy(out);
+  return out;
+}
+
+/** `n` bytes of the current digest slab. */
+function digestSlot(n: number): Buffer {
+  if (digestSlabUsed + n > DIGEST_SLAB) {
     digestSlab = Buffer.allocUnsafeSlow(DIGEST_SLAB);
     digestSlabUsed = 0;
   }
-  const out = digestSlab.subarray(digestSlabUsed, digestSlabUsed + d.length);
-  d.copy(out);
-  digestSlabUsed += d.length;
+  const out = digestSlab.subarray(digestSlabUsed, digestSlabUsed + n);
+  digestSlabUsed += n;
   return out;
 }
 
@@ -201,52 +211,68 @@ export interface StoreWriterOptions {
 
 const BATCH_BYTES = 4 << 20;
 
-/** Contents collected for one message to the writer thread. */
+/** Contents collected for one message to the writer thread, and where their digests go. */
 class Batch {
-  readonly digests: Buffer;
   readonly offsets: number[] = [0];
-  readonly data: Buffer;
+  /** Per content, the Buffer that receives its digest when the writer thread has hashed it. */
+  readonly slots: Buffer[] = [];
+  /** The items that are parts of streamed contents. */
+  readonly parts: StreamPart[] = [];
   used = 0;
 
-  constructor(maxObjects: number, bytes: number) {
-    // Own (unpooled, not zero-filled) ArrayBuffers, transferred to the worker without a copy.
-    this.digests = Buffer.allocUnsafeSlow(maxObjects * 32);
-    this.data = Buffer.allocUnsafeSlow(bytes);
-  }
+  constructor(readonly data: Buffer, private readonly maxObjects: number) {}
 
   get count(): number {
-    return this.offsets.length - 1;
+    return this.slots.length;
   }
 
   fits(size: number): boolean {
-    return this.used + size <= this.data.length && this.count < this.digests.length / 32;
+    return this.used + size <= this.data.length && this.count < this.maxObjects;
   }
 
-  add(digest: Buffer, content: Buffer): void {
-    digest.copy(this.digests, this.count * 32);
+  add(content: Buffer, slot: Buffer): void {
     content.copy(this.data, this.used);
     this.used += content.length;
     this.offsets.push(this.used);
+    this.slots.push(slot);
+  }
+
+  /** Room for one more part of a streamed content (at least a little data, or its end). */
+  fitsPart(): boolean {
+    return this.used + STREAM_PART_MIN <= this.data.length && this.count < this.maxObjects;
+  }
+
+  /** Add as much of `chunk` as fits, as one part of a streamed content; returns the bytes taken. */
+  addPart(chunk: Buffer, part: StreamPart): number {
+    const n = Math.min(chunk.length, this.data.length - this.used);
+    this.parts.push({ ...part, item: this.count });
+    this.add(chunk.subarray(0, n), digestSlot(32));
+    return n;
   }
 }
+
+/** A streamed content is not split into parts smaller than this (but for its last one). */
+const STREAM_PART_MIN = 64 << 10;
+const EMPTY = Buffer.alloc(0);
 
 /**
  * Writes objects into a pool of stores (mergerfs-like): an object already in any store is
  * reused; a new one goes to the store with the most free space. Contents held in memory are
- * written by a worker thread in batches (store-worker.ts); contents streamed by putStream() are
- * written here. Call flush() (or sync()) before trusting the store, and close() in every case
- * (abort() after an error).
+ * hashed and written by a worker thread in batches (store-worker.ts), so the digest putBuffer()
+ * returns is filled in later: its bytes are valid once flush() (or sync()) has resolved.
+ * Streamed contents (putStream) go there too, in parts. Call flush() (or sync()) before
+ * trusting the store or the digests, and close() in every case (abort() after an error).
  */
 export class StoreWriter {
   readonly stores: string[];
   readonly stats: StoreStats = { objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
-  /** Digests (binary strings) known to be in a store or queued by us. */
-  private known = new Set<string>();
   private batch: Batch | null = null;
   private worker: Worker | null = null;
-  /** Bytes of the batches sent and not yet done, oldest first. */
-  private queued: number[] = [];
+  /** Batches sent and not yet done, oldest first (the worker answers in order). */
+  private queued: Batch[] = [];
   private queuedBytes = 0;
+  /** Batch buffers the worker handed back, for reuse (fresh memory costs a page fault per 4 KiB). */
+  private spare: Buffer[] = [];
   private wakeups: (() => void)[] = [];
   private streamTemps = new Set<string>();
   private failure: Error | null = null;
@@ -270,59 +296,53 @@ export class StoreWriter {
     this.freeBytes = this.stores.map(freeSpace);
   }
 
-  /** Store a content held in memory; returns its digest (the write may still be queued). */
+  /**
+   * Store a content held in memory (copied: the caller may reuse it). Returns the Buffer that
+   * will hold its digest: filled in by the writer thread, valid after flush().
+   */
   async putBuffer(content: Buffer): Promise<Buffer> {
     this.throwIfFailed();
-    const digest = hashBuffer(content);
-    const key = digest.toString('latin1');
-    if (this.known.has(key)) return digest;
-    this.known.add(key);
     if (this.batch && !this.batch.fits(content.length)) await this.send();
-    this.batch ??= new Batch(this.batchObjects, Math.max(BATCH_BYTES, content.length));
-    this.batch.add(digest, content);
-    return digest;
+    this.batch ??= this.newBatch(content.length);
+    const slot = digestSlot(32);
+    this.batch.add(content, slot);
+    return slot;
   }
 
-  /** Store a content arriving as chunks (hashed while it streams to a temp file). */
+  /**
+   * Store a content arriving as chunks (bigger than MEMORY_OBJECT_LIMIT): the chunks go to the
+   * writer thread in the batches, which hashes them while it writes a temp file, then names or
+   * drops it. Resolves once that is done, with the digest (valid now) and the stats counted.
+   */
   async putStream(chunks: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
     this.throwIfFailed();
-    const store = this.chooseStore(size);
-    const tmp = path.join(store, OBJECTS_DIR, `${this.tag}${(this.tempCounter++).toString(36)}`);
-    const hasher = new VerityHasher();
+    const store = this.stores.indexOf(this.chooseStore(size));
+    const tmp = path.join(this.stores[store], OBJECTS_DIR, `${this.tag}${(this.tempCounter++).toString(36)}`);
     this.streamTemps.add(tmp);
+    let first = true;
+    const part = async (chunk: Buffer, last: boolean, abort = false) => {
+      if (this.batch && !this.batch.fitsPart()) await this.send();
+      this.batch ??= this.newBatch(0);
+      const n = this.batch.addPart(chunk, { item: -1, tmp, store, first, last, abort });
+      first = false;
+      return n;
+    };
     try {
-      const fh = await fsp.open(tmp, 'wx', this.fileMode);
-      try {
-        for await (const chunk of chunks) {
-          hasher.update(chunk);
-          await fh.write(chunk);
-        }
-        if (umaskStripsRead()) await fh.chmod(this.fileMode);
-      } finally {
-        await fh.close();
+      for await (const chunk of chunks) {
+        for (let at = 0; at < chunk.length; ) at += await part(chunk.subarray(at), false);
       }
-      const digest = keepDigest(hasher.digest());
-      const key = digest.toString('latin1');
-      if (this.known.has(key) || this.stores.some((s) => hasObject(s, digest))) {
-        if (!this.known.has(key)) this.stats.objectsPresent++;
-        this.known.add(key);
-        await fsp.unlink(tmp);
-      } else {
-        this.known.add(key);
-        const dest = objectPath(store, digest);
-        await fsp.mkdir(path.dirname(dest), { recursive: true });
-        // rename() atomically replaces a concurrent writer's identical object: harmless.
-        await fsp.rename(tmp, dest);
-        this.stats.objectsNew++;
-        this.stats.bytesNew += size;
-      }
-      this.streamTemps.delete(tmp);
-      return digest;
     } catch (err) {
-      await fsp.rm(tmp, { force: true });
-      this.streamTemps.delete(tmp);
+      // The writer thread closes and removes the temp file (abort() removes it if that fails).
+      await part(EMPTY, true, true).catch(() => {});
       throw err;
     }
+    await part(EMPTY, true);
+    const done = this.batch!;
+    await this.send();
+    while (this.queued.includes(done)) await this.nextDone();
+    this.throwIfFailed();
+    this.streamTemps.delete(tmp);
+    return done.slots[done.count - 1];
   }
 
   /** Wait until every queued object is written; throws the first write error. */
@@ -358,15 +378,23 @@ export class StoreWriter {
     if (this.failure) throw this.failure;
   }
 
+  private newBatch(size: number): Batch {
+    const data = size <= BATCH_BYTES ? this.spare.pop() ?? Buffer.allocUnsafeSlow(BATCH_BYTES) : Buffer.allocUnsafeSlow(size);
+    return new Batch(data, this.batchObjects);
+  }
+
   /** Hand the current batch to the writer thread; wait while too much is queued. */
   private async send(): Promise<void> {
     const b = this.batch;
     this.batch = null;
     if (b && b.count > 0) {
-      const msg: BatchMessage = { type: 'batch', digests: b.digests.subarray(0, b.count * 32), offsets: b.offsets, data: b.data.subarray(0, b.used) };
-      this.startWorker().postMessage(msg, [b.digests.buffer as ArrayBuffer, b.data.buffer as ArrayBuffer]);
-      this.queued.push(b.used);
+      // The data's own (unpooled) ArrayBuffer is transferred, not copied, and comes back with the answer.
+      const msg: BatchMessage = { type: 'batch', offsets: b.offsets, data: b.data, parts: b.parts };
+      this.startWorker().postMessage(msg, [b.data.buffer as ArrayBuffer]);
+      this.queued.push(b);
       this.queuedBytes += b.used;
+    } else if (b) {
+      this.spare.push(b.data);
     }
     while (this.queuedBytes > this.maxQueuedBytes && this.queued.length > 1) await this.nextDone();
     this.throwIfFailed();
@@ -382,7 +410,13 @@ export class StoreWriter {
       this.stats.objectsPresent += m.objectsPresent;
       this.stats.bytesNew += m.bytesNew;
       if (m.error) this.failure ??= new Error(`object store: ${m.error}`);
-      this.queuedBytes -= this.queued.shift() ?? 0;
+      const b = this.queued.shift();
+      if (b) {
+        this.queuedBytes -= b.used;
+        const digests = Buffer.from(m.digests.buffer, m.digests.byteOffset, m.digests.byteLength);
+        for (let i = 0; i < b.slots.length && (i + 1) * 32 <= digests.length; i++) digests.copy(b.slots[i], 0, i * 32, i * 32 + 32);
+        if (m.data.byteLength === BATCH_BYTES) this.spare.push(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));
+      }
     }
     if (error) {
       // The worker died: nothing more will complete.

@@ -295,8 +295,8 @@ function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'compiler', 'cli.js'))) throw new Error('dist/ is missing: npx tsc -p tsconfig.json');
   if (process.getuid() !== 0) log('not root: umoci unpack is skipped (it needs root to unpack as the image says)');
   if (opts.cold && process.getuid() !== 0) throw new Error('--cold needs root (drop_caches)');
+  if (opts.work) fs.mkdirSync(opts.work, { recursive: true }); // before machine(): df looks at it
   const m = machine();
-  if (opts.work) fs.mkdirSync(opts.work, { recursive: true });
   const work = fs.mkdtempSync(path.join(opts.work ?? os.tmpdir(), 'ub-bench-build-'));
   workDir = work;
   const results = [];
@@ -312,6 +312,8 @@ function main() {
     if (opts.synthetic) {
       results.push(benchImage(`synthetic-${opts.files}`, ensureSynthetic(opts.files), 'latest', 1, work));
     }
+    // Reported before the clean-up: removing a million files can take many minutes.
+    printReport(m, results, t0);
   } finally {
     if (opts.keep) log(`kept ${work}`);
     else {
@@ -319,6 +321,9 @@ function main() {
       rmrf(work);
     }
   }
+}
+
+function printReport(m, results, t0) {
   m.benchSeconds = Math.round((Date.now() - t0) / 1000);
   m.load1AtEnd = Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
   const text = [
