@@ -392,7 +392,7 @@ const unit = distReady ? test : test.skip;
 
 unit('mount.unionblob parses mount(8) helper arguments and fstab options', async (t) => {
   const { parseHelperArgs } = await dist('mounter/helper.js');
-  const { request, verbose } = parseHelperArgs(['/b.ub', '/mnt', '-v', '-o', 'rw,basedir=/s1:/s2,upperdir=/u,workdir=/w,verity=try,digest=ab,backend=fuse,nosuid,noauto,x-systemd.automount,nofail']);
+  const { request, verbose } = parseHelperArgs(['/b.ub', '/mnt', '-v', '-o', 'rw,basedir=/s1:/s2,upperdir=/u,workdir=/w,verity=try,digest=ab,backend=fuse,fuse_cache=shared,nosuid,noauto,x-systemd.automount,nofail']);
   t.true(verbose);
   t.deepEqual(request.stores, ['/s1', '/s2']);
   t.is(request.upper, '/u');
@@ -400,6 +400,7 @@ unit('mount.unionblob parses mount(8) helper arguments and fstab options', async
   t.is(request.verity, 'try');
   t.is(request.digest, 'ab');
   t.is(request.backend, 'fuse');
+  t.is(request.fuseCache, 'shared');
   t.deepEqual(request.flags, ['nosuid']);
   t.throws(() => parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,bogus']), { message: /unknown option bogus/ });
   t.notThrows(() => parseHelperArgs(['/b.ub', '/mnt', '-s', '-o', 'basedir=/s,bogus']));
@@ -792,7 +793,7 @@ serial('xattrs: trusted.overlay.* escaped, others as stored (getfattr)', (t) => 
   }
 });
 
-for (const cache of FUSE_CACHES) serial(`a missing object is EIO, logged once per open; everything else keeps working (cache=${cache})`, (t) => {
+for (const cache of FUSE_CACHES) serial(`a missing object is EIO with one log line; everything else keeps working (cache=${cache})`, (t) => {
   const mnt = mkTarget(`missing-${cache}`);
   cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--fuse-cache', cache]);
   try {
@@ -803,9 +804,9 @@ for (const cache of FUSE_CACHES) serial(`a missing object is EIO, logged once pe
     t.is(fs.readdirSync(path.join(mnt, 'bigdir')).length, 1000);
     const log = readLog(mnt);
     t.regex(log, /missing from every store/);
-    // shared: each open looks again; private: the failure is remembered for a second or two
-    // (the kernel's retry of a failed readahead and this second read ask for the same object).
-    t.is(log.trim().split('\n').filter((l) => l.includes('missing from every store')).length, cache === 'private' ? 1 : 2);
+    // A failed open is remembered for a second or two: the kernel's retry of a failed readahead
+    // and this second read ask for the same object, and get EIO without a second log line.
+    t.is(log.trim().split('\n').filter((l) => l.includes('missing from every store')).length, 1);
   } finally {
     cfsOk(t, ['umount', mnt]);
   }
@@ -1057,9 +1058,10 @@ serial('mount.unionblob: mount -t unionblob and an fstab line (mount -T), via cf
   try {
     const inst = cfsOk(t, ['install-helper']);
     t.regex(inst.stdout, /installed \/sbin\/mount\.unionblob/);
-    const r = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}:${S.storeB},verity=off`]);
+    const r = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}:${S.storeB},verity=off,fuse_cache=shared`]);
     t.is(r.status, 0, r.stderr);
     t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+    t.regex(fs.readFileSync(`/proc/${serverPid(mnt)}/cmdline`, 'latin1'), /,cache=shared,/, 'fuse_cache= reaches the server');
     t.is(readMountinfo().filter((e) => e.mountPoint === mnt).at(-1).fsType, 'fuse.unionblob');
     cfsOk(t, ['umount', mnt]);
     t.deepEqual(mountsBelow(mnt), []);

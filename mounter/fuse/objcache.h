@@ -1,10 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * Open object files by DIGESTS index, for the cache=private mode: the kernel
+ * Open object files by DIGESTS index.  cache=private needs them: the kernel
  * sends no OPEN there, so a READ names only the inode, and opening its object
- * for every cache miss would cost an openat2 + fstat per 128 KiB.  At most
- * @max fds stay open; the least recently used idle one is closed first.  A
- * fd handed out by objcache_lookup/insert stays valid until objcache_put.
+ * for every cache miss would cost an openat2 + fstat per 128 KiB.
+ * cache=shared uses them too, so an open() of a file costs the server no
+ * search of the stores once its object was opened before.  At most @max idle
+ * fds stay open (the least recently used is closed first); a fd handed out by
+ * objcache_lookup/insert stays valid until objcache_put.
  */
 #ifndef UNIONBLOB_OBJCACHE_H
 #define UNIONBLOB_OBJCACHE_H

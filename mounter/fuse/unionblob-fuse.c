@@ -93,7 +93,7 @@ struct ubfs {
 	int private_cache;	/* cache=private asked for */
 	int no_open;		/* cache=private and the kernel agreed: READs come by inode */
 	int no_opendir;		/* the kernel can do without OPENDIR */
-	struct objcache objects;	/* object fds of cache=private */
+	struct objcache objects;	/* open objects, by DIGESTS index */
 	double timeout;
 	int splice;
 	int readdirplus;
@@ -356,6 +356,21 @@ static int open_backing(struct ubfs *fs, const struct ub_inode_info *ii)
 	return fd;
 }
 
+/* The open object of an external file, referenced (objcache_put); fd or -errno. */
+static int object_fd(struct ubfs *fs, const struct ub_inode_info *ii)
+{
+	int fd = objcache_lookup(&fs->objects, ii->payload);
+
+	if (fd != -ENOENT)
+		return fd;
+	fd = open_backing(fs, ii);
+	if (fd < 0) {
+		objcache_failed(&fs->objects, ii->payload, fd);
+		return fd;
+	}
+	return objcache_insert(&fs->objects, ii->payload, fd);
+}
+
 /* ---- FUSE operations --------------------------------------------------- */
 
 static void op_init(void *userdata, struct fuse_conn_info *conn)
@@ -506,11 +521,12 @@ static void release_fh(struct ubfs *fs, fuse_ino_t ino, uint64_t fh)
 {
 	struct ub_inode_info ii;
 
-	if (fh == FH_NONE)
+	/* The inode was read at open; the blob cannot have changed since. */
+	if (fh == FH_NONE || get_inode(fs, ino, &ii) != 0)
 		return;
-	if (pt_fh_id(fh) && get_inode(fs, ino, &ii) == 0)
+	if (pt_fh_id(fh))
 		backing_put(fs, ii.payload);
-	close(pt_fh_fd(fh));
+	objcache_put(&fs->objects, ii.payload);
 }
 
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -539,7 +555,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	fi->fh = FH_NONE;
 	if (ub_inode_is_external(&ii)) {
-		fd = open_backing(fs, &ii);
+		fd = object_fd(fs, &ii);
 		if (fd < 0) {
 			fuse_reply_err(req, -fd);
 			return;
@@ -582,21 +598,6 @@ static void read_fd(fuse_req_t req, int fd, size_t size, off_t off)
 	bv.buf[0].fd = fd;
 	bv.buf[0].pos = off;
 	fuse_reply_data(req, &bv, FUSE_BUF_SPLICE_MOVE);
-}
-
-/* The open object of an external file, referenced (objcache_put); fd or -errno. */
-static int object_fd(struct ubfs *fs, const struct ub_inode_info *ii)
-{
-	int fd = objcache_lookup(&fs->objects, ii->payload);
-
-	if (fd != -ENOENT)
-		return fd;
-	fd = open_backing(fs, ii);
-	if (fd < 0) {
-		objcache_failed(&fs->objects, ii->payload, fd);
-		return fd;
-	}
-	return objcache_insert(&fs->objects, ii->payload, fd);
 }
 
 /* cache=private: a READ names only the inode. */
@@ -915,7 +916,7 @@ static void usage(void)
 	       "                            cached by this mount; shared: one OPEN per open(),\n"
 	       "                            file pages cached once with the store's own files\n"
 	       "                            (kernel FUSE passthrough, Linux 6.9+)\n"
-	       "    -o open_objects=N       cache=private: object files kept open (default 4096)\n"
+	       "    -o open_objects=N       idle object files kept open (default 4096)\n"
 	       "    -o passthrough=auto|off cache=shared: off serves reads through the server\n"
 	       "    -o nosplice             copy through userspace instead of splice\n"
 	       "    -o noreaddirplus        plain readdir only (tests, benchmarks)\n"
@@ -1092,7 +1093,7 @@ static void parse_settings(struct ubfs *fs, const struct config *cfg)
 
 #define OPEN_OBJECTS_DEFAULT 4096
 
-/* How many object fds cache=private keeps: open_objects=N, within half the fd limit. */
+/* How many idle object fds to keep: open_objects=N, within half the fd limit. */
 static uint32_t open_objects_limit(const struct config *cfg)
 {
 	unsigned long n = OPEN_OBJECTS_DEFAULT;
@@ -1255,8 +1256,7 @@ int main(int argc, char *argv[])
 	if (asprintf(&tag, "[%s]", cfg.mountpoint) >= 0)
 		log_tag = tag;
 	raise_fd_limit();
-	if (fs.private_cache &&
-	    objcache_init(&fs.objects, fs.blob.sect[UB_SECT_DIGESTS].count, open_objects_limit(&cfg)) != 0)
+	if (objcache_init(&fs.objects, fs.blob.sect[UB_SECT_DIGESTS].count, open_objects_limit(&cfg)) != 0)
 		die("out of memory");
 	if (add_fixed_options(&args, cfg.blob) < 0)
 		die("out of memory");
