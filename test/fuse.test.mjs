@@ -722,6 +722,9 @@ serial('cache=private: object fds are bounded by open_objects; reads after evict
   const badCache = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},cache=bogus`]);
   t.is(badCache.status, 1);
   t.regex(badCache.stderr, /cache=bogus: expected private or shared/);
+  const badPt = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},passthrough=bogus`]);
+  t.is(badPt.status, 1);
+  t.regex(badPt.stderr, /passthrough=bogus: expected auto or off/);
   t.regex(cfs(['mount', blob, mnt, '--store', S.storeA, '--fuse-cache', 'bogus']).stderr, /bogus/);
   t.deepEqual(mountsBelow(mnt), []);
 });

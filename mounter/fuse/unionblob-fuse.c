@@ -604,11 +604,11 @@ static void read_fd(fuse_req_t req, int fd, size_t size, off_t off)
 static void read_by_inode(fuse_req_t req, struct ubfs *fs, fuse_ino_t ino, size_t size, off_t off)
 {
 	struct ub_inode_info ii;
-	int fd;
+	int err, fd;
 
-	fd = get_inode(fs, ino, &ii);
-	if (fd) {
-		fuse_reply_err(req, fd);
+	err = get_inode(fs, ino, &ii);
+	if (err) {
+		fuse_reply_err(req, err);
 		return;
 	}
 	if (!ub_inode_is_external(&ii)) {
@@ -1231,7 +1231,7 @@ int main(int argc, char *argv[])
 	struct fuse_session *se;
 	static struct ubfs fs;
 	char *tag;
-	int ret;
+	int ret, passthrough;
 
 	if (fuse_opt_parse(&args, &cfg, ub_opts, opt_proc) < 0)
 		return 2;
@@ -1248,6 +1248,7 @@ int main(int argc, char *argv[])
 		return 2;
 	}
 	parse_settings(&fs, &cfg);
+	passthrough = use_passthrough(&cfg) && !fs.private_cache;
 	open_blob(&fs, cfg.blob);
 	open_stores(&fs, cfg.basedir);
 	if (fs.verity != VERITY_OFF && fs.blob.sect[UB_SECT_DIGESTS].count &&
@@ -1273,7 +1274,7 @@ int main(int argc, char *argv[])
 		fuse_session_destroy(se);
 		return 1;	/* libfuse said why */
 	}
-	if (!fs.private_cache && use_passthrough(&cfg) && fs.blob.sect[UB_SECT_DIGESTS].count) {
+	if (passthrough && fs.blob.sect[UB_SECT_DIGESTS].count) {
 		fs.backing = calloc(fs.blob.sect[UB_SECT_DIGESTS].count, sizeof(*fs.backing));
 		if (!fs.backing || pt_install(se) != 0) {
 			fs_log("cannot set up passthrough: reads go through the server");
