@@ -8,7 +8,7 @@ PKGS=(
   # real-image fixtures (test/fixtures/make-images.sh) and the differential tests
   debootstrap umoci skopeo attr acl libcap2-bin fsverity zstd xz-utils cpio python3
   # FUSE server, overlay and mount tests
-  fuse3 libfuse3-dev mergerfs erofs-utils pkg-config make gcc g++ e2fsprogs
+  fuse3 libfuse3-dev mergerfs fuse-overlayfs erofs-utils pkg-config make gcc g++ e2fsprogs
   # kernel module build and the qemu harness
   qemu-system-x86 busybox-static pahole clang libclang-rt-14-dev
   # containerd snapshotter (issue #5): containerd 1.6, runc, and containerd's API protos

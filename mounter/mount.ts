@@ -27,6 +27,12 @@ import {
 
 export type BackendChoice = Backend | 'auto';
 export type VerityMode = 'off' | 'try' | 'require';
+/**
+ * Where the FUSE backend caches file pages (mounter/README.md): `private` (the default) in the
+ * mount's own page cache, with no round trip to the server per open(); `shared` with the
+ * store's own files (kernel FUSE passthrough), at the cost of one round trip per open().
+ */
+export type FuseCache = 'private' | 'shared';
 
 export interface MountRequest {
   blob: string;
@@ -38,6 +44,8 @@ export interface MountRequest {
   /** Expected fs-verity digest of the blob (64 hex digits). */
   digest?: string;
   verity?: VerityMode;
+  /** FUSE backend only (the kernel module always shares the store's page cache). */
+  fuseCache?: FuseCache;
   /** Generic mount flags for the visible mount: nosuid, nodev, noexec, noatime, ... */
   flags?: string[];
   /** Validate everything, mount nothing (mount -f). */
@@ -59,6 +67,7 @@ export const GENERIC_FLAGS = new Set([
 
 const BACKENDS: BackendChoice[] = ['auto', 'kernel', 'fuse'];
 const VERITY_MODES: VerityMode[] = ['off', 'try', 'require'];
+export const FUSE_CACHES: FuseCache[] = ['private', 'shared'];
 const COMMAND_TIMEOUT_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------------
@@ -128,6 +137,9 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
   if (!BACKENDS.includes(backend)) throw new MountError(`backend ${backend}: expected auto, kernel or fuse`);
   if (req.verity !== undefined && !VERITY_MODES.includes(req.verity)) {
     throw new MountError(`verity ${req.verity}: expected off, try or require`);
+  }
+  if (req.fuseCache !== undefined && !FUSE_CACHES.includes(req.fuseCache)) {
+    throw new MountError(`FUSE cache ${req.fuseCache}: expected private or shared`);
   }
   if (req.digest !== undefined && !/^[0-9a-fA-F]{64}$/.test(req.digest)) {
     throw new MountError(`digest ${req.digest}: expected 64 hex digits (the blob's fs-verity SHA-256 digest)`);
@@ -214,6 +226,7 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
   const opts = [
     `basedir=${req.stores.join(':')}`,
     `verity=${req.verity ?? 'off'}`,
+    `cache=${req.fuseCache ?? 'private'}`,
     'allow_other',
     ...fuseFlags(flags),
     `pidfile=${pidPath(key)}`,
@@ -490,12 +503,14 @@ export function registerMount(program: Command): void {
     .addOption(new Option('--backend <name>', 'kernel module, FUSE, or whichever is available').choices(BACKENDS).default('auto'))
     .option('--digest <hex>', "refuse the blob unless its fs-verity digest is this")
     .addOption(new Option('--verity <mode>', 'check objects against their digests').choices(VERITY_MODES))
+    .addOption(new Option('--fuse-cache <where>', 'FUSE: file pages cached per mount (no round trip per open) or shared with the store (passthrough)')
+      .choices(FUSE_CACHES))
     .option('-o, --options <flags>', 'mount flags for the target: nosuid,nodev,noexec,noatime,...')
     .action(async (blob: string, target: string, o: any) => {
       const flags = o.options ? String(o.options).split(',').filter(Boolean) : [];
       await mountBlob({
         blob, target, stores: o.store, upper: o.upper, work: o.work, backend: o.backend,
-        digest: o.digest, verity: o.verity, flags, log: stderrLog,
+        digest: o.digest, verity: o.verity, fuseCache: o.fuseCache, flags, log: stderrLog,
       });
     });
 

@@ -393,7 +393,7 @@ const unit = distReady ? test : test.skip;
 
 unit('mount.unionblob parses mount(8) helper arguments and fstab options', async (t) => {
   const { parseHelperArgs } = await dist('mounter/helper.js');
-  const { request, verbose } = parseHelperArgs(['/b.ub', '/mnt', '-v', '-o', 'rw,basedir=/s1:/s2,upperdir=/u,workdir=/w,verity=try,digest=ab,backend=fuse,nosuid,noauto,x-systemd.automount,nofail']);
+  const { request, verbose } = parseHelperArgs(['/b.ub', '/mnt', '-v', '-o', 'rw,basedir=/s1:/s2,upperdir=/u,workdir=/w,verity=try,digest=ab,backend=fuse,fuse_cache=shared,nosuid,noauto,x-systemd.automount,nofail']);
   t.true(verbose);
   t.deepEqual(request.stores, ['/s1', '/s2']);
   t.is(request.upper, '/u');
@@ -401,6 +401,7 @@ unit('mount.unionblob parses mount(8) helper arguments and fstab options', async
   t.is(request.verity, 'try');
   t.is(request.digest, 'ab');
   t.is(request.backend, 'fuse');
+  t.is(request.fuseCache, 'shared');
   t.deepEqual(request.flags, ['nosuid']);
   t.throws(() => parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,bogus']), { message: /unknown option bogus/ });
   t.notThrows(() => parseHelperArgs(['/b.ub', '/mnt', '-s', '-o', 'basedir=/s,bogus']));
@@ -430,9 +431,12 @@ serial('the server computes fs-verity digests like format/verity.ts', (t) => {
   t.deepEqual(got, files.map((f) => verityDigest(fs.readFileSync(f)).toString('hex')));
 });
 
-serial('cfs mount --backend auto says which backend; the tree equals the blob (stat, readdir, readlink, xattrs, data)', (t) => {
-  const mnt = mkTarget('rich');
-  const r = cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'auto']);
+// Both page-cache modes of the FUSE server (cache=private is the default).
+const FUSE_CACHES = ['private', 'shared'];
+
+for (const cache of FUSE_CACHES) serial(`cfs mount --backend auto says which backend; the tree equals the blob (stat, readdir, readlink, xattrs, data), --fuse-cache ${cache}`, (t) => {
+  const mnt = mkTarget(`rich-${cache}`);
+  const r = cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'auto', '--fuse-cache', cache]);
   const kernel = /\tunionblob$/m.test(fs.readFileSync('/proc/filesystems', 'utf8'));
   t.regex(r.stderr, kernel ? /kernel/ : /FUSE/);
   if (kernel) t.log('this host has the unionblob kernel module: the auto mount used it');
@@ -579,7 +583,7 @@ for p in sys.argv[1:]:
 print(json.dumps(out))
 `;
 
-/** Runs the server in the foreground with libfuse's debug log, runs `fn`, returns the log. */
+/** Runs the server in the foreground with libfuse's debug log, runs `fn(mnt, logSoFar)`, returns the log. */
 async function withDebugServer(t, name, options, fn) {
   const mnt = mkTarget(name);
   const child = spawn(SERVER, [S.blob, mnt, '-o', [`basedir=${S.storeA}`, ...options].join(','), '-d'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -587,7 +591,7 @@ async function withDebugServer(t, name, options, fn) {
   child.stderr.on('data', (c) => { log += c; });
   try {
     for (let i = 0; i < 100 && !mountsBelow(mnt).length; i++) await sleep(50);
-    await fn(mnt);
+    await fn(mnt, () => log);
     await sleep(200);
   } finally {
     sh('umount', [mnt]);
@@ -606,7 +610,7 @@ serial('readdirplus is what the kernel uses by default (libfuse debug log)', asy
   t.regex(log, /opcode: READDIRPLUS/);
 });
 
-serial('passthrough: the kernel reads external files from the store itself; passthrough=off serves them', async (t) => {
+serial('cache=shared: the kernel reads external files from the store itself (passthrough); passthrough=off serves them', async (t) => {
   const big = S.contents.get('big');
   const readBoth = async (mnt) => {
     // Two opens at once of the same object (and of a hardlink) share one backing file.
@@ -616,8 +620,8 @@ serial('passthrough: the kernel reads external files from the store itself; pass
     t.true(a.equals(big) && b.equals(big));
     t.is(JSON.parse(py(READ_PY, [path.join(mnt, 'big')])).big[0], sha256(big), 'mmap');
   };
-  const on = await withDebugServer(t, 'pt-on', [], readBoth);
-  const off = await withDebugServer(t, 'pt-off', ['passthrough=off'], readBoth);
+  const on = await withDebugServer(t, 'pt-on', ['cache=shared'], readBoth);
+  const off = await withDebugServer(t, 'pt-off', ['cache=shared', 'passthrough=off'], readBoth);
   t.regex(on, /opcode: OPEN/);
   t.regex(off, /opcode: READ \(15\)/);
   const kernelHasPassthrough = Number(os.release().split('.')[0]) * 100 + Number(os.release().split('.')[1]) >= 609;
@@ -625,6 +629,106 @@ serial('passthrough: the kernel reads external files from the store itself; pass
   else t.log(`Linux ${os.release()} has no FUSE passthrough: reads go through the server`);
 });
 
+
+serial('cache=private: one OPEN (answered ENOSYS), then none; warm reads and hardlinks never reach the server', async (t) => {
+  const big = S.contents.get('big');
+  let cut = 0;
+  const log = await withDebugServer(t, 'private-debug', [], async (mnt, logSoFar) => {
+    t.true(fs.readFileSync(path.join(mnt, 'big')).equals(big));
+    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+    await sleep(300);
+    cut = logSoFar().length;
+    // Again, through another name of the same inode, and mmapped: all from the page cache.
+    t.true(fs.readFileSync(path.join(mnt, 'hl/third')).equals(big), 'hardlink content');
+    t.is(JSON.parse(py(READ_PY, [path.join(mnt, 'big')])).big[0], sha256(big), 'mmap');
+    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+  });
+  t.is((log.match(/opcode: OPEN \(14\)/g) ?? []).length, 1, 'exactly one OPEN');
+  t.regex(log, /opcode: OPEN \(14\)[^\n]*\n\s+unique: \d+, error: -38/, 'answered ENOSYS');
+  t.notRegex(log, /opcode: RELEASE \(18\)/);
+  t.regex(log.slice(0, cut), /opcode: READ \(15\)/, 'the first reads are cache misses');
+  t.notRegex(log.slice(cut), /opcode: (READ|OPEN) /, 'warm reads reached the server');
+});
+
+/** A blob of `n` distinct external files in /many, and their contents. */
+function manyObjectsBlob(n) {
+  const root = newDir(0o755);
+  const dir = newDir(0o755);
+  root.children.set('many', dir);
+  const contents = new Map();
+  for (let i = 0; i < n; i++) {
+    const buf = crypto.randomBytes(100 + ((i * 7919) % 9000));
+    contents.set(`f${i}`, buf);
+    dir.children.set(`f${i}`, reg(buf));
+  }
+  const blob = path.join(S.work, 'many.ub');
+  fs.writeFileSync(blob, encodeBlob(root));
+  return { blob, contents };
+}
+
+const REREAD_PY = String.raw`
+import concurrent.futures, hashlib, json, os, sys
+def once(p):
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        # Drop this file's pages, so the read reaches the server again.
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        h = hashlib.sha256()
+        while True:
+            b = os.read(fd, 1 << 16)
+            if not b:
+                break
+            h.update(b)
+        return os.path.basename(p), h.hexdigest()
+    finally:
+        os.close(fd)
+paths = sys.argv[2:] * int(sys.argv[1])
+with concurrent.futures.ThreadPoolExecutor(8) as ex:
+    got = list(ex.map(once, paths))
+print(json.dumps(got))
+`;
+
+/** Fds of `pid` open on objects of `store`. */
+function objectFds(pid, store) {
+  return fs.readdirSync(`/proc/${pid}/fd`).filter((fd) => {
+    try {
+      return fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(path.join(store, 'objects') + '/');
+    } catch {
+      return false;
+    }
+  }).length;
+}
+
+serial('cache=private: object fds are bounded by open_objects; reads after eviction, in parallel, give the right bytes', (t) => {
+  const { blob, contents } = manyObjectsBlob(300);
+  const mnt = mkTarget('lru');
+  const pidfile = path.join(S.work, 'lru.pid');
+  const r = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},open_objects=5,pidfile=${pidfile}`]);
+  t.is(r.status, 0, r.stderr);
+  try {
+    const pid = Number(fs.readFileSync(pidfile, 'utf8'));
+    const names = [...contents.keys()];
+    const got = JSON.parse(py(REREAD_PY, ['3', ...names.map((n) => path.join(mnt, 'many', n))]));
+    t.is(got.length, 3 * names.length);
+    const wrong = got.filter(([n, h]) => h !== sha256(contents.get(n)));
+    t.deepEqual(wrong, []);
+    const open = objectFds(pid, S.storeA);
+    t.true(open >= 1 && open <= 5, `${open} object fds open, at most 5 allowed`);
+  } finally {
+    t.is(sh('umount', [mnt]).status, 0);
+  }
+  const bad = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},open_objects=0`]);
+  t.is(bad.status, 1);
+  t.regex(bad.stderr, /open_objects=0: expected a positive number/);
+  const badCache = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},cache=bogus`]);
+  t.is(badCache.status, 1);
+  t.regex(badCache.stderr, /cache=bogus: expected private or shared/);
+  const badPt = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},passthrough=bogus`]);
+  t.is(badPt.status, 1);
+  t.regex(badPt.stderr, /passthrough=bogus: expected auto or off/);
+  t.regex(cfs(['mount', blob, mnt, '--store', S.storeA, '--fuse-cache', 'bogus']).stderr, /bogus/);
+  t.deepEqual(mountsBelow(mnt), []);
+});
 
 serial('read and mmap of inline and external files, at every offset that matters', (t) => {
   const mnt = mkTarget('read');
@@ -693,27 +797,30 @@ serial('xattrs: trusted.overlay.* escaped, others as stored (getfattr)', (t) => 
   }
 });
 
-serial('a missing object is EIO with one log line; everything else keeps working', (t) => {
-  const mnt = mkTarget('missing');
-  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB]);
+for (const cache of FUSE_CACHES) serial(`a missing object is EIO with one log line; everything else keeps working (cache=${cache})`, (t) => {
+  const mnt = mkTarget(`missing-${cache}`);
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--fuse-cache', cache]);
   try {
     t.is(errnoOf(() => fs.readFileSync(path.join(mnt, 'missing'))), 'EIO');
+    t.is(errnoOf(() => fs.readFileSync(path.join(mnt, 'missing'))), 'EIO', 'and again');
     t.is(fs.lstatSync(path.join(mnt, 'missing')).size, 3000, 'stat still works');
     t.true(fs.readFileSync(path.join(mnt, 'big')).equals(S.contents.get('big')));
     t.is(fs.readdirSync(path.join(mnt, 'bigdir')).length, 1000);
     const log = readLog(mnt);
     t.regex(log, /missing from every store/);
+    // A failed open is remembered for a second or two: the kernel's retry of a failed readahead
+    // and this second read ask for the same object, and get EIO without a second log line.
     t.is(log.trim().split('\n').filter((l) => l.includes('missing from every store')).length, 1);
   } finally {
     cfsOk(t, ['umount', mnt]);
   }
 });
 
-serial('a store that vanishes while mounted: its objects are EIO, the rest is served', (t) => {
-  const storeC = path.join(S.work, 'storeC');
+for (const cache of FUSE_CACHES) serial(`a store that vanishes while mounted: its objects are EIO, the rest is served (cache=${cache})`, (t) => {
+  const storeC = path.join(S.work, `storeC-${cache}`);
   fs.cpSync(S.storeB, storeC, { recursive: true });
-  const mnt = mkTarget('vanish');
-  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', storeC]);
+  const mnt = mkTarget(`vanish-${cache}`);
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', storeC, '--fuse-cache', cache]);
   try {
     t.true(fs.readFileSync(path.join(mnt, 'big')).equals(S.contents.get('big')));
     fs.rmSync(storeC, { recursive: true });
@@ -870,13 +977,13 @@ serial('a stopped FUSE server under an overlay: cfs umount releases overlay, low
   t.true(stat === '' || stat.startsWith('Z'), `server ${pid} still there: ${stat}`);
 });
 
-serial('writable upper: changes go to the upper, persist across remounts, blob and store untouched', (t) => {
-  const mnt = mkTarget('rw');
-  const upper = mkTarget('rw-upper');
-  const work = mkTarget('rw-work');
+for (const cache of FUSE_CACHES) serial(`writable upper: changes go to the upper, persist across remounts, blob and store untouched (--fuse-cache ${cache})`, (t) => {
+  const mnt = mkTarget(`rw-${cache}`);
+  const upper = mkTarget(`rw-upper-${cache}`);
+  const work = mkTarget(`rw-work-${cache}`);
   const blobHash = sha256(fs.readFileSync(S.blob));
   const storeHash = hashTree(S.storeA);
-  const args = ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--upper', upper, '--work', work];
+  const args = ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--upper', upper, '--work', work, '--fuse-cache', cache];
   cfsOk(t, args);
   let lower;
   try {
@@ -955,9 +1062,10 @@ serial('mount.unionblob: mount -t unionblob and an fstab line (mount -T), via cf
   try {
     const inst = cfsOk(t, ['install-helper']);
     t.regex(inst.stdout, /installed \/sbin\/mount\.unionblob/);
-    const r = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}:${S.storeB},verity=off`]);
+    const r = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}:${S.storeB},verity=off,fuse_cache=shared`]);
     t.is(r.status, 0, r.stderr);
     t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+    t.regex(fs.readFileSync(`/proc/${serverPid(mnt)}/cmdline`, 'latin1'), /,cache=shared,/, 'fuse_cache= reaches the server');
     t.is(readMountinfo().filter((e) => e.mountPoint === mnt).at(-1).fsType, 'fuse.unionblob');
     cfsOk(t, ['umount', mnt]);
     t.deepEqual(mountsBelow(mnt), []);
@@ -1003,7 +1111,7 @@ serial('no stray mounts or state are left by any test', (t) => {
 // ------------------------------------------------------------------------------------------
 // The real image: cfs build of the Debian fixture, served through FUSE, equals umoci's tree.
 
-serial('differential: the Debian image mounted through FUSE equals the umoci reference tree', async (t) => {
+serial('differential: the Debian image mounted through FUSE (both caches) equals the umoci reference tree', async (t) => {
   t.timeout(30 * 60 * 1000);
   const { treeManifest, diffManifests } = await import('./lib/treeman.mjs');
   const r = sh('bash', [MAKE_IMAGES], { timeout: 30 * 60 * 1000 });
@@ -1012,20 +1120,22 @@ serial('differential: the Debian image mounted through FUSE equals the umoci ref
   const store = mkTarget('debian-store');
   const blob = path.join(S.work, 'debian-a.ub');
   cfsOk(t, ['build', images.images.a.variants['oci-layout-multitag'], '-o', blob, '--store', store]);
-  const mnt = mkTarget('debian');
-  cfsOk(t, ['mount', blob, mnt, '--store', store, '--backend', 'fuse']);
-  try {
-    const ours = await treeManifest(mnt);
-    // The only presentation difference: an image's trusted.overlay.X shows as trusted.overlay.overlay.X.
-    for (const e of ours.entries.values()) {
-      e.xattrs = Object.fromEntries(Object.entries(e.xattrs).map(([k, v]) => [k.replace(/^trusted\.overlay\.overlay\./, 'trusted.overlay.'), v]));
+  const ref = await treeManifest(images.images.a.reference);
+  t.true(ref.entries.size > 5000, 'the reference tree looks too small');
+  for (const cache of FUSE_CACHES) {
+    const mnt = mkTarget(`debian-${cache}`);
+    cfsOk(t, ['mount', blob, mnt, '--store', store, '--backend', 'fuse', '--fuse-cache', cache]);
+    try {
+      const ours = await treeManifest(mnt);
+      // The only presentation difference: an image's trusted.overlay.X shows as trusted.overlay.overlay.X.
+      for (const e of ours.entries.values()) {
+        e.xattrs = Object.fromEntries(Object.entries(e.xattrs).map(([k, v]) => [k.replace(/^trusted\.overlay\.overlay\./, 'trusted.overlay.'), v]));
+      }
+      const diffs = diffManifests(ref, ours, { labels: ['umoci', `fuse ${cache}`] });
+      t.deepEqual(diffs.slice(0, 60), [], `cache=${cache}: ${diffs.length} difference(s)`);
+    } finally {
+      cfsOk(t, ['umount', mnt]);
     }
-    const ref = await treeManifest(images.images.a.reference);
-    t.true(ref.entries.size > 5000, 'the reference tree looks too small');
-    const diffs = diffManifests(ref, ours, { labels: ['umoci', 'fuse'] });
-    t.deepEqual(diffs.slice(0, 60), [], `${diffs.length} difference(s)`);
-  } finally {
-    cfsOk(t, ['umount', mnt]);
+    t.deepEqual(mountsBelow(mnt), []);
   }
-  t.deepEqual(mountsBelow(mnt), []);
 });
