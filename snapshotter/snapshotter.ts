@@ -227,11 +227,11 @@ export class Snapshotter {
   // ------------------------------------------------------------------------------- Prepare / View
 
   prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    return this.lock.run(() => this.create(Kind.ACTIVE, key, parent, labels));
+    return this.lock.run(() => this.create(Kind.ACTIVE, key, parent, storedLabels(labels)));
   }
 
   view(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    return this.lock.run(() => this.create(Kind.VIEW, key, parent, labels));
+    return this.lock.run(() => this.create(Kind.VIEW, key, parent, storedLabels(labels)));
   }
 
   private parentRow(parent: string): SnapshotRow | null {
@@ -383,7 +383,7 @@ export class Snapshotter {
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const started = performance.now();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
-      const { diff, created } = await this.writing(() => this.compileUpper(row, p, name, key, labels));
+      const { diff, created } = await this.writing(() => this.compileUpper(row, p, name, key, storedLabels(labels)));
       this.counters.slowCommits++;
       // The upper is in the blob and the store now.
       await fsp.rm(this.upper(row.id), { recursive: true, force: true });
@@ -434,12 +434,12 @@ export class Snapshotter {
           if (p === 'labels') next = { ...labels };
           else if (p.startsWith('labels.')) {
             const k = p.slice('labels.'.length);
-            if (labels[k] !== undefined) next[k] = labels[k];
+            if (labels[k]) next[k] = labels[k];
             else delete next[k];
           } else throw new SnapshotError('InvalidArgument', `cannot update field ${JSON.stringify(p)} of snapshot ${name}`);
         }
       }
-      this.db.setLabels(row.id, next);
+      this.db.setLabels(row.id, storedLabels(next));
       return this.info(this.db.byId(row.id)!);
     });
   }
@@ -629,6 +629,11 @@ export class Snapshotter {
       if (err.code !== 'ENOENT') this.log(`cannot remove ${at}: ${err.message}`);
     }
   }
+}
+
+/** containerd does not keep labels with empty values (boltutil.WriteLabels): neither do we. */
+function storedLabels(labels: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== ''));
 }
 
 /** containerd's unpack keys: "<ns>/<seq>/extract-<nonce> <chain id>". */

@@ -390,6 +390,32 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.deepEqual((await call('Update', { info: { name: 'ns/3/c', labels: { x: 'y' } }, update_mask: { paths: ['labels.x'] } })).res.info.labels, { x: 'y' });
     t.is((await call('Usage', { key: 'ns/3/c' })).res.inodes, 1);
     t.is(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).length, 1);
+
+    // what containerd's own snapshotters do (snapshots/storage, filters): labels with empty
+    // values are not kept; Commit replaces the labels, it does not inherit the active's; Usage of
+    // an active snapshot is its upper now; a view's parent must be committed; Walk filters read
+    // an absent field as "" for != and ~=, and a bad regexp matches nothing
+    const overlay = (await call('Prepare', { key: 'ns/6/l', parent: 'ns/3/c', labels: { keep: 'a', empty: '' } })).res.mounts[0];
+    t.is(overlay.type, 'overlay');
+    const upper = overlay.options.find((o) => o.startsWith('upperdir=')).slice('upperdir='.length);
+    t.deepEqual((await call('Stat', { key: 'ns/6/l' })).res.info.labels, { keep: 'a' });
+    t.is((await call('View', { key: 'ns/6/v', parent: 'ns/6/l' })).code, S.INVALID_ARGUMENT);
+    fs.writeFileSync(path.join(upper, 'big'), Buffer.alloc(40960, 1));
+    const used = (await call('Usage', { key: 'ns/6/l' })).res;
+    t.is(Number(used.inodes), 2);
+    t.true(Number(used.size) >= 40960, JSON.stringify(used));
+    t.truthy((await call('Commit', { name: 'ns/7/lc', key: 'ns/6/l' })).res);
+    t.deepEqual((await call('Stat', { key: 'ns/7/lc' })).res.info.labels, {});
+    const list = (filters) => new Promise((resolve, reject) => {
+      const names = [];
+      client.List({ filters }).on('data', (r) => names.push(...r.info.map((i) => i.name))).on('end', () => resolve(names.sort())).on('error', reject);
+    });
+    t.deepEqual(await list(['labels.x!=""']), ['ns/3/c']);
+    t.deepEqual(await list(['labels.x~=^$']), ['ns/5/v', 'ns/7/lc']);
+    t.deepEqual(await list(['kind==committed', 'kind==view']), ['ns/3/c', 'ns/5/v', 'ns/7/lc']);
+    t.deepEqual(await list(['name~=[']), []);
+    t.deepEqual(await list(['parent==ns/3/c,kind==committed']), ['ns/7/lc']);
+    t.truthy((await call('Remove', { key: 'ns/7/lc' })).res);
     t.truthy((await call('Remove', { key: 'ns/5/v' })).res);
     t.truthy((await call('Remove', { key: 'ns/3/c' })).res);
     t.is((await call('Remove', { key: 'ns/3/c' })).code, S.NOT_FOUND);
