@@ -367,7 +367,8 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
   const { loadApi, lookup } = await import('../dist/snapshotter/proto.js');
   const { serve } = await import('../dist/snapshotter/server.js');
   const dir = fs.mkdtempSync('/tmp/ubsn-codes-');
-  const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: () => {} });
+  const logged = [];
+  const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: (l) => logged.push(l) });
   const Snapshots = lookup(loadApi().snapshots, 'containerd.services.snapshots.v1.Snapshots');
   const client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
   const call = (m, req) => new Promise((resolve) => client[m](req, (err, res) => resolve(err ? { code: err.code } : { res })));
@@ -419,6 +420,16 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.truthy((await call('Remove', { key: 'ns/5/v' })).res);
     t.truthy((await call('Remove', { key: 'ns/3/c' })).res);
     t.is((await call('Remove', { key: 'ns/3/c' })).code, S.NOT_FOUND);
+    // While a writer (a cfs build) holds the store's lock, Cleanup leaves the objects alone.
+    const lockFile = path.join(dir, 'root/store/.lock');
+    // (flock(1) locks the descriptor it inherits, i.e. our open file description: ours until closed)
+    const writer = fs.openSync(lockFile, 'r');
+    t.is(spawnSync('flock', ['-s', '3'], { stdio: ['ignore', 'ignore', 'inherit', writer] }).status, 0);
+    t.is(spawnSync('flock', ['-n', '-x', lockFile, 'true']).status, 1);
+    t.truthy((await call('Cleanup', {})).res);
+    t.is(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).length, 2);
+    t.regex(logged.join('\n'), /cleanup: objects not collected: store \S+ is busy/);
+    fs.closeSync(writer);
     t.truthy((await call('Cleanup', {})).res);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).flatMap((f) => fs.readdirSync(path.join(dir, 'root/store/objects', f))), []);
   } finally {
