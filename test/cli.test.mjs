@@ -495,7 +495,7 @@ test('gc roots: cfs build registers its blob, gc keeps its objects, drops dangli
 });
 
 // Serial: the other tests' spawnSync calls would block this one's polling for whole builds.
-test.serial('gc waits for a build writing to the store (flock on STORE/.lock), then keeps its objects', async (t) => {
+test.serial('store lock (flock on STORE/.lock): gc waits for a build and keeps its objects; a build waits for gc', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-lock-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const store = path.join(dir, 'store');
@@ -539,4 +539,21 @@ test.serial('gc waits for a build writing to the store (flock on STORE/.lock), t
   t.regex(gcOut, new RegExp(`^removed \\d+ objects and 0 temp files, \\d+ bytes; kept ${refs.length} objects \\(1 root, 0 listed blobs\\)\\n$`));
   t.is(cfs('fsck', blob, '--store', store).code, 0);
   t.deepEqual(storeObjectNames(store), refs);
+
+  // The other way round: a build waits for a gc (here: our exclusive flock(2) on the lock file,
+  // taken by flock(1) on the descriptor it inherits) and writes nothing meanwhile.
+  const gcLock = fs.openSync(path.join(store, '.lock'), 'r');
+  t.teardown(() => { try { fs.closeSync(gcLock); } catch { /* closed */ } });
+  t.is(spawnSync('flock', ['-x', '3'], { stdio: ['ignore', 'ignore', 'inherit', gcLock] }).status, 0);
+  const second = spawn(process.execPath, [CFS, 'build', debian('b'), '-o', path.join(dir, 'b.ub'), '--store', store], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let secondErr = '';
+  second.stderr.on('data', (d) => { secondErr += d; });
+  const secondDone = exited(second);
+  await sleep(1500);
+  t.is(second.exitCode, null, 'the build must wait for the gc');
+  t.regex(secondErr, /^cfs build: waiting for the gc running on \S+\n$/);
+  t.deepEqual(storeObjectNames(store), refs);
+  fs.closeSync(gcLock);
+  t.is(await secondDone, 0, secondErr);
+  t.deepEqual(rootTargets(store), [blob, path.join(dir, 'b.ub')].sort());
 });
