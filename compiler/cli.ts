@@ -6,6 +6,7 @@ import { registerInspect } from './inspect.js';
 import { registerExtract } from './extract.js';
 import { registerFsck } from './fsck.js';
 import { registerGc } from './gc.js';
+import { holdStoresForBuild, type BuildHold } from './roots.js';
 import { registerMount } from '../mounter/mount.js';
 import { registerSnapshotter } from '../snapshotter/command.js';
 
@@ -17,6 +18,7 @@ export async function main(argv: string[]): Promise<void> {
     .showHelpAfterError(false)
     .exitOverride();
   registerBuild(program);
+  const buildHold = plumbBuildRoots(program);
   registerInspect(program);
   registerExtract(program);
   registerFsck(program);
@@ -26,12 +28,42 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (err: any) {
+    buildHold.failed();
     // commander reports usage errors itself and throws to let us choose the exit code.
     if (err && typeof err.code === 'string' && err.code.startsWith('commander.')) {
       process.exit(err.exitCode ?? 2);
     }
     throw err;
   }
+}
+
+/**
+ * `cfs build` registers OUT as a gc root of its stores and holds their locks shared while it
+ * writes (roots.ts), unless --no-root (then only the lock). Wired here, around the build
+ * command's action: before it, the lock and root; after it, the release; on failure, the root
+ * goes again (main's catch calls failed()).
+ */
+function plumbBuildRoots(program: Command): { failed(): void } {
+  const build = program.commands.find((c) => c.name() === 'build')!;
+  let hold: BuildHold | null = null;
+  build
+    .option('--no-root', 'do not register OUT as a gc root of the stores (cfs gc then removes its objects unless OUT is listed)')
+    .hook('preAction', async (cmd) => {
+      const o = cmd.opts() as { output: string; store?: string[]; root: boolean };
+      if (!o.store || o.store.length === 0) return; // the build itself says what is missing
+      const onWait = (s: string) => process.stderr.write(`cfs build: waiting for the gc running on ${s}\n`);
+      hold = await holdStoresForBuild(o.store, o.output, o.root, onWait);
+    })
+    .hook('postAction', () => {
+      hold?.done();
+      hold = null;
+    });
+  return {
+    failed: () => {
+      hold?.failed();
+      hold = null;
+    },
+  };
 }
 
 /** Repeatable option collector: `--store A --store B` -> ['A', 'B']. */

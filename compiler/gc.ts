@@ -1,30 +1,40 @@
-// `cfs gc --store DIR... BLOB...`: delete the objects that none of the listed blobs needs, and
-// temp files that killed builds left in `objects/`.
+// `cfs gc --store DIR... [BLOB...]`: delete the objects that neither a gc root of the stores
+// (STORE/roots/, see roots.ts) nor a listed blob needs, dangling roots, and temp files that
+// killed builds left in `objects/`.
 //
 // Safety rules:
-//   - the referenced set is the union of the DIGESTS sections of all listed blobs; if any blob
-//     cannot be opened, nothing is deleted;
-//   - with no blob at all, gc refuses (it would delete every object) unless --all-unreferenced;
+//   - gc holds every store's lock exclusively (roots.ts) from reading the roots to the last
+//     unlink, so a build or snapshotter commit writing into a store (shared lock) is either
+//     finished, with its root registered, or not started;
+//   - the referenced set is the union of the DIGESTS sections of the listed blobs and of every
+//     live root's blob; if any of them cannot be read, nothing is deleted;
+//   - with no blob and no live root, gc refuses (it would delete every object) unless
+//     --all-unreferenced;
 //   - a temp file (`objects/.tmp-*`) goes only when unwritten for a minute and its writer's pid
 //     is gone, or after a day (the rule of store.ts's cleanStaleTemps, so a slow live build
 //     keeps its temp file);
-//   - only names of the store layout are touched (`objects/XX/62hex`, `objects/.tmp-*`);
-//     fan-out directories stay, since a concurrent writer may be about to rename into one.
-// gc must not run while a build writes to the same stores: objects a build has just added are
-// unreferenced until its blob exists.
+//   - only names of the store layout are touched (`objects/XX/62hex`, `objects/.tmp-*`,
+//     `roots/*`); fan-out directories stay, since a concurrent writer may be about to rename
+//     into one.
+// A crash mid-gc leaves a store with fewer unreferenced objects, never a missing referenced one.
+import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { SectionId } from '../format/layout.js';
 import { OBJECTS_DIR, isTempName } from './store.js';
+import { dropDeadRoots, lockStores, readRoots, type Root } from './roots.js';
 import { collectStore, withBlob, writeStdout } from './inspect.js';
 
 export interface GcOptions {
   stores: string[];
   blobs: string[];
   dryRun?: boolean;
-  /** Allow running with no blob: every object is unreferenced. */
+  /** Allow running with no blob and no live root: every object is unreferenced. */
   allUnreferenced?: boolean;
+  /** Wait for builds holding a store's lock (default); false: fail at once. */
+  wait?: boolean;
+  onWait?: (store: string) => void;
   /** Clock for temp file ages (tests). */
   now?: number;
 }
@@ -41,6 +51,10 @@ export interface GcResult {
   bytesFreed: number;
   /** Objects kept because a blob references them. */
   kept: number;
+  /** Roots whose blobs were kept. */
+  roots: Root[];
+  /** Dangling roots removed (or, with dryRun, that would be). */
+  rootsDropped: Root[];
   dryRun: boolean;
 }
 
@@ -85,16 +99,41 @@ export async function referencedDigests(blobs: string[]): Promise<Set<string>> {
   return refs;
 }
 
-/** Remove unreferenced objects and stale temp files from every store. */
+/** Digests the blobs of live roots reference; a root whose blob is unreadable stops everything. */
+export async function rootDigests(roots: Root[], into: Set<string>): Promise<void> {
+  for (const r of roots) {
+    try {
+      for (const hex of await referencedDigests([r.blob])) into.add(hex);
+    } catch (err: any) {
+      throw new Error(`gc root ${r.link}: ${err.message} (nothing removed; fix the blob or remove the root)`);
+    }
+  }
+}
+
+/** Remove unreferenced objects, dangling roots and stale temp files from every store. */
 export async function gcStores(opts: GcOptions): Promise<GcResult> {
   if (opts.stores.length === 0) throw new Error('gc: at least one --store DIR is required');
-  if (opts.blobs.length === 0 && !opts.allUnreferenced) {
-    throw new Error('gc: no blob given; every object would be deleted (use --all-unreferenced to mean that)');
+  for (const s of opts.stores) if (!fs.statSync(s, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`gc: ${s}: no such store directory`);
+  const lock = await lockStores(opts.stores, 'exclusive', { wait: opts.wait, onWait: opts.onWait });
+  try {
+    return await collect(opts);
+  } finally {
+    lock.release();
+  }
+}
+
+async function collect(opts: GcOptions): Promise<GcResult> {
+  const roots = readRoots(opts.stores);
+  if (opts.blobs.length === 0 && roots.live.length === 0 && !opts.allUnreferenced) {
+    const dangling = roots.dangling.length > 0 ? ` (${roots.dangling.length} dangling: their blobs are gone)` : '';
+    throw new Error(`gc: no blob given and no live gc root in ${opts.stores.join(', ')}${dangling}; every object would be deleted (use --all-unreferenced to mean that)`);
   }
   const refs = await referencedDigests(opts.blobs);
+  await rootDigests(roots.live, refs);
   const now = opts.now ?? Date.now();
   const dryRun = !!opts.dryRun;
-  const result: GcResult = { objects: [], temps: [], bytesFreed: 0, kept: 0, dryRun };
+  if (!dryRun) dropDeadRoots(roots);
+  const result: GcResult = { objects: [], temps: [], bytesFreed: 0, kept: 0, dryRun, roots: roots.live, rootsDropped: roots.dangling };
   const remove = async (list: GcItem[], p: string, size: number) => {
     if (!dryRun) {
       try {
@@ -136,15 +175,21 @@ const plural = (n: number, word: string) => `${n} ${word}${n === 1 ? '' : 's'}`;
 export function registerGc(program: Command): void {
   program
     .command('gc')
-    .description('delete objects no listed blob references, and stale temp files, from the stores')
-    .argument('[blobs...]', 'every blob whose objects must be kept')
+    .description('delete the objects that no gc root of the stores (STORE/roots/: blobs cfs build and the ' +
+      'snapshotter registered) and no listed blob references; drop roots whose blob is gone; remove stale temp files')
+    .argument('[blobs...]', 'more blobs whose objects must be kept, besides the roots')
     .option('--store <dir>', 'object store (repeatable)', collectStore, [])
     .option('-n, --dry-run', 'list what would be removed, remove nothing')
-    .option('--all-unreferenced', 'allow running with no blob: remove every object')
-    .action(async (blobs: string[], o: { store: string[]; dryRun?: boolean; allUnreferenced?: boolean }) => {
-      const r = await gcStores({ stores: o.store, blobs, dryRun: o.dryRun, allUnreferenced: o.allUnreferenced });
+    .option('--no-wait', 'fail at once instead of waiting while a build writes to a store')
+    .option('--all-unreferenced', 'allow running with no blob and no live root: remove every object')
+    .action(async (blobs: string[], o: { store: string[]; dryRun?: boolean; wait: boolean; allUnreferenced?: boolean }) => {
+      const onWait = (s: string) => process.stderr.write(`cfs gc: waiting for the build writing to ${s}\n`);
+      const r = await gcStores({ stores: o.store, blobs, dryRun: o.dryRun, allUnreferenced: o.allUnreferenced, wait: o.wait, onWait });
+      const drop = r.dryRun ? 'would drop' : 'dropped';
+      for (const root of r.rootsDropped) await writeStdout(`${drop} dangling root ${root.link} -> ${root.blob}\n`);
       if (r.dryRun) for (const item of [...r.objects, ...r.temps]) await writeStdout(`would remove ${item.path} (${item.size} bytes)\n`);
       await writeStdout(`${r.dryRun ? 'would remove' : 'removed'} ${plural(r.objects.length, 'object')} and` +
-        ` ${plural(r.temps.length, 'temp file')}, ${r.bytesFreed} bytes; kept ${plural(r.kept, 'object')}\n`);
+        ` ${plural(r.temps.length, 'temp file')}, ${r.bytesFreed} bytes; kept ${plural(r.kept, 'object')}` +
+        ` (${plural(r.roots.length, 'root')}, ${plural(blobs.length, 'listed blob')})\n`);
     });
 }

@@ -105,12 +105,23 @@ function fieldOf(x: Filterable, path: string[]): string | undefined {
   return undefined;
 }
 
+// As containerd's filters.selector.Match: an absent field reads as "" for != and ~=, so
+// `labels.x!=""` skips snapshots without x and `labels.x~=^$` matches them; a bad regexp matches
+// nothing (containerd logs it and returns false).
 function matchSelector(x: Filterable, sel: Selector): boolean {
   const v = fieldOf(x, sel.path);
   if (!sel.op) return v !== undefined;
   if (sel.op === '==') return v === sel.value;
-  if (sel.op === '!=') return v !== sel.value;
-  return v !== undefined && new RegExp(sel.value ?? '').test(v);
+  if (sel.op === '!=') return (v ?? '') !== sel.value;
+  return regexpOrNull(sel.value ?? '')?.test(v ?? '') ?? false;
+}
+
+function regexpOrNull(source: string): RegExp | null {
+  try {
+    return new RegExp(source);
+  } catch {
+    return null;
+  }
 }
 
 /** No filters: everything matches. Otherwise any filter whose selectors all match. */

@@ -12,6 +12,13 @@
 //   Commit(name, key): active -> committed (the upper is compiled onto the parent's tree into a
 //   new blob, then dropped)             Remove(key): any kind without children -> gone
 //
+// Sharing the object store with `cfs build` (compiler/roots.ts): every committed blob is a gc
+// root of each store (registered before the blob is written, dropped with its snapshot), and
+// steps that write objects hold the stores' lock shared, so `cfs gc --store S` keeps what
+// snapshots need and never runs in the middle of a commit. Cleanup, the other way round, only
+// deletes objects this snapshotter created, keeps those any root of the store (a `cfs build`
+// blob) references, and holds the lock exclusively while it does.
+//
 // Crash safety: rows are the truth. Directories are created under a temp name and renamed to
 // their id inside the transaction that inserts the row; blobs are durable (objects synced,
 // blob fsynced and renamed) before the transaction that marks a snapshot committed; removals
@@ -26,16 +33,17 @@ import { decodeTree } from '../format/decode.js';
 import { encodeBlob } from '../format/encode.js';
 import type { TreeNode } from '../format/tree.js';
 import { writeFileAtomic } from '../compiler/build.js';
-import { referencedDigests } from '../compiler/gc.js';
+import { referencedDigests, rootDigests } from '../compiler/gc.js';
 import { openBlobFile } from '../compiler/inspect.js';
 import { LayerReading, layerTar, type LayerDigestCheck } from '../compiler/layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, applyLayerStream, newTree } from '../compiler/layers.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
+import { addRoot, lockStores, readRoots, removeRoot } from '../compiler/roots.js';
 import { StoreWriter, findObject, hashBuffer, objectPath } from '../compiler/store.js';
 import { chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
-import { ContentClient, LABEL_SNAPSHOT_REF } from './content.js';
+import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
 import { Kind, MetaStore, SnapshotError, type KindValue, type SnapshotRow } from './db.js';
 import { matches, parseFilters } from './filters.js';
 
@@ -154,6 +162,7 @@ export class Snapshotter {
     await this.lock.run(async () => {
       await this.sweepDirs();
       await this.sweepMounts();
+      await this.syncRoots();
       for (const row of this.db.all()) {
         if (row.kind !== Kind.COMMITTED && row.parentId !== null) await this.ensureMounted(row.parentId);
       }
@@ -218,11 +227,11 @@ export class Snapshotter {
   // ------------------------------------------------------------------------------- Prepare / View
 
   prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    return this.lock.run(() => this.create(Kind.ACTIVE, key, parent, labels));
+    return this.lock.run(() => this.create(Kind.ACTIVE, key, parent, storedLabels(labels)));
   }
 
   view(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    return this.lock.run(() => this.create(Kind.VIEW, key, parent, labels));
+    return this.lock.run(() => this.create(Kind.VIEW, key, parent, storedLabels(labels)));
   }
 
   private parentRow(parent: string): SnapshotRow | null {
@@ -321,6 +330,12 @@ export class Snapshotter {
       this.log(`fast path: no layer with chain id ${target} in namespace ${namespace}; slow path`);
       return false;
     }
+    await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
+    return true;
+  }
+
+  /** The fast path's work, under the stores' shared lock: layer tar + parent tree -> committed blob. */
+  private async compileLayer(namespace: string, layer: LayerRef, target: string, p: SnapshotRow | null, labels: Record<string, string>): Promise<void> {
     const started = performance.now();
     const check: LayerDigestCheck = layer.diffId
       ? { digest: layer.diffId, scope: 'uncompressed' }
@@ -343,13 +358,13 @@ export class Snapshotter {
         this.db.markCommitted(newId, target, labels, reading.tarBytes, stats.entries);
         fs.rmSync(this.dir(newId), { recursive: true, force: true });
         fs.mkdirSync(this.dir(newId), { mode: 0o700 });
+        this.addRoots(newId);
         fs.renameSync(tmp, this.blob(newId));
         return newId;
       });
       this.counters.fastPath++;
       this.log(`fast path: ${target} (id ${id}) compiled from ${layer.digest}: ${stats.entries} entries, ` +
         `${store.created.size} new objects, ${((performance.now() - started) / 1000).toFixed(2)} s`);
-      return true;
     } catch (err) {
       await store.abort();
       await fsp.rm(tmp, { force: true });
@@ -368,33 +383,41 @@ export class Snapshotter {
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const started = performance.now();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
-      const tree = this.loadTree(p);
-      const store = new OwnedStoreWriter(this.stores, (hex) => this.db.ownObject(hex));
-      let diff;
-      try {
-        diff = await applyOverlayDiff(tree, this.upper(row.id), { store, inlineThreshold: this.inlineThreshold, whiteouts: p !== null });
-          await store.sync();
-        await writeFileAtomic(this.blob(row.id), encodeBlob(tree, { inlineThreshold: this.inlineThreshold }));
-      } catch (err) {
-        await store.abort();
-        throw err;
-      } finally {
-        await store.close();
-      }
-      this.db.tx(() => {
-        const again = this.db.get(key);
-        if (!again || again.id !== row.id || again.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} changed during commit`);
-        if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
-        this.db.markCommitted(row.id, name, Object.keys(labels).length > 0 ? labels : row.labels, diff.diskBytes, diff.inodes);
-      });
+      const { diff, created } = await this.writing(() => this.compileUpper(row, p, name, key, storedLabels(labels)));
       this.counters.slowCommits++;
       // The upper is in the blob and the store now.
       await fsp.rm(this.upper(row.id), { recursive: true, force: true });
       await fsp.rm(this.work(row.id), { recursive: true, force: true });
       if (p && this.db.openChildren(p.id) === 0) await this.unmount(p.id);
       this.log(`commit ${key} -> ${name} (id ${row.id}): ${diff.entries} upper entries, ${diff.whiteouts} whiteouts, ` +
-        `${store.created.size} new objects, ${((performance.now() - started) / 1000).toFixed(2)} s`);
+        `${created} new objects, ${((performance.now() - started) / 1000).toFixed(2)} s`);
     });
+  }
+
+  /** Commit's work, under the stores' shared lock: upper + parent tree -> blob, row committed. */
+  private async compileUpper(row: SnapshotRow, p: SnapshotRow | null, name: string, key: string, labels: Record<string, string>) {
+    const tree = this.loadTree(p);
+    const store = new OwnedStoreWriter(this.stores, (hex) => this.db.ownObject(hex));
+    let diff;
+    try {
+      diff = await applyOverlayDiff(tree, this.upper(row.id), { store, inlineThreshold: this.inlineThreshold, whiteouts: p !== null });
+      await store.sync();
+      this.addRoots(row.id);
+      await writeFileAtomic(this.blob(row.id), encodeBlob(tree, { inlineThreshold: this.inlineThreshold }));
+    } catch (err) {
+      await store.abort();
+      throw err;
+    } finally {
+      await store.close();
+    }
+    this.db.tx(() => {
+      const again = this.db.get(key);
+      if (!again || again.id !== row.id || again.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} changed during commit`);
+      if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
+      // containerd replaces the labels at commit, it does not inherit the active snapshot's
+      this.db.markCommitted(row.id, name, labels, diff.diskBytes, diff.inodes);
+    });
+    return { diff, created: store.created.size };
   }
 
   // ------------------------------------------------------------------------------- Update
@@ -411,12 +434,12 @@ export class Snapshotter {
           if (p === 'labels') next = { ...labels };
           else if (p.startsWith('labels.')) {
             const k = p.slice('labels.'.length);
-            if (labels[k] !== undefined) next[k] = labels[k];
+            if (labels[k]) next[k] = labels[k];
             else delete next[k];
           } else throw new SnapshotError('InvalidArgument', `cannot update field ${JSON.stringify(p)} of snapshot ${name}`);
         }
       }
-      this.db.setLabels(row.id, next);
+      this.db.setLabels(row.id, storedLabels(next));
       return this.info(this.db.byId(row.id)!);
     });
   }
@@ -428,7 +451,10 @@ export class Snapshotter {
       const row = this.db.mustGet(key);
       if (this.db.children(row.id).length > 0) throw new SnapshotError('FailedPrecondition', `cannot remove snapshot ${key}: it has children`);
       this.db.tx(() => this.db.delete(row.id));
-      if (row.kind === Kind.COMMITTED) await this.unmount(row.id);
+      if (row.kind === Kind.COMMITTED) {
+        this.removeRoots(row.id);
+        await this.unmount(row.id);
+      }
       await this.removeDir(this.dir(row.id));
       if (row.parentId !== null && this.db.openChildren(row.parentId) === 0) await this.unmount(row.parentId);
       this.log(`remove ${key} (id ${row.id})`);
@@ -440,6 +466,7 @@ export class Snapshotter {
     return this.lock.run(async () => {
       await this.sweepDirs();
       await this.sweepMounts();
+      await this.syncRoots();
       const r = await this.collectObjects();
       this.log(`cleanup: ${r.objects} objects (${r.bytes} bytes) removed`);
       return r;
@@ -480,10 +507,42 @@ export class Snapshotter {
     }
   }
 
-  /** Objects this snapshotter created that no committed blob references any more. */
+  /**
+   * Objects this snapshotter created that neither a committed blob nor a root of the stores (a
+   * `cfs build` blob) references any more. Skipped, and said so, while a build writes to a store
+   * or when a root's blob cannot be read: the next Cleanup collects them.
+   */
   private async collectObjects(): Promise<{ objects: number; bytes: number }> {
+    let lock;
+    try {
+      lock = await lockStores(this.stores, 'exclusive', { wait: false });
+    } catch (err: any) {
+      this.log(`cleanup: objects not collected: ${err.message}`);
+      return { objects: 0, bytes: 0 };
+    }
+    try {
+      const refs = await this.neededObjects();
+      return refs ? this.deleteOwnedExcept(refs) : { objects: 0, bytes: 0 };
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Digests our committed blobs and the stores' roots reference; null when a root is unreadable. */
+  private async neededObjects(): Promise<Set<string> | null> {
     const blobs = this.db.all().filter((r) => r.kind === Kind.COMMITTED).map((r) => this.blob(r.id));
     const refs = await referencedDigests(blobs);
+    try {
+      const ours = new Set(blobs);
+      await rootDigests(readRoots(this.stores).live.filter((r) => !ours.has(r.blob)), refs);
+    } catch (err: any) {
+      this.log(`cleanup: objects not collected: ${err.message}`);
+      return null;
+    }
+    return refs;
+  }
+
+  private deleteOwnedExcept(refs: Set<string>): { objects: number; bytes: number } {
     const gone: string[] = [];
     let bytes = 0;
     for (const hex of this.db.objects()) {
@@ -501,6 +560,47 @@ export class Snapshotter {
     }
     this.db.dropObjects(gone);
     return { objects: gone.length, bytes };
+  }
+
+  // ------------------------------------------------------------------------------- store roots and lock
+
+  /** Run a step that writes objects and a blob with the stores' lock held shared. */
+  private async writing<T>(fn: () => Promise<T>): Promise<T> {
+    const lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
+    try {
+      return await fn();
+    } finally {
+      lock.release();
+    }
+  }
+
+  private addRoots(id: number): void {
+    for (const s of this.stores) addRoot(s, this.blob(id));
+  }
+
+  private removeRoots(id: number): void {
+    for (const s of this.stores) removeRoot(s, this.blob(id));
+  }
+
+  /**
+   * Our roots are exactly our committed blobs: add the missing (a crash, or a store from before
+   * roots existed), drop those of snapshots that are gone (a crash between row and root).
+   */
+  private async syncRoots(): Promise<void> {
+    const committed = this.db.all().filter((r) => r.kind === Kind.COMMITTED);
+    await this.writing(async () => {
+      for (const r of committed) this.addRoots(r.id);
+    });
+    const mine = new Set(committed.map((r) => this.blob(r.id)));
+    const prefix = path.join(this.root, 'snapshots') + path.sep;
+    try {
+      const roots = readRoots(this.stores);
+      for (const r of [...roots.live, ...roots.dangling]) {
+        if (r.blob.startsWith(prefix) && !mine.has(r.blob)) fs.rmSync(r.link, { force: true });
+      }
+    } catch (err: any) {
+      this.log(`cannot read the stores' gc roots: ${err.message}`);
+    }
   }
 
   // ------------------------------------------------------------------------------- blob mounts
@@ -529,6 +629,11 @@ export class Snapshotter {
       if (err.code !== 'ENOENT') this.log(`cannot remove ${at}: ${err.message}`);
     }
   }
+}
+
+/** containerd does not keep labels with empty values (boltutil.WriteLabels): neither do we. */
+function storedLabels(labels: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== ''));
 }
 
 /** containerd's unpack keys: "<ns>/<seq>/extract-<nonce> <chain id>". */

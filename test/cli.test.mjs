@@ -6,7 +6,8 @@ import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { encodeBlob } from '../dist/format/encode.js';
 import { openBlob, sourceFromBuffer } from '../dist/format/decode.js';
@@ -15,7 +16,7 @@ import { verityDigest } from '../dist/format/verity.js';
 import { crc32c } from '../dist/format/crc32c.js';
 import { extractBlob } from '../dist/compiler/extract.js';
 import { fsckBlob } from '../dist/compiler/fsck.js';
-import { gcStores } from '../dist/compiler/gc.js';
+import { gcStores, referencedDigests } from '../dist/compiler/gc.js';
 import { readBlobFile, displayName, modeString } from '../dist/compiler/inspect.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -403,12 +404,12 @@ test('gc: removes exactly the unreferenced objects and stale temps; --dry-run re
   t.is(dry.out, [
     ...[orphanA, orphanB].sort().map((p) => `would remove ${p} (${fs.statSync(p).size} bytes)`),
     `would remove ${staleTemp} (3 bytes)`,
-    'would remove 2 objects and 1 temp file, 20 bytes; kept 3 objects', ''].join('\n'));
+    'would remove 2 objects and 1 temp file, 20 bytes; kept 3 objects (0 roots, 1 listed blob)', ''].join('\n'));
   for (const p of [orphanA, orphanB, staleTemp, freshTemp, ...f.objectPaths.values()]) t.true(fs.existsSync(p), p);
 
   const real = cfs('gc', '--store', f.store, f.blob);
   t.is(real.code, 0, real.err);
-  t.is(real.out, 'removed 2 objects and 1 temp file, 20 bytes; kept 3 objects\n');
+  t.is(real.out, 'removed 2 objects and 1 temp file, 20 bytes; kept 3 objects (0 roots, 1 listed blob)\n');
   for (const p of [orphanA, orphanB, staleTemp]) t.false(fs.existsSync(p), p);
   for (const p of [freshTemp, notOurs, ...f.objectPaths.values()]) t.true(fs.existsSync(p), p);
   t.is(cfs('fsck', f.blob, '--store', f.store).code, 0);
@@ -418,4 +419,158 @@ test('gc: removes exactly the unreferenced objects and stale temps; --dry-run re
   t.is(all.objects.length, 3);
   await t.throwsAsync(gcStores({ stores: [f.store], blobs: [path.join(f.dir, 'missing.ub')] }), { message: /missing\.ub: no such file/ });
   t.is(fs.readdirSync(objects).filter((n) => /^[0-9a-f]{2}$/.test(n)).flatMap((d) => fs.readdirSync(path.join(objects, d))).length, 4);
+});
+
+// ---------------------------------------------------------------------------------------------
+// gc roots and the store lock, with real images (the Debian test images, cached)
+
+let debianImages;
+function debian(name) {
+  debianImages ??= JSON.parse(fs.readFileSync(
+    spawnSync('bash', [path.join(ROOT, 'test/fixtures/make-images.sh')], { encoding: 'utf8' }).stdout.trim(), 'utf8'));
+  return debianImages.images[name].variants['docker-archive'];
+}
+
+function storeObjectNames(store) {
+  const objects = path.join(store, 'objects');
+  return fs.readdirSync(objects).filter((n) => /^[0-9a-f]{2}$/.test(n)).flatMap((d) => fs.readdirSync(path.join(objects, d)).map((n) => d + n)).sort();
+}
+
+function rootTargets(store) {
+  const dir = path.join(store, 'roots');
+  return fs.existsSync(dir) ? fs.readdirSync(dir).map((n) => fs.readlinkSync(path.join(dir, n))).sort() : [];
+}
+
+const sorted = async (blob) => [...await referencedDigests([blob])].sort();
+
+test('gc roots: cfs build registers its blob, gc keeps its objects, drops dangling roots; --no-root; bad roots stop gc', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-roots-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const store = path.join(dir, 'store');
+  const a = path.join(dir, 'a.ub');
+  const b = path.join(dir, 'b.ub');
+  t.is(cfs('build', debian('a'), '-o', a, '--store', store).code, 0);
+  t.is(cfs('build', debian('a'), '-o', a, '--store', store).code, 0); // again: still one root
+  t.deepEqual(rootTargets(store), [a]);
+  t.is(cfs('build', debian('b'), '-o', b, '--store', store, '--no-root').code, 0);
+  t.deepEqual(rootTargets(store), [a]);
+  const refsA = await sorted(a);
+  const refsB = await sorted(b);
+  const onlyB = refsB.filter((h) => !refsA.includes(h));
+  t.true(onlyB.length > 0);
+  t.deepEqual(storeObjectNames(store), [...new Set([...refsA, ...refsB])].sort());
+
+  // the root plus a listed blob: nothing to remove
+  let r = cfs('gc', '--store', store, b);
+  t.is(r.code, 0, r.err);
+  t.is(r.out, `removed 0 objects and 0 temp files, 0 bytes; kept ${storeObjectNames(store).length} objects (1 root, 1 listed blob)\n`);
+  // the root alone: b's own objects go
+  r = cfs('gc', '--store', store);
+  t.is(r.code, 0, r.err);
+  t.regex(r.out, new RegExp(`^removed ${onlyB.length} objects and 0 temp files, \\d+ bytes; kept ${refsA.length} objects \\(1 root, 0 listed blobs\\)\\n$`));
+  t.deepEqual(storeObjectNames(store), refsA);
+  t.is(cfs('fsck', a, '--store', store).code, 0);
+  t.is(cfs('fsck', b, '--store', store).code, 1);
+
+  // a root whose target is not a blob stops gc, as does a roots entry that is not a symlink
+  t.is(cfs('build', debian('b'), '-o', path.join(dir, 'c.ub'), '--store', store).code, 0);
+  fs.writeFileSync(path.join(dir, 'c.ub'), 'not a blob');
+  r = cfs('gc', '--store', store);
+  t.is(r.code, 1);
+  t.regex(r.err, /^cfs: gc root \S+\/roots\/[0-9a-f]{32}: \S+\/c\.ub: .*nothing removed; fix the blob or remove the root\)\n$/);
+  fs.rmSync(path.join(dir, 'c.ub'));
+  fs.writeFileSync(path.join(store, 'roots', 'stray'), '');
+  r = cfs('gc', '--store', store);
+  t.is(r.code, 1);
+  t.is(r.err, `cfs: ${path.join(store, 'roots', 'stray')}: not a symlink (a gc root is a symlink to a blob)\n`);
+  fs.rmSync(path.join(store, 'roots', 'stray'));
+  t.deepEqual(storeObjectNames(store), [...new Set([...refsA, ...refsB])].sort()); // c's build brought b's objects back
+
+  // a's blob deleted: its root is dangling. Alone, gc refuses; with a blob, it drops the roots.
+  fs.rmSync(a);
+  r = cfs('gc', '--store', store);
+  t.is(r.code, 1);
+  t.is(r.err, `cfs: gc: no blob given and no live gc root in ${store} (2 dangling: their blobs are gone); every object would be deleted (use --all-unreferenced to mean that)\n`);
+  r = cfs('gc', '--store', store, '--dry-run', b);
+  t.is(r.code, 0, r.err);
+  t.regex(r.out, new RegExp(`^would drop dangling root \\S+ -> ${a}$`, 'm'));
+  t.is(rootTargets(store).length, 2);
+  r = cfs('gc', '--store', store, b);
+  t.is(r.code, 0, r.err);
+  t.deepEqual(r.out.split('\n').filter((l) => l.startsWith('dropped')).map((l) => l.split(' -> ')[1]).sort(), [a, path.join(dir, 'c.ub')].sort());
+  t.deepEqual(rootTargets(store), []);
+  t.deepEqual(storeObjectNames(store), refsB);
+
+  // a failed build leaves no root, and no store where there was none
+  r = cfs('build', path.join(dir, 'missing.tar'), '-o', path.join(dir, 'm.ub'), '--store', store);
+  t.is(r.code, 1);
+  t.deepEqual(rootTargets(store), []);
+  r = cfs('build', path.join(dir, 'missing.tar'), '-o', path.join(dir, 'm.ub'), '--store', path.join(dir, 'new-store'));
+  t.is(r.code, 1);
+  t.false(fs.existsSync(path.join(dir, 'new-store')));
+  t.is(cfs('gc', '--store', path.join(dir, 'nope')).err, `cfs: gc: ${path.join(dir, 'nope')}: no such store directory\n`);
+});
+
+// Serial: the other tests' spawnSync calls would block this one's polling for whole builds.
+test.serial('store lock (flock on STORE/.lock): gc waits for a build and keeps its objects; a build waits for gc', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-lock-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const store = path.join(dir, 'store');
+  const blob = path.join(dir, 'a.ub');
+  const image = debian('a');
+  const exited = (p) => new Promise((resolve) => p.on('exit', (code) => resolve(code)));
+  const lockBusy = () => spawnSync('flock', ['-n', '-x', path.join(store, '.lock'), 'true']).status === 1;
+  const objectCount = () => (fs.existsSync(path.join(store, 'objects')) ? storeObjectNames(store).length : 0);
+
+  // Catch the build mid-write (lock held, some objects written, no blob yet) and freeze it.
+  const build = spawn(process.execPath, [CFS, 'build', image, '-o', blob, '--store', store], { stdio: 'ignore' });
+  const buildDone = exited(build);
+  while (!(lockBusy() && objectCount() > 0) && build.exitCode === null) await sleep(10);
+  build.kill('SIGSTOP');
+  t.teardown(() => build.kill('SIGKILL'));
+  t.is(build.exitCode, null, 'the build ended before it could be caught writing; nothing was tested');
+  t.false(fs.existsSync(blob));
+  const written = objectCount();
+
+  const busy = cfs('gc', '--no-wait', '--all-unreferenced', '--store', store);
+  t.is(busy.code, 1);
+  t.is(busy.err, `cfs: store ${fs.realpathSync(store)} is busy: a build or snapshotter commit is writing to it (${path.join(fs.realpathSync(store), '.lock')} is locked)\n`);
+
+  // Without the lock this gc would delete every object written so far (no blob, no live root).
+  const gc = spawn(process.execPath, [CFS, 'gc', '--all-unreferenced', '--store', store], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let gcOut = '';
+  let gcErr = '';
+  gc.stdout.on('data', (d) => { gcOut += d; });
+  gc.stderr.on('data', (d) => { gcErr += d; });
+  const gcDone = exited(gc);
+  await sleep(1500);
+  t.is(gc.exitCode, null, 'gc must wait for the build');
+  t.regex(gcErr, /^cfs gc: waiting for the build writing to \S+\n$/);
+  t.true(objectCount() >= written);
+
+  build.kill('SIGCONT');
+  t.is(await buildDone, 0);
+  t.is(await gcDone, 0, gcErr);
+  // what goes is only what the blob does not use (contents later layers replaced)
+  const refs = await sorted(blob);
+  t.regex(gcOut, new RegExp(`^removed \\d+ objects and 0 temp files, \\d+ bytes; kept ${refs.length} objects \\(1 root, 0 listed blobs\\)\\n$`));
+  t.is(cfs('fsck', blob, '--store', store).code, 0);
+  t.deepEqual(storeObjectNames(store), refs);
+
+  // The other way round: a build waits for a gc (here: our exclusive flock(2) on the lock file,
+  // taken by flock(1) on the descriptor it inherits) and writes nothing meanwhile.
+  const gcLock = fs.openSync(path.join(store, '.lock'), 'r');
+  t.teardown(() => { try { fs.closeSync(gcLock); } catch { /* closed */ } });
+  t.is(spawnSync('flock', ['-x', '3'], { stdio: ['ignore', 'ignore', 'inherit', gcLock] }).status, 0);
+  const second = spawn(process.execPath, [CFS, 'build', debian('b'), '-o', path.join(dir, 'b.ub'), '--store', store], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let secondErr = '';
+  second.stderr.on('data', (d) => { secondErr += d; });
+  const secondDone = exited(second);
+  await sleep(1500);
+  t.is(second.exitCode, null, 'the build must wait for the gc');
+  t.regex(secondErr, /^cfs build: waiting for the gc running on \S+\n$/);
+  t.deepEqual(storeObjectNames(store), refs);
+  fs.closeSync(gcLock);
+  t.is(await secondDone, 0, secondErr);
+  t.deepEqual(rootTargets(store), [blob, path.join(dir, 'b.ub')].sort());
 });

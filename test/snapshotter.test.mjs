@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { treeManifest, diffManifests, FIELDS } from './lib/treeman.mjs';
 import { startEnv, fetchContainerd17, mountsUnder, CFS, REPO } from './lib/containerd-env.mjs';
+import { referencedDigests } from '../dist/compiler/gc.js';
 
 const images = JSON.parse(fs.readFileSync(
   execFileSync('bash', [path.join(REPO, 'test/fixtures/make-images.sh')], { encoding: 'utf8' }).trim(), 'utf8'));
@@ -92,6 +93,75 @@ function slowPathDiffs(ref, got) {
   return out;
 }
 
+/**
+ * The fast path's blob against the slow path's (containerd's applier) for the same image, as
+ * `cfs dump` lines, minus exactly the applier's known differences (slowPathDiffs above): the
+ * root's mtime, pre-1970 mtimes clamped to 0, trusted.* xattrs missing (so the header's
+ * xattrset count), and the stale xattr of opt/ub/xattr-reset.
+ */
+function applierDumpDiffs(fastDump, slowDump) {
+  const parse = (text) => {
+    const lines = text.split('\n').filter(Boolean);
+    const header = lines.shift().replace(/ xattrsets=\d+$/, '');
+    return { header, byPath: new Map(lines.map((l) => [l.split(' ')[0], l.split(' ')])) };
+  };
+  const xattrs = (f) => (f === '-' ? {} : Object.fromEntries(f.split(',').map((kv) => kv.split('='))));
+  const MTIME = 8;
+  const XATTRS = 10;
+  const fast = parse(fastDump);
+  const slow = parse(slowDump);
+  const out = fast.header === slow.header ? [] : [`header: ${fast.header} vs ${slow.header}`];
+  for (const p of new Set([...fast.byPath.keys(), ...slow.byPath.keys()])) {
+    const f = fast.byPath.get(p);
+    const g = slow.byPath.get(p);
+    if (!f || !g) { out.push(`${p}: only in the ${f ? 'fast' : 'slow'} path's blob`); continue; }
+    for (let i = 1; i < f.length; i++) {
+      if (f[i] === g[i]) continue;
+      if (i === MTIME && (p === '/' || (f[i].startsWith('-') && g[i] === '0.000000000'))) continue;
+      if (i === XATTRS) {
+        const noTrusted = Object.entries(xattrs(f[i])).filter(([k]) => !k.startsWith('trusted.'));
+        const got = xattrs(g[i]);
+        const same = noTrusted.length === Object.keys(got).length && noTrusted.every(([k, v]) => got[k] === v);
+        const stale = p === '/opt/ub/xattr-reset' && noTrusted.every(([k, v]) => got[k] === v);
+        if (same || stale) continue;
+      }
+      out.push(`${p}: field ${i}: fast ${f[i]} slow ${g[i]}`);
+    }
+  }
+  return out;
+}
+
+/** Every path created under the directories while `fn` runs (inotify, recursive). */
+async function pathsCreatedDuring(dirs, fn) {
+  const seen = [];
+  const watchers = dirs.map((d) => fs.watch(d, { recursive: true }, (_ev, name) => seen.push(path.join(d, String(name)))));
+  try {
+    await fn();
+    await sleep(300); // the last events
+  } finally {
+    for (const w of watchers) w.close();
+  }
+  return seen;
+}
+
+/** A client of the snapshotter's own socket, for the calls ctr has no command for (Cleanup). */
+async function snapshotsCall(sock, method, req) {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadApi, lookup } = await import('../dist/snapshotter/proto.js');
+  const Snapshots = lookup(loadApi().snapshots, 'containerd.services.snapshots.v1.Snapshots');
+  const client = new Snapshots(`unix://${sock}`, grpc.credentials.createInsecure());
+  try {
+    return await new Promise((resolve, reject) => client[method](req, (err, res) => (err ? reject(err) : resolve(res))));
+  } finally {
+    client.close();
+  }
+}
+
+function cfs(...args) {
+  const r = spawnSync(process.execPath, [CFS, ...args], { encoding: 'utf8' });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
+
 async function containerView(e, id) {
   return path.join(e.dir, 'state', 'io.containerd.runtime.v2.task', 'default', id, 'rootfs');
 }
@@ -99,6 +169,8 @@ async function containerView(e, id) {
 // ------------------------------------------------------------------------------ containerd 1.6
 
 let e16;
+/** Blob of image b that `cfs build` wrote into e16's store (a gc root there). */
+let userBlob;
 
 test.serial('1.6: import, snapshots ls/tree/mounts/usage, run, container view equals umoci', async (t) => {
   e16 = await env({});
@@ -156,6 +228,12 @@ test.serial('1.6: a second image sharing layers and files: nothing stored twice'
   }
   t.deepEqual(objs, storeObjects(ref));
   t.true(objs.length > before);
+  // The user builds b into the snapshotter's store too: no new object, and a gc root that the
+  // snapshotter's Cleanup must respect (checked after images rm below).
+  userBlob = path.join(e16.dir, 'user-b.blob');
+  execFileSync(process.execPath, [CFS, 'build', B, '-o', userBlob, '--store', e16.store]);
+  t.deepEqual(storeObjects(e16.store), objs);
+  t.deepEqual(fs.readdirSync(path.join(e16.store, 'roots')).map((n) => fs.readlinkSync(path.join(e16.store, 'roots', n))).filter((l) => l === userBlob), [userBlob]);
   const out = await e16.ctr(['run', '--rm', '--fifo-dir', path.join(e16.dir, 'fifo'), ...SN, 'docker.io/unionblob/b:latest', uniq('c3'), 'cat', '/etc/debian_version']);
   t.regex(out, /^\d+\.\d+\s*$/);
 });
@@ -197,8 +275,9 @@ test.serial('1.6: killed mid-import, restarted, imported again: consistent', asy
   t.deepEqual(fs.readdirSync(path.join(e16.ubRoot, 'snapshots')).map(Number).sort((x, y) => x - y), db.map((r) => r.id));
 });
 
-test.serial('1.6: images rm --sync: every snapshot, mount, upper and object gone', async (t) => {
+test.serial('1.6: images rm --sync: every snapshot, mount, upper gone; objects only while a cfs build blob needs them', async (t) => {
   t.truthy(e16, 'needs the first test');
+  t.truthy(userBlob, 'needs the second test');
   await e16.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/a:latest']);
   for (let i = 0; i < 50 && rows(e16).length > 0; i++) await sleep(100);
   t.deepEqual(rows(e16), []);
@@ -206,26 +285,61 @@ test.serial('1.6: images rm --sync: every snapshot, mount, upper and object gone
   t.deepEqual(fs.readdirSync(path.join(e16.ubRoot, 'snapshots')), []);
   t.deepEqual(fs.readdirSync(path.join(e16.ubRoot, 'mounts')), []);
   t.deepEqual(mountsUnder(e16.ubRoot), []);
+  // Every root left is the user's blob, which keeps exactly its objects (the snapshotter
+  // created them all, and collected every other one).
+  const roots = fs.readdirSync(path.join(e16.store, 'roots')).map((n) => fs.readlinkSync(path.join(e16.store, 'roots', n)));
+  t.deepEqual(roots, [userBlob]);
+  t.deepEqual(storeObjects(e16.store), [...await referencedDigests([userBlob])].sort());
+  t.is(cfs('fsck', userBlob, '--store', e16.store).code, 0);
+  // Once that blob is gone, the snapshotter's next Cleanup collects them; cfs gc drops the root.
+  fs.rmSync(userBlob);
+  await snapshotsCall(path.join(e16.dir, 'ub.sock'), 'Cleanup', {});
   t.deepEqual(storeObjects(e16.store), []);
+  const gc = cfs('gc', '--store', e16.store, '--all-unreferenced');
+  t.is(gc.code, 0, gc.err);
+  t.regex(gc.out, new RegExp(`^dropped dangling root \\S+ -> ${userBlob}$`, 'm'));
+  t.deepEqual(fs.readdirSync(path.join(e16.store, 'roots')), []);
 });
 
 // ------------------------------------------------------------------------------ containerd 1.7
 
-test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals cfs build, tree equals umoci', async (t) => {
+test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals cfs build and the slow path\'s, tree equals umoci', async (t) => {
   const bin = path.join(fetchContainerd17(), 'usr', 'bin');
   const e = await env({ bin, transfer: true });
   t.regex(await e.ctr(['version']), /Version:\s+1\.7\./);
-  await e.ctr(['images', 'import', '--local=false', ...SN, A]);
+  // Watch where a layer would be unpacked: our snapshot directories (an upper is snapshots/N/fs,
+  // made as tmp/new-*/fs) and containerd's temp mounts (where its applier mounts one).
+  const tmpmounts = path.join(e.dir, 'root', 'tmpmounts');
+  fs.mkdirSync(tmpmounts, { recursive: true });
+  const created = await pathsCreatedDuring([e.ubRoot, tmpmounts], () => e.ctr(['images', 'import', '--local=false', ...SN, A]));
   const log = e.log();
   t.is((log.match(/fast path: sha256:/g) ?? []).length, 3, log);
   t.notRegex(log, /prepare .*extract-/); // no active snapshot, so no upper directory, was ever made
+  t.true(created.some((p) => /\/snapshots\/\d+\/blob$/.test(p)), `the watch saw the blobs being written: ${created.join(' ')}`);
+  t.deepEqual(created.filter((p) => p.startsWith(tmpmounts) || /\/(fs|work)(\/|$)|\/tmp\/new-/.test(p)), []);
   const db = rows(e);
   t.is(db.length, 3);
   for (const r of db) t.deepEqual(fs.readdirSync(path.join(e.ubRoot, 'snapshots', String(r.id))), ['blob']);
   const top = db.find((r) => !db.some((c) => c.parent_id === r.id));
   const built = path.join(e.dir, 'a.blob');
   execFileSync(process.execPath, [CFS, 'build', A, '-o', built, '--store', path.join(e.dir, 'ref-store')]);
-  t.true(fs.readFileSync(built).equals(fs.readFileSync(path.join(e.ubRoot, 'snapshots', String(top.id), 'blob'))));
+  const fastBlob = path.join(e.ubRoot, 'snapshots', String(top.id), 'blob');
+  t.true(fs.readFileSync(built).equals(fs.readFileSync(fastBlob)));
+
+  // The same image through the slow path (client-side unpack in another namespace: containerd
+  // applies each layer into an upper, we compile the upper): the same tree but for what
+  // containerd's applier changes.
+  await e.ctr(['-n', 'slow', 'images', 'import', '--local=true', ...SN, A]);
+  t.regex(e.log(), /prepare slow\/\d+\/extract-/);
+  t.is((e.log().match(/fast path: sha256:/g) ?? []).length, 3);
+  const slowRows = rows(e).filter((r) => r.key.startsWith('slow/') && r.kind === 3);
+  t.is(slowRows.length, 3);
+  const slowTop = slowRows.find((r) => !slowRows.some((c) => c.parent_id === r.id));
+  const dump = (blob) => execFileSync(process.execPath, [CFS, 'dump', blob], { encoding: 'utf8', maxBuffer: 256 << 20 });
+  const fastDump = dump(fastBlob);
+  const slowDump = dump(path.join(e.ubRoot, 'snapshots', String(slowTop.id), 'blob'));
+  t.deepEqual(applierDumpDiffs(fastDump, slowDump), []);
+  t.not(fastDump, slowDump); // the applier's differences are there (else this test checks nothing)
 
   await e.ctr(['run', '-d', '--fifo-dir', path.join(e.dir, 'fifo'), ...SN, 'docker.io/unionblob/a:latest', uniq('f1'),
     'sh', '-c', 'cat /etc/debian_version > /written-by-test; exec sleep 600']);
@@ -253,7 +367,8 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
   const { loadApi, lookup } = await import('../dist/snapshotter/proto.js');
   const { serve } = await import('../dist/snapshotter/server.js');
   const dir = fs.mkdtempSync('/tmp/ubsn-codes-');
-  const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: () => {} });
+  const logged = [];
+  const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: (l) => logged.push(l) });
   const Snapshots = lookup(loadApi().snapshots, 'containerd.services.snapshots.v1.Snapshots');
   const client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
   const call = (m, req) => new Promise((resolve) => client[m](req, (err, res) => resolve(err ? { code: err.code } : { res })));
@@ -276,9 +391,45 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.deepEqual((await call('Update', { info: { name: 'ns/3/c', labels: { x: 'y' } }, update_mask: { paths: ['labels.x'] } })).res.info.labels, { x: 'y' });
     t.is((await call('Usage', { key: 'ns/3/c' })).res.inodes, 1);
     t.is(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).length, 1);
+
+    // what containerd's own snapshotters do (snapshots/storage, filters): labels with empty
+    // values are not kept; Commit replaces the labels, it does not inherit the active's; Usage of
+    // an active snapshot is its upper now; a view's parent must be committed; Walk filters read
+    // an absent field as "" for != and ~=, and a bad regexp matches nothing
+    const overlay = (await call('Prepare', { key: 'ns/6/l', parent: 'ns/3/c', labels: { keep: 'a', empty: '' } })).res.mounts[0];
+    t.is(overlay.type, 'overlay');
+    const upper = overlay.options.find((o) => o.startsWith('upperdir=')).slice('upperdir='.length);
+    t.deepEqual((await call('Stat', { key: 'ns/6/l' })).res.info.labels, { keep: 'a' });
+    t.is((await call('View', { key: 'ns/6/v', parent: 'ns/6/l' })).code, S.INVALID_ARGUMENT);
+    fs.writeFileSync(path.join(upper, 'big'), Buffer.alloc(40960, 1));
+    const used = (await call('Usage', { key: 'ns/6/l' })).res;
+    t.is(Number(used.inodes), 2);
+    t.true(Number(used.size) >= 40960, JSON.stringify(used));
+    t.truthy((await call('Commit', { name: 'ns/7/lc', key: 'ns/6/l' })).res);
+    t.deepEqual((await call('Stat', { key: 'ns/7/lc' })).res.info.labels, {});
+    const list = (filters) => new Promise((resolve, reject) => {
+      const names = [];
+      client.List({ filters }).on('data', (r) => names.push(...r.info.map((i) => i.name))).on('end', () => resolve(names.sort())).on('error', reject);
+    });
+    t.deepEqual(await list(['labels.x!=""']), ['ns/3/c']);
+    t.deepEqual(await list(['labels.x~=^$']), ['ns/5/v', 'ns/7/lc']);
+    t.deepEqual(await list(['kind==committed', 'kind==view']), ['ns/3/c', 'ns/5/v', 'ns/7/lc']);
+    t.deepEqual(await list(['name~=[']), []);
+    t.deepEqual(await list(['parent==ns/3/c,kind==committed']), ['ns/7/lc']);
+    t.truthy((await call('Remove', { key: 'ns/7/lc' })).res);
     t.truthy((await call('Remove', { key: 'ns/5/v' })).res);
     t.truthy((await call('Remove', { key: 'ns/3/c' })).res);
     t.is((await call('Remove', { key: 'ns/3/c' })).code, S.NOT_FOUND);
+    // While a writer (a cfs build) holds the store's lock, Cleanup leaves the objects alone.
+    const lockFile = path.join(dir, 'root/store/.lock');
+    // (flock(1) locks the descriptor it inherits, i.e. our open file description: ours until closed)
+    const writer = fs.openSync(lockFile, 'r');
+    t.is(spawnSync('flock', ['-s', '3'], { stdio: ['ignore', 'ignore', 'inherit', writer] }).status, 0);
+    t.is(spawnSync('flock', ['-n', '-x', lockFile, 'true']).status, 1);
+    t.truthy((await call('Cleanup', {})).res);
+    t.is(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).length, 2);
+    t.regex(logged.join('\n'), /cleanup: objects not collected: store \S+ is busy/);
+    fs.closeSync(writer);
     t.truthy((await call('Cleanup', {})).res);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).flatMap((f) => fs.readdirSync(path.join(dir, 'root/store/objects', f))), []);
   } finally {

@@ -1,0 +1,261 @@
+// Store gc roots and the store lock, shared by `cfs build`, `cfs gc` and the snapshotter.
+//
+// A store may be written by several users: `cfs build --store S` and the containerd
+// snapshotter (`--store S`). Each keeps its blobs' objects alive by registering the blob as a
+// root: a symlink STORE/roots/<hash of the blob's absolute path> -> that path (`ls -l` shows
+// what is kept; deleting the blob, or the symlink, releases it). Collection (`cfs gc`, the
+// snapshotter's Cleanup) keeps every object a live root's blob references; a root whose blob
+// is gone is dangling and `cfs gc` drops it.
+//
+// The lock is flock(2) on STORE/.lock: writers (a build, a snapshotter commit) hold it shared
+// from before their first object lookup until their blob and root exist; collectors hold it
+// exclusive while they read the roots and delete. So a collector never sees a store in which a
+// writer has objects its root does not yet cover. The kernel drops the lock when its holder
+// dies, so a killed build never blocks gc; and anyone can take it from a shell
+// (`flock STORE/.lock ...`).
+import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { isTempName, TEMP_PREFIX } from './store.js';
+
+export const ROOTS_DIR = 'roots';
+export const LOCK_FILE = '.lock';
+
+// ------------------------------------------------------------------------------- lock
+
+export type LockMode = 'shared' | 'exclusive';
+
+export interface StoreLock {
+  release(): void;
+}
+
+export interface LockOptions {
+  /** Wait for a conflicting holder (default); false: fail at once with a "busy" error. */
+  wait?: boolean;
+  /** Called once per store before waiting on it. */
+  onWait?: (store: string) => void;
+}
+
+/** flock(1)'s exit status when -n finds the lock taken (its -E option). */
+const BUSY = 75;
+
+/**
+ * flock(2) on our open file description of `fd`, done by flock(1) on the descriptor it
+ * inherits: the lock belongs to the description, so it stays ours after flock(1) exits and
+ * goes when we close `fd` (or exit). Node has no flock of its own. False: busy (nowait only).
+ */
+function flockFd(fd: number, mode: LockMode, wait: boolean): Promise<boolean> {
+  const args = [mode === 'shared' ? '-s' : '-x', ...(wait ? [] : ['-n']), '-E', String(BUSY), '3'];
+  return new Promise((resolve, reject) => {
+    const child = spawn('flock', args, { stdio: ['ignore', 'ignore', 'pipe', fd] });
+    let err = '';
+    child.stderr!.on('data', (d) => { err += d; });
+    child.on('error', (e) => reject(new Error(`flock: ${e.message}`)));
+    child.on('close', (code) => {
+      if (code === 0) resolve(true);
+      else if (code === BUSY && !wait) resolve(false);
+      else reject(new Error(`flock ${args.join(' ')} failed (${code}): ${err.trim()}`));
+    });
+  });
+}
+
+/**
+ * Lock every store (creating it if needed), in one global order (sorted real paths) so that
+ * two lockers of overlapping store sets cannot deadlock. Throws "busy" with wait: false.
+ */
+export async function lockStores(stores: string[], mode: LockMode, opts: LockOptions = {}): Promise<StoreLock> {
+  const wait = opts.wait ?? true;
+  const fds: number[] = [];
+  const release = () => {
+    for (const fd of fds.splice(0)) fs.closeSync(fd);
+  };
+  try {
+    for (const store of uniqueStores(stores)) {
+      fs.mkdirSync(store, { recursive: true });
+      const fd = fs.openSync(path.join(store, LOCK_FILE), fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o644);
+      fds.push(fd);
+      if (await flockFd(fd, mode, false)) continue;
+      if (!wait) {
+        throw new Error(`store ${store} is busy: ${mode === 'exclusive' ? 'a build or snapshotter commit is writing to it' : 'a gc is running on it'} (${path.join(store, LOCK_FILE)} is locked)`);
+      }
+      opts.onWait?.(store);
+      await flockFd(fd, mode, true);
+    }
+  } catch (err) {
+    release();
+    throw err;
+  }
+  return { release };
+}
+
+function uniqueStores(stores: string[]): string[] {
+  const real = (s: string) => {
+    try {
+      return fs.realpathSync(s);
+    } catch {
+      return path.resolve(s);
+    }
+  };
+  return [...new Set(stores.map(real))].sort();
+}
+
+// ------------------------------------------------------------------------------- roots
+
+/** The root's file name: fixed per blob path, so registering twice is one root. */
+function rootName(blob: string): string {
+  return crypto.createHash('sha256').update(path.resolve(blob)).digest('hex').slice(0, 32);
+}
+
+export function rootLink(store: string, blob: string): string {
+  return path.join(store, ROOTS_DIR, rootName(blob));
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Make `blob` a root of `store` (durably: before its objects may be needed). The blob need not
+ * exist yet. `created` is false when it already was a root.
+ */
+export function addRoot(store: string, blob: string): { link: string; created: boolean } {
+  const target = path.resolve(blob);
+  const link = rootLink(store, blob);
+  if (readlinkOrNull(link) === target) return { link, created: false };
+  fs.mkdirSync(path.dirname(link), { recursive: true });
+  const tmp = path.join(path.dirname(link), `${TEMP_PREFIX}${process.pid}-${crypto.randomBytes(4).toString('hex')}`);
+  fs.symlinkSync(target, tmp);
+  try {
+    fs.renameSync(tmp, link);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  fsyncDir(path.dirname(link));
+  return { link, created: true };
+}
+
+/** `blob` stops being a root of `store`. */
+export function removeRoot(store: string, blob: string): void {
+  fs.rmSync(rootLink(store, blob), { force: true });
+}
+
+function readlinkOrNull(p: string): string | null {
+  try {
+    return fs.readlinkSync(p);
+  } catch (err: any) {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  }
+}
+
+export interface Root {
+  /** STORE/roots/NAME */
+  link: string;
+  /** The blob it keeps (absolute). */
+  blob: string;
+}
+
+export interface StoreRoots {
+  /** Roots whose blob exists. */
+  live: Root[];
+  /** Roots whose blob is gone. */
+  dangling: Root[];
+  /** Temp links of interrupted registrations. */
+  temps: string[];
+}
+
+/** Read the roots of the stores. An entry that is not a symlink is an error (never guessed at). */
+export function readRoots(stores: string[]): StoreRoots {
+  const out: StoreRoots = { live: [], dangling: [], temps: [] };
+  for (const store of stores) {
+    const dir = path.join(store, ROOTS_DIR);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir).sort();
+    } catch (err: any) {
+      if (err.code === 'ENOENT') continue;
+      throw err;
+    }
+    for (const name of names) {
+      const link = path.join(dir, name);
+      if (isTempName(name)) {
+        out.temps.push(link);
+        continue;
+      }
+      if (!fs.lstatSync(link).isSymbolicLink()) throw new Error(`${link}: not a symlink (a gc root is a symlink to a blob)`);
+      const root = { link, blob: path.resolve(dir, fs.readlinkSync(link)) };
+      (blobExists(root.blob) ? out.live : out.dangling).push(root);
+    }
+  }
+  return out;
+}
+
+function blobExists(blob: string): boolean {
+  try {
+    fs.statSync(blob);
+    return true;
+  } catch (err: any) {
+    if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false;
+    throw err;
+  }
+}
+
+/** Remove dangling roots and temp links (only under the exclusive lock: no writer is mid-registration). */
+export function dropDeadRoots(roots: StoreRoots): void {
+  for (const r of roots.dangling) fs.rmSync(r.link, { force: true });
+  for (const t of roots.temps) fs.rmSync(t, { force: true });
+}
+
+// ------------------------------------------------------------------------------- a build's hold
+
+export interface BuildHold {
+  /** The build succeeded: let go of the lock. */
+  done(): void;
+  /** The build failed: take back the roots it added, then let go. */
+  failed(): void;
+}
+
+/**
+ * Before `cfs build` writes anything: lock the stores shared and (unless `root` is false)
+ * register OUT as a root in each, so that from the first object on, a gc either waits for the
+ * build or sees OUT. A root registered before its blob exists is dangling only if the build
+ * dies; the next gc drops it.
+ */
+export async function holdStoresForBuild(stores: string[], out: string, root: boolean, onWait?: (store: string) => void): Promise<BuildHold> {
+  const fresh = stores.filter((s) => !fs.existsSync(s));
+  const lock = await lockStores(stores, 'shared', { onWait });
+  const added: string[] = [];
+  try {
+    if (root) for (const s of stores) if (addRoot(s, out).created) added.push(s);
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  return {
+    done: () => lock.release(),
+    failed: () => {
+      for (const s of added) removeRoot(s, out);
+      for (const s of fresh) removeIfOnlyOurs(s);
+      lock.release();
+    },
+  };
+}
+
+/** A store this failed build created and left empty: remove what we put there. */
+function removeIfOnlyOurs(store: string): void {
+  try {
+    fs.rmdirSync(path.join(store, ROOTS_DIR));
+  } catch { /* not empty, or absent */ }
+  const left = fs.readdirSync(store);
+  if (left.every((n) => n === LOCK_FILE)) {
+    fs.rmSync(path.join(store, LOCK_FILE), { force: true });
+    fs.rmdirSync(store);
+  }
+}
