@@ -12,7 +12,7 @@
 //   mount    unionblob-fuse BLOB DIR (returns once the mount exists) against mount(8) of the
 //            ext4 loop device, both after drop_caches, --reps times; the server's RSS after it
 //   lookup   fstatat() of --lookups random paths (lookup.c: per-call p50/p99), cold (after
-//            drop_caches) and warm, --reps rounds of native then FUSE
+//            drop_caches) then warm (the same paths again), --reps rounds of native then FUSE
 // The native tree lives on its own ext4 loop image (inline_data, so 8-byte files need no data
 // blocks, as they need none in the blob); blob and store sit on the host's ext4 root.
 // Sparse image: --sparse-objects objects of --sparse-gib GiB each, made with truncate (a marker
@@ -145,8 +145,11 @@ function scalePoint(n) {
       const f = fuseMount(blob, store, mnt);
       res.mount.fuse.push(f.s);
       const rssMounted = rssKiB(f.pid);
-      for (const [cfg, d] of [['ext4', nat], ['fuse', mnt]]) res.lookup.cold[cfg].push(lookup(d, paths, true));
-      for (const [cfg, d] of [['ext4', nat], ['fuse', mnt]]) res.lookup.warm[cfg].push(lookup(d, paths, false));
+      // cold then warm per config: the next config's drop_caches would make the warm one cold
+      for (const [cfg, d] of [['ext4', nat], ['fuse', mnt]]) {
+        res.lookup.cold[cfg].push(lookup(d, paths, true));
+        res.lookup.warm[cfg].push(lookup(d, paths, false));
+      }
       res.fuseRssKiB.push({ mounted: rssMounted, afterLookups: rssKiB(f.pid) });
       umount(mnt); umount(nat);
     }
