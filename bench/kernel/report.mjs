@@ -20,7 +20,7 @@ const CFG_LABEL = { ext4: 'ext4 (unpacked)', erofs: 'erofs', overlay: 'overlayfs
 const TESTS = [
   ['mount-cold', 'mount, cold caches', 'ms'],
   ['mount-warm', 'mount, warm', 'ms'],
-  ['mem-mount', 'slab growth by mount(2)', 'kB', 'mem', 'mount-slab-kB'],
+  ['mem-mount', 'memory used after mount(2) (MemAvailable drop)', 'kB', 'mem', 'mount-used-kB'],
   ['mem-walk', 'memory used after mount + stat walk (MemAvailable drop)', 'kB', 'mem', 'walk-used-kB'],
   ['mem-walk-slab', 'slab growth after mount + stat walk', 'kB', 'mem', 'walk-slab-kB'],
   ['walk-cold', 'stat walk, cold', 's'],
@@ -71,7 +71,7 @@ function stats(img, test, cfg, field = 'us') {
   if (!rs || !rs.length) return null;
   const us = rs.map((r) => Number(r[field]));
   const med = median(us);
-  const spread = med ? Math.max(Math.max(...us) - med, med - Math.min(...us)) / med : 0;
+  const spread = med ? Math.max(Math.max(...us) - med, med - Math.min(...us)) / Math.abs(med) : 0;
   return { med, spread, n: us.length, rs, field };
 }
 // The ratio to ext4: the median, over the rounds, of this config's time over ext4's time in
@@ -151,9 +151,11 @@ for (const img of images) {
   const counts = CFGS.map((cfg) => { const s = stats(img, 'walk-warm', cfg) ?? stats(img, 'walk-cold', cfg); return s ? `${cfg} ${s.rs[0].entries}` : null; }).filter(Boolean);
   const files = CFGS.map((cfg) => { const s = stats(img, 'read-warm', cfg); return s ? `${cfg} ${s.rs[0].files}/${s.rs[0].bytes}` : null; }).filter(Boolean);
   const errs = [...runs.entries()].filter(([k]) => k.startsWith(`${img}/`)).flatMap(([, rs]) => rs).filter((r) => r.errors && r.errors !== '0');
-  out.push('');
-  out.push(`Entries walked: ${counts.join(', ')}. Files/bytes read: ${files.join(', ')}.` +
-    (errs.length ? ` **${errs.length} measurements reported errors.**` : ''));
+  if (counts.length || errs.length) {
+    out.push('');
+    out.push(`Entries walked: ${counts.join(', ')}. Files/bytes read: ${files.join(', ')}.` +
+      (errs.length ? ` **${errs.length} measurements reported errors.**` : ''));
+  }
 }
 out.push('');
 out.push(misses.length ? `Targets missed: ${misses.join(', ')}.` : 'All targets met.');

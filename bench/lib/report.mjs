@@ -42,7 +42,7 @@ const KWHY = {
   'par-1': 'the per-open backing file, as in open+read', 'par-2': 'the per-open backing file, as in open+read', 'par-4': 'the per-open backing file, as in open+read',
   'mem-walk': 'our inodes come on top of the object inodes and dentries they keep cached (the object path is kept after the first open)',
   'mem-walk-slab': 'our inodes come on top of the object inodes and dentries they keep cached',
-  'mem-mount': 'mount reads the header, the root inode and resolves the store directories',
+  'mem-mount': 'mount reads the header, the root inode and resolves the store directories (noise at this scale: page-granular deltas)',
   'mount-cold': 'mount(2) reads the blob header and root inode and resolves the store paths (ext4\'s row is the whole data disk)',
   'mount-warm': 'mount(2) reads the blob header and root inode and resolves the store paths',
   'rand-cold': 'the object sits on ext4 below us: a cold 4 KiB read goes through two filesystems\' read paths',
@@ -172,6 +172,7 @@ function scaleSection(d, res) {
     d.lose(`scale ${int(p.files)} files: cfs build vs tar -x`, { median: p.build.wall / p.nativeBuild.wall }, 'cfs build parses the tar the same way, then also encodes the blob and syncs; node\'s start-up (~0.1 s) weighs on small images');
     d.lose(`scale ${int(p.files)} files: FUSE mount vs ext4 mount`, mr, 'the FUSE mount starts a server process, maps and checks the blob header and root, and waits for the kernel\'s INIT');
   }
+  for (const sk of s.skipped ?? []) d.add('', `**Not measured: ${sk.why}.**`);
   d.add('', 'Lookup latency per path (median over the rounds of each round\'s p50 and p99):', '');
   d.add(...head(['files', 'cold p50 FUSE', 'cold p50 ext4', '×', 'cold p99 FUSE', 'cold p99 ext4', '×', 'warm p50 FUSE', 'warm p50 ext4', '×', 'warm p99 FUSE', 'warm p99 ext4', '×']));
   for (const p of pts) {

@@ -256,6 +256,18 @@ function checkMarkers(file, i, size) {
   return st.size;
 }
 
+/**
+ * The machine is shared: refuse a size whose build would need more than 2/3 of what is
+ * available (peak RSS per inode of the previous size, times n), rather than push others' work
+ * into the OOM killer.
+ */
+function memoryShort(n, prev) {
+  if (!prev) return null;
+  const need = (prev.build.rssMiB * 2 ** 20 / prev.summary.inodes) * n * 1.1;
+  const avail = Number(/MemAvailable:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1]) * 1024;
+  return need > avail * 2 / 3 ? `${n} files skipped: cfs build would need about ${(need / 2 ** 30).toFixed(1)} GiB, ${(avail / 2 ** 30).toFixed(1)} GiB available on this shared machine` : null;
+}
+
 // ---- main ----------------------------------------------------------------------------------
 
 async function main() {
@@ -267,6 +279,8 @@ async function main() {
   sh('gcc', ['-O2', '-Wall', '-o', LOOKUP, path.join(ROOT, 'bench', 'scale', 'lookup.c')]);
   const out = { opts, lean: 'bench/gen-synthetic.mjs N --lean: files of 1-8 bytes (their index), 1,000 per directory', points: [] };
   for (const n of opts.sizes) {
+    const short = memoryShort(n, out.points[out.points.length - 1]);
+    if (short) { log(short); (out.skipped ??= []).push({ files: n, why: short }); continue; }
     out.points.push(scalePoint(n));
     if (opts.json) fs.writeFileSync(opts.json, JSON.stringify(out, null, 1));
   }
