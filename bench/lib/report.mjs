@@ -63,15 +63,17 @@ function kernelSection(d, res) {
     d.add(...head(['', ...Object.values(KCFG)]));
     const groups = [];
     for (const [id, r] of Object.entries(rows)) {
+      // memory deltas below 1 MiB natively are page-granular noise: no ratio to them
+      const noRatio = r.unit === 'kB' && Math.abs(r.cfgs.ext4?.median ?? 0) < 1024;
       const cells = Object.keys(KCFG).map((c) => {
         const v = r.cfgs[c];
         if (!v) return '–';
         const abs = kfmt(v.median, r.unit) + ` ${pct(v.spread)}`;
-        return c === 'ext4' || v.ratio === null ? abs : `${abs} **${ratio({ median: v.ratio, spread: v.ratioSpread })}**`;
+        return c === 'ext4' || v.ratio === null || noRatio ? abs : `${abs} **${ratio({ median: v.ratio, spread: v.ratioSpread })}**`;
       });
       d.add(row([r.label, ...cells]));
       const ub = r.cfgs.unionblob;
-      if (ub && ub.ratio !== null) d.lose(`kernel, ${imageLabel(img)}: ${r.label}`, { median: ub.ratio, spread: ub.ratioSpread }, KWHY[id] ?? '');
+      if (ub && ub.ratio !== null && !noRatio) d.lose(`kernel, ${imageLabel(img)}: ${r.label}`, { median: ub.ratio, spread: ub.ratioSpread }, KWHY[id] ?? '');
       if (r.unit !== 'kB' && r.cfgs.ext4?.median > 0) {
         groups.push({ label: id, bars: ['erofs', 'overlay', 'unionblob'].filter((c) => r.cfgs[c]).map((c) => ({ name: KCFG[c], value: r.cfgs[c].ratio, spread: r.cfgs[c].ratioSpread })) });
       }
