@@ -122,15 +122,21 @@ function fuseSection(d, res) {
     for (const [w, by] of Object.entries(results)) {
       const nat = by.native?.runs ?? [];
       const cells = others.map((v) => {
-        const rr = by[v] ? pairedRatio(by[v].runs, nat) : null;
+        const rr = by[v] ? oneOrPaired(by[v].runs, nat) : null;
         if (rr && v.startsWith('fuse')) d.lose(`FUSE (${v}), ${img}: ${w}`, rr, FWHY[w] ?? '');
         return rr ? `${secs(summarize(by[v].runs).median)} **${ratio(rr)}**` : '–';
       });
-      d.add(row([w, nat.length ? `${secs(summarize(nat).median)} ${pct(summarize(nat).spread)}` : '–', ...cells]));
-      groups.push({ label: w, bars: others.filter((v) => by[v]).map((v) => { const rr = pairedRatio(by[v].runs, nat); return { name: v, value: rr.median, spread: rr.spread }; }) });
+      d.add(row([w, nat.length ? `${secs(summarize(nat).median)} ${nat.length > 1 ? pct(summarize(nat).spread) : ''}` : '–', ...cells]));
+      groups.push({ label: w, bars: others.filter((v) => by[v]).map((v) => { const rr = oneOrPaired(by[v].runs, nat); return { name: v, value: rr.median, spread: rr.spread }; }) });
     }
     if (groups.length) d.plot(`fuse-${img}.svg`, barChart({ title: `FUSE, ${img}: time / native (lower is better)`, yLabel: '× native, same run', groups }), `fuse ${img}`);
   }
+}
+
+/** A single run (bench/mount's table) has no spread to show. */
+function oneOrPaired(xs, native) {
+  const r = pairedRatio(xs, native);
+  return xs.length < 2 ? { median: r.median, spread: NaN } : r;
 }
 
 // ---- build --------------------------------------------------------------------------------
@@ -219,6 +225,29 @@ function scaleSection(d, res) {
   }
 }
 
+/** A few headline figures, each with where it comes from (the tables below have the rest). */
+function summary(data) {
+  const out = [];
+  const k = data.suites.kernel?.data?.images ?? {};
+  const kr = (img, row, cfg = 'unionblob') => k[img]?.[row]?.cfgs?.[cfg];
+  const x = (v) => (v && Number.isFinite(v.ratio) ? ratio({ median: v.ratio, spread: v.ratioSpread }) : '–');
+  if (k.ab) out.push(`- **Sharing**: after reading every file of two images that share a base layer, the page cache holds ${x(kr('ab', 'share'))} of what two unpacked copies on ext4 take (overlayfs over shared layer directories: ${x(kr('ab', 'share', 'overlay'))}; erofs images: ${x(kr('ab', 'share', 'erofs'))}).`);
+  if (k.a || k.s) {
+    out.push(`- **Metadata** (module): cold stat walk ${x(kr('a', 'walk-cold'))} (image a) / ${x(kr('s', 'walk-cold'))} (synthetic) of ext4's time, warm ${x(kr('a', 'walk-warm'))} / ${x(kr('s', 'walk-warm'))}; slab after a walk ${x(kr('a', 'mem-walk-slab'))} / ${x(kr('s', 'mem-walk-slab'))}.`);
+    out.push(`- **Opening files** (module) is where it loses: open+close of every file ${x(kr('a', 'open-warm'))} / ${x(kr('s', 'open-warm'))}; open+read warm ${x(kr('a', 'read-warm'))} / ${x(kr('s', 'read-warm'))}; sequential and random reads of one big file: ${x(kr('s', 'seq-warm'))} warm, ${x(kr('s', 'rand-cold'))} random cold.`);
+  }
+  const pts = data.suites.scale?.data?.points ?? [];
+  if (pts.length) {
+    const bpi = pts.map((p) => p.bytesPerInode.toFixed(0));
+    const mnt = pts.map((p) => secs(p.stats.mount.fuse.median));
+    out.push(`- **Scale** (FUSE, ${pts.map((p) => int(p.files)).join(' / ')} files): blob ${bpi.join(' / ')} bytes per inode, FUSE mount ${mnt.join(' / ')}; against ${int(pts[0].files)} files the FUSE mount takes ×${(pts[pts.length - 1].stats.mount.fuse.median / pts[0].stats.mount.fuse.median).toFixed(2)} and a warm lookup's p50 ×${(summarize(pts[pts.length - 1].lookup.warm.fuse.map((q) => q.p50_ns)).median / summarize(pts[0].lookup.warm.fuse.map((q) => q.p50_ns)).median).toFixed(2)} at ${int(pts[pts.length - 1].files)} files (plots below).`);
+  }
+  const sp = data.suites.scale?.data?.sparse;
+  if (sp) out.push(`- **${(sp.apparentBytes / 1e12).toFixed(2)} TB image** of sparse objects: blob ${int(sp.blobBytes)} bytes, mounted through FUSE in ${secs(sp.stats.mount.median)}, reads at the last block of every file correct.`);
+  out.push('', 'Absolute times and single ratios move a lot between runs on this shared machine (see the ± columns); a ratio whose spread is larger than its distance from 1 says nothing either way.');
+  return out;
+}
+
 // ---- the document -------------------------------------------------------------------------
 
 const SECTIONS = { kernel: kernelSection, fuse: fuseSection, build: buildSection, scale: scaleSection };
@@ -257,6 +286,7 @@ export function writeReport(data, docsDir) {
     if (r.data) SECTIONS[n](body, r);
     else body.add('', `## ${n}`, '', `**Did not produce figures: ${r.error}.**`);
   }
+  d.add('', '## Summary', '', ...summary(data));
   d.add('', '## Where we lose, and why', '');
   d.add(`Every row where unionblob (the module, the FUSE server, the compiler) takes more than ×${LOSS} of the native limit in this run:`, '');
   if (!body.losses.length) d.add('- nowhere in this run.');
