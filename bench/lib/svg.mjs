@@ -4,7 +4,7 @@
 // Output is plain deterministic text: the same data gives the same file.
 
 const W = 720, H = 360;
-const M = { left: 70, right: 170, top: 40, bottom: 60 };
+const M = { left: 70, right: 170, top: 40, bottom: 80 };
 const COLORS = ['#1f77b4', '#d62728', '#2ca02c', '#ff7f0e', '#9467bd', '#8c564b', '#e377c2', '#7f7f7f'];
 
 const esc = (s) => String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -27,6 +27,7 @@ export function linearTicks(lo, hi) {
   const step = [1, 2, 5, 10].map((m) => m * mag).find((s) => s >= raw);
   const out = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) out.push(+v.toPrecision(12));
+  if (out[out.length - 1] < hi) out.push(+(out[out.length - 1] + step).toPrecision(12));
   return out;
 }
 
@@ -107,10 +108,12 @@ export function linePlot({ title, xLabel, yLabel, series, logY = false }) {
  */
 export function barChart({ title, yLabel, groups, reference = 1 }) {
   const names = [...new Set(groups.flatMap((g) => g.bars.map((b) => b.name)))];
-  const tops = groups.flatMap((g) => g.bars.map((b) => b.value * (1 + (Number.isFinite(b.spread) ? b.spread : 0)))).filter(Number.isFinite);
+  const tops = groups.flatMap((g) => g.bars.map((b) => b.value)).filter(Number.isFinite);
   if (!tops.length) throw new Error(`barChart "${title}": no values`);
-  const yt = linearTicks(0, Math.max(reference, ...tops) * 1.05);
-  const y = scaleOf('lin', 0, yt[yt.length - 1], H - M.bottom, M.top);
+  // The axis fits the bars; whiskers of very noisy runs are cut at the top of the plot.
+  const yt = linearTicks(0, Math.max(reference, ...tops) * 1.15);
+  const yMax = yt[yt.length - 1];
+  const y = scaleOf('lin', 0, yMax, H - M.bottom, M.top);
   const out = frame(title, '', yLabel);
   yAxis(out, yt, y, tickLabel);
   const gw = (W - M.left - M.right) / groups.length;
@@ -124,10 +127,14 @@ export function barChart({ title, yLabel, groups, reference = 1 }) {
       out.push(`<rect x="${num(bx)}" y="${num(y(b.value))}" width="${num(bw - 2)}" height="${num(y(0) - y(b.value))}" fill="${COLORS[i % COLORS.length]}"><title>${esc(`${g.label}, ${b.name}: ×${b.value.toFixed(2)}`)}</title></rect>`);
       if (Number.isFinite(b.spread) && b.spread > 0) {
         const cx = bx + (bw - 2) / 2;
-        out.push(`<line x1="${num(cx)}" x2="${num(cx)}" y1="${num(y(b.value * (1 + b.spread)))}" y2="${num(y(Math.max(0, b.value * (1 - b.spread))))}" stroke="black"/>`);
+        out.push(`<line x1="${num(cx)}" x2="${num(cx)}" y1="${num(y(Math.min(yMax, b.value * (1 + b.spread))))}" y2="${num(y(Math.max(0, b.value * (1 - b.spread))))}" stroke="black"/>`);
       }
     });
-    out.push(`<text x="${num(M.left + gi * gw + gw / 2)}" y="${H - M.bottom + 16}" text-anchor="middle" font-size="11">${esc(g.label)}</text>`);
+    // many groups: labels slanted so they do not run into each other
+    const lx = num(M.left + gi * gw + gw / 2), ly = H - M.bottom + 14;
+    out.push(groups.length > 5
+      ? `<text x="${lx}" y="${ly}" text-anchor="end" font-size="11" transform="rotate(-35 ${lx} ${ly})">${esc(g.label)}</text>`
+      : `<text x="${lx}" y="${ly + 2}" text-anchor="middle" font-size="11">${esc(g.label)}</text>`);
   });
   out.push(`<line x1="${M.left}" x2="${W - M.right}" y1="${num(y(reference))}" y2="${num(y(reference))}" stroke="black" stroke-dasharray="5,4"/>`);
   legend(out, names);
