@@ -69,7 +69,9 @@ function leanImage(n) {
 function makeExt4(img, n) {
   fs.rmSync(img, { force: true });
   const inodes = Math.ceil(n * 1.1) + 10000;
-  const mib = Math.ceil((inodes * 256 + (n / 1000) * 40960 + n * 64) / (1 << 20)) + 256;
+  // ext4 fits at most 32,768 inodes in a 128 MiB block group (one bitmap block): the file
+  // system must have enough groups, whatever the data needs (the image file is sparse)
+  const mib = Math.max(Math.ceil((inodes * 256 + (n / 1000) * 40960 + n * 64) / (1 << 20)), Math.ceil(inodes / 32768) * 128) + 256;
   sh('truncate', ['-s', `${mib}M`, img]);
   sh('mkfs.ext4', ['-q', '-F', '-b', '4096', '-I', '256', '-N', String(inodes), '-O', 'inline_data', '-E', 'lazy_itable_init=0,lazy_journal_init=0', img]);
   return sh('losetup', ['--find', '--show', img]).stdout.trim();
