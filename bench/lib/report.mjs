@@ -240,7 +240,7 @@ function summary(data) {
   if (pts.length) {
     const bpi = pts.map((p) => p.bytesPerInode.toFixed(0));
     const mnt = pts.map((p) => secs(p.stats.mount.fuse.median));
-    out.push(`- **Scale** (FUSE, ${pts.map((p) => int(p.files)).join(' / ')} files): blob ${bpi.join(' / ')} bytes per inode, FUSE mount ${mnt.join(' / ')}; against ${int(pts[0].files)} files the FUSE mount takes ×${(pts[pts.length - 1].stats.mount.fuse.median / pts[0].stats.mount.fuse.median).toFixed(2)} and a warm lookup's p50 ×${(summarize(pts[pts.length - 1].lookup.warm.fuse.map((q) => q.p50_ns)).median / summarize(pts[0].lookup.warm.fuse.map((q) => q.p50_ns)).median).toFixed(2)} at ${int(pts[pts.length - 1].files)} files (plots below).`);
+    out.push(`- **Scale** (FUSE, ${pts.map((p) => int(p.files)).join(' / ')} files): blob ${bpi.join(' / ')} bytes per inode, FUSE mount ${mnt.join(' / ')}; at ${int(pts[pts.length - 1].files)} files the FUSE mount takes ×${(pts[pts.length - 1].stats.mount.fuse.median / pts[0].stats.mount.fuse.median).toFixed(2)} of its time at ${int(pts[0].files)}, and a warm lookup's p50 ×${(summarize(pts[pts.length - 1].lookup.warm.fuse.map((q) => q.p50_ns)).median / summarize(pts[0].lookup.warm.fuse.map((q) => q.p50_ns)).median).toFixed(2)} (plots below).`);
   }
   const sp = data.suites.scale?.data?.sparse;
   if (sp) out.push(`- **${(sp.apparentBytes / 1e12).toFixed(2)} TB image** of sparse objects: blob ${int(sp.blobBytes)} bytes, mounted through FUSE in ${secs(sp.stats.mount.median)}, reads at the last block of every file correct.`);
@@ -292,7 +292,10 @@ export function writeReport(data, docsDir) {
   if (!body.losses.length) d.add('- nowhere in this run.');
   for (const l of body.losses) d.add(`- **${l.where}: ${ratio(l.r)}**${l.why ? `: ${l.why}.` : '.'}`);
   d.lines.push(...body.lines);
-  d.add('', '## What this does not cover', '',
+  const quick = Object.entries(data.suites).filter(([, r]) => r.mode === 'quick').map(([n]) => n);
+  d.add('', '## What this does not cover', '');
+  if (quick.length) d.add(`- Suites run in quick mode here (smaller images, fewer repetitions; see the commands above): ${quick.join(', ')}.`);
+  d.add(
     '- The scale series runs on FUSE only; the module is measured on the 20,000-100,000-file images of the kernel suite.',
     '- Guest "cold" reads come from disk images in the host\'s page cache: emulated NVMe at memory speed, which understates cold costs on real flash for every config alike.',
     '- Memory rows are Slab / MemAvailable deltas in an otherwise idle guest: page-granular and noisy at the kB scale.');
