@@ -22,6 +22,7 @@
 // same files hardlinked into a plain directory.
 import fs from 'node:fs';
 import path from 'node:path';
+import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { sh, seconds, dropCaches, timed, argOf } from '../lib/proc.mjs';
 import { summarize } from '../lib/stats.mjs';
@@ -114,7 +115,7 @@ const sumUp = (runs, key) => summarize(runs.map((r) => r[key]));
 
 // ---- one size of the series ----------------------------------------------------------------
 
-function scalePoint(n) {
+function scalePoint(n, heapMiB) {
   const img = leanImage(n);
   const dir = freshDir(path.join(WORK, `n${n}`));
   const nat = path.join(dir, 'native'), mnt = path.join(dir, 'fuse');
@@ -128,7 +129,10 @@ function scalePoint(n) {
     umount(nat);
     log(`${n}: cfs build`);
     const blob = path.join(dir, 'image.ub'), store = path.join(dir, 'store');
-    res.build = timed(process.execPath, [CFS, 'build', `${img.dir}:latest`, '-o', blob, '--store', store, '--json']);
+    // node's default heap limit (about 4 GiB here) is below what 10^7 inodes take: raise it
+    // to what the previous size says is needed, and say so in the figures
+    res.heapMiB = heapMiB;
+    res.build = timed(process.execPath, [...(heapMiB ? [`--max-old-space-size=${heapMiB}`] : []), CFS, 'build', `${img.dir}:latest`, '-o', blob, '--store', store, '--json']);
     res.summary = JSON.parse(res.build.stdout.trim().split('\n').pop());
     delete res.build.stdout; delete res.nativeBuild.stdout;
     res.blobBytes = fs.statSync(blob).size;
@@ -281,9 +285,19 @@ async function main() {
   sh('gcc', ['-O2', '-Wall', '-o', LOOKUP, path.join(ROOT, 'bench', 'scale', 'lookup.c')]);
   const out = { opts, lean: 'bench/gen-synthetic.mjs N --lean: files of 1-8 bytes (their index), 1,000 per directory', points: [] };
   for (const n of opts.sizes) {
-    const short = memoryShort(n, out.points[out.points.length - 1]);
+    const prev = out.points[out.points.length - 1];
+    const short = memoryShort(n, prev);
     if (short) { log(short); (out.skipped ??= []).push({ files: n, why: short }); continue; }
-    out.points.push(scalePoint(n));
+    const need = prev ? Math.ceil((prev.build.rssMiB / prev.summary.inodes) * n * 1.3) : 0;
+    const heapMiB = need > v8.getHeapStatistics().heap_size_limit / 2 ** 20 ? need : 0;
+    try {
+      out.points.push(scalePoint(n, heapMiB));
+    } catch (e) {
+      // one size failing (the compiler's limits are part of what this measures) ends the series
+      log(`${n} files failed: ${e.message.slice(0, 300)}`);
+      (out.skipped ??= []).push({ files: n, why: `${n} files failed: ${e.message.split('\n')[0].slice(0, 400)}` });
+      break;
+    }
     if (opts.json) fs.writeFileSync(opts.json, JSON.stringify(out, null, 1));
   }
   if (opts.sparse) {
