@@ -180,6 +180,7 @@ function scaleSection(d, res) {
     d.lose(`scale ${int(p.files)} files: cfs build vs tar -x`, { median: p.build.wall / p.nativeBuild.wall }, 'cfs build parses the tar the same way, then also encodes the blob and syncs; node\'s start-up (~0.1 s) weighs on small images');
     d.lose(`scale ${int(p.files)} files: FUSE mount vs ext4 mount`, mr, 'the FUSE mount starts a server process, maps and checks the blob header and root, and waits for the kernel\'s INIT');
   }
+  for (const p of pts.filter((q) => q.heapMiB)) d.add('', `${int(p.files)} files: \`cfs build\` ran as \`node --max-old-space-size=${p.heapMiB}\`: node's default heap limit (about 4 GiB on this machine) aborts it at this size (a first attempt died in a V8 Map rehash).`);
   for (const sk of s.skipped ?? []) d.add('', `**Not measured: ${sk.why}.**`);
   d.add('', 'Lookup latency per path (median over the rounds of each round\'s p50 and p99):', '');
   d.add(...head(['files', 'cold p50 FUSE', 'cold p50 ext4', '×', 'cold p99 FUSE', 'cold p99 ext4', '×', 'warm p50 FUSE', 'warm p50 ext4', '×', 'warm p99 FUSE', 'warm p99 ext4', '×']));
