@@ -277,7 +277,7 @@ export function writeReport(data, docsDir) {
   d.add('', 'The machine is a 2-core VM shared with other engineers\' builds, tests and guests while this ran: absolute times are noisy, ' +
     'the kernel runs are under TCG emulation (no KVM; several times slower than native), and only same-run ratios are meaningful. ' +
     'Load per suite (others\' cores: machine-wide busy CPU minus our suite\'s own, averaged over its run):', '');
-  d.add(...head(['suite', 'mode', 'started (UTC)', 'status', 'took', 'loadavg before', 'loadavg after', 'others\' cores', 'our cores']));
+  d.add(...head(['suite', 'mode', 'finished (UTC)', 'status', 'took', 'loadavg before', 'loadavg after', 'others\' cores', 'our cores']));
   for (const [n, r] of Object.entries(data.suites)) d.add(loadLine(n, r));
   if (data.kept?.length) d.add('', `Kept from an earlier run (not rerun this time): ${data.kept.join(', ')}.`);
   d.add('', 'Commands:', '');
