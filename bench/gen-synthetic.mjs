@@ -4,6 +4,8 @@
 // resembles a distribution image: 30% of files are 0..64 bytes (inlined in the blob), most of the
 // rest 65 bytes..16 KiB, and 15% repeat the content of an earlier file (stored once).
 // `--big BYTES` adds one file of that size (for sequential-read benchmarks).
+// `--lean` (the scale series, up to 10^7 files): every file holds only its decimal index
+// (1-8 bytes, unique, inlined in the blob), so the tar costs 1 KiB per file and no objects.
 // The output is deterministic: the same N gives the same bytes.
 import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, writeSync, closeSync, writeFileSync, renameSync } from 'node:fs';
@@ -13,8 +15,9 @@ const n = Number(process.argv[2]);
 const outDir = process.argv[3];
 const bigIdx = process.argv.indexOf('--big');
 const bigBytes = bigIdx > 0 ? Number(process.argv[bigIdx + 1]) : 0;
+const lean = process.argv.includes('--lean');
 if (!Number.isInteger(n) || n < 1 || !outDir) {
-  console.error('usage: node bench/gen-synthetic.mjs N OUTDIR [--big BYTES]');
+  console.error('usage: node bench/gen-synthetic.mjs N OUTDIR [--big BYTES] [--lean]');
   process.exit(2);
 }
 
@@ -77,9 +80,11 @@ const perDir = 1000;
 emit(tarHeader('data/', 0, 0o755, '5'));
 for (let i = 0; i < n; i++) {
   if (i % perDir === 0) emit(tarHeader(`data/d${(i / perDir) | 0}/`, 0, 0o755, '5'));
-  const r = rand();
   let body;
-  if (contents.length > 0 && r < 0.15) {
+  const r = lean ? 1 : rand();
+  if (lean) {
+    body = Buffer.from(String(i));
+  } else if (contents.length > 0 && r < 0.15) {
     body = contents[(rand() * contents.length) | 0];
   } else {
     const size = r < 0.45 ? ((rand() * 65) | 0) : 65 + ((rand() * rand() * 16320) | 0);

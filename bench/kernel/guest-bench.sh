@@ -5,8 +5,9 @@
 #   UBB error TEXT                                            something did not work
 #   UBB end
 # Disks (NVMe, found by serial): ubdata = ext4 made by prepare.sh (mounted read-only at /d),
-# uberofsa / uberofss = the erofs images of image a / the synthetic image.
-# Kernel command line: ubreps=N (default 5), ubimages=a,s, ubskip=TEST,... (tests to leave out).
+# uberofsa / uberofsb / uberofss = the erofs images of images a, b / the synthetic image.
+# Kernel command line: ubreps=N (default 5), ubimages=a,s, ubskip=TEST,... (tests to leave out),
+# ubpar=1,2,4 (reader threads), ubrand=N (random 4 KiB reads per run, default 2000).
 
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -20,6 +21,8 @@ arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
 REPS=$(arg ubreps); REPS=${REPS:-5}
 IMAGES=$(arg ubimages | tr ',' ' '); IMAGES=${IMAGES:-a s}
 SKIP=",$(arg ubskip),"
+PAR=$(arg ubpar | tr ',' ' '); PAR=${PAR:-1 2 4}
+RANDN=$(arg ubrand); RANDN=${RANDN:-2000}
 CFGS="ext4 erofs overlay unionblob"
 
 info() { echo "UBB info $*"; }
@@ -38,10 +41,11 @@ insmod /modules/unionblob.ko || { err "insmod unionblob.ko"; end; }
 grep -q erofs /proc/filesystems || err "no erofs in /proc/filesystems"
 
 i=0
-while [ "$(ls /sys/block | grep -c nvme)" -lt 3 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+while [ "$(ls /sys/block | grep -c nvme)" -lt 4 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 DATA=$(ubbench serial-dev ubdata)
 EROFS_a=$(ubbench serial-dev uberofsa)
 EROFS_s=$(ubbench serial-dev uberofss)
+EROFS_b=$(ubbench serial-dev uberofsb)
 mount -t ext4 -o ro "$DATA" /d || { err "cannot mount $DATA"; end; }
 
 info "kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) mem-kB=$(awk '/^MemTotal/ {print $2}' /proc/meminfo) reps=$REPS images=$(echo $IMAGES | tr ' ' ,)"
@@ -60,6 +64,8 @@ lowerdirs() {
 	# one layer: the unpacked tree is the layer's directory; overlayfs without an upper
 	# directory refuses a single lower one, so an empty layer goes under it
 	s) echo /d/t/s:/d/o/empty ;;
+	# b: its own top layer over a's base layer directory (the same layer, shared)
+	b) echo /d/o/b/2:/d/o/a/1 ;;
 	esac
 }
 # do_mount IMG CFG [--cold]: mount(2) of one config, timed by ubbench
@@ -67,9 +73,12 @@ do_mount() {
 	case $2 in
 	erofs) eval "dev=\$EROFS_$1"; ubbench mount $3 erofs "$dev" "$(dir "$1" erofs)" ;;
 	overlay) ubbench mount $3 overlay ovl "$(dir "$1" overlay)" "lowerdir=$(lowerdirs "$1")" ;;
-	unionblob) ubbench mount $3 unionblob "$1" "$(dir "$1" unionblob)" "descriptor=/d/u/$1.ub,basedir=/d/u/store-$1" ;;
+	unionblob) ubbench mount $3 unionblob "$1" "$(dir "$1" unionblob)" "descriptor=/d/u/$1.ub,basedir=/d/u/store-$(store "$1")" ;;
 	esac
 }
+# a and b share one object store (prepare.sh builds both into store-a)
+store() { case $1 in b) echo a ;; *) echo "$1" ;; esac; }
+kB() { awk -v k="$1:" '$1 == k {print $2}' /proc/meminfo; }
 skip() { case $SKIP in *",$1,"*) return 0 ;; esac; return 1; }
 # rec IMG CFG TEST REP OUTPUT...
 rec() {
@@ -102,6 +111,26 @@ for img in $IMAGES; do
 			for c in erofs overlay unionblob; do
 				rec "$img" $c mount-warm "$rep" "$(do_mount "$img" $c)"
 				umount "$(dir "$img" $c)"
+			done
+		done
+	fi
+	# ---- memory: Slab and MemAvailable deltas of mount(2) alone, then of a stat walk of the
+	# tree (inodes and dentries); after drop_caches, one config mounted at a time. ext4's
+	# mount is the whole data disk's.
+	if ! skip mem; then
+		mount | grep -q ' /d ' || mount -t ext4 -o ro "$DATA" /d
+		for rep in $(seq "$REPS"); do
+			for c in $CFGS; do
+				if [ $c = ext4 ]; then umount /d; fi
+				# slab objects freed by drop_caches go after an RCU grace period: let them
+				ubbench drop; sleep 1
+				s0=$(kB Slab) a0=$(kB MemAvailable)
+				if [ $c = ext4 ]; then t=$(ubbench mount ext4 "$DATA" /d); else t=$(do_mount "$img" $c); fi
+				s1=$(kB Slab) a1=$(kB MemAvailable)
+				ubbench walk "$(dir "$img" $c)" >/dev/null
+				s2=$(kB Slab) a2=$(kB MemAvailable)
+				rec "$img" $c mem "$rep" "mount-slab-kB=$((s1 - s0)) mount-used-kB=$((a0 - a1)) walk-slab-kB=$((s2 - s0)) walk-used-kB=$((a0 - a2)) $t"
+				if [ $c != ext4 ]; then umount "$(dir "$img" $c)"; fi
 			done
 		done
 	fi
@@ -163,8 +192,56 @@ for img in $IMAGES; do
 		fi
 	fi
 
+	# ---- random 4 KiB reads in the big file (the same offsets everywhere)
+	if [ -n "$big" ]; then
+		if ! skip rand-cold; then
+			for rep in $(seq "$REPS"); do
+				for c in $CFGS; do rec "$img" $c rand-cold "$rep" "$(ubbench rand --cold "$(dir "$img" $c)/$big" "$RANDN")"; done
+			done
+		fi
+		if ! skip rand-warm; then
+			ubbench drop
+			for c in $CFGS; do ubbench seq "$(dir "$img" $c)/$big" >/dev/null; done
+			for rep in $(seq "$REPS"); do
+				for c in $CFGS; do rec "$img" $c rand-warm "$rep" "$(ubbench rand "$(dir "$img" $c)/$big" "$((RANDN * 10))")"; done
+			done
+		fi
+	fi
+
+	# ---- parallel readers: open+read of every file split over 1, 2, 4 threads, warm
+	if ! skip par; then
+		ubbench drop
+		for c in $CFGS; do ubbench readall "$(dir "$img" $c)" >/dev/null; done
+		for rep in $(seq "$REPS"); do
+			for t in $PAR; do
+				for c in $CFGS; do rec "$img" $c "par-$t" "$rep" "$(ubbench par "$(dir "$img" $c)" "$t")"; done
+			done
+		done
+	fi
+
 	grep unionblob_inode /proc/slabinfo | awk -v i="$img" '{print "UBB info img=" i " slab-unionblob_inode-active=" $2 " objsize=" $4}'
 	for c in erofs overlay unionblob; do umount "$(dir "$img" $c)" || err "umount $img $c"; done
 	ubbench drop
 done
+
+# ---- two images sharing a base (a and b): page cache after reading every file of both.
+# unionblob: one store, so shared files are one object and cached once; overlayfs: b's
+# lowerdir uses a's base layer directory; ext4: two unpacked copies; erofs: two images.
+if ! skip share; then
+	for c in erofs overlay unionblob; do for i in a b; do mkdir -p "$(dir $i $c)"; done; done
+	for rep in $(seq "$REPS"); do
+		for c in $CFGS; do
+			for i in a b; do [ $c = ext4 ] || do_mount $i $c >/dev/null || err "mount $i $c for share"; done
+			ubbench drop
+			c0=$(kB Cached)
+			ra=$(ubbench readall "$(dir a $c)")
+			ca=$(kB Cached)
+			rb=$(ubbench readall "$(dir b $c)")
+			c1=$(kB Cached)
+			ua=${ra##*us=} ub=${rb##*us=}
+			rec ab $c share "$rep" "cached-a-kB=$((ca - c0)) cached-kB=$((c1 - c0)) files-a=$(echo "$ra" | sed 's/ .*//; s/files=//') files-b=$(echo "$rb" | sed 's/ .*//; s/files=//') us=$((ua + ub))"
+			for i in a b; do [ $c = ext4 ] || umount "$(dir $i $c)"; done
+		done
+	done
+fi
 end

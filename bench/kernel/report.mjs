@@ -2,8 +2,11 @@
 // same run) and checks the targets of issue #3. Run by bench/kernel/run.sh.
 //
 //   node bench/kernel/report.mjs RAW.log [--host TEXT] [--date TEXT] [--elapsed S] [--write RESULTS.md]
+//                                        [--json FILE]
 //
 // --write replaces what lies between "<!-- bench:begin -->" and "<!-- bench:end -->" in that file.
+// --json writes every row as {images: {IMG: {ROW: {label, unit, cfgs: {CFG: {median, spread, n,
+// ratio, ratioSpread}}}}}, info, errors} for bench/run.mjs (ratios are to ext4, per round).
 import { readFileSync, writeFileSync } from 'node:fs';
 
 const argv = process.argv.slice(2);
@@ -13,9 +16,13 @@ if (!raw) { console.error('usage: node bench/kernel/report.mjs RAW.log [--write 
 
 const CFGS = ['ext4', 'erofs', 'overlay', 'unionblob'];
 const CFG_LABEL = { ext4: 'ext4 (unpacked)', erofs: 'erofs', overlay: 'overlayfs', unionblob: 'unionblob' };
+// [row id, label, unit, test, field]: test and field default to the row id and "us".
 const TESTS = [
   ['mount-cold', 'mount, cold caches', 'ms'],
   ['mount-warm', 'mount, warm', 'ms'],
+  ['mem-mount', 'memory used after mount(2) (MemAvailable drop)', 'kB', 'mem', 'mount-used-kB'],
+  ['mem-walk', 'memory used after mount + stat walk (MemAvailable drop)', 'kB', 'mem', 'walk-used-kB'],
+  ['mem-walk-slab', 'slab growth after mount + stat walk', 'kB', 'mem', 'walk-slab-kB'],
   ['walk-cold', 'stat walk, cold', 's'],
   ['walk-warm', 'stat walk, warm', 's'],
   ['read-warm', 'open+read every file, warm', 's'],
@@ -23,6 +30,13 @@ const TESTS = [
   ['read-cold', 'open+read every file, cold', 's'],
   ['seq-cold', 'sequential read of the big file, cold', 's'],
   ['seq-warm', 'sequential read of the big file, warm', 's'],
+  ['rand-cold', 'random 4 KiB reads in the big file, cold', 's'],
+  ['rand-warm', 'random 4 KiB reads in the big file, warm (10x as many)', 's'],
+  ['par-1', 'open+read every file, 1 thread, warm', 's'],
+  ['par-2', 'open+read every file, 2 threads, warm', 's'],
+  ['par-4', 'open+read every file, 4 threads, warm', 's'],
+  ['share', 'page cache after reading every file of a, then of b', 'kB', 'share', 'cached-kB'],
+  ['share-a', 'page cache after reading every file of a alone', 'kB', 'share', 'cached-a-kB'],
 ];
 // issue #3: unionblob within 1.2x of ext4 on warm walks and reads; mount < 50 ms.
 const TARGETS = {
@@ -31,7 +45,7 @@ const TARGETS = {
   'mount-cold': { ms: 50 },
   'mount-warm': { ms: 50 },
 };
-const IMAGE_LABEL = { a: 'Debian image `a`', s: 'synthetic image' };
+const IMAGE_LABEL = { a: 'Debian image `a`', s: 'synthetic image', ab: 'Debian images `a` and `b` (b = a\'s base layer + one layer)' };
 
 const info = {};
 const errors = [];
@@ -52,23 +66,35 @@ for (const line of readFileSync(raw, 'utf8').split('\n')) {
 }
 
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
-function stats(img, test, cfg) {
-  const rs = runs.get(`${img}/${test}/${cfg}`);
+function stats(img, test, cfg, field = 'us') {
+  const rs = runs.get(`${img}/${test}/${cfg}`)?.filter((r) => r[field] !== undefined);
   if (!rs || !rs.length) return null;
-  const us = rs.map((r) => Number(r.us));
+  const us = rs.map((r) => Number(r[field]));
   const med = median(us);
-  const spread = med ? Math.max(Math.max(...us) - med, med - Math.min(...us)) / med : 0;
-  return { med, spread, n: us.length, rs };
+  const spread = med ? Math.max(Math.max(...us) - med, med - Math.min(...us)) / Math.abs(med) : 0;
+  return { med, spread, n: us.length, rs, field };
 }
 // The ratio to ext4: the median, over the rounds, of this config's time over ext4's time in
 // the same round (measured seconds apart), which cancels slow drifts of a shared host; the
 // ratio of the medians where rounds do not pair up.
+function roundRatios(s, base) {
+  const ext = new Map(base.rs.map((r) => [r.rep, Number(r[base.field])]));
+  const rs = s.rs.filter((r) => ext.get(r.rep) > 0).map((r) => Number(r[s.field]) / ext.get(r.rep));
+  return rs.length === s.rs.length && rs.length ? rs : null;
+}
 function pairedRatio(s, base) {
-  const ext = new Map(base.rs.map((r) => [r.rep, Number(r.us)]));
-  const rs = s.rs.filter((r) => ext.get(r.rep) > 0).map((r) => Number(r.us) / ext.get(r.rep));
-  return rs.length === s.rs.length && rs.length ? median(rs) : s.med / base.med;
+  const rs = roundRatios(s, base);
+  return rs ? median(rs) : s.med / base.med;
+}
+/** Spread of the per-round ratios: the largest deviation of one from their median. */
+function ratioSpread(s, base) {
+  const rs = roundRatios(s, base);
+  if (!rs) return null;
+  const m = median(rs);
+  return Math.max(...rs.map((r) => Math.abs(r - m))) / m;
 }
 function fmt(us, unit) {
+  if (unit === 'kB') return us >= 10240 ? `${(us / 1024).toFixed(0)} MiB` : `${Math.round(us)} kB`;
   if (unit === 'ms') { const ms = us / 1000; return `${ms < 10 ? ms.toFixed(2) : ms < 100 ? ms.toFixed(1) : ms.toFixed(0)} ms`; }
   const s = us / 1e6;
   return `${s < 1 ? s.toFixed(3) : s < 10 ? s.toFixed(2) : s.toFixed(1)} s`;
@@ -86,6 +112,7 @@ out.push('Each cell: median of the repetitions, ±the largest deviation of one f
   'ext4 (lower is better): the median over the rounds of config time / ext4 time in the same round.');
 
 const misses = [];
+const json = { info, errors, images: {} };
 for (const img of images) {
   const w = stats(img, 'walk-warm', 'ext4') ?? stats(img, 'walk-cold', 'ext4');
   const rd = stats(img, 'read-warm', 'ext4');
@@ -96,17 +123,22 @@ for (const img of images) {
   out.push('');
   out.push(`| | ${CFGS.map((c) => CFG_LABEL[c]).join(' | ')} | target (unionblob) |`);
   out.push(`|---|${CFGS.map(() => '---:').join('|')}|---|`);
-  for (const [test, label, unit] of TESTS) {
-    const base = stats(img, test, 'ext4');
+  for (const [row, label, unit, test = row, field = 'us'] of TESTS) {
+    const base = stats(img, test, 'ext4', field);
     if (!base) continue;
+    const rowJson = { label, unit, cfgs: {} };
+    ((json.images[img] ??= {})[row] = rowJson);
     const cells = CFGS.map((cfg) => {
-      const s = stats(img, test, cfg);
+      const s = stats(img, test, cfg, field);
       if (!s) return '–';
-      const ratio = cfg === 'ext4' ? '' : ` **×${pairedRatio(s, base).toFixed(2)}**`;
+      const ok = base.med > 0;
+      rowJson.cfgs[cfg] = { median: s.med, spread: s.spread, n: s.n, values: s.rs.map((r) => Number(r[field])),
+        ratio: ok ? pairedRatio(s, base) : null, ratioSpread: ok ? ratioSpread(s, base) : null };
+      const ratio = cfg === 'ext4' || !ok ? '' : ` **×${pairedRatio(s, base).toFixed(2)}**`;
       return `${fmt(s.med, unit)} ±${Math.round(s.spread * 100)}%${ratio}`;
     });
     let target = '';
-    const t = TARGETS[test];
+    const t = TARGETS[row];
     const ub = stats(img, test, 'unionblob');
     if (t && ub) {
       const ok = t.ratio ? pairedRatio(ub, base) <= t.ratio : ub.med / 1000 < t.ms;
@@ -119,9 +151,11 @@ for (const img of images) {
   const counts = CFGS.map((cfg) => { const s = stats(img, 'walk-warm', cfg) ?? stats(img, 'walk-cold', cfg); return s ? `${cfg} ${s.rs[0].entries}` : null; }).filter(Boolean);
   const files = CFGS.map((cfg) => { const s = stats(img, 'read-warm', cfg); return s ? `${cfg} ${s.rs[0].files}/${s.rs[0].bytes}` : null; }).filter(Boolean);
   const errs = [...runs.entries()].filter(([k]) => k.startsWith(`${img}/`)).flatMap(([, rs]) => rs).filter((r) => r.errors && r.errors !== '0');
-  out.push('');
-  out.push(`Entries walked: ${counts.join(', ')}. Files/bytes read: ${files.join(', ')}.` +
-    (errs.length ? ` **${errs.length} measurements reported errors.**` : ''));
+  if (counts.length || errs.length) {
+    out.push('');
+    out.push(`Entries walked: ${counts.join(', ')}. Files/bytes read: ${files.join(', ')}.` +
+      (errs.length ? ` **${errs.length} measurements reported errors.**` : ''));
+  }
 }
 out.push('');
 out.push(misses.length ? `Targets missed: ${misses.join(', ')}.` : 'All targets met.');
@@ -132,6 +166,8 @@ if (errors.length) {
 }
 const text = out.join('\n') + '\n';
 process.stdout.write(text);
+
+if (opt('json')) writeFileSync(opt('json'), JSON.stringify(json, null, 1));
 
 const file = opt('write');
 if (file) {

@@ -14,6 +14,10 @@
  *                                     of each, by path; "files=N bytes=N us=T"
  *   ubbench openall [--cold] DIR      the same list, timing open + close only (no read)
  *   ubbench seq [--cold] FILE         read(1 MiB) to EOF; "bytes=N us=T"
+ *   ubbench rand [--cold] FILE N      N pread()s of 4 KiB at random 4 KiB-aligned offsets
+ *                                     (fixed seed); "reads=N bytes=N us=T"
+ *   ubbench par [--cold] DIR THREADS  readall split over THREADS pthreads (file i goes to
+ *                                     thread i % THREADS); "threads=N files=N bytes=N us=T"
  *   ubbench mount [--cold] TYPE SRC DIR [DATA]
  *                                     mount(2) read-only; "us=T" (ERR on failure)
  *   ubbench umount DIR                umount(2)
@@ -27,6 +31,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -211,6 +216,95 @@ static int cmd_seq(const char *file, int cold)
 	return 0;
 }
 
+static int cmd_rand(const char *file, long count, int cold)
+{
+	static char buf[4096];
+	unsigned long long x = 0x9e3779b97f4a7c15ULL;
+	long long t0, bytes = 0, blocks;
+	struct stat st;
+	int fd;
+
+	fd = open(file, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st))
+		die("open", file);
+	blocks = st.st_size / 4096;
+	if (blocks < 1)
+		die("rand: file smaller than 4 KiB", file);
+	if (cold)
+		drop_caches();
+	t0 = now_us();
+	for (long i = 0; i < count; i++) {
+		/* xorshift64: the same offsets in every config */
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		ssize_t n = pread(fd, buf, sizeof(buf), (off_t)(x % blocks) * 4096);
+		if (n < 0)
+			die("pread", file);
+		bytes += n;
+	}
+	printf("reads=%ld bytes=%lld us=%lld\n", count, bytes, now_us() - t0);
+	close(fd);
+	return 0;
+}
+
+struct reader {
+	pthread_t tid;
+	size_t first, step;
+	long long bytes, errors;
+};
+
+static void *read_share(void *arg)
+{
+	struct reader *r = arg;
+	char *buf = malloc(1 << 16);
+	ssize_t n = 0;
+
+	for (size_t i = r->first; i < n_files; i += r->step) {
+		int fd = open(files[i], O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+
+		if (fd < 0) {
+			r->errors++;
+			continue;
+		}
+		while ((n = read(fd, buf, 1 << 16)) > 0)
+			r->bytes += n;
+		if (n < 0)
+			r->errors++;
+		close(fd);
+	}
+	free(buf);
+	return NULL;
+}
+
+static int cmd_par(const char *dir, int threads, int cold)
+{
+	static char path[1 << 16];
+	struct reader r[64];
+	long long t0, bytes = 0, errors = 0;
+
+	if (threads < 1 || threads > 64)
+		die("par: threads must be 1..64", dir);
+	snprintf(path, sizeof(path), "%s", dir);
+	walk(open_root(dir), path, strlen(path), 1, 0);
+	if (cold)
+		drop_caches();
+	t0 = now_us();
+	for (int t = 0; t < threads; t++) {
+		r[t] = (struct reader){ .first = (size_t)t, .step = (size_t)threads };
+		if (pthread_create(&r[t].tid, NULL, read_share, &r[t]))
+			die("pthread_create", dir);
+	}
+	for (int t = 0; t < threads; t++) {
+		pthread_join(r[t].tid, NULL);
+		bytes += r[t].bytes;
+		errors += r[t].errors;
+	}
+	printf("threads=%d files=%zu bytes=%lld errors=%lld us=%lld\n", threads, n_files, bytes,
+	       errors + n_errors, now_us() - t0);
+	return 0;
+}
+
 static int cmd_mount(const char *type, const char *src, const char *dir, const char *data, int cold)
 {
 	long long t0, t1;
@@ -281,6 +375,10 @@ int main(int argc, char **argv)
 		return cmd_readall(argv[0], cold, 0);
 	if (!strcmp(cmd, "seq") && argc == 1)
 		return cmd_seq(argv[0], cold);
+	if (!strcmp(cmd, "rand") && argc == 2)
+		return cmd_rand(argv[0], atol(argv[1]), cold);
+	if (!strcmp(cmd, "par") && argc == 2)
+		return cmd_par(argv[0], atoi(argv[1]), cold);
 	if (!strcmp(cmd, "mount") && (argc == 3 || argc == 4))
 		return cmd_mount(argv[0], argv[1], argv[2], argc == 4 ? argv[3] : "", cold);
 	if (!strcmp(cmd, "umount") && argc == 1) {
