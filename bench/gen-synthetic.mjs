@@ -10,6 +10,7 @@
 import { createHash } from 'node:crypto';
 import { mkdirSync, openSync, writeSync, closeSync, writeFileSync, renameSync } from 'node:fs';
 import { join } from 'node:path';
+import { ustarHeader } from '../test/lib/ustar.mjs';
 
 const n = Number(process.argv[2]);
 const outDir = process.argv[3];
@@ -30,25 +31,8 @@ function rand() {
   return seed / 0x100000000;
 }
 
-function octal(value, width) {
-  return value.toString(8).padStart(width - 1, '0') + '\0';
-}
-
 function tarHeader(name, size, mode, type) {
-  const h = Buffer.alloc(512);
-  h.write(name, 0, 100, 'latin1');
-  h.write(octal(mode, 8), 100, 'latin1');
-  h.write(octal(0, 8), 108, 'latin1');
-  h.write(octal(0, 8), 116, 'latin1');
-  h.write(octal(size, 12), 124, 'latin1');
-  h.write(octal(1704067200, 12), 136, 'latin1');
-  h.write('        ', 148, 'latin1');
-  h.write(type, 156, 'latin1');
-  h.write('ustar\0' + '00', 257, 'latin1');
-  let sum = 0;
-  for (let i = 0; i < 512; i++) sum += h[i];
-  h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
-  return h;
+  return ustarHeader({ name, size, mode, typeflag: type, mtime: 1704067200 });
 }
 
 const blobsDir = join(outDir, 'blobs', 'sha256');

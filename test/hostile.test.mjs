@@ -13,6 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 import { encodeBlob } from '../dist/format/index.js';
+import { ustarHeader } from './lib/ustar.mjs';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CFS = path.join(ROOT, 'bin', 'cfs');
@@ -26,29 +27,11 @@ test.after.always(() => {
 
 // ---- tar, written by hand so every field can lie --------------------------------------------
 
-function octal(n, width) {
-  return n.toString(8).padStart(width - 1, '0') + '\0';
-}
-
 const TYPEFLAG = { file: '0', hardlink: '1', symlink: '2', dir: '5' };
 
 /** One 512-byte ustar header; `size` is what the header claims, whatever follows. */
 function header({ name, type = 'file', size = 0, linkname = '', mode = type === 'dir' ? 0o755 : 0o644, typeflag }) {
-  const b = Buffer.alloc(512);
-  b.write(name, 0, 100, 'latin1');
-  b.write(octal(mode, 8), 100, 'latin1');
-  b.write(octal(0, 8), 108, 'latin1');
-  b.write(octal(0, 8), 116, 'latin1');
-  b.write(octal(size, 12), 124, 'latin1');
-  b.write(octal(1700000000, 12), 136, 'latin1');
-  b.write(typeflag ?? TYPEFLAG[type], 156, 'latin1');
-  b.write(linkname, 157, 100, 'latin1');
-  b.write('ustar\x0000', 257, 'latin1');
-  b.fill(' ', 148, 156);
-  let sum = 0;
-  for (const x of b) sum += x;
-  b.write(octal(sum, 7) + ' ', 148, 'latin1');
-  return b;
+  return ustarHeader({ name, size, mode, linkname, typeflag: typeflag ?? TYPEFLAG[type] });
 }
 
 function pad(body) {
