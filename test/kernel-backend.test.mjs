@@ -15,38 +15,13 @@
 import test from 'ava';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { runHarness as runHarnessScript } from './lib/harness.mjs';
+import { runHarness as runHarnessScript, parseHarnessOutput as parse } from './lib/harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const runner = join(here, 'kernel', 'userspace.sh');
 const flavours = (process.env.UB_KERNELS ?? '6.12').split(/\s+/).filter(Boolean);
 
 const runHarness = (flavour) => runHarnessScript(runner, flavour, 420);
-
-/** UBTEST/UBDIAG lines -> { release, checks: [{ name, ok, reason, diag[] }], ended }. */
-function parse(out) {
-  const checks = [];
-  const byName = new Map();
-  const diags = new Map();
-  let release = '';
-  let ended = false;
-  for (const line of out.split('\n')) {
-    let m;
-    if ((m = /^UBKERNEL \S+ (\S+)/.exec(line))) release = m[1];
-    else if ((m = /^UBTEST (ok|fail) (\S+) ?(.*)$/.exec(line))) {
-      const c = { name: m[2], ok: m[1] === 'ok', reason: m[3] };
-      const prev = byName.get(c.name);
-      if (prev) { if (!c.ok) Object.assign(prev, c); continue; }
-      byName.set(c.name, c);
-      checks.push(c);
-    } else if ((m = /^UBDIAG (\S+) (.*)$/.exec(line))) {
-      if (!diags.has(m[1])) diags.set(m[1], []);
-      diags.get(m[1]).push(m[2]);
-    } else if (line.startsWith('UBTEST end')) ended = true;
-  }
-  for (const c of checks) c.diag = diags.get(c.name) ?? [];
-  return { release, checks, ended };
-}
 
 // The checks the guest must report; a missing one fails (e.g. the guest script died early).
 const EXPECTED = [

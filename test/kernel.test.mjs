@@ -13,42 +13,13 @@ import { dirname, join } from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { treeManifest, diffManifests } from './lib/treeman.mjs';
 import { parseGuestManifest } from './kernel/manifest.mjs';
-import { runHarness as runHarnessScript } from './lib/harness.mjs';
+import { runHarness as runHarnessScript, parseHarnessOutput as parse } from './lib/harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const runner = join(here, 'kernel', 'run.sh');
 const flavours = (process.env.UB_KERNELS ?? '6.1 6.12').split(/\s+/).filter(Boolean);
 
 const runHarness = (flavour) => runHarnessScript(runner, flavour, 240);
-
-/** UBTEST/UBDIAG lines -> [{ name, ok, reason, diag[] }] in guest order. */
-function parse(out) {
-  const checks = [];
-  const byName = new Map();
-  const diags = new Map();
-  let release = '';
-  let ended = false;
-  let outDir = '';
-  let imagesJson = '';
-  for (const line of out.split('\n')) {
-    let m;
-    if ((m = /^UBKERNEL \S+ (\S+)/.exec(line))) release = m[1];
-    else if ((m = /^UBOUT (\S+) (\S+)/.exec(line))) [outDir, imagesJson] = [m[1], m[2]];
-    else if ((m = /^UBTEST (ok|fail) (\S+) ?(.*)$/.exec(line))) {
-      const c = { name: m[2], ok: m[1] === 'ok', reason: m[3] };
-      // A name reported twice keeps its worst result.
-      const prev = byName.get(c.name);
-      if (prev) { if (!c.ok) Object.assign(prev, c); continue; }
-      byName.set(c.name, c);
-      checks.push(c);
-    } else if ((m = /^UBDIAG (\S+) (.*)$/.exec(line))) {
-      if (!diags.has(m[1])) diags.set(m[1], []);
-      diags.get(m[1]).push(m[2]);
-    } else if (line.startsWith('UBTEST end')) ended = true;
-  }
-  for (const c of checks) c.diag = diags.get(c.name) ?? [];
-  return { release, checks, ended, diags, outDir, imagesJson };
-}
 
 const refCache = new Map();
 function referenceManifest(dir) {

@@ -98,19 +98,17 @@ for img in $IMAGES; do
 	# ---- mount time: mount(2) alone, after drop_caches (cold) and right after an unmount (warm)
 	# ext4: the data disk itself, unmounted and mounted again (nothing else mounted from it).
 	if ! skip mount; then
-		for rep in $(seq "$REPS"); do
-			rec "$img" ext4 mount-cold "$rep" "$(ubbench remount-cycle --cold "$DATA" /d ext4)"
-			for c in erofs overlay unionblob; do
-				rec "$img" $c mount-cold "$rep" "$(do_mount "$img" $c --cold)"
-				umount "$(dir "$img" $c)"
-			done
-		done
-		for c in erofs overlay unionblob; do do_mount "$img" $c >/dev/null && umount "$(dir "$img" $c)"; done
-		for rep in $(seq "$REPS"); do
-			rec "$img" ext4 mount-warm "$rep" "$(ubbench remount-cycle "$DATA" /d ext4)"
-			for c in erofs overlay unionblob; do
-				rec "$img" $c mount-warm "$rep" "$(do_mount "$img" $c)"
-				umount "$(dir "$img" $c)"
+		for temp in cold warm; do
+			cold=
+			[ $temp = cold ] && cold=--cold
+			# warm: one untimed mount of each first, so its metadata is cached
+			[ $temp = warm ] && for c in erofs overlay unionblob; do do_mount "$img" $c >/dev/null && umount "$(dir "$img" $c)"; done
+			for rep in $(seq "$REPS"); do
+				rec "$img" ext4 mount-$temp "$rep" "$(ubbench remount-cycle $cold "$DATA" /d ext4)"
+				for c in erofs overlay unionblob; do
+					rec "$img" $c mount-$temp "$rep" "$(do_mount "$img" $c $cold)"
+					umount "$(dir "$img" $c)"
+				done
 			done
 		done
 	fi

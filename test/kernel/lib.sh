@@ -4,8 +4,11 @@
 # The caller sets REPO (the repository), CACHE (${UB_CACHE}), WORK (its work dir) and a
 # log() function before sourcing. Functions:
 #   kt_build_module REL                     -> prints the path of unionblob.ko built for REL
+#   kt_begin_flavour FLAVOUR                -> prints UBKERNEL, sets KT_REL and KT_KO; on a
+#                                              failed build prints the UBTEST fail, returns 1
 #   kt_make_initramfs REL KO OUT INIT "MODULES" [FILE:GUESTPATH...]
 #   kt_qemu REL INITRD CONSOLE TIMEOUT APPEND MEM_MB [QEMU ARGS...]   -> qemu's status
+#   kt_guest_result CONSOLE QEMU_RC PATTERN -> prints the guest's PATTERN lines; 1 if it failed
 
 # Index NAME -> path of every module of a kernel, '-' and '_' alike.
 declare -A MODPATH
@@ -84,6 +87,18 @@ kt_build_module() {
 	echo "$src/unionblob.ko"
 }
 
+# kt_begin_flavour FLAVOUR: the start of each kernel's run in the harnesses (UBKERNEL line,
+# its work dir, the module built for it).
+kt_begin_flavour() {
+	KT_REL=$(cat "$CACHE/kernels/$1.release")
+	echo "UBKERNEL $1 $KT_REL"
+	mkdir -p "$WORK/$KT_REL"
+	log "$1 ($KT_REL): building the module"
+	KT_KO=$(kt_build_module "$KT_REL") && return 0
+	echo "UBTEST fail build module build failed"
+	return 1
+}
+
 # kt_qemu REL INITRD CONSOLE TIMEOUT APPEND MEM_MB [QEMU ARGS...]: boot kernel REL under
 # TCG (2 vCPUs, serial console to CONSOLE), wait at most TIMEOUT s; returns qemu's status.
 kt_qemu() {
@@ -94,4 +109,18 @@ kt_qemu() {
 		-kernel "$CACHE/kernels/$rel/vmlinuz" -initrd "$initrd" \
 		-append "$append" "$@" \
 		-nographic -no-reboot -monitor none </dev/null >"$console" 2>&1
+}
+
+# kt_guest_result CONSOLE QEMU_RC PATTERN: the guest's result lines (those matching ^(PATTERN))
+# from its console log; returns 1 when a check failed or the guest did not reach its end.
+kt_guest_result() {
+	local console=$1 rc=$2 failed=0
+	tr -d '\r' <"$console" | grep -aE "^($3)" || true
+	if ! grep -aq '^UBTEST end' "$console"; then
+		echo "UBTEST fail guest-finished guest did not finish (qemu rc $rc); tail of the console:"
+		tail -n 40 "$console" | tr -d '\r' | sed 's/^/UBDIAG guest-finished /'
+		failed=1
+	fi
+	grep -aq '^UBTEST fail' "$console" && failed=1
+	return $failed
 }

@@ -61,15 +61,11 @@ GUEST_MODULES="crc32c_generic ext4 nvme overlay"
 
 status=0
 for flav in "${flavours[@]}"; do
-	rel=$(cat "$CACHE/kernels/$flav.release")
-	echo "UBKERNEL $flav $rel"
-	mkdir -p "$WORK/$rel"
-	log "$flav ($rel): building the module"
-	if ! ko=$(kt_build_module "$rel"); then
-		echo "UBTEST fail build module build failed"
+	if ! kt_begin_flavour "$flav"; then
 		status=1
 		continue
 	fi
+	rel=$KT_REL ko=$KT_KO
 	echo "UBTEST ok build"
 	kt_make_initramfs "$rel" "$ko" "$WORK/$rel/initrd.gz" "$HERE/guest-init.sh" "$GUEST_MODULES" "$WORK/ubt:bin/ubt"
 	# A fresh store disk per boot: the guest enables fs-verity on it.
@@ -89,13 +85,7 @@ for flav in "${flavours[@]}"; do
 	rc=$?
 	set -e
 	log "$flav ($rel): guest finished in $(($(date +%s) - start)) s (qemu rc $rc)"
-	tr -d '\r' <"$WORK/$rel/console.log" | grep -aE '^(UBTEST|UBDIAG|UBBENCH)' || true
-	if ! grep -aq '^UBTEST end' "$WORK/$rel/console.log"; then
-		echo "UBTEST fail guest-finished guest did not finish (qemu rc $rc); tail of the console:"
-		tail -n 40 "$WORK/$rel/console.log" | tr -d '\r' | sed 's/^/UBDIAG console /'
-		status=1
-	fi
-	grep -aq '^UBTEST fail' "$WORK/$rel/console.log" && status=1
+	kt_guest_result "$WORK/$rel/console.log" "$rc" 'UBTEST|UBDIAG|UBBENCH' || status=1
 	debugfs -R 'cat /dmesg.txt' "$WORK/$rel/store.img" >"$WORK/$rel/dmesg.txt" 2>/dev/null || true
 	# guest manifests of the real images, for kernel.test.mjs
 	rm -rf "$WORK/$rel/out"
