@@ -42,7 +42,7 @@ int objcache_init(struct objcache *c, uint64_t nobj, uint32_t max)
 
 	if (nobj >= NONE)
 		return -ENOMEM;
-	c->slot = malloc((nobj ? nobj : 1) * sizeof(*c->slot));
+	c->slot = calloc(nobj ? nobj : 1, sizeof(*c->slot));	/* calloc: no size overflow */
 	if (!c->slot)
 		return -ENOMEM;
 	for (i = 0; i < nobj; i++)
@@ -51,7 +51,12 @@ int objcache_init(struct objcache *c, uint64_t nobj, uint32_t max)
 	c->open = 0;
 	c->max = max ? max : 1;
 	c->head = c->tail = NONE;
-	return pthread_mutex_init(&c->lock, NULL) ? -ENOMEM : 0;
+	if (pthread_mutex_init(&c->lock, NULL)) {
+		free(c->slot);
+		c->slot = NULL;
+		return -ENOMEM;
+	}
+	return 0;
 }
 
 static void idle_unlink(struct objcache *c, uint32_t i)
@@ -148,6 +153,7 @@ int objcache_insert(struct objcache *c, uint64_t obj, int fd)
 	} else {
 		s->fd = fd;
 		s->refs = 1;
+		s->err = 0;	/* it opened: forget an earlier failure */
 		c->open++;
 		got = fd;
 		evict(c);
