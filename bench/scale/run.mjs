@@ -313,7 +313,7 @@ function checkMarkers(file, i, size) {
 
 // ---- the kernel module in the guest ---------------------------------------------------------
 
-const kv = (text) => Object.fromEntries(text.trim().split(/\s+/).map((x) => x.split('=')).map(([k, v]) => [k, v !== undefined && /^-?[\d.]+$/.test(v) ? Number(v) : v]));
+const kv = (text) => Object.fromEntries(text.trim().split(/\s+/).map((x) => x.split('=')).map(([k, v]) => [k, v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : v]));
 
 /**
  * The guest's lines as figures: per size {mount: {cfg: [s]}, lookup: {cold|warm: {cfg: [lookup
@@ -342,7 +342,7 @@ export function parseGuest(text) {
 }
 
 /** Whether every sparse file read back its size and both markers through both configs. */
-function readBackRight(rows, objects, size) {
+export function readBackRight(rows, objects, size) {
   const bad = [];
   for (const cfg of ['ext4', 'unionblob']) {
     for (let i = 0; i < objects; i++) {
