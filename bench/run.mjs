@@ -1,14 +1,16 @@
 // The evaluation (issue #6): runs every bench suite as a child process, collects their JSON and
 // writes docs/evaluation.md with SVG plots in docs/plots/ (bench/lib/svg.mjs).
 //
-//   npm run bench -- --suite quick|full [--only kernel,fuse,build,scale] [--no-report]
+//   npm run bench -- --suite quick|full [--only kernel,fuse,build,scale] [--scale-sizes N,...]
+//                    [--no-report]
 //   npm run bench -- --report-only        docs/evaluation.md again from docs/evaluation.json
 //
 // Suites (each a child process; its JSON goes to $UB_CACHE/bench-eval/SUITE.json):
 //   kernel  bench/kernel/run.sh: the module vs ext4, erofs, overlayfs in a 6.12 guest (NVMe)
 //   fuse    bench/mount/run.mjs: unionblob-fuse vs mergerfs (and more) vs native on the host
 //   build   bench/build/run.mjs: cfs build vs umoci unpack vs the hashing lower bound
-//   scale   bench/scale/run.mjs: 10^4..10^7 files (10^7 in full only) and the > 2 TB image
+//   scale   bench/scale/run.mjs: 10^4..10^7 files (10^7 in full only; --scale-sizes to choose)
+//           and the > 2 TB image, on the host (FUSE) and in a 6.12 guest (the module)
 // quick: small sizes and few repetitions (about 15 minutes on the 2-core VM); full: the sizes
 // of the issue (hours: 10^7 files alone is a long build and unpack).
 // docs/evaluation.json keeps every suite's figures; --only reruns some suites and keeps the
@@ -50,7 +52,7 @@ const SUITES = {
   }),
   scale: (q, json) => ({
     cmd: process.execPath,
-    args: [path.join(ROOT, 'bench/scale/run.mjs'), '--sizes', q ? '10000,100000' : '10000,100000,1000000,10000000',
+    args: [path.join(ROOT, 'bench/scale/run.mjs'), '--sizes', argOf(argv, 'scale-sizes', q ? '10000,100000' : '10000,100000,1000000,10000000'),
       '--reps', q ? '3' : '5', '--lookups', q ? '5000' : '20000', '--json', json],
   }),
 };

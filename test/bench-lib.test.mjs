@@ -91,3 +91,93 @@ test('svg bar chart: one bar per value, whiskers for spread, native line at 1', 
   t.is(svg.match(/stroke-dasharray/g).length, 1);
   t.is(svg.match(/<line x1="([\d.]+)" x2="\1" y1/g).length, 2); // the y axis and one whisker
 });
+
+// ---- the scale series' guest lines and the report's kernel columns ----------------------------
+
+const SPARSE_SIZE = 8 * B;
+const guestLines = (tail1) => [
+  'UBS info kernel=6.12.1 cpus=2 mem-kB=4000000 reps=2',
+  ...[1e4, 1e5].flatMap((n) => [1, 2].flatMap((rep) => [
+    `UBS n=${n} cfg=ext4 test=mount rep=${rep} us=${2000 * rep}`,
+    `UBS n=${n} cfg=unionblob test=mount rep=${rep} us=${1000 * rep}`,
+    ...['ext4', 'unionblob'].flatMap((c) => ['cold', 'warm'].map((w) =>
+      `UBS n=${n} cfg=${c} test=lookup-${w} rep=${rep} n=100 errors=0 p50_ns=${(c === 'ext4' ? 4000 : 2000) * (w === 'cold' ? 10 : 1)} p90_ns=1 p99_ns=${n / 10} max_ns=1 mean_ns=1`)),
+  ])),
+  'UBS info n=10000 slab-unionblob_inode-active=105 objsize=776',
+  'UBS n=sparse cfg=unionblob test=mount rep=1 us=3000',
+  ...['ext4', 'unionblob'].flatMap((c) => [
+    `UBE cfg=${c} rep=1 END big/f0 ${SPARSE_SIZE} unionblob sparse object 0: head|${c === 'unionblob' ? tail1 : 'unionblob sparse object 0: tail'}`,
+    `UBS n=sparse cfg=${c} test=ends-cold rep=1 n=1 errors=0 p50_ns=5 p90_ns=5 p99_ns=5 max_ns=5 mean_ns=${c === 'ext4' ? 1000000 : 3000000}`,
+    `UBS n=sparse cfg=${c} test=lookup-warm rep=1 n=1 errors=0 p50_ns=500 p90_ns=5 p99_ns=900 max_ns=5 mean_ns=5`,
+  ]),
+  'UBS error n=10 cfg=ext4 test=mount rep=1: mount: No such device',
+  'UBS end',
+].join('\n');
+
+test('scale guest lines: per size and config, the sparse read-back checked against the markers', async (t) => {
+  const { parseGuest, readBackRight } = await import('../bench/scale/run.mjs');
+  const g = parseGuest(guestLines('unionblob sparse object 0: tail'));
+  t.deepEqual(g.info, { kernel: '6.12.1', cpus: 2, 'mem-kB': 4000000, reps: 2 });
+  t.deepEqual(g.sizes['10000'].mount, { ext4: [0.002, 0.004], unionblob: [0.001, 0.002] });
+  t.deepEqual(g.sizes['100000'].lookup.cold.unionblob.map((x) => x.p50_ns), [20000, 20000]);
+  t.is(g.slab['10000']['slab-unionblob_inode-active'], 105);
+  t.deepEqual(g.sparse.mount.unionblob, [0.003]);
+  t.is(g.errors.length, 1);
+  t.deepEqual(readBackRight(g.readBack, 1, SPARSE_SIZE), []);
+  // a wrong tail, a missing file and a wrong size are each reported
+  t.regex(readBackRight(parseGuest(guestLines('unionblob sparse object 0: head')).readBack, 1, SPARSE_SIZE)[0], /unionblob big\/f0: .*tail "unionblob sparse object 0: head"/);
+  t.is(readBackRight(g.readBack, 2, SPARSE_SIZE).length, 2);
+  t.is(readBackRight(g.readBack, 1, SPARSE_SIZE + B).length, 2);
+});
+
+/** A report's input: the scale suite alone, two sizes, with the guest's figures or without. */
+async function scaleData(withKernel) {
+  const { parseGuest } = await import('../bench/scale/run.mjs');
+  const g = parseGuest(guestLines('unionblob sparse object 0: tail'));
+  const look = (p50) => ({ n: 100, errors: 0, p50_ns: p50, p99_ns: p50 * 3 });
+  const point = (n) => ({
+    files: n, build: { wall: 2, rssMiB: 100 }, nativeBuild: { wall: 3 }, summary: { inodes: n }, bytesPerInode: 86, blobBytes: 86 * n,
+    mount: { ext4: [0.02, 0.03], fuse: [0.01, 0.01] }, fuseRssKiB: [{ afterLookups: 2048 }],
+    lookup: { cold: { ext4: [look(4000), look(4000)], fuse: [look(8000), look(8000)] }, warm: { ext4: [look(800), look(800)], fuse: [look(900), look(900)] } },
+    stats: { mount: { ext4: summarize([0.02, 0.03]), fuse: summarize([0.01, 0.01]) } },
+    ...(withKernel ? { kernel: g.sizes[String(n)] } : {}),
+  });
+  const sparse = {
+    objects: 1, objectBytes: SPARSE_SIZE, apparentBytes: SPARSE_SIZE, storeDiskBytes: 8192, digestSeconds: 0.01, blobBytes: 16384, apparentSeen: SPARSE_SIZE,
+    mount: [0.002], readTail: { ext4: [0.001], fuse: [0.002] }, lookup: { ext4: [look(200)], fuse: [look(300)] },
+    stats: { mount: summarize([0.002]), readTail: { ext4: summarize([0.001]), fuse: summarize([0.002]) } },
+    ...(withKernel ? { kernel: { ...g.sparse, readBackWrong: [], apparentSeen: SPARSE_SIZE } } : {}),
+  };
+  const load = { wall: 60, loadBefore: '1 1 1', loadAfter: '2 2 2', othersCores: 0.5, oursCores: 1 };
+  return {
+    machine: { cpu: 'x', cores: 2, ramGiB: 1, hostKernel: 'h', node: 'n', qemu: 'q', mergerfs: '-', erofsUtils: '-', libfuse: '-', e2fsprogs: '-', commit: 'c', date: '2026-01-01T00:00:00Z' },
+    suites: { scale: { mode: 'full', date: '2026-01-01T00:00:00Z', command: 'node bench/scale/run.mjs', load, data: {
+      opts: { lookups: 100, reps: 2 }, lean: 'lean', points: [point(1e4), point(1e5)], sparse, ...(withKernel ? { kernel: { info: g.info, errors: [] } } : {}) } } },
+  };
+}
+
+test('report: kernel columns, guest lookup table and plot with the guest figures; FUSE only without', async (t) => {
+  const { writeReport } = await import('../bench/lib/report.mjs');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-report-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  for (const withKernel of [true, false]) {
+    writeReport(await scaleData(withKernel), dir);
+    const md = fs.readFileSync(path.join(dir, 'evaluation.md'), 'utf8');
+    const plots = fs.readdirSync(path.join(dir, 'plots'));
+    t.is(md.includes('| mount .ko (guest) | mount ext4 (guest) | .ko / ext4 |'), withKernel);
+    t.is(plots.includes('scale-lookup-kernel.svg'), withKernel);
+    t.true(plots.includes('scale-lookup.svg'));
+    if (withKernel) {
+      // mount: per round 1000/2000 and 2000/4000 µs -> ×0.50; cold p50 20 µs against 40 µs
+      t.regex(md, /\| 10,000 \|.*\| 1\.50 ms ±33% \| 3\.00 ms ±33% \| ×0\.50 ±0% \|/);
+      t.regex(md, /\| 100,000 \| 20 µs \| 40 µs \| ×0\.50 ±0% \|/);
+      t.regex(md, /stops at 100,000 files/);
+      t.regex(md, /\| stat \+ open \+ 2 reads .* \| 3\.00 ms \| 1\.00 ms \| ×3\.00 ±0% \|/);
+      t.regex(md, /unionblob\.ko vs ext4 \(guest\): ×3\.00/); // listed where we lose
+      t.regex(md, /read back right/);
+    } else {
+      t.regex(md, /The scale series runs on FUSE only here/);
+      t.notRegex(md, /\(guest\)/);
+    }
+  }
+});

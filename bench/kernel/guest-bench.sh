@@ -9,13 +9,10 @@
 # Kernel command line: ubreps=N (default 5), ubimages=a,s, ubskip=TEST,... (tests to leave out),
 # ubpar=1,2,4 (reader threads), ubrand=N (random 4 KiB reads per run, default 2000).
 
-/bin/busybox --install -s /bin
-export PATH=/bin
-echo
-mount -t proc proc /proc
-mount -t sysfs sys /sys
-mount -t devtmpfs dev /dev
-mkdir -p /d /m /tmp && mount -t tmpfs tmp /tmp
+TAG=UBB
+. /lib/guest-lib.sh   # boot_guest, err, end, load_modules, wait_nvme
+boot_guest
+mkdir -p /d /m
 
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
 REPS=$(arg ubreps); REPS=${REPS:-5}
@@ -26,22 +23,9 @@ RANDN=$(arg ubrand); RANDN=${RANDN:-2000}
 CFGS="ext4 erofs overlay unionblob"
 
 info() { echo "UBB info $*"; }
-err() { echo "UBB error $*"; }
-end() {
-	dmesg | grep -E 'BUG|Oops|WARNING|general protection|Call Trace|unionblob' |
-		grep -vE 'taints kernel|module verification failed' | head -20 | sed 's/^/UBB dmesg /'
-	echo "UBB end"
-	poweroff -f
-}
-
-for m in $(cat /modules/order); do
-	insmod "/modules/$m" 2>/tmp/insmod.err || err "insmod $m: $(cat /tmp/insmod.err)"
-done
-insmod /modules/unionblob.ko || { err "insmod unionblob.ko"; end; }
+load_modules
 grep -q erofs /proc/filesystems || err "no erofs in /proc/filesystems"
-
-i=0
-while [ "$(ls /sys/block | grep -c nvme)" -lt 4 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+wait_nvme 4
 DATA=$(ubbench serial-dev ubdata)
 EROFS_a=$(ubbench serial-dev uberofsa)
 EROFS_s=$(ubbench serial-dev uberofss)

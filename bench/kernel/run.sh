@@ -57,7 +57,7 @@ log "6.12 ($rel): building the module and the initramfs"
 gcc -static -O2 -Wall -pthread -o "$WORK/ubbench" "$HERE/ubbench.c"
 ko=$(kt_build_module "$rel")
 kt_make_initramfs "$rel" "$ko" "$WORK/initrd.gz" "${UB_BENCH_INIT:-$HERE/guest-bench.sh}" \
-	"crc32c_generic ext4 nvme overlay erofs" "$WORK/ubbench:bin/ubbench"
+	"crc32c_generic ext4 nvme overlay erofs" "$WORK/ubbench:bin/ubbench" "$HERE/guest-lib.sh:lib/guest-lib.sh"
 
 log "preparing the data (cached trees; blobs and the ext4 disk are rebuilt)"
 read -r DISK EROFS_A EROFS_S EROFS_B < <("$HERE/prepare.sh" | tail -n 1) || true

@@ -1,9 +1,10 @@
 // Scale series (issue #6): synthetic images of 10^4 .. 10^7 files and one image of > 2 TB of
-// sparse objects, on the host through unionblob-fuse, against the same tree unpacked on ext4
-// (the native limit) measured in the same run.
+// sparse objects, on the host through unionblob-fuse and in a qemu guest through unionblob.ko,
+// each against the same tree unpacked on ext4 (the native limit) measured in the same run.
 //
 //   node bench/scale/run.mjs [--sizes 10000,100000] [--reps 3] [--lookups 5000]
-//                            [--sparse-objects 20] [--sparse-gib 128] [--no-sparse] [--json FILE]
+//                            [--sparse-objects 20] [--sparse-gib 128] [--no-sparse]
+//                            [--kernel-sizes N,...] [--no-kernel] [--json FILE]
 //
 // Per size N (images: bench/gen-synthetic.mjs N --lean: N files of 1-8 bytes in directories of
 // 1,000, inlined in the blob; cached in $UB_CACHE/bench-scale/lean-N):
@@ -20,10 +21,19 @@
 // run-length (bench/lib/verity-zero.mjs), and a blob written with format/encode that references
 // them; mounted through FUSE: mount time, stat and reads at the end of every file, against the
 // same files hardlinked into a plain directory.
+// Kernel module (bench/scale/kernel.sh, guest: bench/scale/guest.sh): every size up to
+// --kernel-sizes' largest (default: all) leaves two disk images behind, the native ext4 above
+// (the tree) and a small ext4 holding the blob, the store and the path list; the sparse image
+// leaves one ext4 holding blob, store, the hardlinked native side and the lists (mkfs.ext4 -d,
+// holes kept). One Debian 6.12 guest (TCG) then gets them all as NVMe disks and measures, per
+// size and round, mount(2) of the ext4 and of unionblob.ko after drop_caches, and the same
+// random-path lookups cold and warm on both; for the sparse image, mount, stat + open + head +
+// last block of every file cold (what the guest read is checked here) and warm stat latency.
 import fs from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
+import { spawnSync } from 'node:child_process';
 import { sh, seconds, dropCaches, timed, argOf } from '../lib/proc.mjs';
 import { summarize } from '../lib/stats.mjs';
 import { sparseVerityDigest } from '../lib/verity-zero.mjs';
@@ -40,11 +50,17 @@ const opts = {
   sparseObjects: Number(argOf(argv, 'sparse-objects', 20)),
   sparseGiB: Number(argOf(argv, 'sparse-gib', 128)),
   sparse: !argv.includes('--no-sparse'),
+  kernel: !argv.includes('--no-kernel'),
+  kernelSizes: argOf(argv, 'kernel-sizes', undefined)?.split(',').map(Number),
   json: argOf(argv, 'json', undefined),
 };
 const log = (s) => process.stderr.write(`bench/scale: ${s}\n`);
 const WORK = path.join(CACHE, 'run');
 const LOOKUP = path.join(WORK, 'lookup');
+const DISKS = path.join(WORK, 'disks');
+/** The guest's disks so far: NVMe serial -> image file. */
+const guestDisks = new Map();
+const inGuest = (n) => opts.kernel && (!opts.kernelSizes || opts.kernelSizes.includes(n));
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -159,6 +175,7 @@ function scalePoint(n, heapMiB) {
       res.fuseRssKiB.push({ mounted: rssMounted, afterLookups: rssKiB(f.pid) });
       umount(mnt); umount(nat);
     }
+    if (inGuest(n)) keepForGuest(n, path.join(dir, 'native.img'), [blob, store, paths]);
     res.stats = {
       mount: { ext4: summarize(res.mount.ext4), fuse: summarize(res.mount.fuse) },
       lookup: Object.fromEntries(['cold', 'warm'].map((w) => [w, Object.fromEntries(['ext4', 'fuse'].map((c) => [c, {
@@ -171,6 +188,34 @@ function scalePoint(n, heapMiB) {
     sh('rm', ['-rf', '--', dir]);
   }
   return res;
+}
+
+/**
+ * The guest's two disks of size n: the native ext4 (moved out of the way of the clean-up; its
+ * loop device is detached before the guest boots) and an ext4 holding `files`.
+ */
+function keepForGuest(n, nativeImg, files) {
+  fs.mkdirSync(DISKS, { recursive: true });
+  const tree = path.join(DISKS, `ubt${n}.img`);
+  fs.renameSync(nativeImg, tree);
+  guestDisks.set(`ubt${n}`, tree);
+  guestDisks.set(`ubb${n}`, ext4From(path.join(DISKS, `ubb${n}`), files));
+}
+
+/**
+ * An ext4 image made with mkfs.ext4 -d from copies of `files` (under their own names, in its
+ * root; one cp, so hardlinks between them stay hardlinks; holes stay holes).
+ */
+function ext4From(stem, files) {
+  const stage = freshDir(`${stem}.d`);
+  sh('cp', ['-a', '--sparse=always', ...files, stage]);
+  const used = Number(sh('du', ['-sB1', stage]).stdout.split('\t')[0]);
+  const img = `${stem}.img`;
+  fs.rmSync(img, { force: true });
+  sh('truncate', ['-s', `${Math.ceil((used * 1.3) / 2 ** 20) + 64}M`, img]);
+  sh('mkfs.ext4', ['-q', '-F', '-b', '4096', '-E', 'lazy_itable_init=0,lazy_journal_init=0', '-d', stage, img]);
+  sh('rm', ['-rf', '--', stage]);
+  return img;
 }
 
 // ---- the > 2 TB image of sparse objects ----------------------------------------------------
@@ -233,6 +278,10 @@ async function sparseImage() {
       res.apparentSeen = apparent / 2;
       umount(mnt);
     }
+    if (opts.kernel) {
+      fs.writeFileSync(path.join(dir, 'ends'), Array.from({ length: opts.sparseObjects }, (_, i) => `big/f${i}`).join('\n') + '\n');
+      guestDisks.set('ubsparse', ext4From(path.join(DISKS, 'ubsparse'), [blob, store, path.dirname(nat), paths, path.join(dir, 'ends')]));
+    }
     res.stats = {
       mount: summarize(res.mount),
       readTail: { ext4: summarize(res.readTail.ext4), fuse: summarize(res.readTail.fuse) },
@@ -260,6 +309,74 @@ function checkMarkers(file, i, size) {
     fs.closeSync(fd);
   }
   return st.size;
+}
+
+// ---- the kernel module in the guest ---------------------------------------------------------
+
+const kv = (text) => Object.fromEntries(text.trim().split(/\s+/).map((x) => x.split('=')).map(([k, v]) => [k, v !== undefined && v !== '' && Number.isFinite(Number(v)) ? Number(v) : v]));
+
+/**
+ * The guest's lines as figures: per size {mount: {cfg: [s]}, lookup: {cold|warm: {cfg: [lookup
+ * line]}}}, the sparse image's {mount, ends, lookup} and what it read back (UBE lines).
+ */
+export function parseGuest(text) {
+  const g = { info: {}, slab: {}, sizes: {}, sparse: null, readBack: [], errors: [] };
+  const at = (o, ...keys) => keys.reduce((x, k, i) => (x[k] ??= i === keys.length - 1 ? [] : {}), o);
+  for (const line of text.split('\n')) {
+    let m;
+    if ((m = /^UBS info (.*)/.exec(line))) {
+      const f = kv(m[1]);
+      if (f.n) g.slab[f.n] = f; else Object.assign(g.info, f);
+    } else if ((m = /^UBS (error|dmesg) (.*)/.exec(line))) g.errors.push(`${m[1]}: ${m[2]}`);
+    else if ((m = /^UBE cfg=(\S+) rep=1 END (\S+) (\d+) (.*)\|(.*)$/.exec(line))) g.readBack.push({ cfg: m[1], path: m[2], size: Number(m[3]), head: m[4], tail: m[5] });
+    else if ((m = /^UBS n=(\S+) cfg=(\S+) test=(\S+) rep=\d+ (.*)/.exec(line))) {
+      const [, n, cfg, test, rest] = m;
+      const f = kv(rest);
+      const into = n === 'sparse' ? (g.sparse ??= {}) : (g.sizes[n] ??= {});
+      if (test === 'mount') at(into, 'mount', cfg).push(f.us / 1e6);
+      else if (test === 'ends-cold') at(into, 'ends', cfg).push(f);
+      else at(into, 'lookup', test.replace('lookup-', ''), cfg).push(f);
+    }
+  }
+  return g;
+}
+
+/** Whether every sparse file read back its size and both markers through both configs. */
+export function readBackRight(rows, objects, size) {
+  const bad = [];
+  for (const cfg of ['ext4', 'unionblob']) {
+    for (let i = 0; i < objects; i++) {
+      const r = rows.find((x) => x.cfg === cfg && x.path === `big/f${i}`);
+      const [head, tail] = markers(i, size).map((c) => c.data.toString().split('\n')[0]);
+      if (!r || r.size !== size || r.head !== head || r.tail !== tail) bad.push(`${cfg} big/f${i}: ${r ? `size ${r.size}, head "${r.head}", tail "${r.tail}"` : 'not read'}`);
+    }
+  }
+  return bad;
+}
+
+/** Boot the guest with every disk kept; its figures go into out.kernel and the points. */
+function guestRun(out) {
+  const sizes = out.points.map((p) => p.files).filter((n) => guestDisks.has(`ubt${n}`));
+  const sparse = guestDisks.has('ubsparse');
+  log(`kernel guest: sizes ${sizes.join(',') || 'none'}${sparse ? ' and the sparse image' : ''}`);
+  const t0 = Date.now();
+  const r = spawnSync('bash', [path.join(ROOT, 'bench', 'scale', 'kernel.sh'), String(opts.reps), sizes.join(','), sparse ? '1' : '0',
+    ...[...guestDisks].map(([serial, img]) => `${serial}=${img}`)], { stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8', maxBuffer: 1 << 26 });
+  const g = parseGuest(r.stdout ?? '');
+  const k = { info: g.info, slab: g.slab, errors: g.errors, seconds: (Date.now() - t0) / 1000 };
+  if (r.status !== 0) k.error = `bench/scale/kernel.sh exit status ${r.status ?? r.signal}`;
+  for (const p of out.points) {
+    const s = g.sizes[p.files];
+    if (!s) continue;
+    const lookupErrors = Object.values(s.lookup ?? {}).flatMap((w) => Object.values(w)).flat().reduce((a, x) => a + (x.errors ?? 0), 0);
+    p.kernel = { ...s, lookupErrors };
+  }
+  if (sparse && g.sparse && out.sparse) {
+    const bad = readBackRight(g.readBack, out.sparse.objects, out.sparse.objectBytes);
+    out.sparse.kernel = { ...g.sparse, readBackWrong: bad, apparentSeen: g.readBack.filter((x) => x.cfg === 'unionblob').reduce((a, x) => a + x.size, 0) };
+    if (bad.length) k.errors.push(`sparse image read back wrong: ${bad.slice(0, 3).join('; ')}`);
+  }
+  return k;
 }
 
 /**
@@ -304,9 +421,13 @@ async function main() {
     log(`sparse image: ${opts.sparseObjects} x ${opts.sparseGiB} GiB`);
     out.sparse = await sparseImage();
   }
+  if (guestDisks.size) {
+    out.kernel = guestRun(out);
+    if (out.kernel.error) { log(`kernel guest failed: ${out.kernel.error}`); process.exitCode = 1; }
+  }
   if (opts.json) fs.writeFileSync(opts.json, JSON.stringify(out, null, 1));
   else console.log(JSON.stringify(out, null, 1));
   sh('rm', ['-rf', '--', WORK]);
 }
 
-main().catch((e) => { console.error(`bench/scale: ${e.message}`); process.exit(1); });
+if (process.argv[1] === fileURLToPath(import.meta.url)) main().catch((e) => { console.error(`bench/scale: ${e.message}`); process.exit(1); });
