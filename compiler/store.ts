@@ -363,6 +363,11 @@ export class StoreWriter {
   /** flush(), then one syncfs per store. */
   async sync(): Promise<void> {
     await this.flush();
+    await this.syncStores();
+  }
+
+  /** One syncfs per store, for objects already flushed. */
+  async syncStores(): Promise<void> {
     for (const s of this.stores) await syncFilesystem(path.join(s, OBJECTS_DIR));
   }
 

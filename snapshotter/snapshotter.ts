@@ -21,8 +21,9 @@
 //
 // Crash safety: rows are the truth. Directories are created under a temp name and renamed to
 // their id inside the transaction that inserts the row; blobs are durable (objects synced,
-// blob fsynced and renamed) before the transaction that marks a snapshot committed; removals
-// delete the row first. Leftovers of an interrupted step (a directory without a row, an upper
+// blob fsynced and renamed) before the transaction that marks a snapshot committed; Remove
+// deletes the row and moves the directory to tmp/rm-<id>-* in one transaction (a trash entry
+// whose row survived a rolled-back Remove is put back at startup). Leftovers of an interrupted step (a directory without a row, an upper
 // of a committed snapshot, a mount nobody needs, objects no blob references) are exactly what
 // Cleanup (and startup) remove. All mutating calls are serialized by one async lock.
 import { spawnSync } from 'node:child_process';
@@ -38,7 +39,7 @@ import { openBlobFile } from '../compiler/inspect.js';
 import { LayerFileReader, LayerReading, layerTar, parseDigest, type LayerDigestCheck } from '../compiler/layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, applyLayerStream, newTree } from '../compiler/layers.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
-import { addRoot, lockStores, readRoots, removeRoot } from '../compiler/roots.js';
+import { addRoot, fsyncDir, lockStores, readRoots, removeRoot } from '../compiler/roots.js';
 import { StoreWriter, objectPath } from '../compiler/store.js';
 import { chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
@@ -364,12 +365,16 @@ export class Snapshotter {
       phases.mark('read+parse');
       await store.flush();
       phases.mark('objects written');
-      await store.sync();
-      phases.mark('syncfs');
+      // The stores' syncfs runs (a child process) while this thread encodes the blob.
+      const synced = store.syncStores();
+      synced.catch(() => {}); // awaited below; an early failure must not go unhandled meanwhile
       const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
-      await writeFileAtomic(tmp, blob);
+      writeFileDurable(tmp, blob);
       phases.mark('blob written');
+      await synced;
+      phases.mark('syncfs');
+      // Objects and blob are on disk; the row commits only once the blob's name is too.
       const id = this.db.tx(() => {
         if (this.db.get(target)) throw new SnapshotError('AlreadyExists', `snapshot ${target} already exists`);
         const newId = this.db.insert(target, p?.id ?? null, Kind.COMMITTED, labels);
@@ -378,6 +383,8 @@ export class Snapshotter {
         fs.mkdirSync(this.dir(newId), { mode: 0o700 });
         this.addRoots(newId);
         fs.renameSync(tmp, this.blob(newId));
+        fsyncDir(this.dir(newId));
+        fsyncDir(path.dirname(this.dir(newId)));
         return newId;
       });
       phases.mark('committed');
@@ -451,9 +458,13 @@ export class Snapshotter {
     let diff;
     try {
       diff = await applyOverlayDiff(tree, this.upper(row.id), { store, inlineThreshold: this.inlineThreshold, whiteouts: p !== null });
-      await store.sync();
+      await store.flush();
+      const synced = store.syncStores(); // while the blob is encoded (see compileLayer)
+      synced.catch(() => {});
       this.addRoots(row.id);
-      await writeFileAtomic(this.blob(row.id), encodeBlob(tree, { inlineThreshold: this.inlineThreshold }));
+      const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
+      await writeFileAtomic(this.blob(row.id), blob);
+      await synced;
     } catch (err) {
       await store.abort();
       throw err;
@@ -533,13 +544,24 @@ export class Snapshotter {
     return this.lock.run(async () => {
       const row = this.db.mustGet(key);
       if (this.db.children(row.id).length > 0) throw new SnapshotError('FailedPrecondition', `cannot remove snapshot ${key}: it has children`);
-      this.db.tx(() => this.db.delete(row.id));
+      // The row goes and the directory moves to the trash in one transaction: a kill before it
+      // commits leaves both, after it neither (startup empties the trash, see sweepDirs).
+      const trash = this.tmpPath(`rm-${row.id}`);
+      try {
+        this.db.tx(() => {
+          this.db.delete(row.id);
+          if (fs.existsSync(this.dir(row.id))) fs.renameSync(this.dir(row.id), trash);
+        });
+      } catch (err) {
+        if (fs.existsSync(trash)) fs.renameSync(trash, this.dir(row.id)); // the row is still there
+        throw err;
+      }
       if (this.lastTree?.id === row.id) this.lastTree = null;
       if (row.kind === Kind.COMMITTED) {
         this.removeRoots(row.id);
         await this.unmount(row.id);
       }
-      await this.removeDir(this.dir(row.id));
+      await fsp.rm(trash, { recursive: true, force: true });
       if (row.parentId !== null && this.db.openChildren(row.parentId) === 0) await this.unmount(row.parentId);
       this.log(`remove ${key} (id ${row.id})`);
     });
@@ -560,7 +582,7 @@ export class Snapshotter {
 
   private async removeDir(dir: string): Promise<void> {
     if (!fs.existsSync(dir)) return;
-    const trash = this.tmpPath('rm');
+    const trash = this.tmpPath('gone');
     await fsp.rename(dir, trash);
     await fsp.rm(trash, { recursive: true, force: true });
   }
@@ -579,6 +601,14 @@ export class Snapshotter {
       }
     }
     for (const name of await fsp.readdir(path.join(this.root, 'tmp'))) {
+      // a Remove killed before its transaction committed: the row is still there, so is its directory
+      const removed = /^rm-(\d+)-/.exec(name);
+      const row = removed ? rows.get(removed[1]) : undefined;
+      if (row && !fs.existsSync(this.dir(row.id))) {
+        this.log(`cleanup: restoring snapshots/${row.id} (its Remove did not complete)`);
+        await fsp.rename(path.join(this.root, 'tmp', name), this.dir(row.id));
+        continue;
+      }
       await fsp.rm(path.join(this.root, 'tmp', name), { recursive: true, force: true });
     }
   }
@@ -747,6 +777,17 @@ export async function diskUsage(dir: string): Promise<{ size: number; inodes: nu
     if (err.code !== 'ENOENT') throw err;
   }
   return { size, inodes: seen.size };
+}
+
+/** Write `file` and fsync it (a temp name: the caller renames it into place). */
+function writeFileDurable(file: string, data: Buffer): void {
+  const fd = fs.openSync(file, 'w', 0o644);
+  try {
+    for (let at = 0; at < data.length; ) at += fs.writeSync(fd, data, at, data.length - at);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 function copyRootMetadata(src: { mode: number; uid: number; gid: number; mtimeSec: number; mtimeNsec: number }, dir: string): void {
