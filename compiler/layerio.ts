@@ -34,6 +34,8 @@ export class LayerReading {
   storedBytes = 0;
   tarBytes = 0;
   compression: Compression = 'none';
+  /** Where the stored bytes come from, for messages ("file", "content API"...). */
+  source = '';
   readonly algorithm: string;
   private hash: Hash;
   /** The stored bytes come from a LayerFileReader, which hashes them itself (see readerHash). */

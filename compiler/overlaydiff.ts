@@ -11,9 +11,10 @@
 // merged: their metadata comes from the upper, their children from both). Hardlinks inside the
 // upper stay hardlinks (one TreeNode). With `whiteouts: false` the upper is taken literally
 // (a bind-mounted first layer, where a 0/0 device would be a real file).
+// The walk uses synchronous calls: per file, fs.promises costs several threadpool round trips
+// and promises, more than the kernel work; the hashing and writing happen on the store's thread.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
-import fsp from 'node:fs/promises';
 import {
   S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, newDir, type TreeNode,
 } from '../format/tree.js';
@@ -109,9 +110,9 @@ function minor(rdev: bigint): number {
 async function fileContent(abs: Buffer, size: number, node: TreeNode, opts: OverlayDiffOptions): Promise<void> {
   if (size === 0) return;
   if (size <= opts.inlineThreshold) {
-    node.inline = await fsp.readFile(abs);
+    node.inline = fs.readFileSync(abs);
   } else if (size <= MEMORY_OBJECT_LIMIT) {
-    const body = await fsp.readFile(abs);
+    const body = fs.readFileSync(abs);
     node.digest = opts.store ? await opts.store.putBuffer(body) : hashBuffer(body);
   } else {
     node.digest = opts.store
@@ -152,13 +153,13 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
   };
 
   async function visitDir(dirNode: TreeNode, abs: Buffer, rel: string): Promise<void> {
-    const names = await fsp.readdir(abs, { encoding: 'buffer' });
+    const names = fs.readdirSync(abs, { encoding: 'buffer' });
     names.sort(Buffer.compare);
     for (const nameBuf of names) {
       const name = nameBuf.toString('latin1');
       const childAbs = Buffer.concat([abs, Buffer.from('/'), nameBuf]);
       const childRel = rel === '' ? name : `${rel}/${name}`;
-      const st = await fsp.lstat(childAbs, { bigint: true });
+      const st = fs.lstatSync(childAbs, { bigint: true });
       stats.entries++;
       const inoKey = `${st.dev}:${st.ino}`;
       if (!seen.has(inoKey)) {
@@ -203,7 +204,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
           await fileContent(childAbs, node.size, node, opts);
           break;
         case S_IFLNK: {
-          const t = (await fsp.readlink(childAbs, { encoding: 'buffer' })).toString('latin1');
+          const t = fs.readlinkSync(childAbs, { encoding: 'buffer' }).toString('latin1');
           node.target = t;
           node.size = t.length;
           break;
@@ -224,7 +225,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     }
   }
 
-  const rootSt = await fsp.lstat(base, { bigint: true });
+  const rootSt = fs.lstatSync(base, { bigint: true });
   if (!rootSt.isDirectory()) throw new Error(`${upperDir}: not a directory`);
   const rootOpaque = whiteouts && xattrs.get('')?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
   if (rootOpaque) tree.children = new Map();

@@ -111,7 +111,8 @@ export function rootLink(store: string, blob: string): string {
   return path.join(store, ROOTS_DIR, rootName(blob));
 }
 
-function fsyncDir(dir: string): void {
+/** Make the names in `dir` (a rename into it, a new entry) durable. */
+export function fsyncDir(dir: string): void {
   const fd = fs.openSync(dir, 'r');
   try {
     fs.fsyncSync(fd);

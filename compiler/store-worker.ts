@@ -20,6 +20,8 @@ export interface WorkerInit {
   fileMode: number;
   /** chmod after create (the umask would strip bits of fileMode). */
   chmod: boolean;
+  /** See StoreWriterOptions.journal. */
+  journal?: string;
 }
 
 /** An item of a batch that is one piece of a streamed content (the others are whole contents). */
@@ -138,7 +140,17 @@ function chooseStore(size: number): number {
   return best;
 }
 
+let journalFd: number | null = null;
+
+/** Note `hex` in the journal before its object exists (see StoreWriterOptions.journal). */
+function journalObject(hex: string): void {
+  if (!init.journal) return;
+  journalFd ??= fs.openSync(init.journal, 'a', 0o600);
+  writeAll(journalFd, Buffer.from(`${hex}\n`, 'latin1'));
+}
+
 function writeObject(d: number, hex: string, content: Uint8Array): void {
+  journalObject(hex);
   const fan = hex.slice(0, 2);
   if (fanoutState(d, fan) === 'missing') makeFanout(d, fan);
   const objectsDir = objectsDirs[d];
@@ -211,6 +223,7 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
   const hex = newObjectHex(digests, part.item, reply);
   closeStream(s, hex === null);
   if (hex === null) return;
+  journalObject(hex);
   const fan = hex.slice(0, 2);
   if (fanoutState(s.store, fan) === 'missing') makeFanout(s.store, fan);
   fs.renameSync(s.tmp, `${objectsDirs[s.store]}/${fan}/${hex.slice(2)}`);
@@ -245,6 +258,10 @@ function handleBatch(m: BatchMessage): DoneMessage {
   } catch (err) {
     for (const s of [...streams.values()]) closeStream(s, true);
     reply.error = (err as Error).message ?? String(err);
+  } finally {
+    // closed after each batch: terminate() would leave a descriptor open in the process
+    if (journalFd !== null) fs.closeSync(journalFd);
+    journalFd = null;
   }
   return reply;
 }

@@ -207,6 +207,12 @@ export interface StoreWriterOptions {
   batchObjects?: number;
   /** Bytes of object contents queued for the writer thread before putBuffer() waits. */
   maxQueuedBytes?: number;
+  /**
+   * A file to which the writer thread appends the hex digest of every object it adds, one a
+   * line, BEFORE the object appears in a store: whoever collects garbage later knows every
+   * object this writer may have created, even if the process is killed mid-way.
+   */
+  journal?: string;
 }
 
 const BATCH_BYTES = 4 << 20;
@@ -282,6 +288,7 @@ export class StoreWriter {
   private writtenSinceStatfs = 0;
   private readonly batchObjects: number;
   private readonly maxQueuedBytes: number;
+  private readonly journal: string | undefined;
   private readonly fileMode = 0o444;
 
   constructor(stores: string[], opts: StoreWriterOptions = {}) {
@@ -289,6 +296,7 @@ export class StoreWriter {
     this.stores = stores.map((s) => path.resolve(s));
     this.batchObjects = opts.batchObjects ?? 1024;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 << 20;
+    this.journal = opts.journal;
     for (const s of this.stores) {
       fs.mkdirSync(path.join(s, OBJECTS_DIR), { recursive: true });
       cleanStaleTemps(s);
@@ -355,6 +363,11 @@ export class StoreWriter {
   /** flush(), then one syncfs per store. */
   async sync(): Promise<void> {
     await this.flush();
+    await this.syncStores();
+  }
+
+  /** One syncfs per store, for objects already flushed. */
+  async syncStores(): Promise<void> {
     for (const s of this.stores) await syncFilesystem(path.join(s, OBJECTS_DIR));
   }
 
@@ -431,7 +444,7 @@ export class StoreWriter {
 
   private startWorker(): Worker {
     if (this.worker) return this.worker;
-    const init: WorkerInit = { stores: this.stores, tempTag: `${this.tag}w`, fileMode: this.fileMode, chmod: umaskStripsRead() };
+    const init: WorkerInit = { stores: this.stores, tempTag: `${this.tag}w`, fileMode: this.fileMode, chmod: umaskStripsRead(), journal: this.journal };
     const w = new Worker(new URL('./store-worker.js', import.meta.url), { workerData: init });
     w.on('message', (m: DoneMessage) => this.batchDone(m));
     w.on('error', (err) => this.batchDone(null, new Error(`object store writer failed: ${err.message}`)));

@@ -14,10 +14,11 @@ export function registerSnapshotter(program: Command): void {
     .requiredOption('--address <sock>', 'unix socket to listen on')
     .option('--store <dir>', 'object store, shared with cfs build (repeatable; default ROOT/store)', collect, [])
     .option('--containerd-address <sock>', "containerd's gRPC socket: enables the fast path (layers read from its content store)")
+    .option('--containerd-root <dir>', "containerd's root directory: the fast path reads layer blobs straight from its content store's files (else through --containerd-address)")
     .option('--backend <b>', 'auto | kernel | fuse', 'auto')
-    .action(async (o: { root: string; address: string; store: string[]; containerdAddress?: string; backend: 'auto' | 'kernel' | 'fuse' }) => {
+    .action(async (o: { root: string; address: string; store: string[]; containerdAddress?: string; containerdRoot?: string; backend: 'auto' | 'kernel' | 'fuse' }) => {
       const { serve } = await import('./server.js');
-      const running = await serve({ root: o.root, address: o.address, stores: o.store, containerdAddress: o.containerdAddress, backend: o.backend });
+      const running = await serve({ root: o.root, address: o.address, stores: o.store, containerdAddress: o.containerdAddress, containerdRoot: o.containerdRoot, backend: o.backend });
       await new Promise<void>((resolve) => {
         const stop = () => resolve();
         process.once('SIGTERM', stop);

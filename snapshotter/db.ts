@@ -96,7 +96,6 @@ export class MetaStore {
   }
 
   close(): void {
-    this.ownDb?.close();
     this.db.close();
   }
 
@@ -156,28 +155,6 @@ export class MetaStore {
 
   delete(id: number): void {
     this.db.prepare('DELETE FROM snapshots WHERE id = ?').run(id);
-  }
-
-  /**
-   * Record one object as ours, durably against a killed process (WAL, no fsync per object: this
-   * is called per new file; the objects themselves are synced later, before their blob).
-   */
-  ownObject(hex: string): void {
-    this.ownStmt ??= this.objectsDb().prepare('INSERT OR IGNORE INTO objects (digest) VALUES (?)');
-    this.ownStmt.run(hex);
-  }
-
-  private ownDb: Database.Database | null = null;
-  private ownStmt: Database.Statement | null = null;
-
-  private objectsDb(): Database.Database {
-    if (!this.ownDb) {
-      this.ownDb = new Database(this.db.name);
-      this.ownDb.pragma('journal_mode = WAL');
-      this.ownDb.pragma('synchronous = NORMAL');
-      this.ownDb.pragma('busy_timeout = 5000');
-    }
-    return this.ownDb;
   }
 
   addObjects(digests: Iterable<string>): void {

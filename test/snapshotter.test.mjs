@@ -356,6 +356,24 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   // the test writes into it
   t.deepEqual(diffManifests(await treeManifest(REF_A), got).filter((l) => !l.startsWith('.: mtime')), []);
   await e.ctr(['task', 'kill', '-s', 'SIGKILL', uniq('f1')]);
+
+  // With --containerd-root the layers come from containerd's blob files instead of its Read RPC:
+  // the same blob (and the digests are checked on that path too).
+  t.is((e.log().match(/fast path: sha256:\S+ \(id \d+\) compiled from sha256:\S+ \(content API\)/g) ?? []).length, 3);
+  // (the fast path's snapshots are named by chain id alone: the image goes first)
+  await e.ctr(['task', 'rm', '-f', uniq('f1')]);
+  await e.ctr(['containers', 'rm', uniq('f1')]);
+  await e.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/a:latest']);
+  t.false(rows(e).some((r) => r.key.startsWith('sha256:')));
+  e.killSnapshotter('SIGTERM');
+  await sleep(500);
+  await e.startSnapshotter({ containerdRoot: true });
+  await e.ctr(['images', 'import', '--local=false', ...SN, A]);
+  t.is((e.log().match(/fast path: sha256:\S+ \(id \d+\) compiled from sha256:\S+ \(file\)/g) ?? []).length, 3, e.log());
+  const fileRows = rows(e).filter((r) => r.key.startsWith('sha256:'));
+  t.is(fileRows.length, 3);
+  const fileTop = fileRows.find((r) => !fileRows.some((c) => c.parent_id === r.id));
+  t.true(fs.readFileSync(built).equals(fs.readFileSync(path.join(e.ubRoot, 'snapshots', String(fileTop.id), 'blob'))));
 });
 
 /** True once the container's shell has written a whole line: its redirect creates the file
@@ -372,9 +390,9 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
   const { serve } = await import('../dist/snapshotter/server.js');
   const dir = fs.mkdtempSync('/tmp/ubsn-codes-');
   const logged = [];
-  const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: (l) => logged.push(l) });
+  let running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: (l) => logged.push(l) });
   const Snapshots = lookup(loadApi().snapshots, 'containerd.services.snapshots.v1.Snapshots');
-  const client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
+  let client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
   const call = (m, req) => new Promise((resolve) => client[m](req, (err, res) => resolve(err ? { code: err.code } : { res })));
   try {
     const S = grpc.status;
@@ -436,6 +454,30 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     fs.closeSync(writer);
     t.truthy((await call('Cleanup', {})).res);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).flatMap((f) => fs.readdirSync(path.join(dir, 'root/store/objects', f))), []);
+
+    // Remove deletes the row and moves the directory to tmp/rm-<id>-* in one transaction. What a
+    // kill leaves, restarted: a trash entry whose row is still there (the transaction did not
+    // commit) is put back; a directory without a row (and any other trash) goes.
+    const kupper = (await call('Prepare', { key: 'ns/8/k', parent: '' })).res.mounts[0].source;
+    const kid = path.basename(path.dirname(kupper));
+    fs.writeFileSync(path.join(kupper, 'kept'), 'kept by a rolled-back Remove\n'.repeat(4));
+    t.truthy((await call('Commit', { name: 'ns/9/kc', key: 'ns/8/k' })).res);
+    client.close();
+    await running.stop();
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/snapshots')), [kid]);
+    fs.renameSync(path.join(dir, 'root/snapshots', kid), path.join(dir, `root/tmp/rm-${kid}-1-x`));
+    fs.mkdirSync(path.join(dir, 'root/snapshots/99/fs'), { recursive: true });
+    fs.mkdirSync(path.join(dir, 'root/tmp/rm-99-1-x'));
+    running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: (l) => logged.push(l) });
+    client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/snapshots')), [kid]);
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/tmp')), []);
+    const kv = await call('View', { key: 'ns/10/kv', parent: 'ns/9/kc' });
+    t.is(fs.readFileSync(path.join(kv.res.mounts[0].source, 'kept'), 'utf8'), 'kept by a rolled-back Remove\n'.repeat(4));
+    t.truthy((await call('Remove', { key: 'ns/10/kv' })).res);
+    t.truthy((await call('Remove', { key: 'ns/9/kc' })).res);
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/snapshots')), []);
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/tmp')), []);
   } finally {
     client.close();
     await running.stop();

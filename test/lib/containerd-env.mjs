@@ -72,7 +72,8 @@ async function waitFor(what, fn, ms = 20_000) {
 }
 
 /**
- * @param {{ bin?: string, transfer?: boolean, storeDir?: string }} opts  bin: a usr/bin with containerd, ctr, shims
+ * @param {{ bin?: string, transfer?: boolean, storeDir?: string, containerdRoot?: boolean }} opts  bin: a usr/bin with
+ *   containerd, ctr, shims; containerdRoot: the snapshotter reads layer blobs from containerd's files
  */
 export async function startEnv(opts = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ubsn-'));
@@ -87,10 +88,12 @@ export async function startEnv(opts = {}) {
   const e = {
     dir, ubRoot, store, logFile,
     log: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : ''),
-    async startSnapshotter() {
+    /** containerdRoot: pass --containerd-root (the fast path reads containerd's blob files). */
+    async startSnapshotter({ containerdRoot = !!opts.containerdRoot } = {}) {
       const out = fs.openSync(logFile, 'a');
       procs.ub = spawn(process.execPath, [CFS, 'snapshotter', '--root', ubRoot, '--address', path.join(dir, 'ub.sock'),
-        '--store', store, '--containerd-address', path.join(dir, 'containerd.sock')], { stdio: ['ignore', out, out], env });
+        '--store', store, '--containerd-address', path.join(dir, 'containerd.sock'),
+        ...(containerdRoot ? ['--containerd-root', path.join(dir, 'root')] : [])], { stdio: ['ignore', out, out], env });
       fs.closeSync(out);
       await waitFor('the snapshotter socket', () => e.log().includes('serving containerd snapshots API'));
     },
