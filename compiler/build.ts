@@ -273,9 +273,18 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     await store.flush();
     // Before the syncfs, which then also makes the Merkle trees durable.
     const verity = opts.verity ? enableObjectVerity(root, store.stores) : {};
-    await store.sync();
+    // The syncfs runs in a child process: encode the blob meanwhile (seconds for a million
+    // inodes), and publish it only once the objects it names are durable.
+    const synced = store.startSync();
     opts.onProgress?.({ phase: 'writing', ...finishing });
-    const blob = encodeBlob(root, { inlineThreshold, warn: (m) => process.stderr.write(`cfs: warning: ${m}\n`) });
+    let blob: Buffer;
+    try {
+      blob = encodeBlob(root, { inlineThreshold, warn: (m) => process.stderr.write(`cfs: warning: ${m}\n`) });
+    } catch (err) {
+      await synced.catch(() => {});
+      throw err;
+    }
+    await synced;
     await writeFileAtomic(out, blob);
     const st = blobStats(blob);
     return {

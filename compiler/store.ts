@@ -216,6 +216,11 @@ export interface StoreWriterOptions {
 }
 
 const BATCH_BYTES = 4 << 20;
+/**
+ * Bytes queued for the writer thread by default: four batches keep it busy (it is the slower
+ * side when objects are new); 64 MiB only raised peak RSS (by ~25 MB on Debian image a).
+ */
+const QUEUED_BYTES = 16 << 20;
 
 /** Contents collected for one message to the writer thread, and where their digests go. */
 class Batch {
@@ -295,7 +300,7 @@ export class StoreWriter {
     if (stores.length === 0) throw new Error('at least one --store is required');
     this.stores = stores.map((s) => path.resolve(s));
     this.batchObjects = opts.batchObjects ?? 1024;
-    this.maxQueuedBytes = opts.maxQueuedBytes ?? 64 << 20;
+    this.maxQueuedBytes = opts.maxQueuedBytes ?? QUEUED_BYTES;
     this.journal = opts.journal;
     for (const s of this.stores) {
       fs.mkdirSync(path.join(s, OBJECTS_DIR), { recursive: true });
@@ -363,12 +368,16 @@ export class StoreWriter {
   /** flush(), then one syncfs per store. */
   async sync(): Promise<void> {
     await this.flush();
-    await this.syncStores();
+    await this.startSync();
   }
 
-  /** One syncfs per store, for objects already flushed. */
-  async syncStores(): Promise<void> {
-    for (const s of this.stores) await syncFilesystem(path.join(s, OBJECTS_DIR));
+  /**
+   * After flush(): one syncfs per store, each in a child process started before this returns,
+   * so the caller can work (encode the blob) while they run.
+   */
+  startSync(): Promise<void> {
+    const syncs = this.stores.map((s) => syncFilesystem(path.join(s, OBJECTS_DIR)));
+    return Promise.all(syncs).then(() => undefined);
   }
 
   /** After an error: let queued writes finish (or clean up), remove our temp files, stop the worker. */

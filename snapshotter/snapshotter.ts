@@ -366,7 +366,7 @@ export class Snapshotter {
       await store.flush();
       phases.mark('objects written');
       // The stores' syncfs runs (a child process) while this thread encodes the blob.
-      const synced = store.syncStores();
+      const synced = store.startSync();
       synced.catch(() => {}); // awaited below; an early failure must not go unhandled meanwhile
       const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
@@ -459,7 +459,7 @@ export class Snapshotter {
     try {
       diff = await applyOverlayDiff(tree, this.upper(row.id), { store, inlineThreshold: this.inlineThreshold, whiteouts: p !== null });
       await store.flush();
-      const synced = store.syncStores(); // while the blob is encoded (see compileLayer)
+      const synced = store.startSync(); // while the blob is encoded (see compileLayer)
       synced.catch(() => {});
       this.addRoots(row.id);
       const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
