@@ -12,7 +12,9 @@
 // exclusive while they read the roots and delete. So a collector never sees a store in which a
 // writer has objects its root does not yet cover. The kernel drops the lock when its holder
 // dies, so a killed build never blocks gc; and anyone can take it from a shell
-// (`flock STORE/.lock ...`).
+// (`flock STORE/.lock ...`). The lock file is unlinked only by a failed build removing the
+// empty store it created, and only while it holds the lock exclusively; lockers check after
+// locking that the path still names the file they locked (lockStore).
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -27,6 +29,9 @@ export const LOCK_FILE = '.lock';
 export type LockMode = 'shared' | 'exclusive';
 
 export interface StoreLock {
+  /** The stores locked (real paths, sorted) and their lock files' descriptors, index for index. */
+  readonly stores: readonly string[];
+  readonly fds: readonly number[];
   release(): void;
 }
 
@@ -65,28 +70,62 @@ function flockFd(fd: number, mode: LockMode, wait: boolean): Promise<boolean> {
  * two lockers of overlapping store sets cannot deadlock. Throws "busy" with wait: false.
  */
 export async function lockStores(stores: string[], mode: LockMode, opts: LockOptions = {}): Promise<StoreLock> {
-  const wait = opts.wait ?? true;
   const fds: number[] = [];
   const release = () => {
     for (const fd of fds.splice(0)) fs.closeSync(fd);
   };
+  const unique = uniqueStores(stores);
   try {
-    for (const store of uniqueStores(stores)) {
-      fs.mkdirSync(store, { recursive: true });
-      const fd = fs.openSync(path.join(store, LOCK_FILE), fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o644);
-      fds.push(fd);
-      if (await flockFd(fd, mode, false)) continue;
-      if (!wait) {
-        throw new Error(`store ${store} is busy: ${mode === 'exclusive' ? 'a build or snapshotter commit is writing to it' : 'a gc is running on it'} (${path.join(store, LOCK_FILE)} is locked)`);
-      }
-      opts.onWait?.(store);
-      await flockFd(fd, mode, true);
-    }
+    for (const store of unique) fds.push(await lockStore(store, mode, opts));
   } catch (err) {
     release();
     throw err;
   }
-  return { release };
+  return { stores: unique, fds, release };
+}
+
+/**
+ * Lock one store; the open descriptor of its lock file. A failed build's cleanup may unlink
+ * the lock file of a store it created (removeIfOnlyOurs, under the exclusive lock): whoever
+ * opened that file before the unlink gets its lock afterwards, on a file no one else will ever
+ * open. So after locking, check that the path still names the file we locked; if not, start
+ * again on the store as it is now (the lock-file-with-unlink protocol).
+ */
+async function lockStore(store: string, mode: LockMode, opts: LockOptions): Promise<number> {
+  const wait = opts.wait ?? true;
+  const file = path.join(store, LOCK_FILE);
+  let waited = false;
+  for (;;) {
+    fs.mkdirSync(store, { recursive: true });
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o644);
+    try {
+      if (!(await flockFd(fd, mode, false))) {
+        if (!wait) {
+          throw new Error(`store ${store} is busy: ${mode === 'exclusive' ? 'a build or snapshotter commit is writing to it' : 'a gc is running on it'} (${file} is locked)`);
+        }
+        if (!waited) opts.onWait?.(store);
+        waited = true;
+        await flockFd(fd, mode, true);
+      }
+      if (namesSameFile(fd, file)) return fd;
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    fs.closeSync(fd);
+  }
+}
+
+/** `file` is (still) the file open as `fd`. */
+function namesSameFile(fd: number, file: string): boolean {
+  const open = fs.fstatSync(fd);
+  try {
+    const now = fs.statSync(file);
+    return now.ino === open.ino && now.dev === open.dev;
+  } catch (err: any) {
+    if (err.code === 'ENOENT') return false;
+    throw err;
+  }
 }
 
 function uniqueStores(stores: string[]): string[] {
@@ -218,8 +257,8 @@ export function dropDeadRoots(roots: StoreRoots): void {
 export interface BuildHold {
   /** The build succeeded: let go of the lock. */
   done(): void;
-  /** The build failed: take back the roots it added, then let go. */
-  failed(): void;
+  /** The build failed: take back the roots it added (and the stores it created), then let go. */
+  failed(): Promise<void>;
 }
 
 /**
@@ -229,7 +268,7 @@ export interface BuildHold {
  * dies; the next gc drops it.
  */
 export async function holdStoresForBuild(stores: string[], out: string, root: boolean, onWait?: (store: string) => void): Promise<BuildHold> {
-  const fresh = stores.filter((s) => !fs.existsSync(s));
+  const fresh = new Set(stores.filter((s) => !fs.existsSync(s)).map((s) => uniqueStores([s])[0]));
   const lock = await lockStores(stores, 'shared', { onWait });
   const added: string[] = [];
   try {
@@ -240,22 +279,31 @@ export async function holdStoresForBuild(stores: string[], out: string, root: bo
   }
   return {
     done: () => lock.release(),
-    failed: () => {
-      for (const s of added) removeRoot(s, out);
-      for (const s of fresh) removeIfOnlyOurs(s);
-      lock.release();
+    failed: async () => {
+      try {
+        for (const s of added) removeRoot(s, out);
+        for (const [i, s] of lock.stores.entries()) if (fresh.has(s)) await removeIfOnlyOurs(s, lock.fds[i]);
+      } finally {
+        lock.release();
+      }
     },
   };
 }
 
-/** A store this failed build created and left empty: remove what we put there. */
-function removeIfOnlyOurs(store: string): void {
+/**
+ * A store this failed build created: remove it if it holds nothing but an empty roots/ and
+ * the lock file, and no one else holds or waits for its lock. `fd` is our (shared) lock on it.
+ * The lock file goes only while we hold it exclusively, and only after that is the directory
+ * removed; a locker that opened the file before the unlink sees it gone once it has the lock
+ * and starts again (lockStore). Someone else holding the lock (another build, a gc, a shell's
+ * `flock`) makes us leave the store as it is: an empty store, harmless, the next build uses it.
+ */
+async function removeIfOnlyOurs(store: string, fd: number): Promise<void> {
+  if (!(await flockFd(fd, 'exclusive', false))) return;
   try {
     fs.rmdirSync(path.join(store, ROOTS_DIR));
   } catch { /* not empty, or absent */ }
-  const left = fs.readdirSync(store);
-  if (left.every((n) => n === LOCK_FILE)) {
-    fs.rmSync(path.join(store, LOCK_FILE), { force: true });
-    fs.rmdirSync(store);
-  }
+  if (!fs.readdirSync(store).every((n) => n === LOCK_FILE)) return;
+  fs.rmSync(path.join(store, LOCK_FILE), { force: true });
+  fs.rmdirSync(store);
 }
