@@ -49,6 +49,9 @@ const BUSY = 75;
  * flock(2) on our open file description of `fd`, done by flock(1) on the descriptor it
  * inherits: the lock belongs to the description, so it stays ours after flock(1) exits and
  * goes when we close `fd` (or exit). Node has no flock of its own. False: busy (nowait only).
+ * Not the Node-API addon's: `cfs build --store` and `cfs gc` must work where the addon was not
+ * built (`npm run demo` builds only the TypeScript; mounter/addon.ts loads it lazily for that
+ * reason), and util-linux's flock(1) is on every machine the stores live on.
  */
 function flockFd(fd: number, mode: LockMode, wait: boolean): Promise<boolean> {
   const args = [mode === 'shared' ? '-s' : '-x', ...(wait ? [] : ['-n']), '-E', String(BUSY), '3'];
