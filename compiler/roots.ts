@@ -204,18 +204,29 @@ export interface Root {
   blob: string;
 }
 
+/** A root that could not be read (its link, or its blob's path): it may need any object. */
+export interface UnreadableRoot {
+  link: string;
+  /** The blob, when the link itself could be read. */
+  blob?: string;
+  /** The error, e.g. "EACCES: permission denied, stat '/x/a.ub'". */
+  reason: string;
+}
+
 export interface StoreRoots {
   /** Roots whose blob exists. */
   live: Root[];
   /** Roots whose blob is gone. */
   dangling: Root[];
+  /** Roots whose link or blob path gave an error other than "no such file". */
+  unreadable: UnreadableRoot[];
   /** Temp links of interrupted registrations. */
   temps: string[];
 }
 
 /** Read the roots of the stores. An entry that is not a symlink is an error (never guessed at). */
 export function readRoots(stores: string[]): StoreRoots {
-  const out: StoreRoots = { live: [], dangling: [], temps: [] };
+  const out: StoreRoots = { live: [], dangling: [], unreadable: [], temps: [] };
   for (const store of stores) {
     const dir = path.join(store, ROOTS_DIR);
     let names: string[];
@@ -231,9 +242,15 @@ export function readRoots(stores: string[]): StoreRoots {
         out.temps.push(link);
         continue;
       }
-      if (!fs.lstatSync(link).isSymbolicLink()) throw new Error(`${link}: not a symlink (a gc root is a symlink to a blob)`);
-      const root = { link, blob: path.resolve(dir, fs.readlinkSync(link)) };
-      (blobExists(root.blob) ? out.live : out.dangling).push(root);
+      let blob: string | undefined;
+      try {
+        if (!fs.lstatSync(link).isSymbolicLink()) throw new Error(`${link}: not a symlink (a gc root is a symlink to a blob)`);
+        blob = path.resolve(dir, fs.readlinkSync(link));
+        (blobExists(blob) ? out.live : out.dangling).push({ link, blob });
+      } catch (err: any) {
+        if (typeof err.code !== 'string') throw err;
+        out.unreadable.push({ link, blob, reason: err.message });
+      }
     }
   }
   return out;

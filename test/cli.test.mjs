@@ -17,7 +17,7 @@ import { crc32c } from '../dist/format/crc32c.js';
 import { extractBlob } from '../dist/compiler/extract.js';
 import { fsckBlob } from '../dist/compiler/fsck.js';
 import { gcStores, referencedDigests } from '../dist/compiler/gc.js';
-import { holdStoresForBuild, lockStores } from '../dist/compiler/roots.js';
+import { addRoot, holdStoresForBuild, lockStores } from '../dist/compiler/roots.js';
 import { readBlobFile, displayName, modeString } from '../dist/compiler/inspect.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -420,6 +420,44 @@ test('gc: removes exactly the unreferenced objects and stale temps; --dry-run re
   t.is(all.objects.length, 3);
   await t.throwsAsync(gcStores({ stores: [f.store], blobs: [path.join(f.dir, 'missing.ub')] }), { message: /missing\.ub: no such file/ });
   t.is(fs.readdirSync(objects).filter((n) => /^[0-9a-f]{2}$/.test(n)).flatMap((d) => fs.readdirSync(path.join(objects, d))).length, 4);
+});
+
+test('gc: a root that cannot be read is named on one line and keeps every object; the rest of gc goes on', (t) => {
+  const f = fixture(t);
+  const orphan = writeObject(f.store, 'ee'.repeat(32), Buffer.from('unreferenced'));
+  addRoot(f.store, f.blob);
+  // a root whose blob path is a symlink loop (ELOOP on stat), another that leads to a dangling one
+  const loop = path.join(f.dir, 'loop.ub');
+  fs.symlinkSync(loop, loop);
+  const loopRoot = addRoot(f.store, loop).link;
+  const gone = addRoot(f.store, path.join(f.dir, 'gone.ub')).link;
+  let r = cfs('gc', '--store', f.store);
+  t.is(r.code, 1);
+  t.is(r.err, `cfs gc: cannot read gc root ${loopRoot} -> ${loop}: ELOOP: too many symbolic links encountered, stat '${loop}'; kept every object\n`);
+  t.is(r.out, `dropped dangling root ${gone} -> ${path.join(f.dir, 'gone.ub')}\nremoved 0 objects and 0 temp files, 0 bytes; kept 4 objects (1 root, 0 listed blobs)\n`);
+  t.true(fs.existsSync(orphan));
+  t.regex(cfs('gc', '--help').out, /A gc root that cannot be read/);
+
+  // EACCES: gc run by an unprivileged user, the root's blob in a directory it cannot search
+  if (spawnSync('setpriv', ['--version']).status === 0) {
+    fs.chmodSync(f.dir, 0o755);
+    const hidden = path.join(f.dir, 'hidden');
+    fs.mkdirSync(hidden, { mode: 0o700 });
+    fs.copyFileSync(f.blob, path.join(hidden, 'h.ub'));
+    const hiddenRoot = addRoot(f.store, path.join(hidden, 'h.ub')).link;
+    fs.rmSync(loopRoot);
+    r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CFS, 'gc', '--dry-run', '--store', f.store], { encoding: 'utf8' });
+    t.is(r.status, 1, r.stderr);
+    t.is(r.stderr, `cfs gc: cannot read gc root ${hiddenRoot} -> ${path.join(hidden, 'h.ub')}: EACCES: permission denied, stat '${path.join(hidden, 'h.ub')}'; kept every object\n`);
+    t.regex(r.stdout, /^would remove 0 objects and 0 temp files, 0 bytes; kept 4 objects/m);
+    fs.rmSync(hiddenRoot);
+  } else {
+    fs.rmSync(loopRoot);
+  }
+  // once the unreadable roots are gone, the orphan goes
+  r = cfs('gc', '--store', f.store);
+  t.is(r.code, 0, r.err);
+  t.false(fs.existsSync(orphan));
 });
 
 // ---------------------------------------------------------------------------------------------
