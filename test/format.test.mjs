@@ -806,6 +806,17 @@ test('corruption: truncated or extended blobs are rejected', (t) => {
   }
 });
 
+test('header: the version is read before the crc (v1 with a stale crc: rebuild; v0: corrupt)', (t) => {
+  const base = vectorByName.get('small').blob;
+  const v1 = Buffer.from(base);
+  v1.writeUInt16LE(1, HDR.versionMajor); // header crc left as sealed for version 2
+  t.throws(() => open(v1), { instanceOf: BlobError, message: 'format version 1: rebuild the blob with this cfs (it reads version 2)' });
+  const v0 = Buffer.from(base);
+  v0.writeUInt16LE(0, HDR.versionMajor);
+  fixHeaderCrc(v0);
+  t.throws(() => open(v0), { instanceOf: BlobError, message: 'corrupt blob: version_major 0' });
+});
+
 test('corruption: header field checks (with a valid header CRC)', (t) => {
   const base = vectorByName.get('small').blob;
   const r = open(base);
