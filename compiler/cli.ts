@@ -28,7 +28,7 @@ export async function main(argv: string[]): Promise<void> {
   try {
     await program.parseAsync(argv);
   } catch (err: any) {
-    buildHold.failed();
+    await buildHold.failed();
     // commander reports usage errors itself and throws to let us choose the exit code.
     if (err && typeof err.code === 'string' && err.code.startsWith('commander.')) {
       process.exit(err.exitCode ?? 2);
@@ -43,7 +43,7 @@ export async function main(argv: string[]): Promise<void> {
  * command's action: before it, the lock and root; after it, the release; on failure, the root
  * goes again (main's catch calls failed()).
  */
-function plumbBuildRoots(program: Command): { failed(): void } {
+function plumbBuildRoots(program: Command): { failed(): Promise<void> } {
   const build = program.commands.find((c) => c.name() === 'build')!;
   let hold: BuildHold | null = null;
   build
@@ -59,9 +59,10 @@ function plumbBuildRoots(program: Command): { failed(): void } {
       hold = null;
     });
   return {
-    failed: () => {
-      hold?.failed();
+    failed: async () => {
+      const h = hold;
       hold = null;
+      await h?.failed();
     },
   };
 }

@@ -7,7 +7,11 @@
 //     unlink, so a build or snapshotter commit writing into a store (shared lock) is either
 //     finished, with its root registered, or not started;
 //   - the referenced set is the union of the DIGESTS sections of the listed blobs and of every
-//     live root's blob; if any of them cannot be read, nothing is deleted;
+//     live root's blob; a listed blob or a root's blob that is not a valid blob stops gc
+//     (nothing removed);
+//   - a root that cannot be read (EACCES, ELOOP, EIO... on its link, its blob's path or its
+//     blob) may need any object of any store: gc names it on one line, removes no object,
+//     still drops dangling roots and stale temp files, and exits 1;
 //   - with no blob and no live root, gc refuses (it would delete every object) unless
 //     --all-unreferenced;
 //   - a temp file (`objects/.tmp-*`) goes only when unwritten for a minute and its writer's pid
@@ -23,7 +27,7 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { SectionId } from '../format/layout.js';
 import { OBJECTS_DIR, isTempName } from './store.js';
-import { dropDeadRoots, lockStores, readRoots, type Root } from './roots.js';
+import { dropDeadRoots, lockStores, readRoots, type Root, type UnreadableRoot } from './roots.js';
 import { collectStore, withBlob, writeStdout } from './inspect.js';
 
 export interface GcOptions {
@@ -55,6 +59,8 @@ export interface GcResult {
   roots: Root[];
   /** Dangling roots removed (or, with dryRun, that would be). */
   rootsDropped: Root[];
+  /** Roots that could not be read; when there is one, no object was removed. */
+  unreadable: UnreadableRoot[];
   dryRun: boolean;
 }
 
@@ -99,15 +105,22 @@ export async function referencedDigests(blobs: string[]): Promise<Set<string>> {
   return refs;
 }
 
-/** Digests the blobs of live roots reference; a root whose blob is unreadable stops everything. */
-export async function rootDigests(roots: Root[], into: Set<string>): Promise<void> {
+/**
+ * Add the digests the blobs of live roots reference; the roots whose blob cannot be read (a
+ * system error: it may be fine, we cannot tell) are returned. A root whose blob is read but is
+ * not a blob stops everything.
+ */
+export async function rootDigests(roots: Root[], into: Set<string>): Promise<UnreadableRoot[]> {
+  const unreadable: UnreadableRoot[] = [];
   for (const r of roots) {
     try {
       for (const hex of await referencedDigests([r.blob])) into.add(hex);
     } catch (err: any) {
-      throw new Error(`gc root ${r.link}: ${err.message} (nothing removed; fix the blob or remove the root)`);
+      if (typeof err.code === 'string') unreadable.push({ link: r.link, blob: r.blob, reason: err.message });
+      else throw new Error(`gc root ${r.link}: ${err.message} (nothing removed; fix the blob or remove the root)`);
     }
   }
+  return unreadable;
 }
 
 /** Remove unreferenced objects, dangling roots and stale temp files from every store. */
@@ -124,16 +137,17 @@ export async function gcStores(opts: GcOptions): Promise<GcResult> {
 
 async function collect(opts: GcOptions): Promise<GcResult> {
   const roots = readRoots(opts.stores);
-  if (opts.blobs.length === 0 && roots.live.length === 0 && !opts.allUnreferenced) {
+  if (opts.blobs.length === 0 && roots.live.length === 0 && roots.unreadable.length === 0 && !opts.allUnreferenced) {
     const dangling = roots.dangling.length > 0 ? ` (${roots.dangling.length} dangling: their blobs are gone)` : '';
     throw new Error(`gc: no blob given and no live gc root in ${opts.stores.join(', ')}${dangling}; every object would be deleted (use --all-unreferenced to mean that)`);
   }
   const refs = await referencedDigests(opts.blobs);
-  await rootDigests(roots.live, refs);
+  const unreadable = [...roots.unreadable, ...await rootDigests(roots.live, refs)];
+  const keepAll = unreadable.length > 0;
   const now = opts.now ?? Date.now();
   const dryRun = !!opts.dryRun;
   if (!dryRun) dropDeadRoots(roots);
-  const result: GcResult = { objects: [], temps: [], bytesFreed: 0, kept: 0, dryRun, roots: roots.live, rootsDropped: roots.dangling };
+  const result: GcResult = { objects: [], temps: [], bytesFreed: 0, kept: 0, dryRun, roots: roots.live, rootsDropped: roots.dangling, unreadable };
   const remove = async (list: GcItem[], p: string, size: number) => {
     if (!dryRun) {
       try {
@@ -162,7 +176,7 @@ async function collect(opts: GcOptions): Promise<GcResult> {
         const p = path.join(fanPath, name);
         const ost = await fsp.lstat(p);
         if (ost.isDirectory()) continue;
-        if (refs.has(fan + name)) result.kept++;
+        if (keepAll || refs.has(fan + name)) result.kept++;
         else await remove(result.objects, p, ost.size);
       }
     }
@@ -182,6 +196,9 @@ export function registerGc(program: Command): void {
     .option('-n, --dry-run', 'list what would be removed, remove nothing')
     .option('--no-wait', 'fail at once instead of waiting while a build writes to a store')
     .option('--all-unreferenced', 'allow running with no blob and no live root: remove every object')
+    .addHelpText('after', '\nA gc root that cannot be read (EACCES, ELOOP, EIO... on its link or its blob) may need any\n' +
+      'object: gc names it on stderr, one line per root, removes no object (it still drops dangling\n' +
+      'roots and stale temp files) and exits 1. A root whose blob is read but is not a blob stops gc.')
     .action(async (blobs: string[], o: { store: string[]; dryRun?: boolean; wait: boolean; allUnreferenced?: boolean }) => {
       const onWait = (s: string) => process.stderr.write(`cfs gc: waiting for the build writing to ${s}\n`);
       const r = await gcStores({ stores: o.store, blobs, dryRun: o.dryRun, allUnreferenced: o.allUnreferenced, wait: o.wait, onWait });
@@ -191,5 +208,9 @@ export function registerGc(program: Command): void {
       await writeStdout(`${r.dryRun ? 'would remove' : 'removed'} ${plural(r.objects.length, 'object')} and` +
         ` ${plural(r.temps.length, 'temp file')}, ${r.bytesFreed} bytes; kept ${plural(r.kept, 'object')}` +
         ` (${plural(r.roots.length, 'root')}, ${plural(blobs.length, 'listed blob')})\n`);
+      for (const u of r.unreadable) {
+        process.stderr.write(`cfs gc: cannot read gc root ${u.link}${u.blob ? ` -> ${u.blob}` : ''}: ${u.reason}; kept every object\n`);
+      }
+      if (r.unreadable.length > 0) process.exitCode = 1;
     });
 }

@@ -19,7 +19,8 @@ export function openBlobFile(blobPath: string): BlobReader {
   try {
     src = sourceFromFile(blobPath);
   } catch (err: any) {
-    throw new Error(`${blobPath}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`);
+    // keep the code: callers tell a file they cannot read from a file that is not a blob
+    throw Object.assign(new Error(`${blobPath}: ${err.code === 'ENOENT' ? 'no such file' : err.message}`), { code: err.code });
   }
   try {
     return openBlob(src);

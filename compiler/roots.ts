@@ -12,7 +12,9 @@
 // exclusive while they read the roots and delete. So a collector never sees a store in which a
 // writer has objects its root does not yet cover. The kernel drops the lock when its holder
 // dies, so a killed build never blocks gc; and anyone can take it from a shell
-// (`flock STORE/.lock ...`).
+// (`flock STORE/.lock ...`). The lock file is unlinked only by a failed build removing the
+// empty store it created, and only while it holds the lock exclusively; lockers check after
+// locking that the path still names the file they locked (lockStore).
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -27,6 +29,9 @@ export const LOCK_FILE = '.lock';
 export type LockMode = 'shared' | 'exclusive';
 
 export interface StoreLock {
+  /** The stores locked (real paths, sorted) and their lock files' descriptors, index for index. */
+  readonly stores: readonly string[];
+  readonly fds: readonly number[];
   release(): void;
 }
 
@@ -44,6 +49,9 @@ const BUSY = 75;
  * flock(2) on our open file description of `fd`, done by flock(1) on the descriptor it
  * inherits: the lock belongs to the description, so it stays ours after flock(1) exits and
  * goes when we close `fd` (or exit). Node has no flock of its own. False: busy (nowait only).
+ * Not the Node-API addon's: `cfs build --store` and `cfs gc` must work where the addon was not
+ * built (`npm run demo` builds only the TypeScript; mounter/addon.ts loads it lazily for that
+ * reason), and util-linux's flock(1) is on every machine the stores live on.
  */
 function flockFd(fd: number, mode: LockMode, wait: boolean): Promise<boolean> {
   const args = [mode === 'shared' ? '-s' : '-x', ...(wait ? [] : ['-n']), '-E', String(BUSY), '3'];
@@ -65,28 +73,62 @@ function flockFd(fd: number, mode: LockMode, wait: boolean): Promise<boolean> {
  * two lockers of overlapping store sets cannot deadlock. Throws "busy" with wait: false.
  */
 export async function lockStores(stores: string[], mode: LockMode, opts: LockOptions = {}): Promise<StoreLock> {
-  const wait = opts.wait ?? true;
   const fds: number[] = [];
   const release = () => {
     for (const fd of fds.splice(0)) fs.closeSync(fd);
   };
+  const unique = uniqueStores(stores);
   try {
-    for (const store of uniqueStores(stores)) {
-      fs.mkdirSync(store, { recursive: true });
-      const fd = fs.openSync(path.join(store, LOCK_FILE), fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o644);
-      fds.push(fd);
-      if (await flockFd(fd, mode, false)) continue;
-      if (!wait) {
-        throw new Error(`store ${store} is busy: ${mode === 'exclusive' ? 'a build or snapshotter commit is writing to it' : 'a gc is running on it'} (${path.join(store, LOCK_FILE)} is locked)`);
-      }
-      opts.onWait?.(store);
-      await flockFd(fd, mode, true);
-    }
+    for (const store of unique) fds.push(await lockStore(store, mode, opts));
   } catch (err) {
     release();
     throw err;
   }
-  return { release };
+  return { stores: unique, fds, release };
+}
+
+/**
+ * Lock one store; the open descriptor of its lock file. A failed build's cleanup may unlink
+ * the lock file of a store it created (removeIfOnlyOurs, under the exclusive lock): whoever
+ * opened that file before the unlink gets its lock afterwards, on a file no one else will ever
+ * open. So after locking, check that the path still names the file we locked; if not, start
+ * again on the store as it is now (the lock-file-with-unlink protocol).
+ */
+async function lockStore(store: string, mode: LockMode, opts: LockOptions): Promise<number> {
+  const wait = opts.wait ?? true;
+  const file = path.join(store, LOCK_FILE);
+  let waited = false;
+  for (;;) {
+    fs.mkdirSync(store, { recursive: true });
+    const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o644);
+    try {
+      if (!(await flockFd(fd, mode, false))) {
+        if (!wait) {
+          throw new Error(`store ${store} is busy: ${mode === 'exclusive' ? 'a build or snapshotter commit is writing to it' : 'a gc is running on it'} (${file} is locked)`);
+        }
+        if (!waited) opts.onWait?.(store);
+        waited = true;
+        await flockFd(fd, mode, true);
+      }
+      if (namesSameFile(fd, file)) return fd;
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    fs.closeSync(fd);
+  }
+}
+
+/** `file` is (still) the file open as `fd`. */
+function namesSameFile(fd: number, file: string): boolean {
+  const open = fs.fstatSync(fd);
+  try {
+    const now = fs.statSync(file);
+    return now.ino === open.ino && now.dev === open.dev;
+  } catch (err: any) {
+    if (err.code === 'ENOENT') return false;
+    throw err;
+  }
 }
 
 function uniqueStores(stores: string[]): string[] {
@@ -163,18 +205,29 @@ export interface Root {
   blob: string;
 }
 
+/** A root that could not be read (its link, or its blob's path): it may need any object. */
+export interface UnreadableRoot {
+  link: string;
+  /** The blob, when the link itself could be read. */
+  blob?: string;
+  /** The error, e.g. "EACCES: permission denied, stat '/x/a.ub'". */
+  reason: string;
+}
+
 export interface StoreRoots {
   /** Roots whose blob exists. */
   live: Root[];
   /** Roots whose blob is gone. */
   dangling: Root[];
+  /** Roots whose link or blob path gave an error other than "no such file". */
+  unreadable: UnreadableRoot[];
   /** Temp links of interrupted registrations. */
   temps: string[];
 }
 
 /** Read the roots of the stores. An entry that is not a symlink is an error (never guessed at). */
 export function readRoots(stores: string[]): StoreRoots {
-  const out: StoreRoots = { live: [], dangling: [], temps: [] };
+  const out: StoreRoots = { live: [], dangling: [], unreadable: [], temps: [] };
   for (const store of stores) {
     const dir = path.join(store, ROOTS_DIR);
     let names: string[];
@@ -190,9 +243,15 @@ export function readRoots(stores: string[]): StoreRoots {
         out.temps.push(link);
         continue;
       }
-      if (!fs.lstatSync(link).isSymbolicLink()) throw new Error(`${link}: not a symlink (a gc root is a symlink to a blob)`);
-      const root = { link, blob: path.resolve(dir, fs.readlinkSync(link)) };
-      (blobExists(root.blob) ? out.live : out.dangling).push(root);
+      let blob: string | undefined;
+      try {
+        if (!fs.lstatSync(link).isSymbolicLink()) throw new Error(`${link}: not a symlink (a gc root is a symlink to a blob)`);
+        blob = path.resolve(dir, fs.readlinkSync(link));
+        (blobExists(blob) ? out.live : out.dangling).push({ link, blob });
+      } catch (err: any) {
+        if (typeof err.code !== 'string') throw err;
+        out.unreadable.push({ link, blob, reason: err.message });
+      }
     }
   }
   return out;
@@ -219,8 +278,8 @@ export function dropDeadRoots(roots: StoreRoots): void {
 export interface BuildHold {
   /** The build succeeded: let go of the lock. */
   done(): void;
-  /** The build failed: take back the roots it added, then let go. */
-  failed(): void;
+  /** The build failed: take back the roots it added (and the stores it created), then let go. */
+  failed(): Promise<void>;
 }
 
 /**
@@ -230,7 +289,7 @@ export interface BuildHold {
  * dies; the next gc drops it.
  */
 export async function holdStoresForBuild(stores: string[], out: string, root: boolean, onWait?: (store: string) => void): Promise<BuildHold> {
-  const fresh = stores.filter((s) => !fs.existsSync(s));
+  const fresh = new Set(stores.filter((s) => !fs.existsSync(s)).map((s) => uniqueStores([s])[0]));
   const lock = await lockStores(stores, 'shared', { onWait });
   const added: string[] = [];
   try {
@@ -241,22 +300,31 @@ export async function holdStoresForBuild(stores: string[], out: string, root: bo
   }
   return {
     done: () => lock.release(),
-    failed: () => {
-      for (const s of added) removeRoot(s, out);
-      for (const s of fresh) removeIfOnlyOurs(s);
-      lock.release();
+    failed: async () => {
+      try {
+        for (const s of added) removeRoot(s, out);
+        for (const [i, s] of lock.stores.entries()) if (fresh.has(s)) await removeIfOnlyOurs(s, lock.fds[i]);
+      } finally {
+        lock.release();
+      }
     },
   };
 }
 
-/** A store this failed build created and left empty: remove what we put there. */
-function removeIfOnlyOurs(store: string): void {
+/**
+ * A store this failed build created: remove it if it holds nothing but an empty roots/ and
+ * the lock file, and no one else holds or waits for its lock. `fd` is our (shared) lock on it.
+ * The lock file goes only while we hold it exclusively, and only after that is the directory
+ * removed; a locker that opened the file before the unlink sees it gone once it has the lock
+ * and starts again (lockStore). Someone else holding the lock (another build, a gc, a shell's
+ * `flock`) makes us leave the store as it is: an empty store, harmless, the next build uses it.
+ */
+async function removeIfOnlyOurs(store: string, fd: number): Promise<void> {
+  if (!(await flockFd(fd, 'exclusive', false))) return;
   try {
     fs.rmdirSync(path.join(store, ROOTS_DIR));
   } catch { /* not empty, or absent */ }
-  const left = fs.readdirSync(store);
-  if (left.every((n) => n === LOCK_FILE)) {
-    fs.rmSync(path.join(store, LOCK_FILE), { force: true });
-    fs.rmdirSync(store);
-  }
+  if (!fs.readdirSync(store).every((n) => n === LOCK_FILE)) return;
+  fs.rmSync(path.join(store, LOCK_FILE), { force: true });
+  fs.rmdirSync(store);
 }

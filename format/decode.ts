@@ -225,13 +225,16 @@ export function openBlob(src: BlobSource): BlobReader {
   if (src.size < BLOCK_SIZE) throw new BlobError(`blob of ${src.size} bytes is smaller than the header page`);
   const h = src.read(0, HEADER_SIZE);
   if (!h.subarray(0, MAGIC.length).equals(MAGIC)) throw new BlobError('bad magic');
+  // The version before the crc (as the C reader): another version's header need not be sealed
+  // as ours is. No format ever had version 0: that is corruption.
+  const versionMajor = h.readUInt16LE(HDR.versionMajor);
+  if (versionMajor === 0) throw new BlobError('version_major 0');
+  if (versionMajor !== VERSION_MAJOR) throw versionError(versionMajor);
   const stored = h.readUInt32LE(HDR.headerCrc);
   const copy = Buffer.from(h);
   copy.writeUInt32LE(0, HDR.headerCrc);
   if (crc32c(copy) !== stored) throw new BlobError('header checksum mismatch');
 
-  const versionMajor = h.readUInt16LE(HDR.versionMajor);
-  if (versionMajor !== VERSION_MAJOR) throw versionError(versionMajor);
   const headerSize = h.readUInt32LE(HDR.headerSize);
   if (headerSize !== HEADER_SIZE) throw new BlobError(`header_size ${headerSize}, expected ${HEADER_SIZE}`);
   const blockSizeLog2 = h.readUInt32LE(HDR.blockSizeLog2);

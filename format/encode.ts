@@ -11,9 +11,9 @@ import { crc32c } from './crc32c.js';
 import {
   BLOCK_SIZE, BLOCK_SIZE_LOG2, DEFAULT_INLINE_THRESHOLD, DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, HDR,
   HEADER_SIZE, INO, INODE_SIZE, INODES_PER_PAGE, Layout, MAGIC, MAX_MTIME_SEC, MIN_MTIME_SEC, MTIME_SEC_BITS, MAX_DEV_MAJOR, MAX_DIR_BYTES, MAX_DEV_MINOR, MAX_INLINE_SIZE, MAX_INODES, MAX_NAME_LEN, MAX_NSEC,
-  MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_SET_ENTRIES, MAX_XATTR_VALUE_LEN, SEC, SECTION_COUNT,
+  MAX_SYMLINK_LEN, MAX_XATTR_NAME_LEN, MAX_XATTR_OVERLAY_NAME_LEN, MAX_XATTR_SET_ENTRIES, MAX_XATTR_VALUE_LEN, SEC, SECTION_COUNT,
   SECTION_ENTRY_SIZE, SECTION_TABLE_OFFSET, SectionId, VERSION_MAJOR, VERSION_MINOR, XATTR_ENTRY_HEADER_SIZE,
-  XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, dtypeOfMode, encodeDev, inodesSectionSize, roundUpToBlock,
+  XATTR_OVERLAY_PREFIX, XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, dtypeOfMode, encodeDev, inodesSectionSize, roundUpToBlock,
 } from './layout.js';
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, type TreeNode } from './tree.js';
 
@@ -550,6 +550,9 @@ function validateXattr(name: string, value: unknown, where: () => string): void 
   const bad = (why: string) => new EncodeError(`${where()}: xattr ${JSON.stringify(name)}: ${why}`);
   if (typeof name !== 'string') throw bad('name is not a string');
   if (name.length < 1 || name.length > MAX_XATTR_NAME_LEN) throw bad(`name must be 1..${MAX_XATTR_NAME_LEN} bytes`);
+  if (name.startsWith(XATTR_OVERLAY_PREFIX) && name.length > MAX_XATTR_OVERLAY_NAME_LEN) {
+    throw bad(`a ${XATTR_OVERLAY_PREFIX}* name must be at most ${MAX_XATTR_OVERLAY_NAME_LEN} bytes (a mount shows it escaped, 8 bytes longer, and cannot serve a name over ${MAX_XATTR_NAME_LEN})`);
+  }
   if (name.includes('\0')) throw bad('name contains NUL');
   if (NON_BYTE.test(name)) throw bad('name must be a binary string (one char per byte)');
   if (!Buffer.isBuffer(value)) throw bad('value must be a Buffer');

@@ -149,6 +149,13 @@ export const MAX_SYMLINK_LEN = 4095;
 export const MAX_INLINE_SIZE = BLOCK_SIZE;
 export const DEFAULT_INLINE_THRESHOLD = 64;
 export const MAX_XATTR_NAME_LEN = 255;
+/**
+ * Mounts show an image's trusted.overlay.X as trusted.overlay.overlay.X (SPEC §8, overlayfs's
+ * escaping): such a stored name may be at most 255 - 8 bytes, or the shown one cannot be fetched.
+ */
+export const XATTR_OVERLAY_PREFIX = 'trusted.overlay.';
+export const XATTR_OVERLAY_ESCAPED = 'trusted.overlay.overlay.';
+export const MAX_XATTR_OVERLAY_NAME_LEN = MAX_XATTR_NAME_LEN - (XATTR_OVERLAY_ESCAPED.length - XATTR_OVERLAY_PREFIX.length);
 export const MAX_XATTR_VALUE_LEN = 65536;
 export const MAX_XATTR_SET_ENTRIES = 65535;
 export const MAX_NSEC = 999_999_999;

@@ -649,7 +649,9 @@ export class Snapshotter {
     const refs = await referencedDigests(blobs);
     try {
       const ours = new Set(blobs);
-      await rootDigests(readRoots(this.stores).live.filter((r) => !ours.has(r.blob)), refs);
+      const roots = readRoots(this.stores);
+      const unreadable = [...roots.unreadable, ...await rootDigests(roots.live.filter((r) => !ours.has(r.blob)), refs)];
+      if (unreadable.length > 0) throw new Error(`cannot read gc root ${unreadable[0].link}: ${unreadable[0].reason}`);
     } catch (err: any) {
       this.log(`cleanup: objects not collected: ${err.message}`);
       return null;

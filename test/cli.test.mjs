@@ -17,6 +17,7 @@ import { crc32c } from '../dist/format/crc32c.js';
 import { extractBlob } from '../dist/compiler/extract.js';
 import { fsckBlob } from '../dist/compiler/fsck.js';
 import { gcStores, referencedDigests } from '../dist/compiler/gc.js';
+import { addRoot, holdStoresForBuild, lockStores } from '../dist/compiler/roots.js';
 import { readBlobFile, displayName, modeString } from '../dist/compiler/inspect.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -421,6 +422,44 @@ test('gc: removes exactly the unreferenced objects and stale temps; --dry-run re
   t.is(fs.readdirSync(objects).filter((n) => /^[0-9a-f]{2}$/.test(n)).flatMap((d) => fs.readdirSync(path.join(objects, d))).length, 4);
 });
 
+test('gc: a root that cannot be read is named on one line and keeps every object; the rest of gc goes on', (t) => {
+  const f = fixture(t);
+  const orphan = writeObject(f.store, 'ee'.repeat(32), Buffer.from('unreferenced'));
+  addRoot(f.store, f.blob);
+  // a root whose blob path is a symlink loop (ELOOP on stat), another that leads to a dangling one
+  const loop = path.join(f.dir, 'loop.ub');
+  fs.symlinkSync(loop, loop);
+  const loopRoot = addRoot(f.store, loop).link;
+  const gone = addRoot(f.store, path.join(f.dir, 'gone.ub')).link;
+  let r = cfs('gc', '--store', f.store);
+  t.is(r.code, 1);
+  t.is(r.err, `cfs gc: cannot read gc root ${loopRoot} -> ${loop}: ELOOP: too many symbolic links encountered, stat '${loop}'; kept every object\n`);
+  t.is(r.out, `dropped dangling root ${gone} -> ${path.join(f.dir, 'gone.ub')}\nremoved 0 objects and 0 temp files, 0 bytes; kept 4 objects (1 root, 0 listed blobs)\n`);
+  t.true(fs.existsSync(orphan));
+  t.regex(cfs('gc', '--help').out, /A gc root that cannot be read/);
+
+  // EACCES: gc run by an unprivileged user, the root's blob in a directory it cannot search
+  if (spawnSync('setpriv', ['--version']).status === 0) {
+    fs.chmodSync(f.dir, 0o755);
+    const hidden = path.join(f.dir, 'hidden');
+    fs.mkdirSync(hidden, { mode: 0o700 });
+    fs.copyFileSync(f.blob, path.join(hidden, 'h.ub'));
+    const hiddenRoot = addRoot(f.store, path.join(hidden, 'h.ub')).link;
+    fs.rmSync(loopRoot);
+    r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CFS, 'gc', '--dry-run', '--store', f.store], { encoding: 'utf8' });
+    t.is(r.status, 1, r.stderr);
+    t.is(r.stderr, `cfs gc: cannot read gc root ${hiddenRoot} -> ${path.join(hidden, 'h.ub')}: EACCES: permission denied, stat '${path.join(hidden, 'h.ub')}'; kept every object\n`);
+    t.regex(r.stdout, /^would remove 0 objects and 0 temp files, 0 bytes; kept 4 objects/m);
+    fs.rmSync(hiddenRoot);
+  } else {
+    fs.rmSync(loopRoot);
+  }
+  // once the unreadable roots are gone, the orphan goes
+  r = cfs('gc', '--store', f.store);
+  t.is(r.code, 0, r.err);
+  t.false(fs.existsSync(orphan));
+});
+
 // ---------------------------------------------------------------------------------------------
 // gc roots and the store lock, with real images (the Debian test images, cached)
 
@@ -509,6 +548,56 @@ test('gc roots: cfs build registers its blob, gc keeps its objects, drops dangli
   t.is(r.code, 1);
   t.false(fs.existsSync(path.join(dir, 'new-store')));
   t.is(cfs('gc', '--store', path.join(dir, 'nope')).err, `cfs: gc: ${path.join(dir, 'nope')}: no such store directory\n`);
+});
+
+/** Take flock(2) on our open file description of `fd` (flock(1) on the descriptor it inherits). */
+function flockDescriptor(fd, mode) {
+  return spawnSync('flock', [mode === 'shared' ? '-s' : '-x', '3'], { stdio: ['ignore', 'ignore', 'inherit', fd] }).status;
+}
+const lockTaken = (file) => spawnSync('flock', ['-n', '-x', file, 'true']).status === 1;
+
+test('a failed build removes the store it created only when no one else holds its lock', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-fresh-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // Another build took the fresh store's lock meanwhile: the store and its lock file stay.
+  const store = path.join(dir, 'fresh');
+  const hold = await holdStoresForBuild([store], path.join(dir, 'a.ub'), true);
+  const other = fs.openSync(path.join(store, '.lock'), 'r');
+  t.teardown(() => fs.closeSync(other));
+  t.is(flockDescriptor(other, 'shared'), 0);
+  await hold.failed();
+  t.deepEqual(fs.readdirSync(store).sort(), ['.lock', 'roots']);
+  t.deepEqual(fs.readdirSync(path.join(store, 'roots')), []); // our root went
+  t.is(fs.statSync(path.join(store, '.lock')).ino, fs.fstatSync(other).ino, 'the lock file another build holds was replaced');
+  t.true(lockTaken(path.join(store, '.lock')));
+  // Alone, the failed build leaves nothing.
+  const alone = path.join(dir, 'alone');
+  await (await holdStoresForBuild([alone], path.join(dir, 'b.ub'), true)).failed();
+  t.false(fs.existsSync(alone));
+});
+
+test('a locker that opened a lock file a cleanup then unlinked locks the store anew', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-relock-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const store = path.join(dir, 'store');
+  const file = path.join(store, '.lock');
+  fs.mkdirSync(store);
+  // Play the cleanup: hold the lock exclusively while the locker opens the file and waits...
+  const cleaner = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_CREAT);
+  t.is(flockDescriptor(cleaner, 'exclusive'), 0);
+  let waiting;
+  const waited = new Promise((resolve) => { waiting = resolve; });
+  const locking = lockStores([store], 'shared', { onWait: waiting });
+  await waited;
+  // ...then unlink it, remove the store and let go.
+  fs.rmSync(file);
+  fs.rmdirSync(store);
+  fs.closeSync(cleaner);
+  const lock = await locking;
+  t.teardown(() => lock.release());
+  t.true(fs.existsSync(file), 'the locker kept a lock on the unlinked file');
+  t.is(fs.statSync(file).ino, fs.fstatSync(lock.fds[0]).ino);
+  t.true(lockTaken(file));
 });
 
 // Serial: the other tests' spawnSync calls would block this one's polling for whole builds.

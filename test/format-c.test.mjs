@@ -149,20 +149,32 @@ const corruptions = [
   ['INODES size not the 85-per-page size', (b) => { b.writeBigUInt64LE(b.readBigUInt64LE(128 + 8) + 16n, 128 + 8); }],
 ];
 
-test('ubdump names the format version it refuses (1: rebuild, 3: too new)', (t) => {
+test('ubdump names the format version it refuses (1: rebuild, 3: too new), before the header crc', (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'ubc-'));
   try {
-    for (const [version, why] of [[1, 'rebuild the blob with this cfs'], [3, 'too new for this reader']]) {
+    const cases = [[1, 'rebuild the blob with this cfs', true], [1, 'rebuild the blob with this cfs', false], [3, 'too new for this reader', true]];
+    for (const [version, why, sealed] of cases) {
       const blob = Buffer.from(sampleBlob());
       blob.writeUInt16LE(version, 12);
-      reseal(blob);
-      const file = join(dir, `v${version}.ub`);
+      if (sealed) reseal(blob); // else: the header crc is that of the version 2 header
+      const file = join(dir, `v${version}${sealed ? '' : '-badcrc'}.ub`);
       writeFileSync(file, blob);
       for (const bin of [UBDUMP, UBDUMP_ASAN]) {
         const r = runDump(bin, file, ['-q']);
         t.is(r.status, 1, `${bin}: ${r.stderr}`);
         t.is(r.stderr, `ubdump: ${file}: format version ${version}: ${why} (this reads version 2)\n`);
       }
+    }
+    // no format had version 0: corrupt, not "rebuild"
+    const v0 = Buffer.from(sampleBlob());
+    v0.writeUInt16LE(0, 12);
+    reseal(v0);
+    writeFileSync(join(dir, 'v0.ub'), v0);
+    for (const bin of [UBDUMP, UBDUMP_ASAN]) {
+      const r = runDump(bin, join(dir, 'v0.ub'), ['-q']);
+      t.is(r.status, 1, `${bin}: ${r.stderr}`);
+      t.regex(r.stderr, /^ubdump: .*corrupt blob: [^\n]+\n$/);
+      t.notRegex(r.stderr, /rebuild/);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -562,6 +562,12 @@ test('encode: invalid input is rejected with clear errors', (t) => {
   bad(dirNode([['f', inlineNode('x', { xattrs: new Map([['', Buffer.alloc(0)]]) })]]), /xattr "": name must be 1\.\.255/);
   bad(dirNode([['f', inlineNode('x', { xattrs: new Map([['user.' + 'x'.repeat(251), Buffer.alloc(0)]]) })]]), /name must be 1\.\.255/);
   bad(dirNode([['f', inlineNode('x', { xattrs: new Map([['user.big', Buffer.alloc(65537)]]) })]]), /at most 65536/);
+  // trusted.overlay.X is shown as trusted.overlay.overlay.X: 8 more bytes, and XATTR_NAME_MAX is 255
+  const overlayName = (n) => 'trusted.overlay.' + 'o'.repeat(n - 16);
+  t.is(encodeBlob(dirNode([['f', inlineNode('x', { xattrs: new Map([[overlayName(247), Buffer.alloc(1)]]) })]])).length > 0, true);
+  t.is(encodeBlob(dirNode([['f', inlineNode('x', { xattrs: new Map([['user.' + 'u'.repeat(250), Buffer.alloc(1)]]) })]])).length > 0, true);
+  const e = t.throws(() => encodeBlob(dirNode([['d', dirNode([['f', inlineNode('x', { xattrs: new Map([[overlayName(248), Buffer.alloc(1)]]) })]])]])), { instanceOf: EncodeError });
+  t.is(e.message, `/d/f: xattr "${overlayName(248)}": a trusted.overlay.* name must be at most 247 bytes (a mount shows it escaped, 8 bytes longer, and cannot serve a name over 255)`);
   bad(dirNode([['f', inlineNode('x', { uid: -1 })]]), /uid/);
   bad(dirNode([['f', inlineNode('x', { gid: 2 ** 32 })]]), /gid/);
   bad(dirNode([['f', inlineNode('x', { mtimeNsec: 1e9 })]]), /mtimeNsec/);
@@ -804,6 +810,17 @@ test('corruption: truncated or extended blobs are rejected', (t) => {
     }
     t.throws(() => open(Buffer.concat([blob, Buffer.alloc(4096)])), { instanceOf: BlobError, message: /differs from the file size/ });
   }
+});
+
+test('header: the version is read before the crc (v1 with a stale crc: rebuild; v0: corrupt)', (t) => {
+  const base = vectorByName.get('small').blob;
+  const v1 = Buffer.from(base);
+  v1.writeUInt16LE(1, HDR.versionMajor); // header crc left as sealed for version 2
+  t.throws(() => open(v1), { instanceOf: BlobError, message: 'format version 1: rebuild the blob with this cfs (it reads version 2)' });
+  const v0 = Buffer.from(base);
+  v0.writeUInt16LE(0, HDR.versionMajor);
+  fixHeaderCrc(v0);
+  t.throws(() => open(v0), { instanceOf: BlobError, message: 'corrupt blob: version_major 0' });
 });
 
 test('corruption: header field checks (with a valid header CRC)', (t) => {

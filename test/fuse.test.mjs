@@ -914,6 +914,17 @@ serial('a bad blob or a missing store is one clear line and no mount', (t) => {
     t.is(direct.status, 1);
     t.is(direct.stderr.trim().split('\n').length, 1, direct.stderr);
   }
+  // The version is read before the header crc: a version 1 header with version 2's crc still
+  // says "rebuild"; version 0, which no format had, is corrupt.
+  for (const [version, want] of [[1, /^[^\n]*format version 1: rebuild the blob with this cfs[^\n]*\n$/], [0, /^[^\n]*not a valid unionblob blob[^\n]*\n$/]]) {
+    const blob = path.join(S.work, `v${version}-stale-crc.ub`);
+    const buf = fs.readFileSync(S.blob);
+    buf.writeUInt16LE(version, 12);
+    fs.writeFileSync(blob, buf);
+    const direct = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA}`]);
+    t.is(direct.status, 1);
+    t.regex(direct.stderr, want);
+  }
   const noStore = cfs(['mount', S.blob, mnt, '--store', path.join(S.work, 'no-store')]);
   t.not(noStore.status, 0);
   t.regex(noStore.stderr, /store .*no-store: no such directory/);

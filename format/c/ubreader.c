@@ -302,12 +302,20 @@ static int ub_check_super(struct ub_blob *b, const u8 *page, unsigned int flags)
 
 	if (memcmp(sb->magic, UB_MAGIC, UB_MAGIC_LEN))
 		return -EUCLEAN;
+	/*
+	 * The version before the crc: another version's header need not be
+	 * sealed as ours is, and "rebuild the blob" must not depend on it.
+	 * No format ever had version 0: that is corruption.
+	 */
+	b->version_major = ub_le16(sb->version_major);
+	if (b->version_major == 0)
+		return -EUCLEAN;
+	if (b->version_major != UB_VERSION_MAJOR)
+		return -EINVAL;
 	if (!(flags & UB_OPEN_NO_CRC) &&
 	    ub_header_crc(page) != ub_le32(sb->header_crc))
 		return -EUCLEAN;
-	b->version_major = ub_le16(sb->version_major);
-	if (b->version_major != UB_VERSION_MAJOR ||
-	    ub_le32(sb->header_size) != UB_HEADER_SIZE ||
+	if (ub_le32(sb->header_size) != UB_HEADER_SIZE ||
 	    ub_le32(sb->block_size_log2) != UB_BLOCK_SIZE_LOG2 ||
 	    (ub_le32(sb->feature_incompat) & ~UB_FEATURE_INCOMPAT_SUPP))
 		return -EINVAL;

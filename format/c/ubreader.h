@@ -64,9 +64,10 @@ struct ub_blob {
 
 	/* ---- filled by ub_open() ---- */
 	/*
-	 * Set as soon as magic and header crc are good, also when ub_open()
-	 * then refuses the version (-EINVAL), so the embedder can say
-	 * "format version 1: rebuild the blob" instead of "unsupported".
+	 * Set as soon as the magic is good, before the header crc is checked,
+	 * also when ub_open() then refuses the version (-EINVAL: 1 or above
+	 * UB_VERSION_MAJOR; 0 is -EUCLEAN), so the embedder can say "format
+	 * version 1: rebuild the blob" instead of "unsupported" or "corrupt".
 	 */
 	u32 version_major;
 	u32 version_minor;

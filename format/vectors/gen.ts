@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import { encodeBlob } from '../encode.js';
 import { openBlob, sourceFromBuffer } from '../decode.js';
 import { dumpBlob } from '../dump.js';
+import { prng } from './prng.js';
 import {
   S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, type TreeNode,
 } from '../tree.js';
@@ -51,18 +52,6 @@ function utf8(s: string): string {
 }
 function xattrs(entries: [string, Buffer | string][]): Map<string, Buffer> {
   return new Map(entries.map(([k, v]) => [k, typeof v === 'string' ? Buffer.from(v, 'latin1') : v]));
-}
-
-/** Deterministic PRNG (mulberry32) for the generated names. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 export function emptyRootTree(): TreeNode {

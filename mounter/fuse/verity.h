@@ -7,21 +7,7 @@
 #ifndef UNIONBLOB_VERITY_H
 #define UNIONBLOB_VERITY_H
 
-#include <stddef.h>
-#include <stdint.h>
-
-#define SHA256_SIZE 32
-
-struct sha256 {
-	uint32_t h[8];
-	uint64_t len;
-	uint8_t buf[64];
-	size_t fill;
-};
-
-void sha256_init(struct sha256 *s);
-void sha256_update(struct sha256 *s, const void *data, size_t n);
-void sha256_final(struct sha256 *s, uint8_t out[SHA256_SIZE]);
+#include "sha256.h"
 
 /* Digest of the whole file behind fd (read with pread).  0 or -errno. */
 int verity_digest_fd(int fd, uint8_t out[SHA256_SIZE]);

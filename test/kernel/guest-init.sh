@@ -298,16 +298,22 @@ if [ -n "$mounted" ] && [ $((mounted + refused)) -eq "$NCORRUPT" ] && [ "$stuck"
 else
 	fail corrupt-blobs "want $NCORRUPT blobs mounted or refused, none stuck: $summary"
 fi
-# A blob of format version 1 is refused, and the kernel log says to rebuild it.
-if mount -t unionblob -o "descriptor=/d/blobs/v1.ub,basedir=/d/store" v1 /m/c 2>/dev/null; then
-	umount /m/c
-	fail old-version "a format version 1 blob was mounted"
-elif dmesg | grep -q 'unionblob format version 1: rebuild the blob with this cfs'; then
-	ok old-version
-else
-	dmesg | tail -5 | diag old-version
-	fail old-version "no rebuild message in the kernel log"
-fi
+# A blob of format version 1 is refused, and the kernel log says to rebuild it, whatever its
+# header crc (the version is read first); version 0 (no format had it) is corrupt.
+for want in v1:'v1.ub: unionblob format version 1: rebuild the blob with this cfs' \
+	    v1-badcrc:'v1-badcrc.ub: unionblob format version 1: rebuild the blob with this cfs' \
+	    v0:'v0.ub is not a valid unionblob v2 blob (corrupt'; do
+	name=${want%%:*} msg=${want#*:}
+	if mount -t unionblob -o "descriptor=/d/blobs/$name.ub,basedir=/d/store" "$name" /m/c 2>/dev/null; then
+		umount /m/c
+		fail "old-version-$name" "$name.ub was mounted"
+	elif dmesg | grep -qF "$msg"; then
+		ok "old-version-$name"
+	else
+		dmesg | tail -5 | diag "old-version-$name"
+		fail "old-version-$name" "no '$msg' in the kernel log"
+	fi
+done
 
 # ---- real images: manifests for the host to diff with umoci's trees -------------------
 stamp images

@@ -422,11 +422,18 @@ for (let i = 0; i < NCORRUPT; i++) {
   writeFileSync(join(disk, 'blobs', 'corrupt', `c${String(i).padStart(4, '0')}.ub`), b);
 }
 
-// c.ub as format version 1: a well-formed header of a version the module refuses by name.
+// c.ub as format version 1: a well-formed header of a version the module refuses by name;
+// the same with the header crc left as sealed for version 2 (the version is read first); and
+// as version 0, which no format had: corrupt.
 const cv1 = Buffer.from(cbuf);
 cv1.writeUInt16LE(1, 12);
+writeFileSync(join(disk, 'blobs', 'v1-badcrc.ub'), cv1);
 fixHeaderCrc(cv1);
 writeFileSync(join(disk, 'blobs', 'v1.ub'), cv1);
+const cv0 = Buffer.from(cbuf);
+cv0.writeUInt16LE(0, 12);
+fixHeaderCrc(cv0);
+writeFileSync(join(disk, 'blobs', 'v0.ub'), cv0);
 
 // ---- real images: blobs of test/fixtures/make-images.sh's Debian images -------------
 // The guest writes a manifest of each mount to out/; kernel.test.mjs diffs it with umoci's tree.

@@ -32,7 +32,7 @@ mkdir -p "$WORK"
 
 # ---- host-side pieces shared by all kernels -----------------------------------
 log "building the guest helper"
-gcc -static -O2 -Wall -o "$WORK/ubt" "$HERE/helper/ubt.c"
+gcc -static -O2 -Wall -I"$REPO/mounter/fuse" -o "$WORK/ubt" "$HERE/helper/ubt.c" "$REPO/mounter/fuse/sha256.c"
 
 if [ ! -f "$REPO/dist/format/index.js" ] || [ -n "$(find "$REPO/format" -name '*.ts' -newer "$REPO/dist/format/index.js" | head -1)" ]; then
 	log "compiling TypeScript (dist/)"

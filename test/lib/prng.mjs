@@ -1,11 +1,3 @@
-/** mulberry32: a small seeded PRNG, so every randomized test case is reproducible from its seed. */
-export function prng(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+// mulberry32, seeded: every randomized test case is reproducible from its seed. One copy, the
+// one the golden vectors are generated with (format/vectors/prng.ts; needs dist/ built).
+export { prng } from '../../dist/format/vectors/prng.js';
