@@ -632,7 +632,11 @@ test.serial('store lock (flock on STORE/.lock): gc waits for a build and keeps i
   gc.stdout.on('data', (d) => { gcOut += d; });
   gc.stderr.on('data', (d) => { gcErr += d; });
   const gcDone = exited(gc);
-  await sleep(1500);
+  // Until it says it waits (or ends), however loaded the machine; then a moment more for it to
+  // have done anything it should not.
+  const until = async (cond) => { for (const end = Date.now() + 60_000; !cond() && Date.now() < end;) await sleep(20); };
+  await until(() => gcErr.includes('waiting') || gc.exitCode !== null);
+  await sleep(300);
   t.is(gc.exitCode, null, 'gc must wait for the build');
   t.regex(gcErr, /^cfs gc: waiting for the build writing to \S+\n$/);
   t.true(objectCount() >= written);
@@ -655,7 +659,8 @@ test.serial('store lock (flock on STORE/.lock): gc waits for a build and keeps i
   let secondErr = '';
   second.stderr.on('data', (d) => { secondErr += d; });
   const secondDone = exited(second);
-  await sleep(1500);
+  await until(() => secondErr.includes('waiting') || second.exitCode !== null);
+  await sleep(300);
   t.is(second.exitCode, null, 'the build must wait for the gc');
   t.regex(secondErr, /^cfs build: waiting for the gc running on \S+\n$/);
   t.deepEqual(storeObjectNames(store), refs);
