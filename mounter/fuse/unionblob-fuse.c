@@ -394,6 +394,16 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	else
 		conn->want &= ~(FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO);
 	conn->want |= want & conn->capable;
+	/*
+	 * Folio size of the private page cache: Linux 6.18 gives FUSE files
+	 * only 4 KiB folios whatever we answer here (measured with and
+	 * without splice, with 128 KiB and 1 MiB readahead: see
+	 * bench/mount/README.md), so a warm big read walks 256 folios per
+	 * MiB where ext4 walks a few large ones.  Kernels with large folios for
+	 * FUSE size them by min(max_write, max_read, max_pages) and only
+	 * without the writeback cache: keep max_write at libfuse's 1 MiB and
+	 * never ask for FUSE_CAP_WRITEBACK_CACHE (we are read-only anyway).
+	 */
 	/* Contents never change: mtime changes must not drop the page cache. */
 	conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
 	conn->time_gran = 1;
