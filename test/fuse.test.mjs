@@ -571,6 +571,20 @@ serial('readdir positions are SPEC §5 positions; telldir/seekdir resume anywher
   }
 });
 
+serial('-o max_read=N: libfuse gets the same max_read back from init(), the mount serves the whole tree', (t) => {
+  // libfuse 3.14 ends the session at INIT when init() does not repeat the mount's max_read.
+  const mnt = mkTarget('maxread');
+  const r = sh(SERVER, [S.blob, mnt, '-o', `basedir=${S.storeA}:${S.storeB},max_read=65536`]);
+  t.is(r.status, 0, r.stderr);
+  try {
+    const top = readMountinfo().filter((e) => e.mountPoint === mnt).at(-1);
+    t.regex(top.superOptions, /(^|,)max_read=65536(,|$)/);
+    t.deepEqual(dumpDiffs(expectedDump(S.blob, [S.storeA, S.storeB]), dumpMount(mnt)), []);
+  } finally {
+    t.is(sh('umount', [mnt]).status, 0);
+  }
+});
+
 const READ_PY = String.raw`
 import hashlib, json, mmap, os, sys
 out = {}

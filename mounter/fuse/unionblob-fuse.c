@@ -97,6 +97,7 @@ struct ubfs {
 	double timeout;
 	int splice;
 	int readdirplus;
+	unsigned int max_read;	/* -o max_read=N, 0 if not given */
 };
 
 /*
@@ -124,6 +125,7 @@ struct config {
 	char *passthrough;
 	char *cache;
 	char *open_objects;
+	unsigned int max_read;
 	int foreground;
 	int singlethread;
 	int nosplice;
@@ -388,6 +390,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 
 	if (fs->splice)
 		want |= FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE;
+	if (fs->max_read)
+		conn->max_read = fs->max_read;
 	/* The kernel picks readdirplus when it expects lookups to follow (ls -l, find). */
 	if (fs->readdirplus)
 		want |= FUSE_CAP_READDIRPLUS | FUSE_CAP_READDIRPLUS_AUTO;
@@ -953,6 +957,10 @@ static const struct fuse_opt ub_opts[] = {
 	{ "passthrough=%s", offsetof(struct config, passthrough), 0 },
 	{ "cache=%s", offsetof(struct config, cache), 0 },
 	{ "open_objects=%s", offsetof(struct config, open_objects), 0 },
+	/* libfuse refuses INIT unless init() repeats the max_read it was mounted with: note it and
+	 * pass it on to libfuse too. */
+	{ "max_read=%u", offsetof(struct config, max_read), 0 },
+	FUSE_OPT_KEY("max_read=", FUSE_OPT_KEY_KEEP),
 	UB_OPT("nosplice", nosplice),
 	UB_OPT("noreaddirplus", noreaddirplus),
 	FUSE_OPT_KEY("foreground", KEY_FOREGROUND),
@@ -1104,6 +1112,7 @@ static void parse_settings(struct ubfs *fs, const struct config *cfg)
 	}
 	fs->splice = !cfg->nosplice;
 	fs->readdirplus = !cfg->noreaddirplus;
+	fs->max_read = cfg->max_read;
 	fs->private_cache = 1;
 	if (cfg->cache && !strcmp(cfg->cache, "shared"))
 		fs->private_cache = 0;
