@@ -405,7 +405,9 @@ async function main() {
     const prev = out.points[out.points.length - 1];
     const short = memoryShort(n, prev);
     if (short) { log(short); (out.skipped ??= []).push({ files: n, why: short }); continue; }
-    const need = prev ? Math.ceil((prev.build.rssMiB / prev.summary.inodes) * n * 1.3) : 0;
+    // Heap for the build: from the last size's RSS per inode, or ~1 KiB per inode when this is
+    // the first size (a 10^7 series alone would otherwise die at node's default heap limit).
+    const need = Math.ceil((prev ? prev.build.rssMiB / prev.summary.inodes : 1 / 1024) * n * 1.3);
     const heapMiB = need > v8.getHeapStatistics().heap_size_limit / 2 ** 20 ? need : 0;
     try {
       out.points.push(scalePoint(n, heapMiB));
