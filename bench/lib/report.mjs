@@ -339,7 +339,9 @@ const SECTIONS = { kernel: kernelSection, fuse: fuseSection, build: buildSection
 function loadLine(name, r) {
   const l = r.load;
   return row([name, r.mode, r.date.replace('T', ' ').slice(0, 16), r.error ? `**failed: ${r.error}**` : 'ok', `${(l.wall / 60).toFixed(1)} min`,
-    l.loadBefore.split(' ').slice(0, 3).join(' '), l.loadAfter.split(' ').slice(0, 3).join(' '), l.othersCores.toFixed(2), l.oursCores.toFixed(2)]);
+    l.loadBefore.split(' ').slice(0, 3).join(' '), l.loadAfter.split(' ').slice(0, 3).join(' '),
+    // a suite run on its own (not through bench/run.mjs) has load averages but no CPU split
+    l.othersCores?.toFixed(2) ?? '–', l.oursCores?.toFixed(2) ?? '–']);
 }
 
 export function writeReport(data, docsDir) {
