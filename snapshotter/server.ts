@@ -68,8 +68,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const unary = <Req, Res>(what: string, fn: (req: Req) => Promise<Res> | Res) =>
     (call: grpc.ServerUnaryCall<Req, Res>, cb: grpc.sendUnaryData<Res>) => {
       const t0 = performance.now();
+      const at = trace ? new Date().toISOString().slice(11, 23) : ''; // wall clock: lines up with containerd's log
       const done = (how: string) => {
-        if (trace) log(`trace ${(t0 / 1000).toFixed(3)} ${what} ${JSON.stringify((call.request as any)?.key ?? (call.request as any)?.name ?? '')} ${how} ${((performance.now() - t0) / 1000).toFixed(3)} s`);
+        if (trace) log(`trace ${at} ${what} ${JSON.stringify((call.request as any)?.key ?? (call.request as any)?.name ?? '')} ${how} ${((performance.now() - t0) / 1000).toFixed(3)} s`);
       };
       Promise.resolve()
         .then(() => fn(call.request))

@@ -1,9 +1,13 @@
-// Benchmark: containerd's overlayfs snapshotter vs unionblob, in the same containerd run.
+// Benchmark: containerd's overlayfs snapshotter vs unionblob, in the same containerd run, with
+// the SAME ctr command for both.
 //   node bench/containerd/run.mjs [--containerd 1.6|1.7] [--runs N] [--rounds N] [--no-containerd-root]
-// Per snapshotter: import time of images b then a (docker-archive, real Debian images from
-// test/fixtures/make-images.sh), disk used by the snapshotter afterwards (du: overlayfs's
-// snapshot dirs; unionblob's blobs + object store), and `ctr run --rm IMAGE true` start time.
-// On 1.7 the unionblob imports use the transfer service (--local=false: the fast path).
+//                                 [--mode local|transfer|both] [--json FILE]
+// Per snapshotter and import command: import time of images b then a (docker-archive, real
+// Debian images from test/fixtures/make-images.sh), disk used by the snapshotter afterwards
+// (du: overlayfs's snapshot dirs; unionblob's blobs + object store), and `ctr run --rm IMAGE
+// true` start time. Import commands: "local" is `ctr images import` (1.6, and 1.7's default:
+// ctr unpacks through containerd's diff service, unionblob's slow path); "transfer" is 1.7's
+// `ctr images import --local=false` (containerd's transfer service unpacks; unionblob's fast path).
 import fs from 'node:fs';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -14,7 +18,13 @@ const opt = (name, dflt) => (args.includes(name) ? args[args.indexOf(name) + 1] 
 const version = opt('--containerd', '1.6');
 const runs = Number(opt('--runs', 3));
 const rounds = Number(opt('--rounds', 1));
+const jsonFile = opt('--json', null);
 const containerdRoot = !args.includes('--no-containerd-root');
+const modeArg = opt('--mode', version === '1.7' ? 'both' : 'local');
+if (!['1.6', '1.7'].includes(version)) throw new Error(`--containerd: 1.6 or 1.7, not ${version}`);
+if (!['local', 'transfer', 'both'].includes(modeArg)) throw new Error(`--mode: local, transfer or both, not ${modeArg}`);
+if (version === '1.6' && modeArg !== 'local') throw new Error('containerd 1.6 has no transfer service: --mode local');
+const modes = modeArg === 'both' ? ['transfer', 'local'] : [modeArg];
 const images = JSON.parse(fs.readFileSync(execFileSync('bash', [path.join(REPO, 'test/fixtures/make-images.sh')], { encoding: 'utf8' }).trim(), 'utf8'));
 const A = images.images.a.variants['docker-archive'];
 const B = images.images.b.variants['docker-archive'];
@@ -25,45 +35,60 @@ const mib = (n) => (n / (1 << 20)).toFixed(1);
 const secs = async (fn) => { const t = performance.now(); await fn(); return (performance.now() - t) / 1000; };
 const load = () => fs.readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' ');
 const TICK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }));
+const PARTS = ['ctr', 'containerd', 'snapshotter', 'fuse', 'shim'];
+/** Which part of the run a process is, from its command name. */
+function part(comm) {
+  if (comm === 'containerd') return 'containerd';
+  if (comm.startsWith('containerd-shim')) return 'shim';
+  if (comm.startsWith('unionblob-fuse')) return 'fuse';
+  if (comm === 'node' || comm === 'MainThread' || comm.startsWith('cfs')) return 'snapshotter';
+  return 'shim'; // runc and friends
+}
 /**
- * CPU seconds (user + system) used so far by the processes of this run (containerd, the
- * snapshotter, FUSE servers, shims: their command lines name the run's directory) and by our
+ * CPU seconds (user + system) used so far, per part: the processes of this run (containerd, the
+ * snapshotter, FUSE servers, shims: their command lines name the run's directory) and our
  * children that have exited and been waited for (ctr). On a busy machine wall times mostly say
  * how many others wanted the two cores; CPU time is what an import costs.
  */
 function cpuSeconds() {
-  let ticks = 0;
+  const out = Object.fromEntries(PARTS.map((p) => [p, 0]));
   for (const pid of fs.readdirSync('/proc').filter((n) => /^\d+$/.test(n))) {
     try {
       if (!fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(e.dir)) continue;
-      const f = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
-      ticks += Number(f[11]) + Number(f[12]); // utime, stime
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out[part(comm)] += (Number(f[11]) + Number(f[12])) / TICK; // utime, stime
     } catch { /* gone */ }
   }
   const own = fs.readFileSync(`/proc/${process.pid}/stat`, 'utf8').split(') ')[1].split(' ');
-  ticks += Number(own[13]) + Number(own[14]); // cutime, cstime: waited-for children (ctr)
-  return ticks / TICK;
+  out.ctr += (Number(own[13]) + Number(own[14])) / TICK; // cutime, cstime: waited-for children (ctr)
+  return out;
 }
 const timed = async (fn) => {
   const c = cpuSeconds();
   const t = performance.now();
   await fn();
-  return { wall: (performance.now() - t) / 1000, cpu: cpuSeconds() - c };
+  const wall = (performance.now() - t) / 1000;
+  const d = cpuSeconds();
+  const parts = Object.fromEntries(PARTS.map((p) => [p, Number((d[p] - c[p]).toFixed(2))]));
+  return { wall, cpu: PARTS.reduce((s, p) => s + d[p] - c[p], 0), parts };
 };
 
 const e = await startEnv({ ...(version === '1.7' ? { bin: path.join(fetchContainerd17(), 'usr', 'bin'), transfer: true } : {}), containerdRoot });
 const results = [];
 const loads = [load()];
 
-async function measure(sn) {
-  const local = version === '1.7' && sn === 'unionblob' ? ['--local=false'] : [];
-  const r = { snapshotter: sn, containerd: version };
-  const b = await timed(() => e.ctr(['images', 'import', ...local, '--snapshotter', sn, B]));
+async function measure(sn, mode) {
+  const cmd = mode === 'transfer' ? ['--local=false'] : [];
+  const r = { snapshotter: sn, containerd: version, mode };
+  const b = await timed(() => e.ctr(['images', 'import', ...cmd, '--snapshotter', sn, B]));
   r.importB = b.wall;
   r.cpuB = b.cpu;
+  r.cpuPartsB = b.parts;
   r.diskB = sn === 'overlayfs' ? du(path.join(e.dir, 'root', 'io.containerd.snapshotter.v1.overlayfs')) : du(e.ubRoot);
   // image a has a hardlink to a file of a lower layer: containerd's overlayfs cannot unpack it
-  r.importA = await secs(() => e.ctr(['images', 'import', ...local, '--snapshotter', sn, A])).catch(() => NaN);
+  r.importA = await secs(() => e.ctr(['images', 'import', ...cmd, '--snapshotter', sn, A])).catch(() => NaN);
   r.diskBytes = sn === 'overlayfs' ? du(path.join(e.dir, 'root', 'io.containerd.snapshotter.v1.overlayfs')) : du(e.ubRoot);
   const starts = [];
   for (let i = 0; i < runs; i++) {
@@ -80,25 +105,47 @@ async function measure(sn) {
 try {
   // Rounds alternate which snapshotter goes first, so a change of load hits both alike.
   for (let round = 0; round < rounds; round++) {
-    const order = round % 2 === 0 ? ['overlayfs', 'unionblob'] : ['unionblob', 'overlayfs'];
-    for (const sn of order) results.push({ round, ...(await measure(sn)) });
+    for (const mode of modes) {
+      const order = round % 2 === 0 ? ['overlayfs', 'unionblob'] : ['unionblob', 'overlayfs'];
+      for (const sn of order) results.push({ round, ...(await measure(sn, mode)) });
+    }
     loads.push(load());
   }
 } finally {
   await e.stop();
 }
+const cmdName = (mode) => (mode === 'transfer' ? 'ctr images import --local=false' : 'ctr images import');
 console.log(`containerd ${version}: import b, then a (docker-archive; a shares b's base layer); ctr run --rm b true: mean of ${runs}; ` +
   `${rounds} round(s); unionblob ${containerdRoot ? 'with' : 'without'} --containerd-root; load average ${loads.join(' -> ')}`);
-console.log('| round | snapshotter | import b (s) | CPU of import b (s) | disk after b (MiB) | import a (s) | disk after b+a (MiB) | ctr run true (s) |');
-console.log('|---|---|---|---|---|---|---|---|');
+console.log(`| round | command | snapshotter | import b (s) | CPU of import b (s): ${PARTS.join(' + ')} | disk after b (MiB) | import a (s) | disk after b+a (MiB) | ctr run true (s) |`);
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of results) {
   const a = Number.isNaN(r.importA) ? 'fails' : r.importA.toFixed(2);
-  console.log(`| ${r.round} | ${r.snapshotter} | ${r.importB.toFixed(2)} | ${r.cpuB.toFixed(2)} | ${mib(r.diskB)} | ${a} | ${mib(r.diskBytes)} | ${r.runTrue.toFixed(2)} |`);
+  const parts = PARTS.map((p) => r.cpuPartsB[p].toFixed(2)).join(' + ');
+  console.log(`| ${r.round} | ${cmdName(r.mode)} | ${r.snapshotter} | ${r.importB.toFixed(2)} | ${r.cpuB.toFixed(2)} = ${parts} | ${mib(r.diskB)} | ${a} | ${mib(r.diskBytes)} | ${r.runTrue.toFixed(2)} |`);
 }
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
-for (const sn of ['overlayfs', 'unionblob']) {
-  const mine = results.filter((r) => r.snapshotter === sn);
-  console.log(`${sn}: import b median ${median(mine.map((r) => r.importB)).toFixed(2)} s (${mine.map((r) => r.importB.toFixed(2)).join(', ')}), ` +
-    `CPU median ${median(mine.map((r) => r.cpuB)).toFixed(2)} s (${mine.map((r) => r.cpuB.toFixed(2)).join(', ')})`);
+const summary = [];
+for (const mode of modes) {
+  const med = {};
+  for (const sn of ['overlayfs', 'unionblob']) {
+    const mine = results.filter((r) => r.snapshotter === sn && r.mode === mode);
+    med[sn] = { wall: median(mine.map((r) => r.importB)), cpu: median(mine.map((r) => r.cpuB)) };
+    for (const p of PARTS) med[sn][p] = median(mine.map((r) => r.cpuPartsB[p]));
+    console.log(`${cmdName(mode)}, ${sn}: import b median ${med[sn].wall.toFixed(2)} s (${mine.map((r) => r.importB.toFixed(2)).join(', ')}), ` +
+      `CPU median ${med[sn].cpu.toFixed(2)} s (${mine.map((r) => r.cpuB.toFixed(2)).join(', ')}; per part: ${PARTS.map((p) => `${p} ${med[sn][p].toFixed(2)}`).join(', ')})`);
+  }
+  // Per round, unionblob over overlayfs: both ran back to back under about the same load.
+  const ratios = [...new Set(results.map((r) => r.round))].map((round) => {
+    const [o, u] = ['overlayfs', 'unionblob'].map((sn) => results.find((r) => r.round === round && r.mode === mode && r.snapshotter === sn));
+    return { wall: u.importB / o.importB, cpu: u.cpuB / o.cpuB };
+  });
+  const ratio = { wall: median(ratios.map((x) => x.wall)), cpu: median(ratios.map((x) => x.cpu)) };
+  console.log(`${cmdName(mode)}: unionblob / overlayfs, import b, median of per-round ratios: wall x${ratio.wall.toFixed(2)} ` +
+    `(${ratios.map((x) => x.wall.toFixed(2)).join(', ')}), CPU x${ratio.cpu.toFixed(2)} (${ratios.map((x) => x.cpu.toFixed(2)).join(', ')}) ` +
+    `-> "import at least as fast as overlayfs": ${ratio.wall <= 1 ? 'PASS' : 'MISS'}`);
+  summary.push({ containerd: version, mode, command: cmdName(mode), medians: med, ratio });
 }
-console.log(JSON.stringify(results));
+const out = { containerd: version, rounds, runs, containerdRoot, loads, summary, results };
+if (jsonFile) fs.writeFileSync(jsonFile, JSON.stringify(out, null, 1) + '\n');
+console.log(JSON.stringify(out));

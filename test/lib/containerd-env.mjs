@@ -33,11 +33,15 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
   address = "${dir}/ub.sock"
 `;
   if (transfer) {
-    c += `[plugins."io.containerd.transfer.v1.local"]
-  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
+    // The transfer service unpacks only for the snapshotters listed here: both, so that the
+    // benchmark can run the same `ctr images import --local=false` for overlayfs and unionblob.
+    c += `[plugins."io.containerd.transfer.v1.local"]\n`;
+    for (const sn of ['unionblob', 'overlayfs']) {
+      c += `  [[plugins."io.containerd.transfer.v1.local".unpack_config]]
     platform = "linux/amd64"
-    snapshotter = "unionblob"
+    snapshotter = "${sn}"
 `;
+    }
   }
   return c;
 }
@@ -72,8 +76,9 @@ async function waitFor(what, fn, ms = 20_000) {
 }
 
 /**
- * @param {{ bin?: string, transfer?: boolean, storeDir?: string, containerdRoot?: boolean }} opts  bin: a usr/bin with
- *   containerd, ctr, shims; containerdRoot: the snapshotter reads layer blobs from containerd's files
+ * @param {{ bin?: string, transfer?: boolean, storeDir?: string, containerdRoot?: boolean, nodeArgs?: string[] }} opts
+ *   bin: a usr/bin with containerd, ctr, shims; containerdRoot: the snapshotter reads layer blobs from containerd's
+ *   files; nodeArgs: options for the snapshotter's node (e.g. --cpu-prof, to profile it)
  */
 export async function startEnv(opts = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ubsn-'));
@@ -91,7 +96,7 @@ export async function startEnv(opts = {}) {
     /** containerdRoot: pass --containerd-root (the fast path reads containerd's blob files). */
     async startSnapshotter({ containerdRoot = !!opts.containerdRoot } = {}) {
       const out = fs.openSync(logFile, 'a');
-      procs.ub = spawn(process.execPath, [CFS, 'snapshotter', '--root', ubRoot, '--address', path.join(dir, 'ub.sock'),
+      procs.ub = spawn(process.execPath, [...(opts.nodeArgs ?? []), CFS, 'snapshotter', '--root', ubRoot, '--address', path.join(dir, 'ub.sock'),
         '--store', store, '--containerd-address', path.join(dir, 'containerd.sock'),
         ...(containerdRoot ? ['--containerd-root', path.join(dir, 'root')] : [])], { stdio: ['ignore', out, out], env });
       fs.closeSync(out);
