@@ -66,11 +66,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 cleanup # a run killed hard may have left mounts behind
 
-attach() { # FILE -> a read-only loop device
+attach() { # VAR FILE: a read-only loop device of FILE into VAR (no subshell: LOOPS must see it)
 	local l
-	l=$(losetup -r -f --show "$1")
+	l=$(losetup -r -f --show "$2")
 	LOOPS+=("$l")
-	echo "$l"
+	printf -v "$1" %s "$l"
 }
 
 started=$(date +%s)
@@ -83,8 +83,10 @@ log "preparing the data (cached trees; blobs and the ext4 disk are rebuilt)"
 read -r DISK EROFS_A EROFS_S EROFS_B < <("$KB/prepare.sh" | tail -n 1) || true
 [ -f "${DISK:-}" ] && [ -f "${EROFS_B:-}" ] || { log "bench/kernel/prepare.sh failed"; exit 1; }
 
-DATA=$(attach "$DISK")
-EA=$(attach "$EROFS_A") ES=$(attach "$EROFS_S") EB=$(attach "$EROFS_B")
+attach DATA "$DISK"
+attach EA "$EROFS_A"
+attach ES "$EROFS_S"
+attach EB "$EROFS_B"
 mount -t ext4 -o ro "$DATA" "$WORK/d"
 
 log "running the workloads (reps=$REPS images=$IMAGES cfgs=$CFGS${SKIP:+ skip=$SKIP})"
