@@ -17,8 +17,8 @@
 #   --json FILE   also write the figures as JSON (bench/kernel/report.mjs --json)
 #
 # data.img (ext4) and the erofs images are attached to read-only loop devices; the data disk is
-# mounted at $WORK/d, the configs under $WORK/m. Everything is unmounted and detached on exit,
-# failed or not. Env as bench/kernel/run.sh: UB_CACHE, UB_BENCH_FILES / UB_BENCH_BIG (synthetic
+# mounted at $WORK/d, the configs under $WORK/m, all in a private mount namespace. Everything is
+# unmounted and detached on exit, failed or not. Env as bench/kernel/run.sh: UB_CACHE, UB_BENCH_FILES / UB_BENCH_BIG (synthetic
 # image size), UB_BENCH_PAR, UB_BENCH_RAND. Raw lines and tables: ${UB_CACHE}/bench/results/host-*.
 set -euo pipefail
 
@@ -29,6 +29,13 @@ CACHE=${UB_CACHE:-/var/cache/unionblob-test}
 WORK=$CACHE/bench/host
 RESULTS=$CACHE/bench/results
 log() { echo "host-bench: $*" >&2; }
+
+# The run's mounts live in a mount namespace of its own. In the host's, a namespace that another
+# process creates meanwhile (a container, a build sandbox) copies them, and a FUSE server whose
+# mount lives on in such a copy never exits and keeps the data disk busy.
+if [ -z "${UBB_OWN_NS:-}" ] && [ "$(id -u)" = 0 ]; then
+	exec unshare -m --propagation private env UBB_OWN_NS=1 "$0" "$@"
+fi
 
 REPS=5 IMAGES=a,s SKIP= CFGS=ext4,erofs,overlay,fuse,fuse-shared,mergerfs WRITE= JSON=
 while [ $# -gt 0 ]; do
@@ -97,7 +104,7 @@ env UBB_HOST_LIB="$HERE/host-lib.sh" UBB_D="$WORK/d" UBB_M="$WORK/m" UBB_DATA="$
 	UBB_EROFS_a="$EA" UBB_EROFS_s="$ES" UBB_EROFS_b="$EB" UBB_CFGS="${CFGS//,/ }" \
 	UBB_FUSE="$REPO/mounter/fuse/unionblob-fuse" PATH="$WORK/bin:$PATH" \
 	ubreps="$REPS" ubimages="$IMAGES" ubskip="$SKIP" ubpar="${UB_BENCH_PAR:-1,2,4}" ubrand="${UB_BENCH_RAND:-2000}" \
-	bash "$KB/guest-bench.sh" | tee "$raw" | grep --line-buffered '^UBB \(error\|info\)' >&2
+	bash "$KB/guest-bench.sh" 8>&- | tee "$raw" | grep --line-buffered '^UBB \(error\|info\)' >&2
 rc=${PIPESTATUS[0]}
 set -e
 log "workloads finished in $(($(date +%s) - started)) s since start (status $rc)"

@@ -348,8 +348,11 @@ static int cmd_spawn_mount(const char *dir, char **cmd, int cold)
 	if (pid < 0)
 		die("fork", cmd[0]);
 	if (pid == 0) {
-		/* the caller reads our stdout: the server must not hold it open */
+		/* the caller reads our stdout, and its shell's other fds may be pipes or locks: a
+		 * daemon must hold none of them open */
 		dup2(2, 1);
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
 		execvp(cmd[0], cmd);
 		_exit(127);
 	}
