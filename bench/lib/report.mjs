@@ -58,6 +58,7 @@ const HWHY = {
   'read-warm': 'cache=shared: an OPEN round trip per open(); private: pages cached by the mount, served like a local file',
   'par-1': 'as open+read warm', 'par-2': 'as open+read warm: the server threads share the 2 cores with the readers', 'par-4': 'as open+read warm: the server threads share the 2 cores with the readers',
   'seq-cold': 'cache=private: every page is a READ to the server (in max_read-sized requests) instead of the filesystem\'s readahead straight from disk',
+  'seq-warm': 'cache=private: the mount\'s page cache holds the file in small folios where ext4 uses large ones, so a warm read walks many more of them (bench/mount/README.md measures the folio sizes)',
   'rand-cold': 'every cold 4 KiB read is a READ round trip to the server (private) or goes through the store\'s file (shared)',
   'mount-cold': 'starting a server process (exec, libfuse, mmap and check of the blob, the kernel\'s INIT) against one mount(2)',
   'mount-warm': 'starting a server process against one mount(2)',
@@ -73,7 +74,7 @@ const HWHY = {
  * for all but ext4 the per-round ratio to ext4; rows of `ours` above ×LOSS go under "where we
  * lose" with why[row]. `cfgs` maps config ids to column labels, in order.
  */
-function configSection(d, res, { title, where, intro, cfgs, ours, why, plot }) {
+function configSection(d, res, { title, short, where, intro, cfgs, ours, why, plot }) {
   const k = res.data;
   d.add('', `## ${title}`, '', intro(k));
   for (const [img, rows] of Object.entries(k.images ?? {})) {
@@ -98,10 +99,10 @@ function configSection(d, res, { title, where, intro, cfgs, ours, why, plot }) {
         groups.push({ label: id, bars: Object.keys(cfgs).filter((c) => c !== 'ext4' && r.cfgs[c]).map((c) => ({ name: cfgs[c], value: r.cfgs[c].ratio, spread: r.cfgs[c].ratioSpread })) });
       }
     }
-    if (groups.length) d.plot(`${plot}-${img}.svg`, barChart({ title: `${title}, ${imageLabel(img)}: time / ext4 (lower is better)`, yLabel: '× ext4, same run', groups }), `${plot} ${img}`);
+    if (groups.length) d.plot(`${plot}-${img}.svg`, barChart({ title: `${short}, ${imageLabel(img)}: time / ext4 (lower is better)`, yLabel: '× ext4, same run', groups }), `${plot} ${img}`);
     const share = rows.share;
     if (share) {
-      d.plot(`${plot}-share.svg`, barChart({ title: `${title}: page cache after reading images a and b (MiB)`, yLabel: 'MiB', reference: share.cfgs.ext4.median / 1024,
+      d.plot(`${plot}-share.svg`, barChart({ title: `${short}: page cache after reading images a and b (MiB)`, yLabel: 'MiB', reference: share.cfgs.ext4.median / 1024,
         groups: [{ label: 'a then b', bars: Object.keys(cfgs).filter((c) => share.cfgs[c]).map((c) => ({ name: cfgs[c], value: share.cfgs[c].median / 1024, spread: share.cfgs[c].spread })) }] }), 'page cache after two images');
     }
   }
@@ -110,7 +111,7 @@ function configSection(d, res, { title, where, intro, cfgs, ours, why, plot }) {
 
 function kernelSection(d, res) {
   configSection(d, res, {
-    title: 'Kernel module (guest)', where: 'kernel', cfgs: KCFG, ours: ['unionblob'], why: KWHY, plot: 'kernel',
+    title: 'Kernel module (guest)', short: 'Kernel', where: 'kernel', cfgs: KCFG, ours: ['unionblob'], why: KWHY, plot: 'kernel',
     intro: (k) => `${k.info?.kernel ? `Guest: Debian's Linux ${k.info.kernel} under qemu TCG, ${k.info.cpus} vCPUs, ${Math.round(k.info['mem-kB'] / 1024)} MiB, ` : ''}` +
       'every store and tree on emulated NVMe disks (ext4 data disk, one disk per erofs image). ' +
       `Repetitions: ${k.info?.reps ?? '?'}. Each cell: the median, its spread (largest deviation of one run from the median), ` +
@@ -123,7 +124,7 @@ const HCFG = { ext4: 'ext4 (native)', erofs: 'erofs', overlay: 'overlayfs', fuse
 
 function hostSection(d, res) {
   configSection(d, res, {
-    title: 'Every workload on the host (FUSE, mergerfs)', where: 'host', cfgs: HCFG, ours: ['fuse', 'fuse-shared'], why: HWHY, plot: 'host',
+    title: 'Every workload on the host (FUSE, mergerfs)', short: 'Host', where: 'host', cfgs: HCFG, ours: ['fuse', 'fuse-shared'], why: HWHY, plot: 'host',
     intro: (k) => `The kernel suite's workloads, script and timer run on the host${k.info?.kernel ? ` (Linux ${k.info.kernel}, ${k.info.cpus} CPUs)` : ''}, ` +
       'over the same data: ext4 data disk and erofs images on read-only loop devices; unionblob-fuse with its default options (`fuse`) and with `cache=shared` (kernel passthrough), ' +
       `both over the blob and store on the data disk; mergerfs ${k.info?.mergerfs ?? ''} with its default options over the unpacked tree. ` +
