@@ -54,12 +54,15 @@ const KWHY = {
 const HWHY = {
   'walk-cold': 'every directory and inode the walk meets is a LOOKUP/READDIRPLUS round trip to the server process (context switches on a 2-core machine), then the server reads the blob pages',
   'read-cold': 'each first open and read of a file is a round trip to the server, which opens the object in the store and reads it cold',
-  'open-warm': 'cache=shared sends an OPEN per open() (and registers the object as a passthrough backing file); cache=private opens without a round trip',
-  'read-warm': 'cache=shared: an OPEN round trip per open(); private: pages cached by the mount, served like a local file',
-  'par-1': 'as open+read warm', 'par-2': 'as open+read warm: the server threads share the 2 cores with the readers', 'par-4': 'as open+read warm: the server threads share the 2 cores with the readers',
+  'open-warm': 'cache=shared sends an OPEN per open() (the server opens the object and registers it as a passthrough backing file) and a RELEASE per close(); cache=private opens without a round trip',
+  'read-warm:fuse': 'the open is in the kernel (no OPEN) and the pages are the mount\'s own: what is left is FUSE\'s attribute and permission checks per open, and the noise of the shared machine',
+  'read-warm:fuse-shared': 'an OPEN round trip to the server per open() (it opens the object and registers it as a passthrough backing file) and a RELEASE per close()',
+  'par-1': 'as open+read every file, warm', 'par-2': 'as open+read every file, warm; the server\'s threads share the 2 cores with the readers', 'par-4': 'as open+read every file, warm; the server\'s threads share the 2 cores with the readers',
   'seq-cold': 'cache=private: every page is a READ to the server (in max_read-sized requests) instead of the filesystem\'s readahead straight from disk',
+  'seq-warm:fuse-shared': 'the reads go through FUSE\'s passthrough to the object\'s page cache: one more layer per read than ext4',
   'seq-warm': 'cache=private: the mount\'s page cache holds the file in small folios where ext4 uses large ones, so a warm read walks many more of them (bench/mount/README.md measures the folio sizes)',
-  'rand-cold': 'every cold 4 KiB read is a READ round trip to the server (private) or goes through the store\'s file (shared)',
+  'rand-cold': 'every cold 4 KiB read is a READ round trip to the server, which reads the object on the store\'s filesystem',
+  'rand-cold:fuse-shared': 'cold reads go through passthrough to the object on the store\'s filesystem: two filesystems\' read paths',
   'mount-cold': 'starting a server process (exec, libfuse, mmap and check of the blob, the kernel\'s INIT) against one mount(2)',
   'mount-warm': 'starting a server process against one mount(2)',
   'mem-mount': 'the server process (its code, libfuse, threads and the mapped blob pages) comes on top of the kernel\'s mount',
@@ -72,7 +75,7 @@ const HWHY = {
 /**
  * One table per image of bench/kernel/report.mjs's JSON: every config's median and spread, and
  * for all but ext4 the per-round ratio to ext4; rows of `ours` above ×LOSS go under "where we
- * lose" with why[row]. `cfgs` maps config ids to column labels, in order.
+ * lose" with why['ROW:CFG'] or why[ROW]. `cfgs` maps config ids to column labels, in order.
  */
 function configSection(d, res, { title, short, where, intro, cfgs, ours, why, plot }) {
   const k = res.data;
@@ -93,7 +96,7 @@ function configSection(d, res, { title, short, where, intro, cfgs, ours, why, pl
       d.add(row([r.label, ...cells]));
       for (const c of ours) {
         const v = r.cfgs[c];
-        if (v && v.ratio !== null && !noRatio) d.lose(`${where}${ours.length > 1 ? ` (${cfgs[c]})` : ''}, ${imageLabel(img)}: ${r.label}`, { median: v.ratio, spread: v.ratioSpread }, why[id] ?? '');
+        if (v && v.ratio !== null && !noRatio) d.lose(`${where}${ours.length > 1 ? ` (${cfgs[c]})` : ''}, ${imageLabel(img)}: ${r.label}`, { median: v.ratio, spread: v.ratioSpread }, why[`${id}:${c}`] ?? why[id] ?? '');
       }
       if (r.unit !== 'kB' && r.cfgs.ext4?.median > 0) {
         groups.push({ label: id, bars: Object.keys(cfgs).filter((c) => c !== 'ext4' && r.cfgs[c]).map((c) => ({ name: cfgs[c], value: r.cfgs[c].ratio, spread: r.cfgs[c].ratioSpread })) });
