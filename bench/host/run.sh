@@ -18,8 +18,9 @@
 #
 # data.img (ext4) and the erofs images are attached to read-only loop devices; the data disk is
 # mounted at $WORK/d, the configs under $WORK/m, all in a private mount namespace. Everything is
-# unmounted and detached on exit, failed or not. Env as bench/kernel/run.sh: UB_CACHE, UB_BENCH_FILES / UB_BENCH_BIG (synthetic
-# image size), UB_BENCH_PAR, UB_BENCH_RAND. Raw lines and tables: ${UB_CACHE}/bench/results/host-*.
+# unmounted and detached on exit, failed or not. Env as bench/kernel/run.sh: UB_CACHE,
+# UB_BENCH_FILES / UB_BENCH_BIG (synthetic image size), UB_BENCH_PAR, UB_BENCH_RAND.
+# Raw lines and tables: ${UB_CACHE}/bench/results/host-*.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
