@@ -1,12 +1,14 @@
 // The evaluation (issue #6): runs every bench suite as a child process, collects their JSON and
 // writes docs/evaluation.md with SVG plots in docs/plots/ (bench/lib/svg.mjs).
 //
-//   npm run bench -- --suite quick|full [--only kernel,fuse,build,scale] [--scale-sizes N,...]
+//   npm run bench -- --suite quick|full [--only kernel,host,fuse,build,scale] [--scale-sizes N,...]
 //                    [--no-report]
 //   npm run bench -- --report-only        docs/evaluation.md again from docs/evaluation.json
 //
 // Suites (each a child process; its JSON goes to $UB_CACHE/bench-eval/SUITE.json):
 //   kernel  bench/kernel/run.sh: the module vs ext4, erofs, overlayfs in a 6.12 guest (NVMe)
+//   host    bench/host/run.sh: the kernel suite's workloads on the host, for unionblob-fuse
+//           (default and cache=shared) and mergerfs vs ext4, erofs, overlayfs (loop devices)
 //   fuse    bench/mount/run.mjs: unionblob-fuse vs mergerfs (and more) vs native on the host
 //   build   bench/build/run.mjs: cfs build vs umoci unpack vs the hashing lower bound
 //   scale   bench/scale/run.mjs: 10^4..10^7 files (10^7 in full only; --scale-sizes to choose)
@@ -29,7 +31,7 @@ const OUT = path.join(CACHE, 'bench-eval');
 const DATA = path.join(ROOT, 'docs', 'evaluation.json');
 const argv = process.argv.slice(2);
 const suite = argOf(argv, 'suite', undefined);
-const ALL = ['kernel', 'fuse', 'build', 'scale'];
+const ALL = ['kernel', 'host', 'fuse', 'build', 'scale'];
 const only = argOf(argv, 'only', ALL.join(',')).split(',');
 const log = (s) => process.stderr.write(`bench: ${s}\n`);
 
@@ -39,6 +41,11 @@ const SUITES = {
   kernel: (q, json) => ({
     cmd: 'bash',
     args: [path.join(ROOT, 'bench/kernel/run.sh'), '--reps', q ? '3' : '5', '--json', json],
+    env: q ? { UB_BENCH_FILES: '20000', UB_BENCH_BIG: String(64 << 20) } : {},
+  }),
+  host: (q, json) => ({
+    cmd: 'bash',
+    args: [path.join(ROOT, 'bench/host/run.sh'), '--reps', q ? '3' : '5', '--json', json],
     env: q ? { UB_BENCH_FILES: '20000', UB_BENCH_BIG: String(64 << 20) } : {},
   }),
   fuse: (q, json) => ({

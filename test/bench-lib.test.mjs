@@ -181,3 +181,64 @@ test('report: kernel columns, guest lookup table and plot with the guest figures
     }
   }
 });
+
+// ---- bench/kernel/report.mjs on the host's configs, and the report's host table -------------------
+
+/** UBB lines of two rounds: fuse takes twice ext4's time, mergerfs four times; FUSE servers' RSS. */
+function hostLines(cfgs) {
+  const k = { ext4: 1, fuse: 2, mergerfs: 4, erofs: 1, overlay: 1, unionblob: 3 };
+  return [
+    `UBB info kernel=6.18 cpus=2 mem-kB=4000000 reps=2 images=s${cfgs ? ` cfgs=${cfgs} where=host mergerfs=2.33.5` : ''}`,
+    ...[1, 2].flatMap((rep) => (cfgs ?? 'ext4,erofs,overlay,unionblob').split(',').flatMap((c) => [
+      `UBB img=s cfg=${c} test=walk-warm rep=${rep} entries=10 dirs=2 errors=0 us=${100000 * rep * k[c]}`,
+      `UBB img=s cfg=${c} test=mem rep=${rep} mount-slab-kB=0 mount-used-kB=${c === 'ext4' ? 100 : 2000} walk-slab-kB=5 walk-used-kB=9` +
+        `${c === 'fuse' || c === 'mergerfs' ? ` mount-rss-kB=1500 walk-rss-kB=${3000 * rep}` : ''} us=5`,
+    ])),
+    'UBB end',
+  ].join('\n');
+}
+
+async function reportOf(lines) {
+  const { spawnSync } = await import('node:child_process');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-hostreport-'));
+  fs.writeFileSync(path.join(dir, 'raw.log'), lines);
+  const r = spawnSync(process.execPath, ['bench/kernel/report.mjs', path.join(dir, 'raw.log'), '--json', path.join(dir, 'out.json')], { encoding: 'utf8' });
+  return { dir, r, json: r.status === 0 ? JSON.parse(fs.readFileSync(path.join(dir, 'out.json'), 'utf8')) : null };
+}
+
+test('bench report: the configs a run names, no target column without the module; the guest\'s four by default', async (t) => {
+  const host = await reportOf(hostLines('ext4,fuse,mergerfs'));
+  t.teardown(() => fs.rmSync(host.dir, { recursive: true, force: true }));
+  t.is(host.r.status, 0, host.r.stderr);
+  t.regex(host.r.stdout, /^Run on the host: Linux 6\.18, 2 CPUs/);
+  t.regex(host.r.stdout, /\| \| ext4 \(unpacked\) \| unionblob-fuse \| mergerfs \|\n/);
+  t.regex(host.r.stdout, /\| stat walk, warm \| 0\.150 s ±33% \| 0\.300 s ±33% \*\*×2\.00\*\* \| 0\.600 s ±33% \*\*×4\.00\*\* \|\n/);
+  t.notRegex(host.r.stdout, /target|All targets met/);
+  // the servers' RSS: no ext4 base, so figures without ratios
+  t.deepEqual(host.json.images.s['mem-rss-walk'].cfgs.fuse.values, [3000, 6000]);
+  t.is(host.json.images.s['mem-rss-walk'].cfgs.fuse.ratio, null);
+  t.is(host.json.images.s['walk-warm'].cfgs.mergerfs.ratio, 4);
+
+  const guest = await reportOf(hostLines(undefined));
+  t.teardown(() => fs.rmSync(guest.dir, { recursive: true, force: true }));
+  t.regex(guest.r.stdout, /^Guest: Linux 6\.18/);
+  t.regex(guest.r.stdout, /\| \| ext4 \(unpacked\) \| erofs \| overlayfs \| unionblob \| target \(unionblob\) \|\n/);
+  t.regex(guest.r.stdout, /Targets missed: s walk-warm\./); // ×3 > ×1.2
+  t.false('mem-rss-walk' in guest.json.images.s);
+
+  // docs/evaluation.md: the host table with the kernel table's rows, losses of both FUSE modes
+  const { writeReport } = await import('../bench/lib/report.mjs');
+  const load = { wall: 60, loadBefore: '1 1 1', loadAfter: '2 2 2', othersCores: 0.5, oursCores: 1 };
+  const machine = { cpu: 'x', cores: 2, ramGiB: 1, hostKernel: 'h', node: 'n', qemu: 'q', mergerfs: '-', erofsUtils: '-', libfuse: '-', e2fsprogs: '-', commit: 'c', date: '2026-01-01T00:00:00Z' };
+  const suite = (data) => ({ mode: 'quick', date: '2026-01-01T00:00:00Z', command: 'bash bench/x/run.sh', load, data });
+  writeReport({ machine, suites: { kernel: suite(guest.json), host: suite(host.json) } }, host.dir);
+  const md = fs.readFileSync(path.join(host.dir, 'evaluation.md'), 'utf8');
+  t.regex(md, /## Every workload on the host \(FUSE, mergerfs\)/);
+  t.regex(md, /\|  \| ext4 \(native\) \| erofs \| overlayfs \| unionblob-fuse \| unionblob-fuse shared \| mergerfs \|\n/);
+  t.regex(md, /\| stat walk, warm \| 150 ms ±33% \| – \| – \| 300 ms ±33% \*\*×2\.00 ±0%\*\* \| – \| 600 ms ±33% \*\*×4\.00 ±0%\*\* \|\n/);
+  t.regex(md, /\| FUSE server resident memory after mount \+ stat walk \| – \| – \| – \| 4500 kB ±33% \| – \| 4500 kB ±33% \|\n/);
+  t.regex(md, /- \*\*host \(unionblob-fuse\), synthetic image .*: stat walk, warm: ×2\.00 ±0%\*\*/);
+  t.notRegex(md, /host \(mergerfs\)/); // mergerfs is a reference, not ours
+  t.regex(md, /- \*\*kernel, synthetic image .*: stat walk, warm: ×3\.00 ±0%\*\*/);
+  t.true(fs.readdirSync(path.join(host.dir, 'plots')).includes('host-s.svg'));
+});

@@ -1,63 +1,90 @@
 #!/bin/busybox sh
-# /init of the bench guest (busybox + ubbench). Prints on the serial console:
+# The bench workloads, timed by ubbench, over every config in $CFGS. Two ways to run it:
+#   - as /init of the bench guest (busybox + ubbench; bench/kernel/run.sh): configs ext4
+#     erofs overlay unionblob; the settings come from the kernel command line;
+#   - on the host (bench/host/run.sh): UBB_HOST_LIB names bench/host/host-lib.sh, which takes
+#     the settings and devices from the environment and adds FUSE configs (its mount hooks).
+# Prints (on the serial console, or stdout on the host):
 #   UBB info KEY=VALUE...                                     the setting
 #   UBB img=I cfg=C test=T rep=N KEY=VALUE... us=MICROSECONDS  one measurement
 #   UBB error TEXT                                            something did not work
 #   UBB end
-# Disks (NVMe, found by serial): ubdata = ext4 made by prepare.sh (mounted read-only at /d),
-# uberofsa / uberofsb / uberofss = the erofs images of images a, b / the synthetic image.
-# Kernel command line: ubreps=N (default 5), ubimages=a,s, ubskip=TEST,... (tests to leave out),
-# ubpar=1,2,4 (reader threads), ubrand=N (random 4 KiB reads per run, default 2000).
+# Guest disks (NVMe, found by serial): ubdata = ext4 made by prepare.sh (mounted read-only at
+# $D), uberofsa / uberofsb / uberofss = the erofs images of images a, b / the synthetic image.
+# Settings (kernel command line in the guest, environment on the host): ubreps=N (default 5),
+# ubimages=a,s, ubskip=TEST,... (tests to leave out), ubpar=1,2,4 (reader threads), ubrand=N
+# (random 4 KiB reads per run, default 2000).
+#
+# What a platform provides: arg NAME (a setting), D (the ext4 data disk's mount point), M
+# (where configs are mounted), DATA (its device), EROFS_a/s/b, CFGS, err, end, and for
+# configs other than ext4/erofs/overlay/unionblob: platform_mount IMG CFG [--cold] (prints
+# ubbench's line), platform_umount IMG CFG; mem_extra IMG CFG prints the resident kB of a
+# config's server process (nothing when it has none).
 
 TAG=UBB
-. /lib/guest-lib.sh   # boot_guest, err, end, load_modules, wait_nvme
-boot_guest
-mkdir -p /d /m
-
-arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
+info() { echo "UBB info $*"; }
+if [ -n "${UBB_HOST_LIB:-}" ]; then
+	. "$UBB_HOST_LIB"
+else
+	. /lib/guest-lib.sh   # boot_guest, err, end, load_modules, wait_nvme
+	boot_guest
+	D=/d M=/m
+	CFGS="ext4 erofs overlay unionblob"
+	arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^$1=//p" | tail -n 1; }
+	platform_mount() { echo "ERR no config $2"; }
+	platform_umount() { err "no config $2"; }
+	mem_extra() { :; }
+	load_modules
+	grep -q erofs /proc/filesystems || err "no erofs in /proc/filesystems"
+	wait_nvme 4
+	DATA=$(ubbench serial-dev ubdata)
+	EROFS_a=$(ubbench serial-dev uberofsa)
+	EROFS_s=$(ubbench serial-dev uberofss)
+	EROFS_b=$(ubbench serial-dev uberofsb)
+	mkdir -p $D $M
+	mount -t ext4 -o ro "$DATA" $D || { err "cannot mount $DATA"; end; }
+	info "erofs=$(if [ -e /modules/erofs.ko ]; then echo module; else echo built-in; fi) data=$DATA erofs-a=$EROFS_a erofs-s=$EROFS_s"
+fi
 REPS=$(arg ubreps); REPS=${REPS:-5}
 IMAGES=$(arg ubimages | tr ',' ' '); IMAGES=${IMAGES:-a s}
 SKIP=",$(arg ubskip),"
 PAR=$(arg ubpar | tr ',' ' '); PAR=${PAR:-1 2 4}
 RANDN=$(arg ubrand); RANDN=${RANDN:-2000}
-CFGS="ext4 erofs overlay unionblob"
+# the configs that are mounted per image (ext4 is the data disk itself)
+MCFGS=$(for c in $CFGS; do [ $c = ext4 ] || echo $c; done)
 
-info() { echo "UBB info $*"; }
-load_modules
-grep -q erofs /proc/filesystems || err "no erofs in /proc/filesystems"
-wait_nvme 4
-DATA=$(ubbench serial-dev ubdata)
-EROFS_a=$(ubbench serial-dev uberofsa)
-EROFS_s=$(ubbench serial-dev uberofss)
-EROFS_b=$(ubbench serial-dev uberofsb)
-mount -t ext4 -o ro "$DATA" /d || { err "cannot mount $DATA"; end; }
-
-info "kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) mem-kB=$(awk '/^MemTotal/ {print $2}' /proc/meminfo) reps=$REPS images=$(echo $IMAGES | tr ' ' ,)"
-info "erofs=$(if [ -e /modules/erofs.ko ]; then echo module; else echo built-in; fi) data=$DATA erofs-a=$EROFS_a erofs-s=$EROFS_s"
+info "kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) mem-kB=$(awk '/^MemTotal/ {print $2}' /proc/meminfo) reps=$REPS images=$(echo $IMAGES | tr ' ' ,) cfgs=$(echo $CFGS | tr ' ' ,)"
 
 # Per image and config: directory, mount arguments, big file.
 dir() { # IMG CFG
 	case $2 in
-	ext4) echo "/d/t/$1" ;;
-	*) echo "/m/$2-$1" ;;
+	ext4) echo "$D/t/$1" ;;
+	*) echo "$M/$2-$1" ;;
 	esac
 }
 lowerdirs() {
 	case $1 in
-	a) echo /d/o/a/3:/d/o/a/2:/d/o/a/1 ;;
+	a) echo $D/o/a/3:$D/o/a/2:$D/o/a/1 ;;
 	# one layer: the unpacked tree is the layer's directory; overlayfs without an upper
 	# directory refuses a single lower one, so an empty layer goes under it
-	s) echo /d/t/s:/d/o/empty ;;
+	s) echo $D/t/s:$D/o/empty ;;
 	# b: its own top layer over a's base layer directory (the same layer, shared)
-	b) echo /d/o/b/2:/d/o/a/1 ;;
+	b) echo $D/o/b/2:$D/o/a/1 ;;
 	esac
 }
-# do_mount IMG CFG [--cold]: mount(2) of one config, timed by ubbench
+# do_mount IMG CFG [--cold]: mount(2) of one config (or a FUSE server's start), timed by ubbench
 do_mount() {
 	case $2 in
 	erofs) eval "dev=\$EROFS_$1"; ubbench mount $3 erofs "$dev" "$(dir "$1" erofs)" ;;
 	overlay) ubbench mount $3 overlay ovl "$(dir "$1" overlay)" "lowerdir=$(lowerdirs "$1")" ;;
-	unionblob) ubbench mount $3 unionblob "$1" "$(dir "$1" unionblob)" "descriptor=/d/u/$1.ub,basedir=/d/u/store-$(store "$1")" ;;
+	unionblob) ubbench mount $3 unionblob "$1" "$(dir "$1" unionblob)" "descriptor=$D/u/$1.ub,basedir=$D/u/store-$(store "$1")" ;;
+	*) platform_mount "$@" ;;
+	esac
+}
+do_umount() { # IMG CFG
+	case $2 in
+	erofs|overlay|unionblob) umount "$(dir "$1" $2)" ;;
+	*) platform_umount "$@" ;;
 	esac
 }
 # a and b share one object store (prepare.sh builds both into store-a)
@@ -75,49 +102,53 @@ rec() {
 }
 
 for img in $IMAGES; do
-	for c in erofs overlay unionblob; do mkdir -p "$(dir "$img" $c)"; done
+	for c in $MCFGS; do mkdir -p "$(dir "$img" $c)"; done
 	big=
 	[ "$img" = s ] && big=data/big
 
 	# ---- mount time: mount(2) alone, after drop_caches (cold) and right after an unmount (warm)
 	# ext4: the data disk itself, unmounted and mounted again (nothing else mounted from it).
+	# FUSE configs (host): from starting the server until its mount answers a stat.
 	if ! skip mount; then
 		for temp in cold warm; do
 			cold=
 			[ $temp = cold ] && cold=--cold
 			# warm: one untimed mount of each first, so its metadata is cached
-			[ $temp = warm ] && for c in erofs overlay unionblob; do do_mount "$img" $c >/dev/null && umount "$(dir "$img" $c)"; done
+			[ $temp = warm ] && for c in $MCFGS; do do_mount "$img" $c >/dev/null && do_umount "$img" $c; done
 			for rep in $(seq "$REPS"); do
-				rec "$img" ext4 mount-$temp "$rep" "$(ubbench remount-cycle $cold "$DATA" /d ext4)"
-				for c in erofs overlay unionblob; do
+				rec "$img" ext4 mount-$temp "$rep" "$(ubbench remount-cycle $cold "$DATA" $D ext4)"
+				for c in $MCFGS; do
 					rec "$img" $c mount-$temp "$rep" "$(do_mount "$img" $c $cold)"
-					umount "$(dir "$img" $c)"
+					do_umount "$img" $c
 				done
 			done
 		done
 	fi
 	# ---- memory: Slab and MemAvailable deltas of mount(2) alone, then of a stat walk of the
 	# tree (inodes and dentries); after drop_caches, one config mounted at a time. ext4's
-	# mount is the whole data disk's.
+	# mount is the whole data disk's. A FUSE server's own memory is in MemAvailable's drop; its
+	# resident kB come on the line too (mount-rss-kB, walk-rss-kB).
 	if ! skip mem; then
-		mount | grep -q ' /d ' || mount -t ext4 -o ro "$DATA" /d
+		mount | grep -q " $D " || mount -t ext4 -o ro "$DATA" $D
 		for rep in $(seq "$REPS"); do
 			for c in $CFGS; do
-				if [ $c = ext4 ]; then umount /d; fi
+				if [ $c = ext4 ]; then umount $D; fi
 				# slab objects freed by drop_caches go after an RCU grace period: let them
 				ubbench drop; sleep 1
 				s0=$(kB Slab) a0=$(kB MemAvailable)
-				if [ $c = ext4 ]; then t=$(ubbench mount ext4 "$DATA" /d); else t=$(do_mount "$img" $c); fi
+				if [ $c = ext4 ]; then t=$(ubbench mount ext4 "$DATA" $D); else t=$(do_mount "$img" $c); fi
 				s1=$(kB Slab) a1=$(kB MemAvailable)
+				r1=$(mem_extra "$img" $c)
 				ubbench walk "$(dir "$img" $c)" >/dev/null
 				s2=$(kB Slab) a2=$(kB MemAvailable)
-				rec "$img" $c mem "$rep" "mount-slab-kB=$((s1 - s0)) mount-used-kB=$((a0 - a1)) walk-slab-kB=$((s2 - s0)) walk-used-kB=$((a0 - a2)) $t"
-				if [ $c != ext4 ]; then umount "$(dir "$img" $c)"; fi
+				r2=$(mem_extra "$img" $c)
+				rec "$img" $c mem "$rep" "mount-slab-kB=$((s1 - s0)) mount-used-kB=$((a0 - a1)) walk-slab-kB=$((s2 - s0)) walk-used-kB=$((a0 - a2))${r1:+ mount-rss-kB=$r1 walk-rss-kB=$r2} $t"
+				if [ $c != ext4 ]; then do_umount "$img" $c; fi
 			done
 		done
 	fi
-	mount | grep -q ' /d ' || mount -t ext4 -o ro "$DATA" /d
-	for c in erofs overlay unionblob; do
+	mount | grep -q " $D " || mount -t ext4 -o ro "$DATA" $D
+	for c in $MCFGS; do
 		do_mount "$img" $c >/dev/null || err "mount $img $c failed: $(dmesg | tail -n 3 | tr '\n' '|')"
 	done
 
@@ -202,15 +233,17 @@ for img in $IMAGES; do
 	fi
 
 	grep unionblob_inode /proc/slabinfo | awk -v i="$img" '{print "UBB info img=" i " slab-unionblob_inode-active=" $2 " objsize=" $4}'
-	for c in erofs overlay unionblob; do umount "$(dir "$img" $c)" || err "umount $img $c"; done
+	for c in $MCFGS; do do_umount "$img" $c || err "umount $img $c"; done
 	ubbench drop
 done
 
 # ---- two images sharing a base (a and b): page cache after reading every file of both.
 # unionblob: one store, so shared files are one object and cached once; overlayfs: b's
 # lowerdir uses a's base layer directory; ext4: two unpacked copies; erofs: two images.
+# Host: fuse / fuse-shared serve both blobs from the one store (private: each mount caches
+# its own copy of the pages; shared: passthrough, the store's pages); mergerfs: the two copies.
 if ! skip share; then
-	for c in erofs overlay unionblob; do for i in a b; do mkdir -p "$(dir $i $c)"; done; done
+	for c in $MCFGS; do for i in a b; do mkdir -p "$(dir $i $c)"; done; done
 	for rep in $(seq "$REPS"); do
 		for c in $CFGS; do
 			for i in a b; do [ $c = ext4 ] || do_mount $i $c >/dev/null || err "mount $i $c for share"; done
@@ -222,7 +255,7 @@ if ! skip share; then
 			c1=$(kB Cached)
 			ua=${ra##*us=} ub=${rb##*us=}
 			rec ab $c share "$rep" "cached-a-kB=$((ca - c0)) cached-kB=$((c1 - c0)) files-a=$(echo "$ra" | sed 's/ .*//; s/files=//') files-b=$(echo "$rb" | sed 's/ .*//; s/files=//') us=$((ua + ub))"
-			for i in a b; do [ $c = ext4 ] || umount "$(dir $i $c)"; done
+			for i in a b; do [ $c = ext4 ] || do_umount $i $c; done
 		done
 	done
 fi

@@ -1,5 +1,7 @@
-// bench/kernel: turns the guest's UBB lines into tables (median, spread, ratio to ext4 of the
-// same run) and checks the targets of issue #3. Run by bench/kernel/run.sh.
+// bench/kernel and bench/host: turns the UBB lines of bench/kernel/guest-bench.sh into tables
+// (median, spread, ratio to ext4 of the same run) and checks the targets of issue #3. Run by
+// bench/kernel/run.sh (the guest) and bench/host/run.sh (the host); the configs are those the
+// run names in its "UBB info cfgs=" line (the guest's four when it names none).
 //
 //   node bench/kernel/report.mjs RAW.log [--host TEXT] [--date TEXT] [--elapsed S] [--write RESULTS.md]
 //                                        [--json FILE]
@@ -14,8 +16,10 @@ const opt = (name) => { const i = argv.indexOf(`--${name}`); return i >= 0 ? arg
 const raw = argv[0];
 if (!raw) { console.error('usage: node bench/kernel/report.mjs RAW.log [--write FILE]'); process.exit(2); }
 
-const CFGS = ['ext4', 'erofs', 'overlay', 'unionblob'];
-const CFG_LABEL = { ext4: 'ext4 (unpacked)', erofs: 'erofs', overlay: 'overlayfs', unionblob: 'unionblob' };
+const CFG_LABEL = {
+  ext4: 'ext4 (unpacked)', erofs: 'erofs', overlay: 'overlayfs', unionblob: 'unionblob',
+  fuse: 'unionblob-fuse', 'fuse-shared': 'unionblob-fuse cache=shared', mergerfs: 'mergerfs',
+};
 // [row id, label, unit, test, field]: test and field default to the row id and "us".
 const TESTS = [
   ['mount-cold', 'mount, cold caches', 'ms'],
@@ -23,6 +27,9 @@ const TESTS = [
   ['mem-mount', 'memory used after mount(2) (MemAvailable drop)', 'kB', 'mem', 'mount-used-kB'],
   ['mem-walk', 'memory used after mount + stat walk (MemAvailable drop)', 'kB', 'mem', 'walk-used-kB'],
   ['mem-walk-slab', 'slab growth after mount + stat walk', 'kB', 'mem', 'walk-slab-kB'],
+  // FUSE configs only (host): the server process, already part of the MemAvailable drops
+  ['mem-rss-mount', 'FUSE server resident memory after mount', 'kB', 'mem', 'mount-rss-kB'],
+  ['mem-rss-walk', 'FUSE server resident memory after mount + stat walk', 'kB', 'mem', 'walk-rss-kB'],
   ['walk-cold', 'stat walk, cold', 's'],
   ['walk-warm', 'stat walk, warm', 's'],
   ['read-warm', 'open+read every file, warm', 's'],
@@ -65,6 +72,9 @@ for (const line of readFileSync(raw, 'utf8').split('\n')) {
   runs.get(key).push(r);
 }
 
+const CFGS = (info.cfgs ?? 'ext4,erofs,overlay,unionblob').split(',');
+const host = info.where === 'host';
+
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); const n = s.length; return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2; };
 function stats(img, test, cfg, field = 'us') {
   const rs = runs.get(`${img}/${test}/${cfg}`)?.filter((r) => r[field] !== undefined);
@@ -102,10 +112,17 @@ function fmt(us, unit) {
 
 const images = [...new Set([...runs.keys()].map((k) => k.split('/')[0]))];
 const out = [];
-out.push(`Guest: Linux ${info.kernel ?? '?'} (Debian), qemu TCG, ${info.cpus ?? '?'} vCPUs, ` +
-  `${Math.round(Number(info['mem-kB'] ?? 0) / 1024)} MiB; erofs ${info.erofs ?? '?'}; ` +
-  `${info.reps ?? '?'} repetitions per figure.`);
-if (opt('host')) out.push(`Host: ${opt('host')}.`);
+if (host) {
+  out.push(`Run on the host: Linux ${info.kernel ?? '?'}, ${info.cpus ?? '?'} CPUs, ` +
+    `${Math.round(Number(info['mem-kB'] ?? 0) / 1024)} MiB; disks on read-only loop devices; mergerfs ${info.mergerfs ?? '?'}; ` +
+    `${info.reps ?? '?'} repetitions per figure.`);
+  if (opt('host')) out.push(`Machine: ${opt('host')}.`);
+} else {
+  out.push(`Guest: Linux ${info.kernel ?? '?'} (Debian), qemu TCG, ${info.cpus ?? '?'} vCPUs, ` +
+    `${Math.round(Number(info['mem-kB'] ?? 0) / 1024)} MiB; erofs ${info.erofs ?? '?'}; ` +
+    `${info.reps ?? '?'} repetitions per figure.`);
+  if (opt('host')) out.push(`Host: ${opt('host')}.`);
+}
 if (opt('date')) out.push(`Date: ${opt('date')}${opt('elapsed') ? `; whole run ${Math.round(Number(opt('elapsed')) / 60)} min` : ''}.`);
 out.push('');
 out.push('Each cell: median of the repetitions, ±the largest deviation of one from it, and the ratio to ' +
@@ -121,17 +138,20 @@ for (const img of images) {
     (w ? `: ${Number(w.rs[0].entries).toLocaleString('en-US')} entries` : '') +
     (rd ? `, ${Number(rd.rs[0].files).toLocaleString('en-US')} regular files, ${(Number(rd.rs[0].bytes) / 1e6).toFixed(0)} MB` : ''));
   out.push('');
-  out.push(`| | ${CFGS.map((c) => CFG_LABEL[c]).join(' | ')} | target (unionblob) |`);
-  out.push(`|---|${CFGS.map(() => '---:').join('|')}|---|`);
+  // the targets are issue #3's, for the module: no column where it is not measured
+  const withTargets = CFGS.includes('unionblob');
+  out.push(`| | ${CFGS.map((c) => CFG_LABEL[c] ?? c).join(' | ')} |${withTargets ? ' target (unionblob) |' : ''}`);
+  out.push(`|---|${CFGS.map(() => '---:').join('|')}|${withTargets ? '---|' : ''}`);
   for (const [row, label, unit, test = row, field = 'us'] of TESTS) {
+    // a row only some configs measure (the FUSE servers' memory) has no ext4 base: no ratios
     const base = stats(img, test, 'ext4', field);
-    if (!base) continue;
+    if (!CFGS.some((cfg) => stats(img, test, cfg, field))) continue;
     const rowJson = { label, unit, cfgs: {} };
     ((json.images[img] ??= {})[row] = rowJson);
     const cells = CFGS.map((cfg) => {
       const s = stats(img, test, cfg, field);
       if (!s) return '–';
-      const ok = base.med > 0;
+      const ok = base?.med > 0;
       rowJson.cfgs[cfg] = { median: s.med, spread: s.spread, n: s.n, values: s.rs.map((r) => Number(r[field])),
         ratio: ok ? pairedRatio(s, base) : null, ratioSpread: ok ? ratioSpread(s, base) : null };
       const ratio = cfg === 'ext4' || !ok ? '' : ` **×${pairedRatio(s, base).toFixed(2)}**`;
@@ -140,12 +160,12 @@ for (const img of images) {
     let target = '';
     const t = TARGETS[row];
     const ub = stats(img, test, 'unionblob');
-    if (t && ub) {
+    if (t && ub && base) {
       const ok = t.ratio ? pairedRatio(ub, base) <= t.ratio : ub.med / 1000 < t.ms;
       target = `${t.ratio ? `≤ ×${t.ratio}` : `< ${t.ms} ms`}: ${ok ? 'met' : '**missed**'}`;
       if (!ok) misses.push(`${img} ${test}`);
     }
-    out.push(`| ${label} | ${cells.join(' | ')} | ${target} |`);
+    out.push(`| ${label} | ${cells.join(' | ')} |${withTargets ? ` ${target} |` : ''}`);
   }
   // The same tree everywhere? (erofs: see RESULTS.md about 255-byte names)
   const counts = CFGS.map((cfg) => { const s = stats(img, 'walk-warm', cfg) ?? stats(img, 'walk-cold', cfg); return s ? `${cfg} ${s.rs[0].entries}` : null; }).filter(Boolean);
@@ -158,7 +178,7 @@ for (const img of images) {
   }
 }
 out.push('');
-out.push(misses.length ? `Targets missed: ${misses.join(', ')}.` : 'All targets met.');
+if (CFGS.includes('unionblob')) out.push(misses.length ? `Targets missed: ${misses.join(', ')}.` : 'All targets met.');
 if (errors.length) {
   out.push('');
   out.push('Guest errors:');

@@ -20,6 +20,11 @@
  *                                     thread i % THREADS); "threads=N files=N bytes=N us=T"
  *   ubbench mount [--cold] TYPE SRC DIR [DATA]
  *                                     mount(2) read-only; "us=T" (ERR on failure)
+ *   ubbench spawn-mount [--cold] DIR CMD [ARG...]
+ *                                     run CMD (a FUSE server that daemonizes, its stdout
+ *                                     sent to stderr) and time from the fork until it has
+ *                                     returned and DIR is a mount whose root answers
+ *                                     stat(2); "us=T" (ERR if CMD fails or 30 s pass)
  *   ubbench umount DIR                umount(2)
  *   ubbench remount-cycle [--cold] DEV DIR TYPE
  *                                     umount DIR, then time mount(DEV, DIR, TYPE, ro)
@@ -38,6 +43,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -319,6 +325,55 @@ static int cmd_mount(const char *type, const char *src, const char *dir, const c
 	return 0;
 }
 
+/*
+ * A FUSE server's mount time, measured alike for every server: from the fork until the
+ * server's start-up process has returned (daemonized or failed) and a stat of DIR reaches
+ * the new mount (another st_dev than DIR's parent: the FUSE root answered GETATTR).
+ */
+static int cmd_spawn_mount(const char *dir, char **cmd, int cold)
+{
+	char up[4096];
+	struct stat parent, st;
+	long long t0, deadline;
+	int status;
+	pid_t pid;
+
+	snprintf(up, sizeof(up), "%s/..", dir);
+	if (stat(up, &parent))
+		die("stat", up);
+	if (cold)
+		drop_caches();
+	t0 = now_us();
+	pid = fork();
+	if (pid < 0)
+		die("fork", cmd[0]);
+	if (pid == 0) {
+		/* the caller reads our stdout, and its shell's other fds may be pipes or locks: a
+		 * daemon must hold none of them open */
+		dup2(2, 1);
+		for (int fd = 3; fd < 1024; fd++)
+			close(fd);
+		execvp(cmd[0], cmd);
+		_exit(127);
+	}
+	if (waitpid(pid, &status, 0) < 0)
+		die("waitpid", cmd[0]);
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		printf("ERR spawn-mount %s exit status %d\n", cmd[0], WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+		return 1;
+	}
+	deadline = t0 + 30 * 1000000LL;
+	while (stat(dir, &st) || st.st_dev == parent.st_dev) {
+		if (now_us() > deadline) {
+			errno = ETIMEDOUT;
+			die("spawn-mount: no mount on", dir);
+		}
+		usleep(200);
+	}
+	printf("us=%lld\n", now_us() - t0);
+	return 0;
+}
+
 static int cmd_serial_dev(const char *serial)
 {
 	char p[512], s[256];
@@ -381,6 +436,8 @@ int main(int argc, char **argv)
 		return cmd_par(argv[0], atoi(argv[1]), cold);
 	if (!strcmp(cmd, "mount") && (argc == 3 || argc == 4))
 		return cmd_mount(argv[0], argv[1], argv[2], argc == 4 ? argv[3] : "", cold);
+	if (!strcmp(cmd, "spawn-mount") && argc >= 2)
+		return cmd_spawn_mount(argv[0], argv + 1, cold);
 	if (!strcmp(cmd, "umount") && argc == 1) {
 		if (umount(argv[0]))
 			die("umount", argv[0]);

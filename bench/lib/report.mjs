@@ -50,42 +50,90 @@ const KWHY = {
   'share': 'the blob pages are page cache too',
 };
 
-function kernelSection(d, res) {
+// Why unionblob-fuse (either cache mode) loses on a row of the host suite (bench/host/README.md).
+const HWHY = {
+  'walk-cold': 'every directory and inode the walk meets is a LOOKUP/READDIRPLUS round trip to the server process (context switches on a 2-core machine), then the server reads the blob pages',
+  'read-cold': 'each first open and read of a file is a round trip to the server, which opens the object in the store and reads it cold',
+  'open-warm': 'cache=shared sends an OPEN per open() (the server opens the object and registers it as a passthrough backing file) and a RELEASE per close(); cache=private opens without a round trip',
+  'read-warm:fuse': 'the open is in the kernel (no OPEN) and the pages are the mount\'s own: what is left is FUSE\'s attribute and permission checks per open, and the noise of the shared machine',
+  'read-warm:fuse-shared': 'an OPEN round trip to the server per open() (it opens the object and registers it as a passthrough backing file) and a RELEASE per close()',
+  'par-1': 'as open+read every file, warm', 'par-2': 'as open+read every file, warm; the server\'s threads share the 2 cores with the readers', 'par-4': 'as open+read every file, warm; the server\'s threads share the 2 cores with the readers',
+  'seq-cold': 'cache=private: every page is a READ to the server (in max_read-sized requests) instead of the filesystem\'s readahead straight from disk',
+  'seq-warm:fuse-shared': 'the reads go through FUSE\'s passthrough to the object\'s page cache: one more layer per read than ext4',
+  'seq-warm': 'cache=private: the mount\'s page cache holds the file in small folios where ext4 uses large ones, so a warm read walks many more of them (bench/mount/README.md measures the folio sizes)',
+  'rand-cold': 'every cold 4 KiB read is a READ round trip to the server, which reads the object on the store\'s filesystem',
+  'rand-cold:fuse-shared': 'cold reads go through passthrough to the object on the store\'s filesystem: two filesystems\' read paths',
+  'mount-cold': 'starting a server process (exec, libfuse, mmap and check of the blob, the kernel\'s INIT) against one mount(2)',
+  'mount-warm': 'starting a server process against one mount(2)',
+  'mem-mount': 'the server process (its code, libfuse, threads and the mapped blob pages) comes on top of the kernel\'s mount',
+  'mem-walk': 'the server\'s resident blob pages and the FUSE inodes and dentries',
+  'mem-walk-slab': 'FUSE inodes and dentries in the kernel',
+  share: 'cache=private caches each mount\'s pages in the mount (two images: two copies of a shared file); shared: the store\'s pages once, plus the blobs',
+  'share-a': 'the blob\'s pages come on top of the files\' own',
+};
+
+/**
+ * One table per image of bench/kernel/report.mjs's JSON: every config's median and spread, and
+ * for all but ext4 the per-round ratio to ext4; rows of `ours` above ×LOSS go under "where we
+ * lose" with why['ROW:CFG'] or why[ROW]. `cfgs` maps config ids to column labels, in order.
+ */
+function configSection(d, res, { title, short, where, intro, cfgs, ours, why, plot }) {
   const k = res.data;
-  d.add('', '## Kernel module (guest)', '');
-  d.add(`${k.info?.kernel ? `Guest: Debian's Linux ${k.info.kernel} under qemu TCG, ${k.info.cpus} vCPUs, ${Math.round(k.info['mem-kB'] / 1024)} MiB, ` : ''}` +
-    'every store and tree on emulated NVMe disks (ext4 data disk, one disk per erofs image). ' +
-    `Repetitions: ${k.info?.reps ?? '?'}. Each cell: the median, its spread (largest deviation of one run from the median), ` +
-    'and for the others the ratio to ext4: the median over the rounds of config/ext4 in the same round (lower is better), ± the spread of those per-round ratios. ' +
-    'Images, disks and what each test times: [bench/kernel/RESULTS.md](../bench/kernel/RESULTS.md).');
+  d.add('', `## ${title}`, '', intro(k));
   for (const [img, rows] of Object.entries(k.images ?? {})) {
     d.add('', `### ${imageLabel(img)}`, '');
-    d.add(...head(['', ...Object.values(KCFG)]));
+    d.add(...head(['', ...Object.values(cfgs)]));
     const groups = [];
     for (const [id, r] of Object.entries(rows)) {
       // memory deltas below 1 MiB natively are page-granular noise: no ratio to them
       const noRatio = r.unit === 'kB' && Math.abs(r.cfgs.ext4?.median ?? 0) < 1024;
-      const cells = Object.keys(KCFG).map((c) => {
+      const cells = Object.keys(cfgs).map((c) => {
         const v = r.cfgs[c];
         if (!v) return '–';
         const abs = kfmt(v.median, r.unit) + ` ${pct(v.spread)}`;
         return c === 'ext4' || v.ratio === null || noRatio ? abs : `${abs} **${ratio({ median: v.ratio, spread: v.ratioSpread })}**`;
       });
       d.add(row([r.label, ...cells]));
-      const ub = r.cfgs.unionblob;
-      if (ub && ub.ratio !== null && !noRatio) d.lose(`kernel, ${imageLabel(img)}: ${r.label}`, { median: ub.ratio, spread: ub.ratioSpread }, KWHY[id] ?? '');
+      for (const c of ours) {
+        const v = r.cfgs[c];
+        if (v && v.ratio !== null && !noRatio) d.lose(`${where}${ours.length > 1 ? ` (${cfgs[c]})` : ''}, ${imageLabel(img)}: ${r.label}`, { median: v.ratio, spread: v.ratioSpread }, why[`${id}:${c}`] ?? why[id] ?? '');
+      }
       if (r.unit !== 'kB' && r.cfgs.ext4?.median > 0) {
-        groups.push({ label: id, bars: ['erofs', 'overlay', 'unionblob'].filter((c) => r.cfgs[c]).map((c) => ({ name: KCFG[c], value: r.cfgs[c].ratio, spread: r.cfgs[c].ratioSpread })) });
+        groups.push({ label: id, bars: Object.keys(cfgs).filter((c) => c !== 'ext4' && r.cfgs[c]).map((c) => ({ name: cfgs[c], value: r.cfgs[c].ratio, spread: r.cfgs[c].ratioSpread })) });
       }
     }
-    if (groups.length) d.plot(`kernel-${img}.svg`, barChart({ title: `Kernel, ${imageLabel(img)}: time / ext4 (lower is better)`, yLabel: '× ext4, same run', groups }), `kernel ${img}`);
+    if (groups.length) d.plot(`${plot}-${img}.svg`, barChart({ title: `${short}, ${imageLabel(img)}: time / ext4 (lower is better)`, yLabel: '× ext4, same run', groups }), `${plot} ${img}`);
     const share = rows.share;
     if (share) {
-      d.plot('kernel-share.svg', barChart({ title: 'Page cache after reading images a and b (MiB)', yLabel: 'MiB', reference: share.cfgs.ext4.median / 1024,
-        groups: [{ label: 'a then b', bars: Object.keys(KCFG).filter((c) => share.cfgs[c]).map((c) => ({ name: KCFG[c], value: share.cfgs[c].median / 1024, spread: share.cfgs[c].spread })) }] }), 'page cache after two images');
+      d.plot(`${plot}-share.svg`, barChart({ title: `${short}: page cache after reading images a and b (MiB)`, yLabel: 'MiB', reference: share.cfgs.ext4.median / 1024,
+        groups: [{ label: 'a then b', bars: Object.keys(cfgs).filter((c) => share.cfgs[c]).map((c) => ({ name: cfgs[c], value: share.cfgs[c].median / 1024, spread: share.cfgs[c].spread })) }] }), 'page cache after two images');
     }
   }
-  if (k.errors?.length) d.add('', 'Guest errors:', '', ...k.errors.map((e) => `    ${e}`));
+  if (k.errors?.length) d.add('', 'Errors:', '', ...k.errors.map((e) => `    ${e}`));
+}
+
+function kernelSection(d, res) {
+  configSection(d, res, {
+    title: 'Kernel module (guest)', short: 'Kernel', where: 'kernel', cfgs: KCFG, ours: ['unionblob'], why: KWHY, plot: 'kernel',
+    intro: (k) => `${k.info?.kernel ? `Guest: Debian's Linux ${k.info.kernel} under qemu TCG, ${k.info.cpus} vCPUs, ${Math.round(k.info['mem-kB'] / 1024)} MiB, ` : ''}` +
+      'every store and tree on emulated NVMe disks (ext4 data disk, one disk per erofs image). ' +
+      `Repetitions: ${k.info?.reps ?? '?'}. Each cell: the median, its spread (largest deviation of one run from the median), ` +
+      'and for the others the ratio to ext4: the median over the rounds of config/ext4 in the same round (lower is better), ± the spread of those per-round ratios. ' +
+      'Images, disks and what each test times: [bench/kernel/RESULTS.md](../bench/kernel/RESULTS.md).',
+  });
+}
+
+const HCFG = { ext4: 'ext4 (native)', erofs: 'erofs', overlay: 'overlayfs', fuse: 'unionblob-fuse', 'fuse-shared': 'unionblob-fuse shared', mergerfs: 'mergerfs' };
+
+function hostSection(d, res) {
+  configSection(d, res, {
+    title: 'Every workload on the host (FUSE, mergerfs)', short: 'Host', where: 'host', cfgs: HCFG, ours: ['fuse', 'fuse-shared'], why: HWHY, plot: 'host',
+    intro: (k) => `The kernel suite's workloads, script and timer run on the host${k.info?.kernel ? ` (Linux ${k.info.kernel}, ${k.info.cpus} CPUs)` : ''}, ` +
+      'over the same data: ext4 data disk and erofs images on read-only loop devices; unionblob-fuse with its default options (`fuse`) and with `cache=shared` (kernel passthrough), ' +
+      `both over the blob and store on the data disk; mergerfs ${k.info?.mergerfs ?? ''} with its default options over the unpacked tree. ` +
+      'FUSE mount time: from starting the server until its mount answers a stat; memory after mount includes the server process (MemAvailable drop; its RSS on its own row). ' +
+      `Repetitions: ${k.info?.reps ?? '?'}; cells as in the kernel table. [bench/host/README.md](../bench/host/README.md).`,
+  });
 }
 
 function kfmt(v, unit) {
@@ -309,6 +357,14 @@ function summary(data) {
     out.push(`- **Metadata** (module): cold stat walk ${x(kr('a', 'walk-cold'))} (image a) / ${x(kr('s', 'walk-cold'))} (synthetic) of ext4's time, warm ${x(kr('a', 'walk-warm'))} / ${x(kr('s', 'walk-warm'))}; slab after a walk ${x(kr('a', 'mem-walk-slab'))} / ${x(kr('s', 'mem-walk-slab'))}.`);
     out.push(`- **Opening files** (module) is where it loses: open+close of every file ${x(kr('a', 'open-warm'))} / ${x(kr('s', 'open-warm'))}; open+read warm ${x(kr('a', 'read-warm'))} / ${x(kr('s', 'read-warm'))}; sequential and random reads of one big file: ${x(kr('s', 'seq-warm'))} warm, ${x(kr('s', 'rand-cold'))} random cold.`);
   }
+  const h = data.suites.host?.data?.images ?? {};
+  const hr = (img, row, cfg) => h[img]?.[row]?.cfgs?.[cfg];
+  if (h.a || h.s) {
+    const both = (row, cfg) => `${x(hr('a', row, cfg))} / ${x(hr('s', row, cfg))}`;
+    out.push(`- **FUSE** (host, the kernel suite's workloads; image a / synthetic, of ext4's time): unionblob-fuse cold stat walk ${both('walk-cold', 'fuse')} (mergerfs ${both('walk-cold', 'mergerfs')}), ` +
+      `warm ${both('walk-warm', 'fuse')} (mergerfs ${both('walk-warm', 'mergerfs')}); open+read warm ${both('read-warm', 'fuse')} (cache=shared ${both('read-warm', 'fuse-shared')}, mergerfs ${both('read-warm', 'mergerfs')}); ` +
+      `cold ${both('read-cold', 'fuse')} (mergerfs ${both('read-cold', 'mergerfs')}); mount ${both('mount-cold', 'fuse')} of ext4's cold mount(2) (mergerfs ${both('mount-cold', 'mergerfs')}).`);
+  }
   const pts = data.suites.scale?.data?.points ?? [];
   if (pts.length) {
     const bpi = pts.map((p) => p.bytesPerInode.toFixed(0));
@@ -334,7 +390,7 @@ function summary(data) {
 
 // ---- the document -------------------------------------------------------------------------
 
-const SECTIONS = { kernel: kernelSection, fuse: fuseSection, build: buildSection, scale: scaleSection };
+const SECTIONS = { kernel: kernelSection, host: hostSection, fuse: fuseSection, build: buildSection, scale: scaleSection };
 
 function loadLine(name, r) {
   const l = r.load;
@@ -385,6 +441,7 @@ export function writeReport(data, docsDir) {
     scaleCoverage(data.suites.scale?.data),
     '- Guest "cold" reads come from disk images in the host\'s page cache: emulated NVMe at memory speed, which understates cold costs on real flash for every config alike.',
     '- Memory rows are Slab / MemAvailable deltas in an otherwise idle guest: page-granular and noisy at the kB scale.');
+  if (data.suites.host) d.add('- The host suite\'s MemAvailable and Slab deltas move with everything else the shared machine allocates meanwhile (they can come out negative): read the FUSE servers\' resident-memory rows for their own cost. Its cold runs drop the whole machine\'s caches, and its disks are loop devices over files on the host\'s disk.');
   fs.writeFileSync(path.join(docsDir, 'evaluation.md'), d.lines.join('\n') + '\n');
   return { losses: body.losses, plots: body.plots };
 }
