@@ -1215,11 +1215,13 @@ static void parse_settings(struct ubfs *fs, const struct config *cfg)
 	fs->readdirplus = !cfg->noreaddirplus;
 	fs->max_read = cfg->max_read;
 	fs->cache = CACHE_DEFAULT;
-	if (cfg->cache && !strcmp(cfg->cache, "private"))
+	if (cfg->cache && !strcmp(cfg->cache, "auto"))
+		fs->cache = CACHE_AUTO;
+	else if (cfg->cache && !strcmp(cfg->cache, "private"))
 		fs->cache = CACHE_PRIVATE;
 	else if (cfg->cache && !strcmp(cfg->cache, "shared"))
 		fs->cache = CACHE_SHARED;
-	else if (cfg->cache && strcmp(cfg->cache, "auto"))
+	else if (cfg->cache)
 		die("cache=%s: expected auto, private or shared", cfg->cache);
 	fs->pt_min = PASSTHROUGH_MIN_DEFAULT;
 	if (cfg->passthrough_min && parse_size(cfg->passthrough_min, &fs->pt_min) != 0)
