@@ -668,6 +668,7 @@ const EVICT_PY = String.raw`
 import os, sys
 for p in sys.argv[1:]:
     fd = os.open(p, os.O_RDONLY)
+    os.fsync(fd)  # dirty pages (the test just wrote the objects) cannot be dropped
     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     os.close(fd)
 `;
@@ -707,7 +708,7 @@ for (const [min, bigPassed] of [[undefined, true], ['2M', false]]) {
       // Warm again: the small file's pages are kept across opens (keep_cache); big is read from the store.
       t.true(fs.readFileSync(smallPath).equals(small));
       t.true(fs.readFileSync(bigPath).equals(big));
-      if (bigPassed) t.is(residentBytes(bigObj), fs.statSync(bigObj).size, "the kernel read big's object itself");
+      if (bigPassed) t.true(residentBytes(bigObj) >= big.length, "the kernel read big's object itself");
     });
     t.true(readsOf(log.slice(0, cut), ino.small) >= 1, 'the first read of the small file is a cache miss');
     t.is(readsOf(log.slice(cut), ino.small), 0, 'warm reads of the small file reached the server');
