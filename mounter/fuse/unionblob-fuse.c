@@ -5,8 +5,8 @@
  *
  *   unionblob-fuse BLOB MOUNTPOINT -o basedir=STORE[:STORE...][,verity=off|try|require]
  *                  [,allow_other][,foreground][,pidfile=F][,logfile=F][,timeout=S]
- *                  [,cache=private|shared][,open_objects=N][,passthrough=auto|off]
- *                  [,nosplice][,noreaddirplus]
+ *                  [,cache=private|shared|auto][,passthrough_min=BYTES][,open_objects=N]
+ *                  [,passthrough=auto|off][,nosplice][,noreaddirplus]
  *
  * Design:
  *   - The blob is mmapped read-only and parsed by the same reader core the
@@ -19,7 +19,7 @@
  *     attributes, directory listings and page contents for as long as it
  *     likes (huge timeouts, keep_cache, cache_readdir).
  *   - External files are served from their object, opened beneath the
- *     store directory fds (openat2 RESOLVE_BENEATH, O_NOFOLLOW).  Two modes:
+ *     store directory fds (openat2 RESOLVE_BENEATH, O_NOFOLLOW).  Three modes:
  *     cache=private (default): the kernel sends no OPEN at all (we answer
  *     the first with ENOSYS, FUSE_CAP_NO_OPEN_SUPPORT) and keeps file pages
  *     in the mount's own page cache; a cache miss is a READ naming only the
@@ -27,8 +27,14 @@
  *     cache=shared: every open() is an OPEN that hands the object to the
  *     kernel as a passthrough backing file where it allows that
  *     (passthrough.c), so pages are cached once with the store's files;
- *     else reads are served from the fd of the OPEN.  Reads that reach us
- *     go out by fuse_reply_data(), which splices when the kernel allows.
+ *     else reads are served from the fd of the OPEN.
+ *     cache=auto: every open() is an OPEN too; objects of passthrough_min
+ *     bytes or more are passed through (their backing id registered once and
+ *     kept until unmount), smaller files are answered FOPEN_KEEP_CACHE with
+ *     nothing opened, their misses read by inode as in cache=private.  Without
+ *     passthrough from the kernel it falls back to cache=private.
+ *     Reads that reach us go out by fuse_reply_data(), which splices when
+ *     the kernel allows.
  *   - Corruption, a missing object or a vanished store fail only the
  *     request that hit it (EIO and one rate-limited line on stderr); the
  *     rest of the tree keeps working.
@@ -422,6 +428,8 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	fs->no_open = (fs->cache == CACHE_PRIVATE ||
 		       (fs->cache == CACHE_AUTO && !pt_offered())) &&
 		      (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	if (fs->cache == CACHE_AUTO && fs->backing && !pt_offered())
+		fs_log("the kernel offers no FUSE passthrough: cache=auto works like cache=private");
 	if (fs->cache == CACHE_PRIVATE && !fs->no_open)
 		fs_log("the kernel cannot skip OPEN: cache=private works like cache=shared without passthrough");
 	fs->no_opendir = !!(conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
@@ -997,12 +1005,18 @@ static void usage(void)
 	       "    -o pidfile=FILE         write the server's pid once it serves\n"
 	       "    -o logfile=FILE         where runtime errors go after daemonizing\n"
 	       "    -o timeout=SECONDS      kernel entry/attr cache time (default 1 year)\n"
-	       "    -o cache=private|shared private (default): no OPEN per open(), file pages\n"
+	       "    -o cache=private|shared|auto\n"
+	       "                            private (default): no OPEN per open(), file pages\n"
 	       "                            cached by this mount; shared: one OPEN per open(),\n"
 	       "                            file pages cached once with the store's own files\n"
-	       "                            (kernel FUSE passthrough, Linux 6.9+)\n"
+	       "                            (kernel FUSE passthrough, Linux 6.9+); auto: one OPEN\n"
+	       "                            per open(), files from passthrough_min on shared,\n"
+	       "                            smaller ones cached by this mount\n"
+	       "    -o passthrough_min=SIZE cache=auto: smallest file passed through, in bytes\n"
+	       "                            or with K, M, G (default 128K)\n"
 	       "    -o open_objects=N       idle object files kept open (default 4096)\n"
-	       "    -o passthrough=auto|off cache=shared: off serves reads through the server\n"
+	       "    -o passthrough=auto|off cache=shared|auto: off serves reads through the\n"
+	       "                            server (cache=auto then works like private)\n"
 	       "    -o nosplice             copy through userspace instead of splice\n"
 	       "    -o noreaddirplus        plain readdir only (tests, benchmarks)\n"
 	       "    -s                      single-threaded\n"
