@@ -3,7 +3,7 @@
 //   mount.unionblob BLOB TARGET [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t TYPE]
 //
 // OPTIONS: basedir=A[:B...] (required), digest=HEX, verity=off|try|require, upperdir=DIR,
-// workdir=DIR, backend=auto|kernel|fuse, fuse_cache=private|shared, generic flags (nosuid, nodev, noexec, noatime, ...),
+// workdir=DIR, backend=auto|kernel|fuse, fuse_cache=auto|private|shared, generic flags (nosuid, nodev, noexec, noatime, ...),
 // and fstab's bookkeeping options (defaults, noauto, nofail, x-*, ...), which are ignored.
 // mounter/mount.unionblob (installed as /sbin/mount.unionblob) runs this file with node; the
 // mounting itself is mountBlob(), exactly what `cfs mount` does.
@@ -83,7 +83,7 @@ export async function helperMain(argv: string[]): Promise<number> {
   } catch (err: any) {
     say(err.message);
     say('usage: mount.unionblob BLOB TARGET [-sfnv] -o basedir=STORE[:STORE...][,digest=HEX][,verity=MODE]'
-      + '[,upperdir=DIR,workdir=DIR][,backend=auto|kernel|fuse][,fuse_cache=private|shared]');
+      + '[,upperdir=DIR,workdir=DIR][,backend=auto|kernel|fuse][,fuse_cache=auto|private|shared]');
     return EX_USAGE;
   }
   try {

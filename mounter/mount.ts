@@ -28,11 +28,12 @@ import {
 export type BackendChoice = Backend | 'auto';
 export type VerityMode = 'off' | 'try' | 'require';
 /**
- * Where the FUSE backend caches file pages (mounter/README.md): `private` (the default) in the
- * mount's own page cache, with no round trip to the server per open(); `shared` with the
- * store's own files (kernel FUSE passthrough), at the cost of one round trip per open().
+ * Where the FUSE backend caches file pages (mounter/README.md): `private` in the mount's own
+ * page cache, with no round trip to the server per open(); `shared` with the store's own files
+ * (kernel FUSE passthrough), at the cost of one round trip per open(); `auto` one round trip per
+ * open(), big files shared with the store and small ones kept in the mount's page cache.
  */
-export type FuseCache = 'private' | 'shared';
+export type FuseCache = 'auto' | 'private' | 'shared';
 
 export interface MountRequest {
   blob: string;
@@ -67,7 +68,9 @@ export const GENERIC_FLAGS = new Set([
 
 const BACKENDS: BackendChoice[] = ['auto', 'kernel', 'fuse'];
 const VERITY_MODES: VerityMode[] = ['off', 'try', 'require'];
-export const FUSE_CACHES: FuseCache[] = ['private', 'shared'];
+export const FUSE_CACHES: FuseCache[] = ['auto', 'private', 'shared'];
+/** What the FUSE server is started with when no cache is asked for (bench/mount/README.md, run 5). */
+export const DEFAULT_FUSE_CACHE: FuseCache = 'private';
 const COMMAND_TIMEOUT_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
     throw new MountError(`verity ${req.verity}: expected off, try or require`);
   }
   if (req.fuseCache !== undefined && !FUSE_CACHES.includes(req.fuseCache)) {
-    throw new MountError(`FUSE cache ${req.fuseCache}: expected private or shared`);
+    throw new MountError(`FUSE cache ${req.fuseCache}: expected ${FUSE_CACHES.join(', ')}`);
   }
   if (req.digest !== undefined && !/^[0-9a-fA-F]{64}$/.test(req.digest)) {
     throw new MountError(`digest ${req.digest}: expected 64 hex digits (the blob's fs-verity SHA-256 digest)`);
@@ -226,7 +229,7 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
   const opts = [
     `basedir=${req.stores.join(':')}`,
     `verity=${req.verity ?? 'off'}`,
-    `cache=${req.fuseCache ?? 'private'}`,
+    `cache=${req.fuseCache ?? DEFAULT_FUSE_CACHE}`,
     'allow_other',
     ...fuseFlags(flags),
     `pidfile=${pidPath(key)}`,
@@ -503,8 +506,9 @@ export function registerMount(program: Command): void {
     .addOption(new Option('--backend <name>', 'kernel module, FUSE, or whichever is available').choices(BACKENDS).default('auto'))
     .option('--digest <hex>', "refuse the blob unless its fs-verity digest is this")
     .addOption(new Option('--verity <mode>', 'check objects against their digests').choices(VERITY_MODES))
-    .addOption(new Option('--fuse-cache <where>', 'FUSE: file pages cached per mount (no round trip per open) or shared with the store (passthrough)')
-      .choices(FUSE_CACHES))
+    .addOption(new Option('--fuse-cache <where>', 'FUSE: file pages cached per mount (private: no round trip per open), '
+      + 'shared with the store (shared: passthrough), or big files shared and small ones per mount (auto)')
+      .choices(FUSE_CACHES).default(DEFAULT_FUSE_CACHE))
     .option('-o, --options <flags>', 'mount flags for the target: nosuid,nodev,noexec,noatime,...')
     .action(async (blob: string, target: string, o: any) => {
       const flags = o.options ? String(o.options).split(',').filter(Boolean) : [];

@@ -431,8 +431,8 @@ serial('the server computes fs-verity digests like format/verity.ts', (t) => {
   t.deepEqual(got, files.map((f) => verityDigest(fs.readFileSync(f)).toString('hex')));
 });
 
-// Both page-cache modes of the FUSE server (cache=private is the default).
-const FUSE_CACHES = ['private', 'shared'];
+// Every page-cache mode of the FUSE server (mounter/mount.ts has the default).
+const FUSE_CACHES = ['auto', 'private', 'shared'];
 
 for (const cache of FUSE_CACHES) serial(`cfs mount --backend auto says which backend; the tree equals the blob (stat, readdir, readlink, xattrs, data), --fuse-cache ${cache}`, (t) => {
   const mnt = mkTarget(`rich-${cache}`);
@@ -664,6 +664,60 @@ serial('cache=private: one OPEN (answered ENOSYS), then none; warm reads and har
   t.notRegex(log.slice(cut), /opcode: (READ|OPEN) /, 'warm reads reached the server');
 });
 
+const EVICT_PY = String.raw`
+import os, sys
+for p in sys.argv[1:]:
+    fd = os.open(p, os.O_RDONLY)
+    os.fsync(fd)  # dirty pages (the test just wrote the objects) cannot be dropped
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(fd)
+`;
+
+/** Bytes of `file` in the page cache, as mincore() sees them through a mapping of it (fincore). */
+const residentBytes = (file) => Number(sh('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).stdout.trim());
+
+/** READ requests for node `ino` in a libfuse debug log. */
+const readsOf = (log, ino) => (log.match(new RegExp(`opcode: READ \\(15\\), nodeid: ${ino},`, 'g')) ?? []).length;
+
+/*
+ * Passthrough, seen from the kernel: a mapping of a passed-through file is a mapping of its
+ * object, so once the object's pages are dropped the mounted file shows none either; a file in
+ * the mount's own page cache keeps its pages.  With passthrough_min above big's size, big must
+ * behave like the small file: the check tells the two apart.
+ */
+for (const [min, bigPassed] of [[undefined, true], ['2M', false]]) {
+  serial(`cache=auto${min ? `,passthrough_min=${min}` : ''}: big files ${bigPassed ? 'are' : 'are not'} passed through; small ones stay in the mount's page cache`, async (t) => {
+    const big = S.contents.get('big');
+    const bigObj = objectFile([S.storeA], S.tree.children.get('big').digest.toString('hex'));
+    const smallObj = objectFile([S.storeA], S.tree.children.get('setuid').digest.toString('hex'));
+    let ino;
+    let cut = 0;
+    const log = await withDebugServer(t, `auto-${min ?? 'default'}`, ['cache=auto', ...(min ? [`passthrough_min=${min}`] : [])], async (mnt, logSoFar) => {
+      const [bigPath, smallPath] = [path.join(mnt, 'big'), path.join(mnt, 'setuid')];
+      ino = { big: fs.statSync(bigPath).ino, small: fs.statSync(smallPath).ino };
+      t.true(fs.readFileSync(bigPath).equals(big));
+      const small = fs.readFileSync(smallPath);
+      t.is(small.length, 5000);
+      t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n', 'inline');
+      t.is(fs.readFileSync(path.join(mnt, 'empty')).length, 0, 'empty');
+      py(EVICT_PY, [bigObj, smallObj]);
+      t.is(residentBytes(smallPath) > 0, true, 'the small file kept its pages in the mount');
+      t.is(residentBytes(bigPath) === 0, bigPassed, `big: ${residentBytes(bigPath)} bytes resident after its object was dropped`);
+      await sleep(300);
+      cut = logSoFar().length;
+      // Warm again: the small file's pages are kept across opens (keep_cache); big is read from the store.
+      t.true(fs.readFileSync(smallPath).equals(small));
+      t.true(fs.readFileSync(bigPath).equals(big));
+      if (bigPassed) t.true(residentBytes(bigObj) >= big.length, "the kernel read big's object itself");
+    });
+    t.true(readsOf(log.slice(0, cut), ino.small) >= 1, 'the first read of the small file is a cache miss');
+    t.is(readsOf(log.slice(cut), ino.small), 0, 'warm reads of the small file reached the server');
+    if (bigPassed) t.is(readsOf(log, ino.big), 0, 'reads of a passed-through file reached the server');
+    else t.true(readsOf(log, ino.big) >= 1);
+    t.true((log.slice(cut).match(/opcode: OPEN \(14\)/g) ?? []).length >= 2, 'one OPEN per open()');
+  });
+}
+
 /** A blob of `n` distinct external files in /many, and their contents. */
 function manyObjectsBlob(n) {
   const root = newDir(0o755);
@@ -736,7 +790,12 @@ serial('cache=private: object fds are bounded by open_objects; reads after evict
   t.regex(bad.stderr, /open_objects=0: expected a positive number/);
   const badCache = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},cache=bogus`]);
   t.is(badCache.status, 1);
-  t.regex(badCache.stderr, /cache=bogus: expected private or shared/);
+  t.regex(badCache.stderr, /cache=bogus: expected auto, private or shared/);
+  for (const v of ['bogus', '12X', '-1', '', '99999999999G']) {
+    const badMin = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},cache=auto,passthrough_min=${v}`]);
+    t.is(badMin.status, 1, `passthrough_min=${v}`);
+    t.regex(badMin.stderr, /^unionblob-fuse: passthrough_min=\S*: expected a size in bytes \(suffix K, M or G allowed\)\n$/);
+  }
   const badPt = sh(SERVER, [blob, mnt, '-o', `basedir=${S.storeA},passthrough=bogus`]);
   t.is(badPt.status, 1);
   t.regex(badPt.stderr, /passthrough=bogus: expected auto or off/);

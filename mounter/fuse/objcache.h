@@ -3,8 +3,9 @@
  * Open object files by DIGESTS index.  cache=private needs them: the kernel
  * sends no OPEN there, so a READ names only the inode, and opening its object
  * for every cache miss would cost an openat2 + fstat per 128 KiB.
- * cache=shared uses them too, so an open() of a file costs the server no
- * search of the stores once its object was opened before.  At most @max idle
+ * cache=auto reads its small files that way too.  cache=shared uses them as
+ * well, so an open() of a file costs the server no search of the stores once
+ * its object was opened before.  At most @max idle
  * fds stay open (the least recently used is closed first); a fd handed out by
  * objcache_lookup/insert stays valid until objcache_put.
  */

@@ -156,6 +156,11 @@ int pt_install(struct fuse_session *se)
 	return err;
 }
 
+int pt_offered(void)
+{
+	return __atomic_load_n(&offered, __ATOMIC_ACQUIRE);
+}
+
 int pt_active(void)
 {
 	return __atomic_load_n(&active, __ATOMIC_ACQUIRE);

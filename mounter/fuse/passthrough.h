@@ -26,6 +26,9 @@ struct fuse_session;
  */
 int pt_install(struct fuse_session *se);
 
+/* Whether the kernel's INIT offered passthrough (known in the init callback). */
+int pt_offered(void);
+
 /* Whether the kernel agreed to passthrough at INIT (and it still works). */
 int pt_active(void);
 

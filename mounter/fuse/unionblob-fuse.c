@@ -5,8 +5,8 @@
  *
  *   unionblob-fuse BLOB MOUNTPOINT -o basedir=STORE[:STORE...][,verity=off|try|require]
  *                  [,allow_other][,foreground][,pidfile=F][,logfile=F][,timeout=S]
- *                  [,cache=private|shared][,open_objects=N][,passthrough=auto|off]
- *                  [,nosplice][,noreaddirplus]
+ *                  [,cache=private|shared|auto][,passthrough_min=BYTES][,open_objects=N]
+ *                  [,passthrough=auto|off][,nosplice][,noreaddirplus]
  *
  * Design:
  *   - The blob is mmapped read-only and parsed by the same reader core the
@@ -19,7 +19,7 @@
  *     attributes, directory listings and page contents for as long as it
  *     likes (huge timeouts, keep_cache, cache_readdir).
  *   - External files are served from their object, opened beneath the
- *     store directory fds (openat2 RESOLVE_BENEATH, O_NOFOLLOW).  Two modes:
+ *     store directory fds (openat2 RESOLVE_BENEATH, O_NOFOLLOW).  Three modes:
  *     cache=private (default): the kernel sends no OPEN at all (we answer
  *     the first with ENOSYS, FUSE_CAP_NO_OPEN_SUPPORT) and keeps file pages
  *     in the mount's own page cache; a cache miss is a READ naming only the
@@ -27,8 +27,14 @@
  *     cache=shared: every open() is an OPEN that hands the object to the
  *     kernel as a passthrough backing file where it allows that
  *     (passthrough.c), so pages are cached once with the store's files;
- *     else reads are served from the fd of the OPEN.  Reads that reach us
- *     go out by fuse_reply_data(), which splices when the kernel allows.
+ *     else reads are served from the fd of the OPEN.
+ *     cache=auto: every open() is an OPEN too; objects of passthrough_min
+ *     bytes or more are passed through (their backing id registered once and
+ *     kept until unmount), smaller files are answered FOPEN_KEEP_CACHE with
+ *     nothing opened, their misses read by inode as in cache=private.  Without
+ *     passthrough from the kernel it falls back to cache=private.
+ *     Reads that reach us go out by fuse_reply_data(), which splices when
+ *     the kernel allows.
  *   - Corruption, a missing object or a vanished store fail only the
  *     request that hit it (EIO and one rate-limited line on stderr); the
  *     rest of the tree keeps working.
@@ -69,6 +75,7 @@
 #define MAX_STORES 64
 
 enum verity_mode { VERITY_OFF, VERITY_TRY, VERITY_REQUIRE };
+enum cache_mode { CACHE_AUTO, CACHE_PRIVATE, CACHE_SHARED };
 
 /* Per-object verity state, cached by DIGESTS index. */
 enum { OBJ_UNCHECKED = 0, OBJ_GOOD = 1 };
@@ -90,8 +97,9 @@ struct ubfs {
 	enum verity_mode verity;
 	uint8_t *obj_state;	/* DIGESTS.count bytes when verity != off */
 	struct backing *backing;	/* DIGESTS.count entries when passthrough is on */
-	int private_cache;	/* cache=private asked for */
-	int no_open;		/* cache=private and the kernel agreed: READs come by inode */
+	enum cache_mode cache;	/* cache= */
+	u64 pt_min;		/* cache=auto: smallest object handed to the kernel (passthrough_min=) */
+	int no_open;		/* no OPEN requests (private, or auto without passthrough): READs come by inode */
 	int no_opendir;		/* the kernel can do without OPENDIR */
 	struct objcache objects;	/* open objects, by DIGESTS index */
 	double timeout;
@@ -125,6 +133,7 @@ struct config {
 	char *passthrough;
 	char *cache;
 	char *open_objects;
+	char *passthrough_min;
 	unsigned int max_read;
 	int foreground;
 	int singlethread;
@@ -416,8 +425,12 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
 	 * its default then) and a warm read never reaches us; without OPENDIR it
 	 * caches listings (FOPEN_CACHE_DIR), as our opendir asks anyway.
 	 */
-	fs->no_open = fs->private_cache && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
-	if (fs->private_cache && !fs->no_open)
+	fs->no_open = (fs->cache == CACHE_PRIVATE ||
+		       (fs->cache == CACHE_AUTO && !pt_offered())) &&
+		      (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT);
+	if (fs->cache == CACHE_AUTO && fs->backing && !pt_offered())
+		fs_log("the kernel offers no FUSE passthrough: cache=auto works like cache=private");
+	if (fs->cache == CACHE_PRIVATE && !fs->no_open)
 		fs_log("the kernel cannot skip OPEN: cache=private works like cache=shared without passthrough");
 	fs->no_opendir = !!(conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT);
 }
@@ -536,6 +549,58 @@ static void backing_put(struct ubfs *fs, u64 obj)
 	pthread_mutex_unlock(&backing_lock);
 }
 
+/*
+ * cache=auto: the backing id of a big object, registered by its first open
+ * and kept until unmount, so reopening it costs the server one table read
+ * (the kernel holds the object open meanwhile; big objects are few).
+ * 0 when it cannot be passed through (then the server reads it), or -errno.
+ */
+static int backing_pinned(struct ubfs *fs, const struct ub_inode_info *ii)
+{
+	struct backing *b;
+	int fd, id;
+
+	if (!fs->backing || !pt_active())
+		return 0;
+	b = &fs->backing[ii->payload];
+	id = __atomic_load_n(&b->id, __ATOMIC_ACQUIRE);
+	if (id > 0)
+		return id;
+	fd = object_fd(fs, ii);	/* checked (size, verity) before the kernel gets it */
+	if (fd < 0)
+		return fd;
+	pthread_mutex_lock(&backing_lock);
+	if (b->id <= 0)
+		__atomic_store_n(&b->id, pt_backing_open(fd), __ATOMIC_RELEASE);
+	id = b->id;
+	pthread_mutex_unlock(&backing_lock);
+	objcache_put(&fs->objects, ii->payload);
+	return id;
+}
+
+/*
+ * cache=auto: a big external file is passed through (the store's page cache
+ * and its large folios); anything else is kept in this mount's page cache
+ * across opens, and its object is opened only if a READ comes (by inode, as
+ * in cache=private), so a warm open of a small file is one cheap round trip.
+ */
+static void open_auto(fuse_req_t req, struct ubfs *fs, const struct ub_inode_info *ii,
+		      struct fuse_file_info *fi)
+{
+	int id = 0;
+
+	if (ub_inode_is_external(ii) && ii->size >= fs->pt_min)
+		id = backing_pinned(fs, ii);
+	if (id < 0) {
+		fuse_reply_err(req, -id);
+		return;
+	}
+	fi->fh = id > 0 ? pt_fh(-1, id) : FH_NONE;
+	fi->keep_cache = id == 0;
+	fi->noflush = 1;
+	fuse_reply_open(req, fi);	/* nothing to undo if the opener went away */
+}
+
 /* Undoes what op_open set up for @fh. */
 static void release_fh(struct ubfs *fs, fuse_ino_t ino, uint64_t fh)
 {
@@ -571,6 +636,10 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	if (!ub_inode_is_reg(&ii)) {
 		fuse_reply_err(req, ub_inode_is_dir(&ii) ? EISDIR : EINVAL);
+		return;
+	}
+	if (fs->cache == CACHE_AUTO) {
+		open_auto(req, fs, &ii, fi);
 		return;
 	}
 	fi->fh = FH_NONE;
@@ -651,7 +720,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	struct ub_inode_info ii;
 	int err;
 
-	if (fs->no_open) {
+	if (fs->no_open || fs->cache == CACHE_AUTO) {
 		read_by_inode(req, fs, ino, size, off);
 	} else if (fi->fh != FH_NONE) {
 		read_fd(req, pt_fh_fd(fi->fh), size, off);
@@ -664,7 +733,11 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
-	release_fh(req_fs(req), ino, fi->fh);
+	struct ubfs *fs = req_fs(req);
+
+	/* cache=auto holds nothing per open file. */
+	if (fs->cache != CACHE_AUTO)
+		release_fh(fs, ino, fi->fh);
 	fuse_reply_err(req, 0);
 }
 
@@ -932,12 +1005,18 @@ static void usage(void)
 	       "    -o pidfile=FILE         write the server's pid once it serves\n"
 	       "    -o logfile=FILE         where runtime errors go after daemonizing\n"
 	       "    -o timeout=SECONDS      kernel entry/attr cache time (default 1 year)\n"
-	       "    -o cache=private|shared private (default): no OPEN per open(), file pages\n"
+	       "    -o cache=private|shared|auto\n"
+	       "                            private (default): no OPEN per open(), file pages\n"
 	       "                            cached by this mount; shared: one OPEN per open(),\n"
 	       "                            file pages cached once with the store's own files\n"
-	       "                            (kernel FUSE passthrough, Linux 6.9+)\n"
+	       "                            (kernel FUSE passthrough, Linux 6.9+); auto: one OPEN\n"
+	       "                            per open(), files from passthrough_min on shared,\n"
+	       "                            smaller ones cached by this mount\n"
+	       "    -o passthrough_min=SIZE cache=auto: smallest file passed through, in bytes\n"
+	       "                            or with K, M, G (default 128K)\n"
 	       "    -o open_objects=N       idle object files kept open (default 4096)\n"
-	       "    -o passthrough=auto|off cache=shared: off serves reads through the server\n"
+	       "    -o passthrough=auto|off cache=shared|auto: off serves reads through the\n"
+	       "                            server (cache=auto then works like private)\n"
 	       "    -o nosplice             copy through userspace instead of splice\n"
 	       "    -o noreaddirplus        plain readdir only (tests, benchmarks)\n"
 	       "    -s                      single-threaded\n"
@@ -957,6 +1036,7 @@ static const struct fuse_opt ub_opts[] = {
 	{ "passthrough=%s", offsetof(struct config, passthrough), 0 },
 	{ "cache=%s", offsetof(struct config, cache), 0 },
 	{ "open_objects=%s", offsetof(struct config, open_objects), 0 },
+	{ "passthrough_min=%s", offsetof(struct config, passthrough_min), 0 },
 	/* libfuse refuses INIT unless init() repeats the max_read it was mounted with: note it and
 	 * pass it on to libfuse too. */
 	{ "max_read=%u", offsetof(struct config, max_read), 0 },
@@ -1091,6 +1171,41 @@ static void open_stores(struct ubfs *fs, const char *basedir)
 	free(list);
 }
 
+/*
+ * cache=auto: files from this size on are passed through.  Below it the
+ * mount's page cache (4 KiB folios on Linux 6.18) reads as fast as the
+ * store's, and skipping the kernel's per-open backing file is cheaper; from
+ * it on, the store's large folios win (bench/mount/README.md, run 5).
+ */
+#define PASSTHROUGH_MIN_DEFAULT (128u << 10)
+
+/* cache= when not given (bench/mount/README.md, run 5). */
+#define CACHE_DEFAULT CACHE_PRIVATE
+
+/* "N", "NK", "NM" or "NG" (binary units) into @out; 0, or -1 if it is not one. */
+static int parse_size(const char *s, u64 *out)
+{
+	unsigned long long n;
+	char *end;
+	int shift = 0;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno)
+		return -1;
+	switch (*end) {
+	case 'G': case 'g': shift += 10; /* fall through */
+	case 'M': case 'm': shift += 10; /* fall through */
+	case 'K': case 'k': shift += 10; end++; break;
+	}
+	if (*end || (shift && n > (~0ULL >> shift)))
+		return -1;
+	*out = (u64)n << shift;
+	return 0;
+}
+
 static void parse_settings(struct ubfs *fs, const struct config *cfg)
 {
 	char *end;
@@ -1113,11 +1228,19 @@ static void parse_settings(struct ubfs *fs, const struct config *cfg)
 	fs->splice = !cfg->nosplice;
 	fs->readdirplus = !cfg->noreaddirplus;
 	fs->max_read = cfg->max_read;
-	fs->private_cache = 1;
-	if (cfg->cache && !strcmp(cfg->cache, "shared"))
-		fs->private_cache = 0;
-	else if (cfg->cache && strcmp(cfg->cache, "private"))
-		die("cache=%s: expected private or shared", cfg->cache);
+	fs->cache = CACHE_DEFAULT;
+	if (cfg->cache && !strcmp(cfg->cache, "auto"))
+		fs->cache = CACHE_AUTO;
+	else if (cfg->cache && !strcmp(cfg->cache, "private"))
+		fs->cache = CACHE_PRIVATE;
+	else if (cfg->cache && !strcmp(cfg->cache, "shared"))
+		fs->cache = CACHE_SHARED;
+	else if (cfg->cache)
+		die("cache=%s: expected auto, private or shared", cfg->cache);
+	fs->pt_min = PASSTHROUGH_MIN_DEFAULT;
+	if (cfg->passthrough_min && parse_size(cfg->passthrough_min, &fs->pt_min) != 0)
+		die("passthrough_min=%s: expected a size in bytes (suffix K, M or G allowed)",
+		    cfg->passthrough_min);
 }
 
 #define OPEN_OBJECTS_DEFAULT 4096
@@ -1277,7 +1400,7 @@ int main(int argc, char *argv[])
 		return 2;
 	}
 	parse_settings(&fs, &cfg);
-	passthrough = use_passthrough(&cfg) && !fs.private_cache;
+	passthrough = use_passthrough(&cfg) && fs.cache != CACHE_PRIVATE;
 	open_blob(&fs, cfg.blob);
 	open_stores(&fs, cfg.basedir);
 	if (fs.verity != VERITY_OFF && fs.blob.sect[UB_SECT_DIGESTS].count &&
