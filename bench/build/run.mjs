@@ -32,8 +32,9 @@
 // default features, journal included, in a sparse file loop-mounted for each image and removed
 // after it), or `both` (each image on root, then on ext4-journal). This VM's root ext4 has no
 // journal, which makes ext4 scan recently freed inodes on every file creation (RESULTS.md);
-// an ordinary host's ext4 has a journal. The image's layers stay where they are.
-import { spawnSync, execFileSync } from 'node:child_process';
+// an ordinary host's ext4 has a journal. The image's layers stay where they are. A detached
+// shell unmounts and deletes the loop filesystem if this process dies before it does.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -303,20 +304,6 @@ function machine() {
 
 // ---- the store's filesystem ----------------------------------------------------------------
 
-/**
- * Run this script again in a private mount namespace (once), so that the loop filesystems it
- * mounts go away with it however it ends, SIGKILL included: the kernel unmounts them when the
- * namespace's last process exits, and `mount -o loop` marks the loop device to detach itself on
- * that unmount. The normal path still unmounts and deletes each one right after its image.
- */
-function enterPrivateMountNamespace() {
-  if (process.env.UB_BENCH_BUILD_NS === '1') return;
-  const r = spawnSync('unshare', ['--mount', '--propagation', 'private', process.execPath, ...process.argv.slice(1)], {
-    stdio: 'inherit', env: { ...process.env, UB_BENCH_BUILD_NS: '1' },
-  });
-  process.exit(r.status ?? 1);
-}
-
 /** The "Filesystem features" line of an ext4 superblock, or null where dumpe2fs cannot read it. */
 function ext4Features(devOrFile) {
   const line = sh(`dumpe2fs -h "${devOrFile}" 2>/dev/null | grep '^Filesystem features:'`);
@@ -359,11 +346,24 @@ function makeExt4(work, name, bytes) {
   execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', file], { stdio: 'ignore' });
   fs.mkdirSync(dir);
   execFileSync('mount', ['-o', 'loop', file, dir]);
+  guard(dir, file);
   const dev = sh(`findmnt -n -o SOURCE "${dir}"`);
   const features = ext4Features(dev);
   if (!features || !/\bhas_journal\b/.test(features)) throw new Error(`${dev}: no journal on the fresh ext4 (${features})`);
   const label = `loop ext4 (journal), ${(bytes / 2 ** 30).toFixed(0)} GiB sparse file on ${path.dirname(file)}`;
   return { kind: 'ext4-journal', label, dir, file, dev, journal: true, features, bytes };
+}
+
+/**
+ * The trap of a loop filesystem: a detached shell that waits for this process to end, however
+ * it ends (SIGKILL included), then unmounts it (lazily: an orphaned child may still be writing
+ * there) and deletes its file. `mount -o loop` marks the
+ * loop device to detach itself on that unmount. On the normal path removeExt4() has done both
+ * already and the guard finds nothing to do.
+ */
+function guard(dir, file) {
+  const script = 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; umount -l "$2" 2>/dev/null; rm -f "$3"';
+  spawn('sh', ['-c', script, 'sh', String(process.pid), dir, file], { detached: true, stdio: 'ignore' }).unref();
 }
 
 function removeExt4(f) {
@@ -407,10 +407,7 @@ function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'compiler', 'cli.js'))) throw new Error('dist/ is missing: npx tsc -p tsconfig.json');
   if (process.getuid() !== 0) log('not root: umoci unpack is skipped (it needs root to unpack as the image says)');
   if (opts.cold && process.getuid() !== 0) throw new Error('--cold needs root (drop_caches)');
-  if (STORE_FS.includes('ext4-journal')) {
-    if (process.getuid() !== 0) throw new Error('--store-fs ext4-journal needs root (mount)');
-    enterPrivateMountNamespace();
-  }
+  if (STORE_FS.includes('ext4-journal') && process.getuid() !== 0) throw new Error('--store-fs ext4-journal needs root (mount)');
   if (opts.work) fs.mkdirSync(opts.work, { recursive: true }); // before machine(): df looks at it
   const m = machine();
   const work = fs.mkdtempSync(path.join(opts.work ?? os.tmpdir(), 'ub-bench-build-'));
