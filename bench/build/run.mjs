@@ -427,7 +427,11 @@ function main() {
       images.push({ name: `synthetic-${opts.files}`, layout: ensureSynthetic(opts.files), tag: 'latest', reps: 1, files: opts.files });
     }
     for (const img of images) {
-      for (const kind of STORE_FS) results.push(benchOnFs(kind, img, work, m.storeFs));
+      for (const kind of STORE_FS) {
+        results.push(benchOnFs(kind, img, work, m.storeFs));
+        // Saved after each image: a long run that is stopped keeps what it measured.
+        if (opts.json) fs.writeFileSync(opts.json, JSON.stringify({ machine: m, partial: true, results }, null, 2));
+      }
     }
     // Reported before the clean-up: removing a million files can take many minutes.
     printReport(m, results, t0);
