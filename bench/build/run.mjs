@@ -4,6 +4,7 @@
 //
 //   node bench/build/run.mjs [--files N] [--quick] [--reps N] [--cold] [--work DIR] [--keep]
 //                            [--no-debian] [--no-synthetic] [--variant V] [--json FILE]
+//                            [--store-fs root|ext4-journal|both]
 //
 // Images: the real Debian image `a` of test/fixtures/make-images.sh (gzip OCI layout, 3 layers)
 // and the synthetic image of bench/gen-synthetic.mjs with --files N small files (default
@@ -26,7 +27,14 @@
 // Everything is written under a new directory of --work (default: the system temp dir) and
 // removed only at the end (--keep keeps it). --variant picks another export of image a from
 // images.json (oci-zstd, oci-uncompressed, docker-archive, ...). --json FILE saves raw numbers.
-import { spawnSync, execFileSync } from 'node:child_process';
+// --store-fs picks the filesystem of the stores and of umoci's unpack destination: `root` (the
+// work directory's, the default), `ext4-journal` (a fresh ext4 made by mkfs.ext4 with its
+// default features, journal included, in a sparse file loop-mounted for each image and removed
+// after it), or `both` (each image on root, then on ext4-journal). This VM's root ext4 has no
+// journal, which makes ext4 scan recently freed inodes on every file creation (RESULTS.md);
+// an ordinary host's ext4 has a journal. The image's layers stay where they are. A detached
+// shell unmounts and deletes the loop filesystem if this process dies before it does.
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -55,7 +63,10 @@ const opts = {
   json: arg('json', undefined),
   keep: flag('keep'),
   variant: arg('variant', 'oci-gzip'),
+  storeFs: arg('store-fs', 'root'),
 };
+const STORE_FS = { root: ['root'], 'ext4-journal': ['ext4-journal'], both: ['root', 'ext4-journal'] }[opts.storeFs];
+if (!STORE_FS) throw new Error(`--store-fs root|ext4-journal|both, not ${opts.storeFs}`);
 
 const log = (s) => process.stderr.write(`bench/build: ${s}\n`);
 /** The benchmark's own directory (set by main); /usr/bin/time writes its numbers there. */
@@ -216,7 +227,7 @@ function report(results) {
   for (const res of results) {
     const s = res.summary;
     const st = res.stats;
-    lines.push(`### ${res.name}: ${s.inodes.toLocaleString('en')} inodes, ${s.entries.toLocaleString('en')} tar entries, ${s.layers} layer(s), ${(s.bytes / 2 ** 20).toFixed(0)} MiB content, ${s.objectsNew.toLocaleString('en')} objects, ${s.inlineFiles.toLocaleString('en')} inline files`);
+    lines.push(`### ${res.name}, store on ${res.storeFs.label}: ${s.inodes.toLocaleString('en')} inodes, ${s.entries.toLocaleString('en')} tar entries, ${s.layers} layer(s), ${(s.bytes / 2 ** 20).toFixed(0)} MiB content, ${s.objectsNew.toLocaleString('en')} objects, ${s.inlineFiles.toLocaleString('en')} inline files`);
     lines.push('');
     lines.push(`${res.reps > 1 ? `median (min..max) of ${res.reps} runs` : 'one run'}, ${opts.cold ? 'page cache dropped before each run' : 'warm page cache'}; "others" = CPU cores used by other processes during the run`);
     lines.push('');
@@ -241,13 +252,14 @@ function report(results) {
     const u = agg(res, 'umoci', 'wall');
     const lb = agg(res, 'lb', 'wall');
     const rb = agg(res, 'rebuild', 'wall');
-    const t = (ok, what, detail) => targets.push(`${ok === null ? 'n/a ' : ok ? 'PASS' : 'MISS'}  ${res.name}: ${what} (${detail})`);
+    const where = `${res.name} [${res.storeFs.kind}]`;
+    const t = (ok, what, detail) => targets.push(`${ok === null ? 'n/a ' : ok ? 'PASS' : 'MISS'}  ${where}: ${what} (${detail})`);
     t(u ? b.med < u.med : null, 'cfs build faster than umoci unpack', u ? `${b.med.toFixed(2)} s vs ${u.med.toFixed(2)} s, ratio ${(b.med / u.med).toFixed(2)}` : 'umoci not run');
     t(b.med <= 1.5 * lb.med, 'cfs build within 1.5x of the lower bound', `${b.med.toFixed(2)} s vs ${lb.med.toFixed(2)} s = ${(b.med / lb.med).toFixed(2)}x; objects present: ${(rb.med / lb.med).toFixed(2)}x`);
     const lbo = agg(res, 'lbObjects', 'wall');
     if (lbo) {
       // Not a target of the issue: how far the build is from doing only the unavoidable work.
-      targets.push(`info  ${res.name}: lower bound + object files (one thread, syncfs) ${lbo.med.toFixed(2)} s = ${(lbo.med / lb.med).toFixed(2)}x the lower bound; cfs build = ${(b.med / lbo.med).toFixed(2)}x that`);
+      targets.push(`info  ${where}: lower bound + object files (one thread, syncfs) ${lbo.med.toFixed(2)} s = ${(lbo.med / lb.med).toFixed(2)}x the lower bound; cfs build = ${(b.med / lbo.med).toFixed(2)}x that`);
     }
     if (s.inodes >= 1_000_000) {
       const rss = agg(res, 'build', 'rssMiB');
@@ -258,6 +270,8 @@ function report(results) {
   lines.push('### Targets', '', '```', ...targets, '```');
   return lines.join('\n');
 }
+
+const sh = (c) => { try { return execFileSync('sh', ['-c', c], { encoding: 'utf8' }).trim(); } catch { return '?'; } };
 
 /** "DEV FSTYPE SIZE" of the work directory's filesystem, plus whether an ext4 one has a journal. */
 function diskInfo(sh) {
@@ -272,7 +286,6 @@ function diskInfo(sh) {
 
 function machine() {
   const mem = /MemTotal:\s+(\d+)/.exec(fs.readFileSync('/proc/meminfo', 'utf8'))[1];
-  const sh = (c) => { try { return execFileSync('sh', ['-c', c], { encoding: 'utf8' }).trim(); } catch { return '?'; } };
   return {
     date: new Date().toISOString(),
     nproc: os.availableParallelism(),
@@ -280,12 +293,100 @@ function machine() {
     ramGiB: Number(mem) / 2 ** 20,
     kernel: os.release(),
     disk: diskInfo(sh),
+    storeFs: rootFs(sh),
     node: process.version,
     zlib: process.versions.zlib,
     umoci: sh('umoci --version'),
     commit: sh(`git -C "${ROOT}" rev-parse --short HEAD`) + (sh(`git -C "${ROOT}" status --porcelain -- compiler format`) ? ' + uncommitted changes in compiler/ or format/' : ''),
     load1AtStart: Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]),
   };
+}
+
+// ---- the store's filesystem ----------------------------------------------------------------
+
+/** The "Filesystem features" line of an ext4 superblock, or null where dumpe2fs cannot read it. */
+function ext4Features(devOrFile) {
+  const line = sh(`dumpe2fs -h "${devOrFile}" 2>/dev/null | grep '^Filesystem features:'`);
+  return line && line !== '?' ? line.replace(/^Filesystem features:\s*/, '') : null;
+}
+
+/** What the root runs' stores are on: the work directory's filesystem, and its journal. */
+function rootFs(shell) {
+  const dev = shell(`df --output=source "${opts.work ?? os.tmpdir()}" | tail -1`);
+  const type = shell(`df --output=fstype "${opts.work ?? os.tmpdir()}" | tail -1`);
+  // dumpe2fs needs to open the device; on this VM even root may not (then /sys says it).
+  const features = type === 'ext4' ? ext4Features(dev) : null;
+  const task = shell(`cat /sys/fs/ext4/${path.basename(dev)}/journal_task 2>/dev/null`);
+  const journal = features ? /\bhas_journal\b/.test(features) : type === 'ext4' && task !== '?' ? task !== '<none>' : null;
+  const label = `${dev} ${type}${journal === null ? '' : journal ? ' (journal)' : ' (no journal)'}`;
+  return { kind: 'root', label, dev, type, journal, features, journalTask: task };
+}
+
+/**
+ * Bytes for an image's loop filesystem, sparse: each run writes a store, the "lower bound +
+ * object files" store and umoci's tree, about the image's uncompressed size each (layers of
+ * gzip ~2.5x their blobs), and creates up to ~2.5 inodes per file of the image; mkfs.ext4's
+ * default is one inode per 16 KiB.
+ */
+function ext4Bytes(layout, files, reps) {
+  const blobBytes = Number(sh(`du -sb "${layout}" | cut -f1`));
+  const data = reps * 3 * 2.5 * blobBytes;
+  const inodes = reps * 2.5 * Math.max(files, blobBytes / 4096);
+  return Math.ceil(Math.max(2 ** 31, 1.3 * data, 1.3 * inodes * 16384) / 2 ** 20) * 2 ** 20;
+}
+
+/** A fresh ext4 with mkfs.ext4's default features (journal on), loop-mounted under work. */
+function makeExt4(work, name, bytes) {
+  const file = path.join(work, `${name}.ext4`);
+  const dir = path.join(work, `${name}.mnt`);
+  fs.writeFileSync(file, '');
+  fs.truncateSync(file, bytes);
+  // Default features; only the zeroing of inode tables and journal is done now rather than by
+  // the kernel's ext4lazyinit thread during the timed runs, as on a filesystem in use for a while.
+  execFileSync('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', file], { stdio: 'ignore' });
+  fs.mkdirSync(dir);
+  execFileSync('mount', ['-o', 'loop', file, dir]);
+  guard(dir, file);
+  const dev = sh(`findmnt -n -o SOURCE "${dir}"`);
+  const features = ext4Features(dev);
+  if (!features || !/\bhas_journal\b/.test(features)) throw new Error(`${dev}: no journal on the fresh ext4 (${features})`);
+  const label = `loop ext4 (journal), ${(bytes / 2 ** 30).toFixed(0)} GiB sparse file on ${path.dirname(file)}`;
+  return { kind: 'ext4-journal', label, dir, file, dev, journal: true, features, bytes };
+}
+
+/**
+ * The trap of a loop filesystem: a detached shell that waits for this process to end, however
+ * it ends (SIGKILL included), then unmounts it (lazily: an orphaned child may still be writing
+ * there) and deletes its file. `mount -o loop` marks the
+ * loop device to detach itself on that unmount. On the normal path removeExt4() has done both
+ * already and the guard finds nothing to do.
+ */
+function guard(dir, file) {
+  const script = 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; umount -l "$2" 2>/dev/null; rm -f "$3"';
+  spawn('sh', ['-c', script, 'sh', String(process.pid), dir, file], { detached: true, stdio: 'ignore' }).unref();
+}
+
+function removeExt4(f) {
+  const r = spawnSync('umount', [f.dir], { encoding: 'utf8' });
+  if (r.status !== 0) log(`umount ${f.dir} failed: ${r.stderr.trim()}`);
+  fs.rmSync(f.file, { force: true });
+}
+
+/** benchImage with the stores and umoci's tree on the filesystem `kind`. */
+function benchOnFs(kind, img, work, rootInfo) {
+  if (kind === 'root') {
+    const res = benchImage(img.name, img.layout, img.tag, img.reps, work);
+    return { ...res, storeFs: rootInfo };
+  }
+  const f = makeExt4(work, `ext4-${path.basename(img.layout)}`, ext4Bytes(img.layout, img.files, img.reps));
+  log(`${img.name}: stores on ${f.dev}, ${f.features}`);
+  try {
+    const res = benchImage(img.name, img.layout, img.tag, img.reps, f.dir);
+    const { dir, file, ...info } = f;
+    return { ...res, storeFs: info };
+  } finally {
+    removeExt4(f);
+  }
 }
 
 // ---- main ----------------------------------------------------------------------------------
@@ -306,6 +407,7 @@ function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'compiler', 'cli.js'))) throw new Error('dist/ is missing: npx tsc -p tsconfig.json');
   if (process.getuid() !== 0) log('not root: umoci unpack is skipped (it needs root to unpack as the image says)');
   if (opts.cold && process.getuid() !== 0) throw new Error('--cold needs root (drop_caches)');
+  if (STORE_FS.includes('ext4-journal') && process.getuid() !== 0) throw new Error('--store-fs ext4-journal needs root (mount)');
   if (opts.work) fs.mkdirSync(opts.work, { recursive: true }); // before machine(): df looks at it
   const m = machine();
   const work = fs.mkdtempSync(path.join(opts.work ?? os.tmpdir(), 'ub-bench-build-'));
@@ -313,15 +415,23 @@ function main() {
   const results = [];
   const t0 = Date.now();
   try {
+    const images = [];
     if (opts.debian) {
       const manifest = execFileSync('bash', [path.join(ROOT, 'test', 'fixtures', 'make-images.sh')], { encoding: 'utf8' }).trim().split('\n').pop();
-      const images = JSON.parse(fs.readFileSync(manifest, 'utf8'));
-      const layout = images.images.a.variants[opts.variant];
+      const fixtures = JSON.parse(fs.readFileSync(manifest, 'utf8'));
+      const layout = fixtures.images.a.variants[opts.variant];
       if (!layout) throw new Error(`image a has no variant ${opts.variant}`);
-      results.push(benchImage(`debian-a (${opts.variant})`, layout, 'a', opts.reps, work));
+      images.push({ name: `debian-a (${opts.variant})`, layout, tag: 'a', reps: opts.reps, files: 0 });
     }
     if (opts.synthetic) {
-      results.push(benchImage(`synthetic-${opts.files}`, ensureSynthetic(opts.files), 'latest', 1, work));
+      images.push({ name: `synthetic-${opts.files}`, layout: ensureSynthetic(opts.files), tag: 'latest', reps: 1, files: opts.files });
+    }
+    for (const img of images) {
+      for (const kind of STORE_FS) {
+        results.push(benchOnFs(kind, img, work, m.storeFs));
+        // Saved after each image: a long run that is stopped keeps what it measured.
+        if (opts.json) fs.writeFileSync(opts.json, JSON.stringify({ machine: m, partial: true, results }, null, 2));
+      }
     }
     // Reported before the clean-up: removing a million files can take many minutes.
     printReport(m, results, t0);
@@ -340,7 +450,7 @@ function printReport(m, results, t0) {
   const text = [
     `## cfs build benchmark, ${m.date}`,
     '',
-    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; commit ${m.commit}; ` +
+    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; stores on ${opts.storeFs === 'root' ? m.storeFs.label : opts.storeFs === 'both' ? `${m.storeFs.label}, then a fresh loop ext4 with a journal` : 'a fresh loop ext4 with a journal'}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; commit ${m.commit}; ` +
       `load average ${m.load1AtStart} at start, ${m.load1AtEnd} at end; ${m.benchSeconds} s in all`,
     '',
     report(results),
