@@ -23,6 +23,9 @@
 
 TAG=UBB
 info() { echo "UBB info $*"; }
+# mark PHASE: when a phase starts (seconds since boot), so the report can say where a run's time
+# goes (the workloads' own timings leave out warm-ups, drops, mounts and sleeps)
+mark() { info "t-$1=$(cut -d' ' -f1 /proc/uptime)"; }
 if [ -n "${UBB_HOST_LIB:-}" ]; then
 	. "$UBB_HOST_LIB"
 else
@@ -54,6 +57,7 @@ RANDN=$(arg ubrand); RANDN=${RANDN:-2000}
 MCFGS=$(for c in $CFGS; do [ $c = ext4 ] || echo $c; done)
 
 info "kernel=$(uname -r) cpus=$(grep -c ^processor /proc/cpuinfo) mem-kB=$(awk '/^MemTotal/ {print $2}' /proc/meminfo) reps=$REPS images=$(echo $IMAGES | tr ' ' ,) cfgs=$(echo $CFGS | tr ' ' ,)"
+mark start
 
 # Per image and config: directory, mount arguments, big file.
 dir() { # IMG CFG
@@ -106,6 +110,7 @@ for img in $IMAGES; do
 	big=
 	[ "$img" = s ] && big=data/big
 
+	mark "$img-mount"
 	# ---- mount time: mount(2) alone, after drop_caches (cold) and right after an unmount (warm)
 	# ext4: the data disk itself, unmounted and mounted again (nothing else mounted from it).
 	# FUSE configs (host): from starting the server until its mount answers a stat.
@@ -124,6 +129,7 @@ for img in $IMAGES; do
 			done
 		done
 	fi
+	mark "$img-mem"
 	# ---- memory: Slab and MemAvailable deltas of mount(2) alone, then of a stat walk of the
 	# tree (inodes and dentries); after drop_caches, one config mounted at a time. ext4's
 	# mount is the whole data disk's. A FUSE server's own memory is in MemAvailable's drop; its
@@ -152,6 +158,7 @@ for img in $IMAGES; do
 		do_mount "$img" $c >/dev/null || err "mount $img $c failed: $(dmesg | tail -n 3 | tr '\n' '|')"
 	done
 
+	mark "$img-walk"
 	# ---- metadata walk: stat of every entry; cold = after drop_caches, round robin
 	if ! skip walk-cold; then
 		for rep in $(seq "$REPS"); do
@@ -166,6 +173,7 @@ for img in $IMAGES; do
 		done
 	fi
 
+	mark "$img-read"
 	# ---- open + read of every file (the list comes from an untimed walk)
 	if ! skip read-warm; then
 		# all four warm at once (the guest has memory for it; see the free-kB info line)
@@ -189,6 +197,7 @@ for img in $IMAGES; do
 		done
 	fi
 
+	mark "$img-seq"
 	# ---- sequential read of the big file
 	if [ -n "$big" ]; then
 		if ! skip seq-cold; then
@@ -205,6 +214,7 @@ for img in $IMAGES; do
 		fi
 	fi
 
+	mark "$img-rand"
 	# ---- random 4 KiB reads in the big file (the same offsets everywhere)
 	if [ -n "$big" ]; then
 		if ! skip rand-cold; then
@@ -221,6 +231,7 @@ for img in $IMAGES; do
 		fi
 	fi
 
+	mark "$img-par"
 	# ---- parallel readers: open+read of every file split over 1, 2, 4 threads, warm
 	if ! skip par; then
 		ubbench drop
@@ -237,6 +248,7 @@ for img in $IMAGES; do
 	ubbench drop
 done
 
+mark share
 # ---- two images sharing a base (a and b): page cache after reading every file of both.
 # unionblob: one store, so shared files are one object and cached once; overlayfs: b's
 # lowerdir uses a's base layer directory; ext4: two unpacked copies; erofs: two images.
@@ -259,4 +271,5 @@ if ! skip share; then
 		done
 	done
 fi
+mark end
 end

@@ -110,6 +110,15 @@ function fmt(us, unit) {
   return `${s < 1 ? s.toFixed(3) : s < 10 ? s.toFixed(2) : s.toFixed(1)} s`;
 }
 
+/** "a-mount 12, a-mem 8, ..." from the guest's t-PHASE=UPTIME marks, or null without them. */
+function phaseTimes(inf) {
+  const marks = Object.entries(inf).filter(([k]) => k.startsWith('t-')).map(([k, v]) => [k.slice(2), Number(v)])
+    .sort((x, y) => x[1] - y[1]);
+  if (marks.length < 2) return null;
+  const parts = marks.slice(0, -1).map(([name, t], i) => `${name} ${Math.round(marks[i + 1][1] - t)}`);
+  return `${parts.join(', ')}; in all ${Math.round(marks.at(-1)[1] - marks[0][1])}`;
+}
+
 const images = [...new Set([...runs.keys()].map((k) => k.split('/')[0]))];
 const out = [];
 if (host) {
@@ -124,6 +133,8 @@ if (host) {
   if (opt('host')) out.push(`Host: ${opt('host')}.`);
 }
 if (opt('date')) out.push(`Date: ${opt('date')}${opt('elapsed') ? `; whole run ${Math.round(Number(opt('elapsed')) / 60)} min` : ''}.`);
+const phases = phaseTimes(info);
+if (phases) out.push(`Time per phase (s, from the workload script's marks; warm-ups, cache drops and mounts included): ${phases}.`);
 out.push('');
 out.push('Each cell: median of the repetitions, ±the largest deviation of one from it, and the ratio to ' +
   'ext4 (lower is better): the median over the rounds of config time / ext4 time in the same round.');
