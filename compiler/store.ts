@@ -351,6 +351,21 @@ export class StoreWriter {
     return slot;
   }
 
+  /** Whether putBufferSync() can take a content of `size` bytes now (the current batch has room). */
+  canPutSync(size: number): boolean {
+    return this.batch === null ? this.failure === null : this.batch.fits(size);
+  }
+
+  /** putBuffer() without waiting, when canPutSync(content.length) said it can. */
+  putBufferSync(content: Buffer): Buffer {
+    this.throwIfFailed();
+    if (this.batch && !this.batch.fits(content.length)) throw new Error('putBufferSync: no room in the batch (ask canPutSync first)');
+    this.batch ??= this.newBatch(content.length);
+    const slot = digestSlot(32);
+    this.batch.add(content, slot);
+    return slot;
+  }
+
   /**
    * Store a content arriving as chunks (bigger than MEMORY_OBJECT_LIMIT): the chunks go to the
    * writer thread in the batches, which hashes them while it writes a temp file, then names or
