@@ -195,6 +195,21 @@ async function regularFile(e: TarEntry, reader: TarReader, ctx: LayerContext): P
   return node;
 }
 
+/** regularFile() when the body is buffered and the store takes it now; else undefined, nothing read. */
+function regularFileSync(e: TarEntry, reader: TarReader, ctx: LayerContext): TreeNode | undefined {
+  const stored = e.size > ctx.inlineThreshold;
+  if (e.size > MEMORY_OBJECT_LIMIT || (stored && ctx.store && !ctx.store.canPutSync(e.size))) return undefined;
+  const body = e.size === 0 ? undefined : reader.readBodySync();
+  if (e.size !== 0 && body === undefined) return undefined;
+  const node = nodeFor(e, S_IFREG);
+  node.size = e.size;
+  if (body === undefined) return node;
+  // Copy an inline body: it is a view into a large decompressed chunk we must not keep alive.
+  if (!stored) node.inline = Buffer.from(body);
+  else node.digest = ctx.store ? ctx.store.putBufferSync(body) : hashBuffer(body);
+  return node;
+}
+
 function symlink(e: TarEntry): TreeNode {
   const t = e.linkpath;
   if (t.length === 0) throw new EntryError('symlink with an empty target');
@@ -253,8 +268,17 @@ function applyWhiteout(parent: TreeNode, name: string, touched: Touched): void {
   else if (isDir(child)) pruneLower(child, touched);
 }
 
-/** Apply one entry (its body, if any, is read from `reader`). */
-async function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: LayerContext, touched: Touched): Promise<void> {
+/** Put `node` under `name` in `parent`, as this layer's. */
+function place(parent: TreeNode, name: string, node: TreeNode, touched: Touched): void {
+  parent.children!.set(name, node);
+  touch(touched, parent, name);
+}
+
+/**
+ * Apply one entry (its body, if any, is read from `reader`). Returns a promise only when it
+ * had to wait (a body not buffered yet, a full store queue): most entries cost none.
+ */
+function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: LayerContext, touched: Touched): Promise<void> | undefined {
   const comps = splitPath(e.path);
   if (comps.length === 0) {
     if (e.type !== 'dir') throw new EntryError('the root must be a directory');
@@ -279,15 +303,20 @@ async function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: L
       node = nodeFor(e, S_IFDIR);
       node.children = new Map();
       break;
-    case 'file': node = await regularFile(e, reader, ctx); break;
+    case 'file': {
+      const file = regularFileSync(e, reader, ctx);
+      if (file === undefined) return regularFile(e, reader, ctx).then((n) => place(parent, name, n, touched));
+      node = file;
+      break;
+    }
     case 'symlink': node = symlink(e); break;
     case 'hardlink': node = hardlinkTarget(root, e); break;
     case 'chr': node = device(e, S_IFCHR); break;
     case 'blk': node = device(e, S_IFBLK); break;
     case 'fifo': node = nodeFor(e, S_IFIFO); break;
   }
-  parent.children!.set(name, node);
-  touch(touched, parent, name);
+  place(parent, name, node, touched);
+  return undefined;
 }
 
 /**
@@ -301,8 +330,9 @@ export async function applyLayerStream(tree: TreeNode, tar: AsyncIterable<Buffer
   try {
     for (;;) {
       entry = null; // an error while reading a header belongs to no entry
-      if (!(entry = await reader.next())) break;
-      await applyEntry(tree, entry, reader, ctx, touched);
+      if (!(entry = reader.nextSync() ?? (await reader.next()))) break;
+      const waiting = applyEntry(tree, entry, reader, ctx, touched);
+      if (waiting) await waiting;
       ctx.stats.entries++;
       ctx.onEntry?.();
     }

@@ -4,14 +4,17 @@
 // GC than in the kernel.
 //
 // For each content: compute its fs-verity digest (sent back, in order); skip it if this writer
-// saw it before or any store already has it; else write it to a temp file in the store with the
-// most free space and rename it to its name (never a partial file under an object name). A
-// failed object's temp file is removed before the error is reported.
+// saw it before or any store already has it; else write it, in the store with the most free
+// space, as an unnamed file (O_TMPFILE) linked to its name once complete, or where that is not
+// possible to a temp file renamed to its name: never a partial file under an object name. A
+// failed object's temp file is removed before the error is reported. When this thread falls
+// behind, the main thread hashes batches itself and sends their digests along.
 import fs from 'node:fs';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
 import { hashBufferScratch } from './store.js';
 import { VerityHasher } from '../format/verity.js';
+import { isTmpfileUnsupported, loadAddon, writeObjectFile } from '../mounter/addon.js';
 
 export interface WorkerInit {
   stores: string[];
@@ -22,6 +25,8 @@ export interface WorkerInit {
   chmod: boolean;
   /** See StoreWriterOptions.journal. */
   journal?: string;
+  /** Create objects with the addon's writeObjectFile (O_TMPFILE + linkat); false: temp + rename. */
+  tmpfile: boolean;
 }
 
 /** An item of a batch that is one piece of a streamed content (the others are whole contents). */
@@ -46,6 +51,11 @@ export interface BatchMessage {
   data: Uint8Array;
   /** The items that are parts of streamed contents, in item order. */
   parts: StreamPart[];
+  /**
+   * n digests of 32 bytes when the main thread hashed the batch's whole contents itself (it
+   * does when this thread is behind); the entries of stream parts are not set.
+   */
+  digests?: Uint8Array;
 }
 
 export interface DoneMessage {
@@ -149,11 +159,37 @@ function journalObject(hex: string): void {
   writeAll(journalFd, Buffer.from(`${hex}\n`, 'latin1'));
 }
 
-function writeObject(d: number, hex: string, content: Uint8Array): void {
+/**
+ * Per store: whether objects are created as unnamed files linked in when complete (the addon's
+ * writeObjectFile), rather than as temp files renamed into place. Off when the addon is not
+ * built, or after the store's filesystem refused O_TMPFILE.
+ */
+const tmpfile = objectsDirs.map(() => init.tmpfile && addonLoads());
+
+/** A built addon that does not load here (built for another Node) just means temp + rename. */
+function addonLoads(): boolean {
+  try {
+    loadAddon();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** True if the object was created, false if a concurrent writer made it meanwhile. */
+function writeObject(d: number, hex: string, content: Uint8Array): boolean {
   journalObject(hex);
   const fan = hex.slice(0, 2);
   if (fanoutState(d, fan) === 'missing') makeFanout(d, fan);
   const objectsDir = objectsDirs[d];
+  if (tmpfile[d]) {
+    try {
+      return writeObjectFile(`${objectsDir}/${fan}`, hex.slice(2), content, init.fileMode, init.chmod);
+    } catch (err) {
+      if (!isTmpfileUnsupported(err)) throw err;
+      tmpfile[d] = false;
+    }
+  }
   const tmp = `${objectsDir}/${init.tempTag}${(counter++).toString(36)}`;
   try {
     const fd = fs.openSync(tmp, 'wx', init.fileMode);
@@ -169,6 +205,7 @@ function writeObject(d: number, hex: string, content: Uint8Array): void {
     fs.rmSync(tmp, { force: true });
     throw err;
   }
+  return true;
 }
 
 interface OpenStream {
@@ -238,7 +275,8 @@ function writeAll(fd: number, content: Uint8Array): void {
 
 function handleBatch(m: BatchMessage): DoneMessage {
   const n = m.offsets.length - 1;
-  const digests = Buffer.allocUnsafeSlow(n * 32); // own ArrayBuffer: it is transferred
+  // Own ArrayBuffer: it is transferred back. Hashed by the main thread: its digests, kept.
+  const digests = m.digests ? Buffer.from(m.digests.buffer, m.digests.byteOffset, n * 32) : Buffer.allocUnsafeSlow(n * 32);
   const reply: DoneMessage = { type: 'done', digests, data: m.data, objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
   let p = 0;
   try {
@@ -248,12 +286,15 @@ function handleBatch(m: BatchMessage): DoneMessage {
         streamPart(m.parts[p++], content, digests, reply);
         continue;
       }
-      hashBufferScratch(content).copy(digests, i * 32);
+      if (!m.digests) hashBufferScratch(content).copy(digests, i * 32);
       const hex = newObjectHex(digests, i, reply);
       if (hex === null) continue;
-      writeObject(chooseStore(content.length), hex, content);
-      reply.objectsNew++;
-      reply.bytesNew += content.length;
+      if (writeObject(chooseStore(content.length), hex, content)) {
+        reply.objectsNew++;
+        reply.bytesNew += content.length;
+      } else {
+        reply.objectsPresent++;
+      }
     }
   } catch (err) {
     for (const s of [...streams.values()]) closeStream(s, true);

@@ -1,9 +1,10 @@
 // The content-addressed object store (composefs layout): STORE/objects/XX/<62 hex>, named by
 // the fs-verity SHA-256 digest of the content (SPEC.md section 7).
 //
-// Consistency rule: a file only ever appears under an object name by rename() of a complete
-// temp file, so a crash (even SIGKILL) never leaves an object whose content differs from its
-// name. Temp files are `objects/.tmp-<pid>-<random>-<n>` (never in the fan-out directories); a
+// Consistency rule: a file only ever appears under an object name complete: linked in from an
+// unnamed O_TMPFILE file (the addon's writeObjectFile), or by rename() of a complete temp file
+// where that is not possible, so a crash (even SIGKILL) never leaves an object whose content
+// differs from its name. Temp files are `objects/.tmp-<pid>-<random>-<n>` (never in the fan-out directories); a
 // build removes its own on error and later builds remove those of dead processes
 // (cleanStaleTemps). Durability is not per object: the builder runs one syncfs per store
 // (`sync -f`) before it publishes the blob that needs the objects.
@@ -14,6 +15,7 @@ import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import type { BatchMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
 import { verityDigest, verityDigestOfFile } from '../format/verity.js';
+import { addonBuilt } from '../mounter/addon.js';
 
 export const OBJECTS_DIR = 'objects';
 export const TEMP_PREFIX = '.tmp-';
@@ -213,6 +215,12 @@ export interface StoreWriterOptions {
    * object this writer may have created, even if the process is killed mid-way.
    */
   journal?: string;
+  /**
+   * Create objects as unnamed files linked in when complete (O_TMPFILE + linkat, through the
+   * addon), where the addon is built and the filesystem can; otherwise (and when false) as
+   * temp files renamed into place. Both are crash-safe; the first costs the kernel less.
+   */
+  tmpfile?: boolean;
 }
 
 const BATCH_BYTES = 4 << 20;
@@ -246,6 +254,25 @@ class Batch {
     this.used += content.length;
     this.offsets.push(this.used);
     this.slots.push(slot);
+  }
+
+  /**
+   * Hash the whole contents on this thread: their digests, in order (stream parts' left
+   * unset), in a Buffer with its own ArrayBuffer (it is transferred); the slots are filled too.
+   */
+  hash(): Buffer {
+    const digests = Buffer.allocUnsafeSlow(this.count * 32);
+    let p = 0;
+    for (let i = 0; i < this.count; i++) {
+      if (p < this.parts.length && this.parts[p].item === i) {
+        p++;
+        continue;
+      }
+      const d = hashBufferScratch(this.data.subarray(this.offsets[i], this.offsets[i + 1]));
+      d.copy(digests, i * 32);
+      d.copy(this.slots[i]);
+    }
+    return digests;
   }
 
   /** Room for one more part of a streamed content (at least a little data, or its end). */
@@ -294,6 +321,7 @@ export class StoreWriter {
   private readonly batchObjects: number;
   private readonly maxQueuedBytes: number;
   private readonly journal: string | undefined;
+  private readonly tmpfile: boolean;
   private readonly fileMode = 0o444;
 
   constructor(stores: string[], opts: StoreWriterOptions = {}) {
@@ -302,6 +330,7 @@ export class StoreWriter {
     this.batchObjects = opts.batchObjects ?? 1024;
     this.maxQueuedBytes = opts.maxQueuedBytes ?? QUEUED_BYTES;
     this.journal = opts.journal;
+    this.tmpfile = opts.tmpfile ?? true;
     for (const s of this.stores) {
       fs.mkdirSync(path.join(s, OBJECTS_DIR), { recursive: true });
       cleanStaleTemps(s);
@@ -316,6 +345,21 @@ export class StoreWriter {
   async putBuffer(content: Buffer): Promise<Buffer> {
     this.throwIfFailed();
     if (this.batch && !this.batch.fits(content.length)) await this.send();
+    this.batch ??= this.newBatch(content.length);
+    const slot = digestSlot(32);
+    this.batch.add(content, slot);
+    return slot;
+  }
+
+  /** Whether putBufferSync() can take a content of `size` bytes now (the current batch has room). */
+  canPutSync(size: number): boolean {
+    return this.batch === null ? this.failure === null : this.batch.fits(size);
+  }
+
+  /** putBuffer() without waiting, when canPutSync(content.length) said it can. */
+  putBufferSync(content: Buffer): Buffer {
+    this.throwIfFailed();
+    if (this.batch && !this.batch.fits(content.length)) throw new Error('putBufferSync: no room in the batch (ask canPutSync first)');
     this.batch ??= this.newBatch(content.length);
     const slot = digestSlot(32);
     this.batch.add(content, slot);
@@ -412,7 +456,14 @@ export class StoreWriter {
     if (b && b.count > 0) {
       // The data's own (unpooled) ArrayBuffer is transferred, not copied, and comes back with the answer.
       const msg: BatchMessage = { type: 'batch', offsets: b.offsets, data: b.data, parts: b.parts };
-      this.startWorker().postMessage(msg, [b.data.buffer as ArrayBuffer]);
+      const transfer = [b.data.buffer as ArrayBuffer];
+      // The writer thread is behind (creating files costs it more than parsing costs us): hash
+      // this batch here rather than wait for it, so both threads stay busy.
+      if (this.queuedBytes + b.used > this.maxQueuedBytes / 2) {
+        msg.digests = b.hash();
+        transfer.push(msg.digests.buffer as ArrayBuffer);
+      }
+      this.startWorker().postMessage(msg, transfer);
       this.queued.push(b);
       this.queuedBytes += b.used;
     } else if (b) {
@@ -453,7 +504,10 @@ export class StoreWriter {
 
   private startWorker(): Worker {
     if (this.worker) return this.worker;
-    const init: WorkerInit = { stores: this.stores, tempTag: `${this.tag}w`, fileMode: this.fileMode, chmod: umaskStripsRead(), journal: this.journal };
+    const init: WorkerInit = {
+      stores: this.stores, tempTag: `${this.tag}w`, fileMode: this.fileMode, chmod: umaskStripsRead(), journal: this.journal,
+      tmpfile: this.tmpfile && addonBuilt(),
+    };
     const w = new Worker(new URL('./store-worker.js', import.meta.url), { workerData: init });
     w.on('message', (m: DoneMessage) => this.batchDone(m));
     w.on('error', (err) => this.batchDone(null, new Error(`object store writer failed: ${err.message}`)));

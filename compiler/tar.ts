@@ -252,6 +252,12 @@ function mergeOverrides(global: Overrides, local: Overrides): Overrides {
   return { ...global, ...local, xattrs: local.xattrs ?? global.xattrs };
 }
 
+/** False for the overrides of an entry that has no PAX/GNU header of its own (most entries). */
+function hasOverrides(o: Overrides): boolean {
+  for (const _ in o) return true;
+  return false;
+}
+
 const TYPES: Record<string, EntryType> = {
   '0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'chr', '4': 'blk', '5': 'dir', '6': 'fifo',
 };
@@ -353,6 +359,25 @@ class ByteSource {
     return parts.length === 1 ? parts[0] : Buffer.concat(parts, n);
   }
 
+  /** Bytes buffered and not yet handed out. */
+  get buffered(): number {
+    return this.buf.length - this.pos;
+  }
+
+  /** A view of buffered bytes [at, at+n) past the current position, nothing consumed (at + n <= buffered). */
+  peek(at: number, n: number): Buffer {
+    return this.buf.subarray(this.pos + at, this.pos + at + n);
+  }
+
+  /** Exactly n bytes if they are buffered (a view), else undefined and nothing consumed. */
+  readSync(n: number): Buffer | undefined {
+    if (this.buf.length - this.pos < n) return undefined;
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    this.consumed += n;
+    return out;
+  }
+
   async readExact(n: number): Promise<Buffer> {
     if (n === 0) return EMPTY;
     const b = await this.read(n);
@@ -422,6 +447,24 @@ export class TarReader {
     return this.src.consumed;
   }
 
+  /**
+   * The next entry when its header is buffered already and is a plain one (no PAX/GNU header
+   * before it, not the end of the archive); else undefined, nothing consumed: call next().
+   * Most entries of a layer come this way, without the promises of next().
+   */
+  nextSync(): TarEntry | undefined {
+    const skip = this.remaining + this.padding;
+    if (this.done || this.src.buffered < skip + BLOCK) return undefined;
+    const block = this.src.peek(skip, BLOCK);
+    const t = block[156];
+    if (t === 0x78 || t === 0x67 || t === 0x4c || t === 0x4b || isZeroBlock(block)) return undefined; // x g L K
+    const e = finishEntry(parseHeader(block), this.globals);
+    this.src.readSync(skip + BLOCK);
+    this.remaining = e.size;
+    this.padding = padded(e.size) - e.size;
+    return e;
+  }
+
   async next(): Promise<TarEntry | null> {
     if (this.done) return null;
     await this.src.skip(this.remaining + this.padding);
@@ -448,7 +491,7 @@ export class TarReader {
         else local.linkpath ??= cString(body, 0, body.length);
         continue;
       }
-      const e = finishEntry(h, mergeOverrides(this.globals, local));
+      const e = finishEntry(h, hasOverrides(local) ? mergeOverrides(this.globals, local) : this.globals);
       this.remaining = e.size;
       this.padding = padded(e.size) - e.size;
       return e;
@@ -460,6 +503,13 @@ export class TarReader {
     const n = this.remaining;
     this.remaining = 0;
     return this.src.readExact(n);
+  }
+
+  /** The current entry's whole body if it is buffered already (see readBody), else undefined. */
+  readBodySync(): Buffer | undefined {
+    const b = this.src.readSync(this.remaining);
+    if (b !== undefined) this.remaining = 0;
+    return b;
   }
 
   /** The current entry's body as a stream of chunks, for bodies too big to hold in memory. */

@@ -42,6 +42,7 @@ interface Native {
   moveMount(fd: number, target: string): void;
   fsverityEnable(path: string): boolean;
   fsverityMeasure(path: string): Buffer | null;
+  writeObjectFile(dir: string, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean;
 }
 
 /** The addon is not built (as opposed to built and failing to load). */
@@ -159,4 +160,28 @@ export function fsverityMeasure(path: string): Buffer | null {
 export function isVerityUnsupported(err: unknown): boolean {
   const code = (err as KernelError | undefined)?.code;
   return code === 'ENOTTY' || code === 'EOPNOTSUPP';
+}
+
+// ---------------------------------------------------------------------------------------------
+// Store objects
+
+/**
+ * Creates DIR/NAME with `data` as an unnamed file (O_TMPFILE) linked in once complete, so a
+ * killed process never leaves a partial file under the name. Returns true if created, false if
+ * the name existed (left untouched). Throws a KernelError; isTmpfileUnsupported() tells
+ * "this filesystem cannot make unnamed files" (use a temp name and rename) from real failures.
+ */
+export function writeObjectFile(dir: string, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean {
+  return loadAddon().writeObjectFile(dir, name, data, mode, chmod);
+}
+
+/**
+ * open(O_TMPFILE) refused: EOPNOTSUPP (the filesystem has no unnamed files), EISDIR (a kernel
+ * older than O_TMPFILE, which sees only O_DIRECTORY), EINVAL (flags it does not know); or no
+ * /proc to link the file from (ENOENT from linkat of /proc/self/fd/N).
+ */
+export function isTmpfileUnsupported(err: unknown): boolean {
+  const e = err as KernelError | undefined;
+  if (e?.syscall === 'open') return e.code === 'EOPNOTSUPP' || e.code === 'EISDIR' || e.code === 'EINVAL';
+  return e?.syscall === 'linkat' && e.code === 'ENOENT' && !existsSync('/proc/self/fd');
 }

@@ -25,7 +25,7 @@ const dist = (p) => import(path.join(ROOT, 'dist', p));
 const addon = canRun ? await dist('mounter/addon.js') : {};
 const { verityDigestOfFile } = canRun ? await dist('format/verity.js') : {};
 const { mountsAt, readMountinfo } = canRun ? await dist('mounter/mountinfo.js') : {};
-const { MOUNT_ATTR, fsMount, fsMountDetached, moveMount, fsverityEnable, fsverityMeasure, isVerityUnsupported, mountAttrFromFlags } = addon;
+const { MOUNT_ATTR, fsMount, fsMountDetached, moveMount, fsverityEnable, fsverityMeasure, isVerityUnsupported, mountAttrFromFlags, writeObjectFile, isTmpfileUnsupported } = addon;
 
 // ------------------------------------------------------------------------------------------
 // helpers
@@ -394,6 +394,41 @@ serial('cfs build --verity on a store without fs-verity: built, skipped and coun
 
   const plain = build(path.join(tmpdir('store'), 'store')).summary;
   t.false('verityEnabled' in plain);
+});
+
+// ------------------------------------------------------------------------------------------
+// Store objects as unnamed files (O_TMPFILE + linkat)
+
+serial('writeObjectFile: named only when complete, 0444, an existing name left alone', (t) => {
+  const dir = tmpdir('objects');
+  const data = random(10_000);
+  t.true(writeObjectFile(dir, 'x', data.subarray(1000, 9000), 0o444, true));
+  t.deepEqual(fs.readFileSync(path.join(dir, 'x')), data.subarray(1000, 9000));
+  t.is(fs.statSync(path.join(dir, 'x')).mode & 0o7777, 0o444);
+  t.false(writeObjectFile(dir, 'x', Buffer.from('other'), 0o444, true), 'the name exists');
+  t.deepEqual(fs.readFileSync(path.join(dir, 'x')), data.subarray(1000, 9000));
+  t.deepEqual(fs.readdirSync(dir), ['x'], 'no temp name anywhere');
+  const err = t.throws(() => writeObjectFile(path.join(dir, 'missing'), 'y', data, 0o444, false));
+  t.like(err, { code: 'ENOENT', syscall: 'open' });
+  t.false(isTmpfileUnsupported(err), 'a missing directory is a real error, not a reason to fall back');
+});
+
+serial('cfs build: objects linked in from unnamed files and, without the addon, renamed temp files are the same', async (t) => {
+  const linked = path.join(tmpdir('store'), 's');
+  const renamed = path.join(tmpdir('store'), 's');
+  const a = build(linked);
+  const outB = path.join(tmpdir('blob'), 'image.ub');
+  const r = cfs(['build', image, '-o', outB, '--store', renamed, '--json'], { UNIONBLOB_ADDON: path.join(tmpRoot, 'missing.node') });
+  t.is(r.status, 0, r.stderr);
+  t.deepEqual(fs.readFileSync(a.out), fs.readFileSync(outB), 'byte-identical blobs');
+  t.is(a.summary.objectsNew, IMAGE_OBJECTS);
+  const names = (store) => storeObjects(store).map(([, hex]) => hex).sort();
+  t.deepEqual(names(linked), names(renamed));
+  for (const [file, hex] of storeObjects(linked)) {
+    t.is((await verityDigestOfFile(file)).toString('hex'), hex);
+    t.is(fs.statSync(file).mode & 0o7777, 0o444);
+  }
+  for (const store of [linked, renamed]) t.deepEqual(fs.readdirSync(path.join(store, 'objects')).filter((n) => n.startsWith('.tmp-')), []);
 });
 
 // ------------------------------------------------------------------------------------------

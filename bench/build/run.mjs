@@ -252,7 +252,7 @@ function report(results) {
     const u = agg(res, 'umoci', 'wall');
     const lb = agg(res, 'lb', 'wall');
     const rb = agg(res, 'rebuild', 'wall');
-    const where = `${res.name} [${res.storeFs.kind}]`;
+    const where = res.name;
     const t = (ok, what, detail) => targets.push(`${ok === null ? 'n/a ' : ok ? 'PASS' : 'MISS'}  ${where}: ${what} (${detail})`);
     t(u ? b.med < u.med : null, 'cfs build faster than umoci unpack', u ? `${b.med.toFixed(2)} s vs ${u.med.toFixed(2)} s, ratio ${(b.med / u.med).toFixed(2)}` : 'umoci not run');
     t(b.med <= 1.5 * lb.med, 'cfs build within 1.5x of the lower bound', `${b.med.toFixed(2)} s vs ${lb.med.toFixed(2)} s = ${(b.med / lb.med).toFixed(2)}x; objects present: ${(rb.med / lb.med).toFixed(2)}x`);
@@ -372,18 +372,26 @@ function removeExt4(f) {
   fs.rmSync(f.file, { force: true });
 }
 
+/**
+ * A result's name says its filesystem ("debian-a (oci-gzip) [ext4-journal]"): with --store-fs
+ * both, an image has two results, and readers of the JSON (bench/lib/report.mjs) key rows by name.
+ */
+function named(img, kind) {
+  return { name: `${img.name} [${kind}]`, imageName: img.name };
+}
+
 /** benchImage with the stores and umoci's tree on the filesystem `kind`. */
 function benchOnFs(kind, img, work, rootInfo) {
   if (kind === 'root') {
     const res = benchImage(img.name, img.layout, img.tag, img.reps, work);
-    return { ...res, storeFs: rootInfo };
+    return { ...res, ...named(img, kind), storeFs: rootInfo };
   }
   const f = makeExt4(work, `ext4-${path.basename(img.layout)}`, ext4Bytes(img.layout, img.files, img.reps));
   log(`${img.name}: stores on ${f.dev}, ${f.features}`);
   try {
     const res = benchImage(img.name, img.layout, img.tag, img.reps, f.dir);
     const { dir, file, ...info } = f;
-    return { ...res, storeFs: info };
+    return { ...res, ...named(img, kind), storeFs: info };
   } finally {
     removeExt4(f);
   }

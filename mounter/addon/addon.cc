@@ -5,6 +5,7 @@
 
 #include "fsmount.h"
 #include "fsverity.h"
+#include "objectfile.h"
 #include "syserror.h"
 
 namespace {
@@ -117,11 +118,26 @@ Napi::Value FsverityMeasure(const Napi::CallbackInfo& info) {
   });
 }
 
+// writeObjectFile(dir, name, data, mode, chmod) -> true (created) | false (it existed)
+Napi::Value WriteObjectFile(const Napi::CallbackInfo& info) {
+  std::string dir = string_arg(info, 0, "dir");
+  std::string name = string_arg(info, 1, "name");
+  if (info.Length() < 3 || !info[2].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "data must be a Uint8Array");
+  Napi::Uint8Array data = info[2].As<Napi::Uint8Array>();
+  if (info.Length() < 4 || !info[3].IsNumber()) throw Napi::TypeError::New(info.Env(), "mode must be a number");
+  unsigned mode = info[3].As<Napi::Number>().Uint32Value() & 07777;
+  bool chmod = info.Length() > 4 && info[4].ToBoolean().Value();
+  return guarded(info, [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), write_object_file(dir, name, data.Data(), data.ByteLength(), mode, chmod));
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
   exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
   exports.Set("fsverityEnable", Napi::Function::New(env, FsverityEnable, "fsverityEnable"));
   exports.Set("fsverityMeasure", Napi::Function::New(env, FsverityMeasure, "fsverityMeasure"));
+  exports.Set("writeObjectFile", Napi::Function::New(env, WriteObjectFile, "writeObjectFile"));
   return exports;
 }
 

@@ -5,7 +5,7 @@
   'targets': [
     {
       'target_name': 'unionblob',
-      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'syserror.cc'],
+      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'objectfile.cc', 'syserror.cc'],
       'dependencies': ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       'defines': ['NAPI_VERSION=8'],
       'cflags_cc': ['-std=c++17', '-Wall', '-Wextra'],

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "fd.h"
 #include "syserror.h"
 
 namespace {
@@ -27,20 +28,6 @@ int sys_fsmount(int fd, unsigned flags, unsigned attr_flags) {
 int sys_move_mount(int from_fd, const char* to_path) {
   return static_cast<int>(syscall(SYS_move_mount, from_fd, "", AT_FDCWD, to_path, MOVE_MOUNT_F_EMPTY_PATH));
 }
-
-// Closes on every path out, thrown or not.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { if (fd_ >= 0) close(fd_); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { int fd = fd_; fd_ = -1; return fd; }
-
- private:
-  int fd_;
-};
 
 // The fs context queues what the filesystem logged (errorfc/warnfc/infofc, at most 8): one
 // message per read(), "e "/"w "/"i " first, ENODATA when empty.
