@@ -11,6 +11,8 @@
 //   Prepare(key, parent) -> active     View(key, parent) -> view       parent must be committed
 //   Commit(name, key): active -> committed (the upper is compiled onto the parent's tree into a
 //   new blob, then dropped)             Remove(key): any kind without children -> gone
+//   For containerd's extraction snapshots ("extract-… <chain id>") Prepare starts compiling that
+//   layer from containerd's content store, and Commit takes the result (see compileAhead).
 //
 // Sharing the object store with `cfs build` (compiler/roots.ts): every committed blob is a gc
 // root of each store (registered before the blob is written, dropped with its snapshot), and
@@ -40,8 +42,8 @@ import { openBlobFile } from '../compiler/inspect.js';
 import { LayerFileReader, LayerReading, layerTar, parseDigest, type LayerDigestCheck } from '../compiler/layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, applyLayerStream, newTree } from '../compiler/layers.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
-import { addRoot, fsyncDir, lockStores, readRoots, removeRoot } from '../compiler/roots.js';
-import { StoreWriter, objectPath } from '../compiler/store.js';
+import { addRoot, fsyncDir, lockStores, readRoots, removeRoot, type StoreLock } from '../compiler/roots.js';
+import { StoreWriter, objectPath, syncFilesystem } from '../compiler/store.js';
 import { chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
@@ -80,7 +82,26 @@ export interface SnapshotterOptions {
    */
   containerdRoot?: string;
   inlineThreshold?: number;
+  /**
+   * Slow path: when Prepare makes containerd's extraction snapshot of a layer we can find in its
+   * content store, compile that layer while containerd applies it (default true); see compileAhead().
+   */
+  compileAhead?: boolean;
   log?: (line: string) => void;
+}
+
+/** A layer compiled ahead of its Commit: everything but the durable steps (see compileAhead). */
+interface AheadResult {
+  chain: string;
+  layer: LayerRef;
+  tree: TreeNode;
+  blob: Buffer;
+  entries: number;
+  tarBytes: number;
+  objectsNew: number;
+  /** The stores' shared lock, held until the Commit or Remove: the objects have no gc root yet. */
+  lock: StoreLock;
+  phases: Phases;
 }
 
 const execFileP = promisify(execFile);
@@ -131,8 +152,11 @@ export class Snapshotter {
    * changes it; a committed blob never changes, so the tree stays valid while its snapshot lives.
    */
   private lastTree: { id: number; tree: TreeNode } | null = null;
+  /** Compiles started by Prepare for extraction snapshots, by snapshot id (see compileAhead). */
+  private readonly ahead = new Map<number, Promise<AheadResult | null>>();
+  private readonly compileAheadOn: boolean;
   /** Counters for tests and logs. */
-  readonly counters = { fastPath: 0, slowCommits: 0, upperDirs: 0 };
+  readonly counters = { fastPath: 0, slowCommits: 0, upperDirs: 0, compiledAhead: 0 };
 
   constructor(opts: SnapshotterOptions) {
     this.root = path.resolve(opts.root);
@@ -145,6 +169,7 @@ export class Snapshotter {
     this.content = opts.contentClient ?? null;
     this.containerdRoot = opts.containerdRoot ? path.resolve(opts.containerdRoot) : null;
     this.inlineThreshold = opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD;
+    this.compileAheadOn = opts.compileAhead ?? true;
   }
 
   // ------------------------------------------------------------------------------- paths
@@ -286,6 +311,12 @@ export class Snapshotter {
       throw err;
     }
     if (needsDir && kind === Kind.ACTIVE) this.counters.upperDirs++;
+    const chain = kind === Kind.ACTIVE && this.content && this.compileAheadOn ? extractChain(key) : null;
+    if (chain) {
+      const started = this.compileAhead(id, key.split('/')[0], chain, p);
+      started.catch(() => {}); // compileAhead answers null on failure; this only keeps a bug from going unhandled
+      this.ahead.set(id, started);
+    }
     if (p) await this.ensureMounted(p.id);
     const row = this.db.byId(id)!;
     this.log(`${kind === Kind.ACTIVE ? 'prepare' : 'view'} ${key} (id ${id}) on ${parent || '(no parent)'}`);
@@ -350,21 +381,12 @@ export class Snapshotter {
   private async compileLayer(namespace: string, layer: LayerRef, target: string, p: SnapshotRow | null, labels: Record<string, string>): Promise<void> {
     const started = performance.now();
     const phases = new Phases();
-    const file = this.contentFile(layer.digest);
-    const reading = new LayerReading(digestCheck(layer, file !== null));
     const tree = this.takeTree(p);
     const { store, journal } = this.ownedStore();
-    const stats = { entries: 0 };
     const tmp = this.tmpPath('blob');
     try {
       phases.mark('parent tree');
-      await applyLayerStream(tree, layerTar(this.layerBytes(namespace, layer, file, reading), reading), {
-        layer: layer.digest.slice(7, 19), inlineThreshold: this.inlineThreshold, store, stats,
-      });
-      reading.verify();
-      if (layer.size !== undefined && reading.storedBytes !== layer.size) {
-        throw new Error(`layer ${layer.digest}: ${reading.storedBytes} bytes read, its descriptor says ${layer.size}`);
-      }
+      const { stats, reading } = await this.applyLayer(namespace, layer, tree, store);
       phases.mark('read+parse');
       await store.flush();
       phases.mark('objects written');
@@ -405,6 +427,114 @@ export class Snapshotter {
     }
   }
 
+  /** Read `layer` (checked as digestCheck() says) and apply it onto `tree`, objects into `store`. */
+  private async applyLayer(namespace: string, layer: LayerRef, tree: TreeNode, store: StoreWriter): Promise<{ stats: { entries: number }; reading: LayerReading }> {
+    const file = this.contentFile(layer.digest);
+    const reading = new LayerReading(digestCheck(layer, file !== null));
+    const stats = { entries: 0 };
+    await applyLayerStream(tree, layerTar(this.layerBytes(namespace, layer, file, reading), reading), {
+      layer: layer.digest.slice(7, 19), inlineThreshold: this.inlineThreshold, store, stats,
+    });
+    reading.verify();
+    if (layer.size !== undefined && reading.storedBytes !== layer.size) {
+      throw new Error(`layer ${layer.digest}: ${reading.storedBytes} bytes read, its descriptor says ${layer.size}`);
+    }
+    return { stats, reading };
+  }
+
+  // ------------------------------------------------------------------------------- compile ahead (slow path)
+
+  /**
+   * containerd's unpack without snapshot.ref (1.6's `ctr images import`, 1.7's local one) names
+   * the layer's chain id in the extraction key, then applies the layer into our upper and calls
+   * Commit; compiling the upper only then puts our whole compile after containerd's apply. The
+   * chain id names the layer's content exactly (it is computed from the diff_ids), so we compile
+   * that layer from containerd's content store WHILE containerd applies it, on the other core,
+   * and Commit takes the result instead of reading the upper back (the tree then equals the fast
+   * path's, without containerd's applier differences). Nothing durable happens here: the objects
+   * are written (the stores' shared lock stays held, they have no gc root yet) and the blob is
+   * encoded in memory; Commit empties the upper, syncs, writes the blob and commits the row, as
+   * compileUpper does. Null when the layer is not in the content store or anything fails: Commit
+   * then compiles the upper. Runs outside the call lock (Commit and Remove await it).
+   */
+  private async compileAhead(id: number, namespace: string, chain: string, p: SnapshotRow | null): Promise<AheadResult | null> {
+    const phases = new Phases();
+    const tree = this.takeTree(p); // before any await: the parent's tree as Prepare saw it
+    let layer: LayerRef | null;
+    try {
+      layer = await this.content!.findLayer(namespace, chain, {});
+    } catch (err: any) {
+      this.log(`compile ahead: cannot search containerd's content store (${err.message}); Commit reads the upper`);
+      return null;
+    }
+    if (!layer) {
+      this.log(`compile ahead: no layer with chain id ${chain} in namespace ${namespace}; Commit reads the upper`);
+      return null;
+    }
+    let lock: StoreLock;
+    try {
+      lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
+    } catch (err: any) {
+      this.log(`compile ahead of snapshot ${id}: ${err.message}; Commit reads the upper`);
+      return null;
+    }
+    const { store, journal } = this.ownedStore();
+    try {
+      phases.mark('find layer');
+      const { stats, reading } = await this.applyLayer(namespace, layer, tree, store);
+      phases.mark('read+parse');
+      await store.flush();
+      phases.mark('objects written');
+      const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
+      phases.mark('encode');
+      return { chain, layer, tree, blob, entries: stats.entries, tarBytes: reading.tarBytes, objectsNew: store.stats.objectsNew, lock, phases };
+    } catch (err: any) {
+      await store.abort();
+      lock.release();
+      this.log(`compile ahead of snapshot ${id} (${chain}) failed: ${err.message}; Commit reads the upper`);
+      return null;
+    } finally {
+      await store.close();
+      this.adoptJournal(journal);
+    }
+  }
+
+  /** Wait for snapshot `id`'s compile ahead, if any, and give up its result. */
+  private async dropAhead(id: number): Promise<void> {
+    const pending = this.ahead.get(id);
+    this.ahead.delete(id);
+    const r = pending ? await pending : null;
+    r?.lock.release();
+  }
+
+  /**
+   * Commit with the layer compiled ahead: the upper holds what containerd applied, which is the
+   * same layer; it is emptied BEFORE the stores' syncfs (see emptyUpper), then the blob is
+   * written while syncfs runs, and the row commits once both are durable.
+   */
+  private async commitAhead(row: SnapshotRow, name: string, key: string, labels: Record<string, string>, r: AheadResult): Promise<void> {
+    const phases = r.phases;
+    phases.mark('until Commit');
+    try {
+      await this.emptyUpper(row.id);
+      phases.mark('upper emptied');
+      const synced = Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects'))));
+      synced.catch(() => {});
+      this.addRoots(row.id);
+      await writeFileAtomic(this.blob(row.id), r.blob);
+      phases.mark('blob written');
+      await synced;
+      phases.mark('syncfs');
+      this.markCommitted(row, name, key, labels, r.tarBytes, r.entries);
+      phases.mark('committed');
+    } finally {
+      r.lock.release();
+    }
+    this.lastTree = { id: row.id, tree: r.tree };
+    this.counters.compiledAhead++;
+    this.log(`commit ${key} -> ${name} (id ${row.id}): compiled ahead from ${r.layer.digest}: ${r.entries} entries, ${r.objectsNew} new objects (${phases})`);
+  }
+
   /**
    * The layer's stored bytes: from containerd's content store file (`file`, from contentFile())
    * on the reader thread, else through the content API. The caller verifies what digestCheck() asked.
@@ -440,18 +570,31 @@ export class Snapshotter {
       if (row.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active`);
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const started = performance.now();
-      const phases = new Phases();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
+      const pending = this.ahead.get(row.id);
+      this.ahead.delete(row.id);
+      const ahead = pending ? await pending : null;
+      if (ahead && name.endsWith(`/${ahead.chain}`)) {
+        await this.commitAhead(row, name, key, storedLabels(labels), ahead);
+        await this.dropUpper(row, p);
+        return;
+      }
+      ahead?.lock.release(); // not the layer containerd names in this Commit
+      const phases = new Phases();
       const { diff, created } = await this.writing(() => this.compileUpper(row, p, name, key, storedLabels(labels), phases));
       this.counters.slowCommits++;
-      // The upper is in the blob and the store now.
-      await fsp.rm(this.upper(row.id), { recursive: true, force: true });
-      await fsp.rm(this.work(row.id), { recursive: true, force: true });
-      if (p && this.db.openChildren(p.id) === 0) await this.unmount(p.id);
+      await this.dropUpper(row, p);
       phases.mark('upper removed');
       this.log(`commit ${key} -> ${name} (id ${row.id}): ${diff.entries} upper entries, ${diff.whiteouts} whiteouts, ` +
         `${created} new objects, ${((performance.now() - started) / 1000).toFixed(2)} s (${phases})`);
     });
+  }
+
+  /** After a Commit: the upper is in the blob and the store now; the parent's mount may go. */
+  private async dropUpper(row: SnapshotRow, p: SnapshotRow | null): Promise<void> {
+    await fsp.rm(this.upper(row.id), { recursive: true, force: true });
+    await fsp.rm(this.work(row.id), { recursive: true, force: true });
+    if (p && this.db.openChildren(p.id) === 0) await this.unmount(p.id);
   }
 
   /** Commit's work, under the stores' shared lock: upper + parent tree -> blob, row committed. */
@@ -485,16 +628,21 @@ export class Snapshotter {
       await store.close();
       this.adoptJournal(journal);
     }
+    this.markCommitted(row, name, key, labels, diff.diskBytes, diff.inodes);
+    phases.mark('committed');
+    this.lastTree = { id: row.id, tree };
+    return { diff, created: store.stats.objectsNew };
+  }
+
+  /** The row of active snapshot `key` becomes committed snapshot `name` (its blob is durable). */
+  private markCommitted(row: SnapshotRow, name: string, key: string, labels: Record<string, string>, size: number, inodes: number): void {
     this.db.tx(() => {
       const again = this.db.get(key);
       if (!again || again.id !== row.id || again.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} changed during commit`);
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       // containerd replaces the labels at commit, it does not inherit the active snapshot's
-      this.db.markCommitted(row.id, name, labels, diff.diskBytes, diff.inodes);
+      this.db.markCommitted(row.id, name, labels, size, inodes);
     });
-    phases.mark('committed');
-    this.lastTree = { id: row.id, tree };
-    return { diff, created: store.stats.objectsNew };
   }
 
   /**
@@ -573,6 +721,7 @@ export class Snapshotter {
     return this.lock.run(async () => {
       const row = this.db.mustGet(key);
       if (this.db.children(row.id).length > 0) throw new SnapshotError('FailedPrecondition', `cannot remove snapshot ${key}: it has children`);
+      await this.dropAhead(row.id);
       // The row goes and the directory moves to the trash in one transaction: a kill before it
       // commits leaves both, after it neither (startup empties the trash, see sweepDirs).
       const trash = this.tmpPath(`rm-${row.id}`);
@@ -794,6 +943,11 @@ function digestCheck(layer: LayerRef, fromContentFile: boolean): LayerDigestChec
 /** containerd does not keep labels with empty values (boltutil.WriteLabels): neither do we. */
 function storedLabels(labels: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== ''));
+}
+
+/** The chain id an extraction key names, else null. */
+export function extractChain(key: string): string | null {
+  return isExtractKey(key) ? key.slice(key.lastIndexOf(' ') + 1) : null;
 }
 
 /** containerd's unpack keys: "<ns>/<seq>/extract-<nonce> <chain id>". */
