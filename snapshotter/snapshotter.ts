@@ -48,6 +48,7 @@ import { chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
 import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
+import { IngestTail, looksLikeTar, watchIngests } from './ingest.js';
 import { Kind, MetaStore, SnapshotError, type KindValue, type SnapshotRow } from './db.js';
 import { matches, parseFilters } from './filters.js';
 
@@ -87,8 +88,33 @@ export interface SnapshotterOptions {
    * content store, compile that layer while containerd applies it (default true); see compileAhead().
    */
   compileAhead?: boolean;
+  /**
+   * Fast path: compile an uncompressed base layer from containerd's ingest file while containerd
+   * is still writing it (needs containerdRoot; default false: it compiles every such blob
+   * containerd ingests, whichever snapshotter will unpack it). See speculate().
+   */
+  speculateIngests?: boolean;
   log?: (line: string) => void;
 }
+
+/** A base layer compiled from an ingest before containerd asked for it (see speculate). */
+interface Speculated {
+  digest: string;
+  size: number;
+  tree: TreeNode;
+  blob: Buffer;
+  entries: number;
+  objectsNew: number;
+  /** The stores' shared lock, held until the result is used or dropped: the objects have no gc root yet. */
+  lock: StoreLock;
+  phases: Phases;
+  timer?: NodeJS.Timeout;
+}
+
+/** Ingests compiled at once; later ones are not speculated on. */
+const MAX_SPECULATIONS = 3;
+/** An unused speculation is dropped after this long (its objects become garbage for Cleanup). */
+const SPECULATION_TTL_MS = 120_000;
 
 /** A layer compiled ahead of its Commit: everything but the durable steps (see compileAhead). */
 interface AheadResult {
@@ -155,6 +181,11 @@ export class Snapshotter {
   /** Compiles started by Prepare for extraction snapshots, by snapshot id (see compileAhead). */
   private readonly ahead = new Map<number, Promise<AheadResult | null>>();
   private readonly compileAheadOn: boolean;
+  /** The ingests being compiled, each with its file (whether containerd still writes it). */
+  private readonly speculating = new Set<{ done: Promise<void>; tail: IngestTail | null }>();
+  /** Speculations that completed, by the digest of their blob. */
+  private readonly speculated = new Map<string, Speculated>();
+  private stopWatching: (() => void) | null = null;
   /** Counters for tests and logs. */
   readonly counters = { fastPath: 0, slowCommits: 0, upperDirs: 0, compiledAhead: 0 };
 
@@ -170,6 +201,9 @@ export class Snapshotter {
     this.containerdRoot = opts.containerdRoot ? path.resolve(opts.containerdRoot) : null;
     this.inlineThreshold = opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD;
     this.compileAheadOn = opts.compileAhead ?? true;
+    if (opts.speculateIngests && this.containerdRoot && this.content) {
+      this.stopWatching = watchIngests(path.join(this.containerdRoot, 'io.containerd.content.v1.content'), (d) => this.onIngest(d));
+    }
   }
 
   // ------------------------------------------------------------------------------- paths
@@ -199,6 +233,9 @@ export class Snapshotter {
   }
 
   close(): void {
+    this.stopWatching?.();
+    for (const r of this.speculated.values()) r.lock.release();
+    this.speculated.clear();
     void this.files?.close();
     this.content?.close();
     this.db.close();
@@ -373,7 +410,9 @@ export class Snapshotter {
       this.log(`fast path: no layer with chain id ${target} in namespace ${namespace}; slow path`);
       return false;
     }
-    await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
+    const spec = p ? null : await this.takeSpeculation(layer);
+    if (spec) await this.publishSpeculated(layer, target, labels, spec);
+    else await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
     return true;
   }
 
@@ -395,24 +434,7 @@ export class Snapshotter {
       synced.catch(() => {}); // awaited below; an early failure must not go unhandled meanwhile
       const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
-      writeFileDurable(tmp, blob);
-      phases.mark('blob written');
-      await synced;
-      phases.mark('syncfs');
-      // Objects and blob are on disk; the row commits only once the blob's name is too.
-      const id = this.db.tx(() => {
-        if (this.db.get(target)) throw new SnapshotError('AlreadyExists', `snapshot ${target} already exists`);
-        const newId = this.db.insert(target, p?.id ?? null, Kind.COMMITTED, labels);
-        this.db.markCommitted(newId, target, labels, reading.tarBytes, stats.entries);
-        fs.rmSync(this.dir(newId), { recursive: true, force: true });
-        fs.mkdirSync(this.dir(newId), { mode: 0o700 });
-        this.addRoots(newId);
-        fs.renameSync(tmp, this.blob(newId));
-        fsyncDir(this.dir(newId));
-        fsyncDir(path.dirname(this.dir(newId)));
-        return newId;
-      });
-      phases.mark('committed');
+      const id = await this.publishLayer(target, p, labels, blob, tmp, synced, reading.tarBytes, stats.entries, phases);
       this.lastTree = { id, tree };
       this.counters.fastPath++;
       this.log(`fast path: ${target} (id ${id}) compiled from ${layer.digest} (${reading.source}): ${stats.entries} entries, ` +
@@ -425,6 +447,158 @@ export class Snapshotter {
       await store.close();
       this.adoptJournal(journal);
     }
+  }
+
+  /**
+   * The fast path's durable steps: the blob written and fsynced while the stores' syncfs
+   * (`synced`) runs; once both are on disk, the committed row, its directory and the blob's name
+   * in one transaction.
+   */
+  private async publishLayer(target: string, p: SnapshotRow | null, labels: Record<string, string>, blob: Buffer, tmp: string,
+    synced: Promise<void>, size: number, entries: number, phases: Phases): Promise<number> {
+    writeFileDurable(tmp, blob);
+    phases.mark('blob written');
+    await synced;
+    phases.mark('syncfs');
+    const id = this.db.tx(() => {
+      if (this.db.get(target)) throw new SnapshotError('AlreadyExists', `snapshot ${target} already exists`);
+      const newId = this.db.insert(target, p?.id ?? null, Kind.COMMITTED, labels);
+      this.db.markCommitted(newId, target, labels, size, entries);
+      fs.rmSync(this.dir(newId), { recursive: true, force: true });
+      fs.mkdirSync(this.dir(newId), { mode: 0o700 });
+      this.addRoots(newId);
+      fs.renameSync(tmp, this.blob(newId));
+      fsyncDir(this.dir(newId));
+      fsyncDir(path.dirname(this.dir(newId)));
+      return newId;
+    });
+    phases.mark('committed');
+    return id;
+  }
+
+  // ------------------------------------------------------------------------------- speculation (fast path)
+
+  /**
+   * containerd asks for a layer (Prepare with snapshot.ref) only once it has ingested the whole
+   * image, so compiling it then puts our whole compile after the ingest. With speculateIngests,
+   * an uncompressed tar that containerd starts ingesting is compiled onto an empty tree as its
+   * bytes arrive, on the core containerd leaves idle; the result is the blob of any base layer
+   * whose blob turns out to be exactly those bytes (IngestTail.finish: same inode, same size,
+   * sha256 over what we read). Nothing durable happens here (objects written under the stores'
+   * shared lock, the blob encoded in memory); publishSpeculated() does the rest as the fast
+   * path does. A few ingests at a time (an image's small layers may come first); failures only
+   * cost the speculation.
+   */
+  private onIngest(dataPath: string): void {
+    if (this.speculating.size >= MAX_SPECULATIONS) return;
+    const entry: { done: Promise<void>; tail: IngestTail | null } = { done: Promise.resolve(), tail: null };
+    entry.done = (async () => {
+      try {
+        const r = await this.speculate(dataPath, (t) => { entry.tail = t; });
+        if (r) {
+          r.timer = setTimeout(() => this.dropSpeculation(r, 'not asked for'), SPECULATION_TTL_MS);
+          r.timer.unref();
+          this.speculated.set(r.digest, r);
+        }
+      } catch (err: any) {
+        this.log(`speculation on ${dataPath}: ${err.message}`);
+      } finally {
+        this.speculating.delete(entry);
+      }
+    })();
+    this.speculating.add(entry);
+  }
+
+  private async speculate(dataPath: string, opened: (t: IngestTail) => void): Promise<Speculated | null> {
+    // the ingest's data file appears and grows: wait for its first tar block
+    const head = Buffer.alloc(512);
+    for (let waited = 0; ; waited += 20) {
+      const st = fs.statSync(dataPath, { throwIfNoEntry: false });
+      if (st && st.size >= 512) break;
+      if (waited > 10_000 || !fs.existsSync(path.dirname(dataPath))) return null;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const tail = await IngestTail.open(dataPath);
+    const fd = fs.openSync(dataPath, 'r');
+    try {
+      fs.readSync(fd, head, 0, 512, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (!looksLikeTar(head)) {
+      await tail.close();
+      return null;
+    }
+    opened(tail);
+    const phases = new Phases();
+    const lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
+    const { store, journal } = this.ownedStore();
+    const tree = newTree();
+    const stats = { entries: 0 };
+    try {
+      await applyLayerStream(tree, tail.chunks(), { layer: 'ingest', inlineThreshold: this.inlineThreshold, store, stats });
+      const blob = await tail.finish(path.join(this.containerdRoot!, 'io.containerd.content.v1.content', 'blobs'));
+      if (!blob) throw new Error(`containerd did not commit the bytes we read (${tail.why})`);
+      phases.mark('read+parse while ingested');
+      await store.flush();
+      phases.mark('objects written');
+      const encoded = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
+      phases.mark('encode');
+      return { digest: blob.digest, size: blob.size, tree, blob: encoded, entries: stats.entries, objectsNew: store.stats.objectsNew, lock, phases };
+    } catch (err) {
+      await store.abort();
+      lock.release();
+      throw err;
+    } finally {
+      await tail.close();
+      await store.close();
+      this.adoptJournal(journal);
+    }
+  }
+
+  /**
+   * The speculation whose bytes are `layer`'s tar, taken. A speculation still running is waited
+   * for only if containerd has committed its file (then it may be this layer; one whose file
+   * is still being ingested is not: containerd asks for layers it has).
+   */
+  private async takeSpeculation(layer: LayerRef): Promise<Speculated | null> {
+    for (const running of [...this.speculating]) if (running.tail && !running.tail.stillIngesting()) await running.done;
+    // an uncompressed layer: its blob's digest is its diff_id, which its chain id comes from
+    if (layer.diffId !== undefined && layer.diffId !== layer.digest) return null;
+    const r = this.speculated.get(layer.digest);
+    if (!r || (layer.size !== undefined && layer.size !== r.size)) return null;
+    this.speculated.delete(r.digest);
+    clearTimeout(r.timer);
+    return r;
+  }
+
+  private dropSpeculation(r: Speculated, why: string): void {
+    if (this.speculated.get(r.digest) !== r) return;
+    this.speculated.delete(r.digest);
+    r.lock.release();
+    this.log(`speculation on ${r.digest} dropped (${why})`);
+  }
+
+  /** The fast path with a speculated base layer: only the durable steps are left. */
+  private async publishSpeculated(layer: LayerRef, target: string, labels: Record<string, string>, r: Speculated): Promise<void> {
+    const phases = r.phases;
+    phases.mark('until Prepare');
+    const tmp = this.tmpPath('blob');
+    let id;
+    try {
+      const synced = Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects')))).then(() => undefined);
+      synced.catch(() => {});
+      id = await this.publishLayer(target, null, labels, r.blob, tmp, synced, r.size, r.entries, phases);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    } finally {
+      r.lock.release();
+    }
+    this.lastTree = { id, tree: r.tree };
+    this.counters.fastPath++;
+    this.log(`fast path: ${target} (id ${id}) compiled from ${layer.digest} (ingest, while containerd wrote it): ${r.entries} entries, ` +
+      `${r.objectsNew} new objects (${phases})`);
   }
 
   /** Read `layer` (checked as digestCheck() says) and apply it onto `tree`, objects into `store`. */
