@@ -645,6 +645,11 @@ export class Snapshotter {
       this.log(`compile ahead: no layer with chain id ${chain} in namespace ${namespace}; Commit reads the upper`);
       return null;
     }
+    const spec = p ? null : await this.takeSpeculation(layer);
+    if (spec) {
+      this.log(`compile ahead of snapshot ${id}: ${layer.digest} was compiled while containerd ingested it`);
+      return { chain, layer, tree: spec.tree, blob: spec.blob, entries: spec.entries, tarBytes: spec.size, objectsNew: spec.objectsNew, lock: spec.lock, phases: spec.phases };
+    }
     let lock: StoreLock;
     try {
       lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
