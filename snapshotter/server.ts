@@ -48,6 +48,10 @@ export interface ServeOptions {
   /** containerd's root directory (the fast path then reads layer blobs from its files). */
   containerdRoot?: string;
   backend?: 'auto' | 'kernel' | 'fuse';
+  /** See SnapshotterOptions.compileAhead. */
+  compileAhead?: boolean;
+  /** See SnapshotterOptions.speculateIngests. */
+  speculateIngests?: boolean;
   log?: (line: string) => void;
 }
 
@@ -60,7 +64,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   const log = opts.log ?? ((l: string) => process.stderr.write(`cfs snapshotter: ${l}\n`));
   const api = loadApi();
   const content = opts.containerdAddress ? new ContentClient(opts.containerdAddress, api.content) : undefined;
-  const sn = new Snapshotter({ root: opts.root, stores: opts.stores, containerdAddress: opts.containerdAddress, containerdRoot: opts.containerdRoot, contentClient: content, backend: opts.backend, log });
+  const sn = new Snapshotter({ root: opts.root, stores: opts.stores, containerdAddress: opts.containerdAddress, containerdRoot: opts.containerdRoot, contentClient: content, backend: opts.backend, compileAhead: opts.compileAhead, speculateIngests: opts.speculateIngests, log });
   await sn.recover();
 
   // CFS_SNAPSHOTTER_TRACE=1: one log line per call (start time, duration), to see where an import's time goes.
@@ -110,7 +114,9 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
     server.bindAsync(`unix://${sock}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));
   });
   log(`serving containerd snapshots API on ${sock} (root ${sn.root}, stores ${sn.stores.join(':')}, ` +
-    `fast path ${content ? `via ${opts.containerdAddress}${opts.containerdRoot ? ` and the files under ${opts.containerdRoot}` : ''}` : 'off (no --containerd-address)'})`);
+    `fast path ${content ? `via ${opts.containerdAddress}${opts.containerdRoot ? ` and the files under ${opts.containerdRoot}` : ''}` : 'off (no --containerd-address)'}` +
+    `${content && opts.compileAhead !== false ? '; slow path: layers compiled ahead of Commit' : ''}` +
+    `${content && opts.containerdRoot && opts.speculateIngests ? '; base layers compiled while containerd ingests them' : ''})`);
   return {
     snapshotter: sn,
     stop: async () => {

@@ -11,6 +11,8 @@
 //   Prepare(key, parent) -> active     View(key, parent) -> view       parent must be committed
 //   Commit(name, key): active -> committed (the upper is compiled onto the parent's tree into a
 //   new blob, then dropped)             Remove(key): any kind without children -> gone
+//   For containerd's extraction snapshots ("extract-… <chain id>") Prepare starts compiling that
+//   layer from containerd's content store, and Commit takes the result (see compileAhead).
 //
 // Sharing the object store with `cfs build` (compiler/roots.ts): every committed blob is a gc
 // root of each store (registered before the blob is written, dropped with its snapshot), and
@@ -40,12 +42,13 @@ import { openBlobFile } from '../compiler/inspect.js';
 import { LayerFileReader, LayerReading, layerTar, parseDigest, type LayerDigestCheck } from '../compiler/layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, applyLayerStream, newTree } from '../compiler/layers.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
-import { addRoot, fsyncDir, lockStores, readRoots, removeRoot } from '../compiler/roots.js';
-import { StoreWriter, objectPath } from '../compiler/store.js';
+import { addRoot, fsyncDir, lockStores, readRoots, removeRoot, type StoreLock } from '../compiler/roots.js';
+import { StoreWriter, objectPath, syncFilesystem } from '../compiler/store.js';
 import { chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
 import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
+import { IngestTail, looksLikeTar, watchIngests } from './ingest.js';
 import { Kind, MetaStore, SnapshotError, type KindValue, type SnapshotRow } from './db.js';
 import { matches, parseFilters } from './filters.js';
 
@@ -80,7 +83,51 @@ export interface SnapshotterOptions {
    */
   containerdRoot?: string;
   inlineThreshold?: number;
+  /**
+   * Slow path: when Prepare makes containerd's extraction snapshot of a layer we can find in its
+   * content store, compile that layer while containerd applies it (default true); see compileAhead().
+   */
+  compileAhead?: boolean;
+  /**
+   * Fast path: compile an uncompressed base layer from containerd's ingest file while containerd
+   * is still writing it (needs containerdRoot; default false: it compiles every such blob
+   * containerd ingests, whichever snapshotter will unpack it). See speculate().
+   */
+  speculateIngests?: boolean;
   log?: (line: string) => void;
+}
+
+/** A base layer compiled from an ingest before containerd asked for it (see speculate). */
+interface Speculated {
+  digest: string;
+  size: number;
+  tree: TreeNode;
+  blob: Buffer;
+  entries: number;
+  objectsNew: number;
+  /** The stores' shared lock, held until the result is used or dropped: the objects have no gc root yet. */
+  lock: StoreLock;
+  phases: Phases;
+  timer?: NodeJS.Timeout;
+}
+
+/** Ingests compiled at once; later ones are not speculated on. */
+const MAX_SPECULATIONS = 3;
+/** An unused speculation is dropped after this long (its objects become garbage for Cleanup). */
+const SPECULATION_TTL_MS = 120_000;
+
+/** A layer compiled ahead of its Commit: everything but the durable steps (see compileAhead). */
+interface AheadResult {
+  chain: string;
+  layer: LayerRef;
+  tree: TreeNode;
+  blob: Buffer;
+  entries: number;
+  tarBytes: number;
+  objectsNew: number;
+  /** The stores' shared lock, held until the Commit or Remove: the objects have no gc root yet. */
+  lock: StoreLock;
+  phases: Phases;
 }
 
 const execFileP = promisify(execFile);
@@ -131,8 +178,16 @@ export class Snapshotter {
    * changes it; a committed blob never changes, so the tree stays valid while its snapshot lives.
    */
   private lastTree: { id: number; tree: TreeNode } | null = null;
+  /** Compiles started by Prepare for extraction snapshots, by snapshot id (see compileAhead). */
+  private readonly ahead = new Map<number, Promise<AheadResult | null>>();
+  private readonly compileAheadOn: boolean;
+  /** The ingests being compiled, each with its file (whether containerd still writes it). */
+  private readonly speculating = new Set<{ done: Promise<void>; tail: IngestTail | null }>();
+  /** Speculations that completed, by the digest of their blob. */
+  private readonly speculated = new Map<string, Speculated>();
+  private stopWatching: (() => void) | null = null;
   /** Counters for tests and logs. */
-  readonly counters = { fastPath: 0, slowCommits: 0, upperDirs: 0 };
+  readonly counters = { fastPath: 0, slowCommits: 0, upperDirs: 0, compiledAhead: 0 };
 
   constructor(opts: SnapshotterOptions) {
     this.root = path.resolve(opts.root);
@@ -145,6 +200,10 @@ export class Snapshotter {
     this.content = opts.contentClient ?? null;
     this.containerdRoot = opts.containerdRoot ? path.resolve(opts.containerdRoot) : null;
     this.inlineThreshold = opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD;
+    this.compileAheadOn = opts.compileAhead ?? true;
+    if (opts.speculateIngests && this.containerdRoot && this.content) {
+      this.stopWatching = watchIngests(path.join(this.containerdRoot, 'io.containerd.content.v1.content'), (d) => this.onIngest(d));
+    }
   }
 
   // ------------------------------------------------------------------------------- paths
@@ -174,6 +233,9 @@ export class Snapshotter {
   }
 
   close(): void {
+    this.stopWatching?.();
+    for (const r of this.speculated.values()) r.lock.release();
+    this.speculated.clear();
     void this.files?.close();
     this.content?.close();
     this.db.close();
@@ -286,6 +348,12 @@ export class Snapshotter {
       throw err;
     }
     if (needsDir && kind === Kind.ACTIVE) this.counters.upperDirs++;
+    const chain = kind === Kind.ACTIVE && this.content && this.compileAheadOn ? extractChain(key) : null;
+    if (chain) {
+      const started = this.compileAhead(id, key.split('/')[0], chain, p);
+      started.catch(() => {}); // compileAhead answers null on failure; this only keeps a bug from going unhandled
+      this.ahead.set(id, started);
+    }
     if (p) await this.ensureMounted(p.id);
     const row = this.db.byId(id)!;
     this.log(`${kind === Kind.ACTIVE ? 'prepare' : 'view'} ${key} (id ${id}) on ${parent || '(no parent)'}`);
@@ -342,7 +410,9 @@ export class Snapshotter {
       this.log(`fast path: no layer with chain id ${target} in namespace ${namespace}; slow path`);
       return false;
     }
-    await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
+    const spec = p ? null : await this.takeSpeculation(layer);
+    if (spec) await this.publishSpeculated(layer, target, labels, spec);
+    else await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
     return true;
   }
 
@@ -350,21 +420,12 @@ export class Snapshotter {
   private async compileLayer(namespace: string, layer: LayerRef, target: string, p: SnapshotRow | null, labels: Record<string, string>): Promise<void> {
     const started = performance.now();
     const phases = new Phases();
-    const file = this.contentFile(layer.digest);
-    const reading = new LayerReading(digestCheck(layer, file !== null));
     const tree = this.takeTree(p);
     const { store, journal } = this.ownedStore();
-    const stats = { entries: 0 };
     const tmp = this.tmpPath('blob');
     try {
       phases.mark('parent tree');
-      await applyLayerStream(tree, layerTar(this.layerBytes(namespace, layer, file, reading), reading), {
-        layer: layer.digest.slice(7, 19), inlineThreshold: this.inlineThreshold, store, stats,
-      });
-      reading.verify();
-      if (layer.size !== undefined && reading.storedBytes !== layer.size) {
-        throw new Error(`layer ${layer.digest}: ${reading.storedBytes} bytes read, its descriptor says ${layer.size}`);
-      }
+      const { stats, reading } = await this.applyLayer(namespace, layer, tree, store);
       phases.mark('read+parse');
       await store.flush();
       phases.mark('objects written');
@@ -373,24 +434,7 @@ export class Snapshotter {
       synced.catch(() => {}); // awaited below; an early failure must not go unhandled meanwhile
       const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
-      writeFileDurable(tmp, blob);
-      phases.mark('blob written');
-      await synced;
-      phases.mark('syncfs');
-      // Objects and blob are on disk; the row commits only once the blob's name is too.
-      const id = this.db.tx(() => {
-        if (this.db.get(target)) throw new SnapshotError('AlreadyExists', `snapshot ${target} already exists`);
-        const newId = this.db.insert(target, p?.id ?? null, Kind.COMMITTED, labels);
-        this.db.markCommitted(newId, target, labels, reading.tarBytes, stats.entries);
-        fs.rmSync(this.dir(newId), { recursive: true, force: true });
-        fs.mkdirSync(this.dir(newId), { mode: 0o700 });
-        this.addRoots(newId);
-        fs.renameSync(tmp, this.blob(newId));
-        fsyncDir(this.dir(newId));
-        fsyncDir(path.dirname(this.dir(newId)));
-        return newId;
-      });
-      phases.mark('committed');
+      const id = await this.publishLayer(target, p, labels, blob, tmp, synced, reading.tarBytes, stats.entries, phases);
       this.lastTree = { id, tree };
       this.counters.fastPath++;
       this.log(`fast path: ${target} (id ${id}) compiled from ${layer.digest} (${reading.source}): ${stats.entries} entries, ` +
@@ -403,6 +447,271 @@ export class Snapshotter {
       await store.close();
       this.adoptJournal(journal);
     }
+  }
+
+  /**
+   * The fast path's durable steps: the blob written and fsynced while the stores' syncfs
+   * (`synced`) runs; once both are on disk, the committed row, its directory and the blob's name
+   * in one transaction.
+   */
+  private async publishLayer(target: string, p: SnapshotRow | null, labels: Record<string, string>, blob: Buffer, tmp: string,
+    synced: Promise<void>, size: number, entries: number, phases: Phases): Promise<number> {
+    writeFileDurable(tmp, blob);
+    phases.mark('blob written');
+    await synced;
+    phases.mark('syncfs');
+    const id = this.db.tx(() => {
+      if (this.db.get(target)) throw new SnapshotError('AlreadyExists', `snapshot ${target} already exists`);
+      const newId = this.db.insert(target, p?.id ?? null, Kind.COMMITTED, labels);
+      this.db.markCommitted(newId, target, labels, size, entries);
+      fs.rmSync(this.dir(newId), { recursive: true, force: true });
+      fs.mkdirSync(this.dir(newId), { mode: 0o700 });
+      this.addRoots(newId);
+      fs.renameSync(tmp, this.blob(newId));
+      fsyncDir(this.dir(newId));
+      fsyncDir(path.dirname(this.dir(newId)));
+      return newId;
+    });
+    phases.mark('committed');
+    return id;
+  }
+
+  // ------------------------------------------------------------------------------- speculation (fast path)
+
+  /**
+   * containerd asks for a layer (Prepare with snapshot.ref) only once it has ingested the whole
+   * image, so compiling it then puts our whole compile after the ingest. With speculateIngests,
+   * an uncompressed tar that containerd starts ingesting is compiled onto an empty tree as its
+   * bytes arrive, on the core containerd leaves idle; the result is the blob of any base layer
+   * whose blob turns out to be exactly those bytes (IngestTail.finish: same inode, same size,
+   * sha256 over what we read). Nothing durable happens here (objects written under the stores'
+   * shared lock, the blob encoded in memory); publishSpeculated() does the rest as the fast
+   * path does. A few ingests at a time (an image's small layers may come first); failures only
+   * cost the speculation.
+   */
+  private onIngest(dataPath: string): void {
+    if (this.speculating.size >= MAX_SPECULATIONS) return;
+    const entry: { done: Promise<void>; tail: IngestTail | null } = { done: Promise.resolve(), tail: null };
+    entry.done = (async () => {
+      try {
+        const r = await this.speculate(dataPath, (t) => { entry.tail = t; });
+        if (r) {
+          r.timer = setTimeout(() => this.dropSpeculation(r, 'not asked for'), SPECULATION_TTL_MS);
+          r.timer.unref();
+          this.speculated.set(r.digest, r);
+        }
+      } catch (err: any) {
+        this.log(`speculation on ${dataPath}: ${err.message}`);
+      } finally {
+        this.speculating.delete(entry);
+      }
+    })();
+    this.speculating.add(entry);
+  }
+
+  private async speculate(dataPath: string, opened: (t: IngestTail) => void): Promise<Speculated | null> {
+    // the ingest's data file appears and grows: wait for its first tar block
+    const head = Buffer.alloc(512);
+    for (let waited = 0; ; waited += 20) {
+      const st = fs.statSync(dataPath, { throwIfNoEntry: false });
+      if (st && st.size >= 512) break;
+      if (waited > 10_000 || !fs.existsSync(path.dirname(dataPath))) return null;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const tail = await IngestTail.open(dataPath);
+    const fd = fs.openSync(dataPath, 'r');
+    try {
+      fs.readSync(fd, head, 0, 512, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (!looksLikeTar(head)) {
+      await tail.close();
+      return null;
+    }
+    opened(tail);
+    const phases = new Phases();
+    const lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
+    const { store, journal } = this.ownedStore();
+    const tree = newTree();
+    const stats = { entries: 0 };
+    try {
+      await applyLayerStream(tree, tail.chunks(), { layer: 'ingest', inlineThreshold: this.inlineThreshold, store, stats });
+      const blob = await tail.finish(path.join(this.containerdRoot!, 'io.containerd.content.v1.content', 'blobs'));
+      if (!blob) throw new Error(`containerd did not commit the bytes we read (${tail.why})`);
+      phases.mark('read+parse while ingested');
+      await store.flush();
+      phases.mark('objects written');
+      const encoded = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
+      phases.mark('encode');
+      return { digest: blob.digest, size: blob.size, tree, blob: encoded, entries: stats.entries, objectsNew: store.stats.objectsNew, lock, phases };
+    } catch (err) {
+      await store.abort();
+      lock.release();
+      throw err;
+    } finally {
+      await tail.close();
+      await store.close();
+      this.adoptJournal(journal);
+    }
+  }
+
+  /**
+   * The speculation whose bytes are `layer`'s tar, taken. A speculation still running is waited
+   * for only if containerd has committed its file (then it may be this layer; one whose file
+   * is still being ingested is not: containerd asks for layers it has).
+   */
+  private async takeSpeculation(layer: LayerRef): Promise<Speculated | null> {
+    for (const running of [...this.speculating]) if (running.tail && !running.tail.stillIngesting()) await running.done;
+    // an uncompressed layer: its blob's digest is its diff_id, which its chain id comes from
+    if (layer.diffId !== undefined && layer.diffId !== layer.digest) return null;
+    const r = this.speculated.get(layer.digest);
+    if (!r || (layer.size !== undefined && layer.size !== r.size)) return null;
+    this.speculated.delete(r.digest);
+    clearTimeout(r.timer);
+    return r;
+  }
+
+  private dropSpeculation(r: Speculated, why: string): void {
+    if (this.speculated.get(r.digest) !== r) return;
+    this.speculated.delete(r.digest);
+    r.lock.release();
+    this.log(`speculation on ${r.digest} dropped (${why})`);
+  }
+
+  /** The fast path with a speculated base layer: only the durable steps are left. */
+  private async publishSpeculated(layer: LayerRef, target: string, labels: Record<string, string>, r: Speculated): Promise<void> {
+    const phases = r.phases;
+    phases.mark('until Prepare');
+    const tmp = this.tmpPath('blob');
+    let id;
+    try {
+      const synced = Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects')))).then(() => undefined);
+      synced.catch(() => {});
+      id = await this.publishLayer(target, null, labels, r.blob, tmp, synced, r.size, r.entries, phases);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    } finally {
+      r.lock.release();
+    }
+    this.lastTree = { id, tree: r.tree };
+    this.counters.fastPath++;
+    this.log(`fast path: ${target} (id ${id}) compiled from ${layer.digest} (ingest, while containerd wrote it): ${r.entries} entries, ` +
+      `${r.objectsNew} new objects (${phases})`);
+  }
+
+  /** Read `layer` (checked as digestCheck() says) and apply it onto `tree`, objects into `store`. */
+  private async applyLayer(namespace: string, layer: LayerRef, tree: TreeNode, store: StoreWriter): Promise<{ stats: { entries: number }; reading: LayerReading }> {
+    const file = this.contentFile(layer.digest);
+    const reading = new LayerReading(digestCheck(layer, file !== null));
+    const stats = { entries: 0 };
+    await applyLayerStream(tree, layerTar(this.layerBytes(namespace, layer, file, reading), reading), {
+      layer: layer.digest.slice(7, 19), inlineThreshold: this.inlineThreshold, store, stats,
+    });
+    reading.verify();
+    if (layer.size !== undefined && reading.storedBytes !== layer.size) {
+      throw new Error(`layer ${layer.digest}: ${reading.storedBytes} bytes read, its descriptor says ${layer.size}`);
+    }
+    return { stats, reading };
+  }
+
+  // ------------------------------------------------------------------------------- compile ahead (slow path)
+
+  /**
+   * containerd's unpack without snapshot.ref (1.6's `ctr images import`, 1.7's local one) names
+   * the layer's chain id in the extraction key, then applies the layer into our upper and calls
+   * Commit; compiling the upper only then puts our whole compile after containerd's apply. The
+   * chain id names the layer's content exactly (it is computed from the diff_ids), so we compile
+   * that layer from containerd's content store WHILE containerd applies it, on the other core,
+   * and Commit takes the result instead of reading the upper back (the tree then equals the fast
+   * path's, without containerd's applier differences). Nothing durable happens here: the objects
+   * are written (the stores' shared lock stays held, they have no gc root yet) and the blob is
+   * encoded in memory; Commit empties the upper, syncs, writes the blob and commits the row, as
+   * compileUpper does. Null when the layer is not in the content store or anything fails: Commit
+   * then compiles the upper. Runs outside the call lock (Commit and Remove await it).
+   */
+  private async compileAhead(id: number, namespace: string, chain: string, p: SnapshotRow | null): Promise<AheadResult | null> {
+    const phases = new Phases();
+    const tree = this.takeTree(p); // before any await: the parent's tree as Prepare saw it
+    let layer: LayerRef | null;
+    try {
+      layer = await this.content!.findLayer(namespace, chain, {});
+    } catch (err: any) {
+      this.log(`compile ahead: cannot search containerd's content store (${err.message}); Commit reads the upper`);
+      return null;
+    }
+    if (!layer) {
+      this.log(`compile ahead: no layer with chain id ${chain} in namespace ${namespace}; Commit reads the upper`);
+      return null;
+    }
+    const spec = p ? null : await this.takeSpeculation(layer);
+    if (spec) {
+      this.log(`compile ahead of snapshot ${id}: ${layer.digest} was compiled while containerd ingested it`);
+      return { chain, layer, tree: spec.tree, blob: spec.blob, entries: spec.entries, tarBytes: spec.size, objectsNew: spec.objectsNew, lock: spec.lock, phases: spec.phases };
+    }
+    let lock: StoreLock;
+    try {
+      lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
+    } catch (err: any) {
+      this.log(`compile ahead of snapshot ${id}: ${err.message}; Commit reads the upper`);
+      return null;
+    }
+    const { store, journal } = this.ownedStore();
+    try {
+      phases.mark('find layer');
+      const { stats, reading } = await this.applyLayer(namespace, layer, tree, store);
+      phases.mark('read+parse');
+      await store.flush();
+      phases.mark('objects written');
+      const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
+      phases.mark('encode');
+      return { chain, layer, tree, blob, entries: stats.entries, tarBytes: reading.tarBytes, objectsNew: store.stats.objectsNew, lock, phases };
+    } catch (err: any) {
+      await store.abort();
+      lock.release();
+      this.log(`compile ahead of snapshot ${id} (${chain}) failed: ${err.message}; Commit reads the upper`);
+      return null;
+    } finally {
+      await store.close();
+      this.adoptJournal(journal);
+    }
+  }
+
+  /** Wait for snapshot `id`'s compile ahead, if any, and give up its result. */
+  private async dropAhead(id: number): Promise<void> {
+    const pending = this.ahead.get(id);
+    this.ahead.delete(id);
+    const r = pending ? await pending : null;
+    r?.lock.release();
+  }
+
+  /**
+   * Commit with the layer compiled ahead: the upper holds what containerd applied, which is the
+   * same layer; it is emptied BEFORE the stores' syncfs (see emptyUpper), then the blob is
+   * written while syncfs runs, and the row commits once both are durable.
+   */
+  private async commitAhead(row: SnapshotRow, name: string, key: string, labels: Record<string, string>, r: AheadResult): Promise<void> {
+    const phases = r.phases;
+    phases.mark('until Commit');
+    try {
+      await this.emptyUpper(row.id);
+      phases.mark('upper emptied');
+      const synced = Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects'))));
+      synced.catch(() => {});
+      this.addRoots(row.id);
+      await writeFileAtomic(this.blob(row.id), r.blob);
+      phases.mark('blob written');
+      await synced;
+      phases.mark('syncfs');
+      this.markCommitted(row, name, key, labels, r.tarBytes, r.entries);
+      phases.mark('committed');
+    } finally {
+      r.lock.release();
+    }
+    this.lastTree = { id: row.id, tree: r.tree };
+    this.counters.compiledAhead++;
+    this.log(`commit ${key} -> ${name} (id ${row.id}): compiled ahead from ${r.layer.digest}: ${r.entries} entries, ${r.objectsNew} new objects (${phases})`);
   }
 
   /**
@@ -440,18 +749,31 @@ export class Snapshotter {
       if (row.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active`);
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const started = performance.now();
-      const phases = new Phases();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
+      const pending = this.ahead.get(row.id);
+      this.ahead.delete(row.id);
+      const ahead = pending ? await pending : null;
+      if (ahead && name.endsWith(`/${ahead.chain}`)) {
+        await this.commitAhead(row, name, key, storedLabels(labels), ahead);
+        await this.dropUpper(row, p);
+        return;
+      }
+      ahead?.lock.release(); // not the layer containerd names in this Commit
+      const phases = new Phases();
       const { diff, created } = await this.writing(() => this.compileUpper(row, p, name, key, storedLabels(labels), phases));
       this.counters.slowCommits++;
-      // The upper is in the blob and the store now.
-      await fsp.rm(this.upper(row.id), { recursive: true, force: true });
-      await fsp.rm(this.work(row.id), { recursive: true, force: true });
-      if (p && this.db.openChildren(p.id) === 0) await this.unmount(p.id);
+      await this.dropUpper(row, p);
       phases.mark('upper removed');
       this.log(`commit ${key} -> ${name} (id ${row.id}): ${diff.entries} upper entries, ${diff.whiteouts} whiteouts, ` +
         `${created} new objects, ${((performance.now() - started) / 1000).toFixed(2)} s (${phases})`);
     });
+  }
+
+  /** After a Commit: the upper is in the blob and the store now; the parent's mount may go. */
+  private async dropUpper(row: SnapshotRow, p: SnapshotRow | null): Promise<void> {
+    await fsp.rm(this.upper(row.id), { recursive: true, force: true });
+    await fsp.rm(this.work(row.id), { recursive: true, force: true });
+    if (p && this.db.openChildren(p.id) === 0) await this.unmount(p.id);
   }
 
   /** Commit's work, under the stores' shared lock: upper + parent tree -> blob, row committed. */
@@ -485,16 +807,21 @@ export class Snapshotter {
       await store.close();
       this.adoptJournal(journal);
     }
+    this.markCommitted(row, name, key, labels, diff.diskBytes, diff.inodes);
+    phases.mark('committed');
+    this.lastTree = { id: row.id, tree };
+    return { diff, created: store.stats.objectsNew };
+  }
+
+  /** The row of active snapshot `key` becomes committed snapshot `name` (its blob is durable). */
+  private markCommitted(row: SnapshotRow, name: string, key: string, labels: Record<string, string>, size: number, inodes: number): void {
     this.db.tx(() => {
       const again = this.db.get(key);
       if (!again || again.id !== row.id || again.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} changed during commit`);
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       // containerd replaces the labels at commit, it does not inherit the active snapshot's
-      this.db.markCommitted(row.id, name, labels, diff.diskBytes, diff.inodes);
+      this.db.markCommitted(row.id, name, labels, size, inodes);
     });
-    phases.mark('committed');
-    this.lastTree = { id: row.id, tree };
-    return { diff, created: store.stats.objectsNew };
   }
 
   /**
@@ -573,6 +900,7 @@ export class Snapshotter {
     return this.lock.run(async () => {
       const row = this.db.mustGet(key);
       if (this.db.children(row.id).length > 0) throw new SnapshotError('FailedPrecondition', `cannot remove snapshot ${key}: it has children`);
+      await this.dropAhead(row.id);
       // The row goes and the directory moves to the trash in one transaction: a kill before it
       // commits leaves both, after it neither (startup empties the trash, see sweepDirs).
       const trash = this.tmpPath(`rm-${row.id}`);
@@ -794,6 +1122,11 @@ function digestCheck(layer: LayerRef, fromContentFile: boolean): LayerDigestChec
 /** containerd does not keep labels with empty values (boltutil.WriteLabels): neither do we. */
 function storedLabels(labels: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== ''));
+}
+
+/** The chain id an extraction key names, else null. */
+export function extractChain(key: string): string | null {
+  return isExtractKey(key) ? key.slice(key.lastIndexOf(' ') + 1) : null;
 }
 
 /** containerd's unpack keys: "<ns>/<seq>/extract-<nonce> <chain id>". */

@@ -206,7 +206,9 @@ test.serial('1.6: import, snapshots ls/tree/mounts/usage, run, container view eq
   got.entries.delete('written-by-test');
   const ref = await treeManifest(REF_A);
   t.deepEqual(slowPathDiffs(ref, got), []);
-  t.log(`slow path vs umoci, all differences (containerd applier): ${diffManifests(ref, got).length}`);
+  t.log(`slow path vs umoci, all differences: ${diffManifests(ref, got).length}`);
+  // each layer was compiled from containerd's content store while containerd applied it
+  t.is((e16.log().match(/: compiled ahead from sha256:/g) ?? []).length, 3, e16.log());
   await e16.ctr(['task', 'kill', '-s', 'SIGKILL', uniq('c2')]);
   for (let i = 0; i < 50; i++) {
     if (!(await e16.ctr(['task', 'ls'])).includes(uniq('c2'))) break;
@@ -331,19 +333,20 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   t.true(fs.readFileSync(built).equals(fs.readFileSync(fastBlob)));
 
   // The same image through the slow path (client-side unpack in another namespace: containerd
-  // applies each layer into an upper, we compile the upper): the same tree but for what
-  // containerd's applier changes.
+  // applies each layer into an upper while we compile the same layer, named by the extraction
+  // key's chain id, from its content store; Commit takes that): the fast path's blob exactly.
+  const topBlob = (ns) => {
+    const committed = rows(e).filter((r) => r.key.startsWith(`${ns}/`) && r.kind === 3);
+    t.is(committed.length, 3);
+    return path.join(e.ubRoot, 'snapshots', String(committed.find((r) => !committed.some((c) => c.parent_id === r.id)).id), 'blob');
+  };
   await e.ctr(['-n', 'slow', 'images', 'import', '--local=true', ...SN, A]);
   t.regex(e.log(), /prepare slow\/\d+\/extract-/);
   t.is((e.log().match(/fast path: sha256:/g) ?? []).length, 3);
-  const slowRows = rows(e).filter((r) => r.key.startsWith('slow/') && r.kind === 3);
-  t.is(slowRows.length, 3);
-  const slowTop = slowRows.find((r) => !slowRows.some((c) => c.parent_id === r.id));
+  t.is((e.log().match(/commit slow\/\S+ sha256:\S+ -> \S+ \(id \d+\): compiled ahead from sha256:/g) ?? []).length, 3, e.log());
   const dump = (blob) => execFileSync(process.execPath, [CFS, 'dump', blob], { encoding: 'utf8', maxBuffer: 256 << 20 });
   const fastDump = dump(fastBlob);
-  const slowDump = dump(path.join(e.ubRoot, 'snapshots', String(slowTop.id), 'blob'));
-  t.deepEqual(applierDumpDiffs(fastDump, slowDump), []);
-  t.not(fastDump, slowDump); // the applier's differences are there (else this test checks nothing)
+  t.is(dump(topBlob('slow')), fastDump);
 
   await e.ctr(['run', '-d', '--fifo-dir', path.join(e.dir, 'fifo'), ...SN, 'docker.io/unionblob/a:latest', uniq('f1'),
     'sh', '-c', 'cat /etc/debian_version > /written-by-test; exec sleep 600']);
@@ -366,15 +369,30 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   await e.ctr(['containers', 'rm', uniq('f1')]);
   await e.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/a:latest']);
   t.false(rows(e).some((r) => r.key.startsWith('sha256:')));
+  // containerd then ingests a's layers anew (a blob it still had for another namespace would
+  // not be written again, so there would be nothing to speculate on)
+  await e.ctr(['-n', 'slow', 'images', 'rm', '--sync', 'docker.io/unionblob/a:latest']);
   e.killSnapshotter('SIGTERM');
   await sleep(500);
-  await e.startSnapshotter({ containerdRoot: true });
+  // ...and with --speculate-ingests the base layer is compiled while containerd ingests it
+  // (image a's base layer is an uncompressed tar): the same blob again.
+  await e.startSnapshotter({ containerdRoot: true, args: ['--no-compile-ahead', '--speculate-ingests'] });
   await e.ctr(['images', 'import', '--local=false', ...SN, A]);
-  t.is((e.log().match(/fast path: sha256:\S+ \(id \d+\) compiled from sha256:\S+ \(file\)/g) ?? []).length, 3, e.log());
+  t.is((e.log().match(/fast path: sha256:\S+ \(id \d+\) compiled from sha256:\S+ \(file\)/g) ?? []).length, 2, e.log());
+  t.is((e.log().match(/fast path: sha256:\S+ \(id \d+\) compiled from sha256:\S+ \(ingest, while containerd wrote it\)/g) ?? []).length, 1, e.log());
   const fileRows = rows(e).filter((r) => r.key.startsWith('sha256:'));
   t.is(fileRows.length, 3);
   const fileTop = fileRows.find((r) => !fileRows.some((c) => c.parent_id === r.id));
   t.true(fs.readFileSync(built).equals(fs.readFileSync(path.join(e.ubRoot, 'snapshots', String(fileTop.id), 'blob'))));
+
+  // The slow path without compiling ahead: containerd applies each layer into an upper, Commit
+  // compiles the upper. The same tree but for what containerd's applier changes.
+  await e.ctr(['-n', 'upper', 'images', 'import', '--local=true', ...SN, A]);
+  t.regex(e.log(), /commit upper\/\S+ sha256:\S+ -> \S+ \(id \d+\): \d+ upper entries/);
+  t.notRegex(e.log(), /commit upper\/.*compiled ahead/);
+  const upperDump = dump(topBlob('upper'));
+  t.deepEqual(applierDumpDiffs(fastDump, upperDump), []);
+  t.not(fastDump, upperDump); // the applier's differences are there (else this test checks nothing)
 });
 
 /** True once the container's shell has written a whole line: its redirect creates the file

@@ -94,11 +94,12 @@ export async function startEnv(opts = {}) {
     dir, ubRoot, store, logFile,
     log: () => (fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8') : ''),
     /** containerdRoot: pass --containerd-root (the fast path reads containerd's blob files). */
-    async startSnapshotter({ containerdRoot = !!opts.containerdRoot } = {}) {
+    /** args: more options for `cfs snapshotter` (e.g. --no-compile-ahead). */
+    async startSnapshotter({ containerdRoot = !!opts.containerdRoot, args = [] } = {}) {
       const out = fs.openSync(logFile, 'a');
       procs.ub = spawn(process.execPath, [...(opts.nodeArgs ?? []), CFS, 'snapshotter', '--root', ubRoot, '--address', path.join(dir, 'ub.sock'),
         '--store', store, '--containerd-address', path.join(dir, 'containerd.sock'),
-        ...(containerdRoot ? ['--containerd-root', path.join(dir, 'root')] : [])], { stdio: ['ignore', out, out], env });
+        ...(containerdRoot ? ['--containerd-root', path.join(dir, 'root')] : []), ...args], { stdio: ['ignore', out, out], env });
       fs.closeSync(out);
       await waitFor('the snapshotter socket', () => e.log().includes('serving containerd snapshots API'));
     },
