@@ -19,7 +19,8 @@
 # data.img (ext4) and the erofs images are attached to read-only loop devices; the data disk is
 # mounted at $WORK/d, the configs under $WORK/m, all in a private mount namespace. Everything is
 # unmounted and detached on exit, failed or not. Env as bench/kernel/run.sh: UB_CACHE,
-# UB_BENCH_FILES / UB_BENCH_BIG (synthetic image size), UB_BENCH_PAR, UB_BENCH_RAND.
+# UB_BENCH_FILES / UB_BENCH_BIG (synthetic image size), UB_BENCH_PAR, UB_BENCH_RAND; UBB_TRACE=1
+# traces the workload script (bash -x, on stderr).
 # Raw lines and tables: ${UB_CACHE}/bench/results/host-*.
 set -euo pipefail
 
@@ -105,7 +106,7 @@ env UBB_HOST_LIB="$HERE/host-lib.sh" UBB_D="$WORK/d" UBB_M="$WORK/m" UBB_DATA="$
 	UBB_EROFS_a="$EA" UBB_EROFS_s="$ES" UBB_EROFS_b="$EB" UBB_CFGS="${CFGS//,/ }" \
 	UBB_FUSE="$REPO/mounter/fuse/unionblob-fuse" PATH="$WORK/bin:$PATH" \
 	ubreps="$REPS" ubimages="$IMAGES" ubskip="$SKIP" ubpar="${UB_BENCH_PAR:-1,2,4}" ubrand="${UB_BENCH_RAND:-2000}" \
-	bash "$KB/guest-bench.sh" 8>&- | tee "$raw" | grep --line-buffered '^UBB \(error\|info\)' >&2
+	bash ${UBB_TRACE:+-x} "$KB/guest-bench.sh" 8>&- | tee "$raw" | grep --line-buffered '^UBB \(error\|info\)' >&2
 rc=${PIPESTATUS[0]}
 set -e
 log "workloads finished in $(($(date +%s) - started)) s since start (status $rc)"
