@@ -182,6 +182,20 @@ test('report: kernel columns, guest lookup table and plot with the guest figures
   }
 });
 
+test('report: the hardening tables come from hardening.md beside it, and no section without it', async (t) => {
+  const { writeReport } = await import('../bench/lib/report.mjs');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-report-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  writeReport(await scaleData(false), dir);
+  t.notRegex(fs.readFileSync(path.join(dir, 'evaluation.md'), 'utf8'), /## Hardening/);
+  fs.writeFileSync(path.join(dir, 'hardening.md'), ['# H', '', '| target | executions |', '|---|---|', '| `fuzz_x` | 12,345,678 in 9 s |', '',
+    'text', '', '| kernel | mounted |', '|---|---|', '| 6.1 | 597 |', ''].join('\n'));
+  writeReport(await scaleData(false), dir);
+  const md = fs.readFileSync(path.join(dir, 'evaluation.md'), 'utf8');
+  t.regex(md, /## Hardening\n[^]*\| `fuzz_x` \| 12,345,678 in 9 s \|\n\n[^]*\| 6\.1 \| 597 \|\n/);
+  t.notRegex(md, /\| `fuzz_x` [^]*\| `fuzz_x` /); // once
+});
+
 // ---- bench/kernel/report.mjs on the host's configs, and the report's host table -------------------
 
 /** UBB lines of two rounds: fuse takes twice ext4's time, mergerfs four times; FUSE servers' RSS. */

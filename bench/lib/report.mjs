@@ -400,6 +400,30 @@ function loadLine(name, r) {
     l.othersCores?.toFixed(2) ?? '–', l.oursCores?.toFixed(2) ?? '–']);
 }
 
+/**
+ * The hardening results (issue #6), from docs/hardening.md where they are measured and explained:
+ * the long fuzz run's table and the kernel's mutated-blob table, copied as they are, with a link.
+ */
+function hardeningSection(d, docsDir) {
+  const file = path.join(docsDir, 'hardening.md');
+  if (!fs.existsSync(file)) return;
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const table = (firstCell) => {
+    const at = lines.findIndex((l) => l.startsWith(`| ${firstCell} |`));
+    if (at < 0) return [];
+    const end = lines.findIndex((l, i) => i > at && !l.startsWith('|'));
+    return lines.slice(at, end < 0 ? lines.length : end);
+  };
+  d.add('', '## Hardening', '');
+  d.add('Measured and explained in [hardening.md](hardening.md) (not rerun by this command: CI runs each part for a bounded time). ' +
+    'The long libFuzzer run (ASan + UBSan) of the C reader\'s two targets:', '');
+  d.add(...table('target'));
+  d.add('', '1,000 mutated blobs mounted and walked in the qemu guest per kernel version (dmesg clean, module unloaded after):', '');
+  d.add(...table('kernel'));
+  d.add('', 'Also there: fast-check property tests of the TypeScript codec (round trip; mutations rejected with a one-line error or decoded to a valid tree) ' +
+    'and the hostile image corpus (path traversal, hardlink and symlink tricks, huge directories and depth, tar bombs, lying manifests and digests) with each outcome.');
+}
+
 export function writeReport(data, docsDir) {
   const plotsDir = path.join(docsDir, 'plots');
   fs.mkdirSync(plotsDir, { recursive: true });
@@ -434,6 +458,7 @@ export function writeReport(data, docsDir) {
   if (!body.losses.length) d.add('- nowhere in this run.');
   for (const l of body.losses) d.add(`- **${l.where}: ${ratio(l.r)}**${l.why ? `: ${l.why}.` : '.'}`);
   d.lines.push(...body.lines);
+  hardeningSection(d, docsDir);
   const quick = Object.entries(data.suites).filter(([, r]) => r.mode === 'quick').map(([n]) => n);
   d.add('', '## What this does not cover', '');
   if (quick.length) d.add(`- Suites run in quick mode here (smaller images, fewer repetitions; see the commands above): ${quick.join(', ')}.`);
