@@ -256,3 +256,20 @@ test('bench report: the configs a run names, no target column without the module
   t.regex(md, /- \*\*kernel, synthetic image .*: stat walk, warm: ×3\.00 ±0%\*\*/);
   t.true(fs.readdirSync(path.join(host.dir, 'plots')).includes('host-s.svg'));
 });
+
+test('report: the build section sets cfs build against the bound, the rebuild and the bound + files, and says why it loses', async (t) => {
+  const { writeReport } = await import('../bench/lib/report.mjs');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-report-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const run = (build, lb) => ({ build: { wall: build, rssMiB: 150 }, rebuild: { wall: lb * 1.5 }, umoci: { wall: build * 2 }, lb: { wall: lb }, lbObjects: { wall: build / 1.25 } });
+  const load = { wall: 60, loadBefore: '1 1 1', loadAfter: '1 1 1', othersCores: 0, oursCores: 1 };
+  writeReport({
+    machine: { cpu: 'x', cores: 2, ramGiB: 1, hostKernel: 'h', node: 'n', qemu: 'q', mergerfs: '-', erofsUtils: '-', libfuse: '-', e2fsprogs: '-', commit: 'c', date: '2026-01-01T00:00:00Z' },
+    suites: { build: { mode: 'full', date: '2026-01-01T00:00:00Z', command: 'node bench/build/run.mjs', load, data: {
+      results: [{ name: 'img', summary: { blobBytes: 9000, inodes: 100 }, runs: [run(2, 1), run(3, 1), run(4, 2)] }] } } },
+  }, dir);
+  const md = fs.readFileSync(path.join(dir, 'evaluation.md'), 'utf8');
+  // per run 2/1, 3/1, 4/2 -> median ×2.00; rebuild ×1.50; bound + files ×1.25 of it
+  t.regex(md, /\| img \| 3 \| 3\.00 s .*\| ×0\.50 ±0% \| 1\.00 s \| ×2\.00 ±50% \| ×1\.50 ±0% \| 2\.40 s \| ×1\.25 ±0% \| 90 \|/);
+  t.regex(md, /build, img: cfs build vs the lower bound: ×2\.00 ±50%\*\*: the bound writes nothing.*cfs build ×1\.25 ±0% of it; with every object present a build takes ×1\.50 ±0%/);
+});
