@@ -297,6 +297,9 @@ function machine() {
     node: process.version,
     zlib: process.versions.zlib,
     umoci: sh('umoci --version'),
+    // cfs build creates objects with O_TMPFILE + linkat through the Node addon when it is built
+    // (`npm run build`), else through a temp name + rename: name which one this run measured.
+    objectFiles: fs.existsSync(path.join(ROOT, 'mounter/addon/build/Release/unionblob.node')) ? 'O_TMPFILE + linkat (addon)' : 'temp name + rename (addon not built)',
     commit: sh(`git -C "${ROOT}" rev-parse --short HEAD`) + (sh(`git -C "${ROOT}" status --porcelain -- compiler format`) ? ' + uncommitted changes in compiler/ or format/' : ''),
     load1AtStart: Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]),
   };
@@ -458,7 +461,7 @@ function printReport(m, results, t0) {
   const text = [
     `## cfs build benchmark, ${m.date}`,
     '',
-    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; stores on ${opts.storeFs === 'root' ? m.storeFs.label : opts.storeFs === 'both' ? `${m.storeFs.label}, then a fresh loop ext4 with a journal` : 'a fresh loop ext4 with a journal'}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; commit ${m.commit}; ` +
+    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; stores on ${opts.storeFs === 'root' ? m.storeFs.label : opts.storeFs === 'both' ? `${m.storeFs.label}, then a fresh loop ext4 with a journal` : 'a fresh loop ext4 with a journal'}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; objects: ${m.objectFiles ?? '?'}; commit ${m.commit}; ` +
       `load average ${m.load1AtStart} at start, ${m.load1AtEnd} at end; ${m.benchSeconds} s in all`,
     '',
     report(results),

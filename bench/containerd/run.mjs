@@ -9,6 +9,7 @@
 // ctr unpacks through containerd's diff service, unionblob's slow path); "transfer" is 1.7's
 // `ctr images import --local=false` (containerd's transfer service unpacks; unionblob's fast path).
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { startEnv, fetchContainerd17, REPO } from '../../test/lib/containerd-env.mjs';
@@ -145,9 +146,13 @@ try {
 } finally {
   await e.stop();
 }
+// Both snapshotters' roots are in the run's directory under $TMPDIR: name its filesystem, and how
+// the snapshotter creates objects (O_TMPFILE + linkat through the Node addon when it is built).
+const fsOfRun = execFileSync('df', ['--output=source,fstype', os.tmpdir()], { encoding: 'utf8' }).trim().split('\n').pop().trim().replace(/\s+/, ' ');
+const objectFiles = fs.existsSync(path.join(REPO, 'mounter/addon/build/Release/unionblob.node')) ? 'O_TMPFILE + linkat (addon)' : 'temp name + rename (addon not built)';
 const cmdName = (mode) => (mode === 'transfer' ? 'ctr images import --local=false' : 'ctr images import');
 console.log(`containerd ${version}: import b, then a (docker-archive; a shares b's base layer); ctr run --rm b true: mean of ${runs}; ` +
-  `${rounds} round(s); unionblob ${containerdRoot ? 'with' : 'without'} --containerd-root${speculate ? ' and --speculate-ingests' : ''}; load average ${loads.join(' -> ')}`);
+  `${rounds} round(s); unionblob ${containerdRoot ? 'with' : 'without'} --containerd-root${speculate ? ' and --speculate-ingests' : ''}; roots on ${fsOfRun} (${os.tmpdir()}); objects: ${objectFiles}; load average ${loads.join(' -> ')}`);
 console.log(`| round | command | snapshotter | import b (s) | CPU of import b (s): ${PARTS.join(' + ')} | disk after b (MiB) | import a (s) | disk after b+a (MiB) | ctr run true (s) |`);
 console.log('|---|---|---|---|---|---|---|---|---|');
 for (const r of results) {
@@ -177,6 +182,6 @@ for (const mode of modes) {
     `-> "import at least as fast as overlayfs": ${ratio.wall <= 1 ? 'PASS' : 'MISS'}`);
   summary.push({ containerd: version, mode, command: cmdName(mode), medians: med, ratio });
 }
-const out = { containerd: version, rounds, runs, containerdRoot, speculate, loads, summary, results };
+const out = { containerd: version, rounds, runs, containerdRoot, speculate, fs: fsOfRun, tmpdir: os.tmpdir(), objectFiles, loads, summary, results };
 if (jsonFile) fs.writeFileSync(jsonFile, JSON.stringify(out, null, 1) + '\n');
 console.log(JSON.stringify(out));
