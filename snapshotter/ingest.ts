@@ -31,6 +31,13 @@ export class IngestTail {
     return new IngestTail(dataPath, fh, st.ino);
   }
 
+  /** The first `n` bytes of the data file (fewer if it is shorter), without moving the tail. */
+  async head(n: number): Promise<Buffer> {
+    const buf = Buffer.alloc(n);
+    const { bytesRead } = await this.fh.read(buf, 0, n, 0);
+    return buf.subarray(0, bytesRead);
+  }
+
   /** True while the data file is still in the ingest directory (containerd still writing it). */
   stillIngesting(): boolean {
     const st = fs.statSync(this.dataPath, { bigint: true, throwIfNoEntry: false });

@@ -511,27 +511,28 @@ export class Snapshotter {
 
   private async speculate(dataPath: string, opened: (t: IngestTail) => void): Promise<Speculated | null> {
     // the ingest's data file appears and grows: wait for its first tar block
-    const head = Buffer.alloc(512);
     for (let waited = 0; ; waited += 20) {
       const st = fs.statSync(dataPath, { throwIfNoEntry: false });
       if (st && st.size >= 512) break;
       if (waited > 10_000 || !fs.existsSync(path.dirname(dataPath))) return null;
       await new Promise((r) => setTimeout(r, 20));
     }
+    // the head is read through the tail's own descriptor: the data file may leave the ingest
+    // directory any moment, and a second open() of its name would then fail with the tail open
     const tail = await IngestTail.open(dataPath);
-    const fd = fs.openSync(dataPath, 'r');
+    let isTar = false;
     try {
-      fs.readSync(fd, head, 0, 512, 0);
+      isTar = looksLikeTar(await tail.head(512));
     } finally {
-      fs.closeSync(fd);
+      if (!isTar) await tail.close();
     }
-    if (!looksLikeTar(head)) {
-      await tail.close();
-      return null;
-    }
+    if (!isTar) return null;
     opened(tail);
     const phases = new Phases();
-    const lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
+    const lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) }).catch(async (err) => {
+      await tail.close();
+      throw err;
+    });
     const { store, journal } = this.ownedStore();
     const tree = newTree();
     const stats = { entries: 0 };

@@ -246,9 +246,11 @@ test.serial('1.6: killed mid-import, restarted, imported again: consistent', asy
   await sleep(500);
   const logStart = e16.log().length;
   const importing = e16.ctr(['images', 'import', ...SN, A]).then(() => 'ok', (err) => String(err.stderr || err.message));
-  // kill while the base layer's upper is being compiled
-  for (let i = 0; i < 300 && !e16.log().slice(logStart).includes('prepare '); i++) await sleep(50);
-  await sleep(2500);
+  // kill while containerd applies the base layer into its upper and the snapshotter compiles
+  // it ahead from the content store: soon after the Prepare (a fixed 2.5 s let a quiet machine
+  // finish the whole import first)
+  for (let i = 0; i < 300 && !e16.log().slice(logStart).includes('prepare '); i++) await sleep(20);
+  await sleep(300);
   e16.killSnapshotter('SIGKILL');
   t.not(await importing, 'ok');
   await e16.startSnapshotter();
