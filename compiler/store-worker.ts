@@ -176,6 +176,28 @@ function addonLoads(): boolean {
   }
 }
 
+/**
+ * Per store, descriptors of the fan-out directories objects were linked into, kept open so that
+ * creating an object walks no path (closed by closeFanoutFds() when the writer closes).
+ */
+const fanoutFds = objectsDirs.map(() => new Map<string, number>());
+
+function fanoutFd(d: number, fan: string): number {
+  let fd = fanoutFds[d].get(fan);
+  if (fd === undefined) {
+    fd = fs.openSync(`${objectsDirs[d]}/${fan}`, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    fanoutFds[d].set(fan, fd);
+  }
+  return fd;
+}
+
+function closeFanoutFds(): void {
+  for (const fds of fanoutFds) {
+    for (const fd of fds.values()) fs.closeSync(fd);
+    fds.clear();
+  }
+}
+
 /** True if the object was created, false if a concurrent writer made it meanwhile. */
 function writeObject(d: number, hex: string, content: Uint8Array): boolean {
   journalObject(hex);
@@ -184,9 +206,9 @@ function writeObject(d: number, hex: string, content: Uint8Array): boolean {
   const objectsDir = objectsDirs[d];
   if (tmpfile[d]) {
     try {
-      return writeObjectFile(`${objectsDir}/${fan}`, hex.slice(2), content, init.fileMode, init.chmod);
+      return writeObjectFile(fanoutFd(d, fan), hex.slice(2), content, init.fileMode, init.chmod);
     } catch (err) {
-      if (!isTmpfileUnsupported(err)) throw err;
+      if (!isTmpfileUnsupported(err)) throw new Error(`${objectsDir}/${fan}: ${(err as Error).message}`);
       tmpfile[d] = false;
     }
   }
@@ -309,6 +331,7 @@ function handleBatch(m: BatchMessage): DoneMessage {
 
 parentPort!.on('message', (m: BatchMessage | { type: 'close' }) => {
   if (m.type === 'close') {
+    closeFanoutFds();
     parentPort!.close();
     return;
   }

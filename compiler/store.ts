@@ -306,6 +306,7 @@ export class StoreWriter {
   readonly stats: StoreStats = { objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
   private batch: Batch | null = null;
   private worker: Worker | null = null;
+  private workerExited: Promise<void> = Promise.resolve();
   /** Batches sent and not yet done, oldest first (the worker answers in order). */
   private queued: Batch[] = [];
   private queuedBytes = 0;
@@ -436,8 +437,12 @@ export class StoreWriter {
   /** Stop the writer thread (after flush() or abort()). */
   async close(): Promise<void> {
     const w = this.worker;
+    const exited = this.workerExited;
     this.worker = null;
-    if (w) await w.terminate();
+    if (!w) return;
+    // Not terminate(): the thread closes the directories it keeps open, then ends by itself.
+    w.postMessage({ type: 'close' });
+    await exited;
   }
 
   private throwIfFailed(): void {
@@ -511,8 +516,11 @@ export class StoreWriter {
     const w = new Worker(new URL('./store-worker.js', import.meta.url), { workerData: init });
     w.on('message', (m: DoneMessage) => this.batchDone(m));
     w.on('error', (err) => this.batchDone(null, new Error(`object store writer failed: ${err.message}`)));
-    w.on('exit', () => {
-      if (this.worker === w) this.batchDone(null, new Error('object store writer exited unexpectedly'));
+    this.workerExited = new Promise((resolve) => {
+      w.on('exit', () => {
+        if (this.worker === w) this.batchDone(null, new Error('object store writer exited unexpectedly'));
+        resolve();
+      });
     });
     this.worker = w;
     return w;

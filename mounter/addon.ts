@@ -42,7 +42,7 @@ interface Native {
   moveMount(fd: number, target: string): void;
   fsverityEnable(path: string): boolean;
   fsverityMeasure(path: string): Buffer | null;
-  writeObjectFile(dir: string, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean;
+  writeObjectFile(dir: string | number, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean;
 }
 
 /** The addon is not built (as opposed to built and failing to load). */
@@ -170,8 +170,11 @@ export function isVerityUnsupported(err: unknown): boolean {
  * killed process never leaves a partial file under the name. Returns true if created, false if
  * the name existed (left untouched). Throws a KernelError; isTmpfileUnsupported() tells
  * "this filesystem cannot make unnamed files" (use a temp name and rename) from real failures.
+ * `dir` may be a descriptor of the directory (opened O_RDONLY | O_DIRECTORY): no path walk per
+ * object. Linked with AT_EMPTY_PATH where the process may (CAP_DAC_READ_SEARCH), else through
+ * /proc/self/fd.
  */
-export function writeObjectFile(dir: string, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean {
+export function writeObjectFile(dir: string | number, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean {
   return loadAddon().writeObjectFile(dir, name, data, mode, chmod);
 }
 

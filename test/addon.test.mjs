@@ -413,6 +413,42 @@ serial('writeObjectFile: named only when complete, 0444, an existing name left a
   t.false(isTmpfileUnsupported(err), 'a missing directory is a real error, not a reason to fall back');
 });
 
+serial('writeObjectFile into a directory descriptor: the same, and the descriptor stays usable', (t) => {
+  const dir = tmpdir('objects');
+  const fd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  try {
+    const data = random(5000);
+    t.true(writeObjectFile(fd, 'a', data, 0o444, true));
+    t.true(writeObjectFile(fd, 'b', data.subarray(0, 10), 0o444, true));
+    t.false(writeObjectFile(fd, 'a', Buffer.from('other'), 0o444, true), 'the name exists');
+    t.deepEqual(fs.readFileSync(path.join(dir, 'a')), data);
+    t.deepEqual(fs.readFileSync(path.join(dir, 'b')), data.subarray(0, 10));
+    t.is(fs.statSync(path.join(dir, 'a')).mode & 0o7777, 0o444);
+    t.deepEqual(fs.readdirSync(dir).sort(), ['a', 'b'], 'no temp name anywhere');
+    const err = t.throws(() => writeObjectFile(fd, 'sub/c', data, 0o444, false));
+    t.is(err.code, 'ENOENT', 'a name under a missing directory is an error');
+  } finally {
+    fs.closeSync(fd);
+  }
+  t.throws(() => writeObjectFile(fd, 'c', Buffer.from('x'), 0o444, false), { code: 'EBADF' });
+
+  // Without CAP_DAC_READ_SEARCH linkat(AT_EMPTY_PATH) is refused: the /proc/self/fd way instead.
+  const mine = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-addon-nobody-')); // tmpRoot is 0700
+  t.teardown(() => fs.rmSync(mine, { recursive: true, force: true }));
+  fs.chownSync(mine, 65534, 65534);
+  const script = `import { writeObjectFile } from ${JSON.stringify(path.join(ROOT, 'dist/mounter/addon.js'))};
+    import fs from 'node:fs';
+    const fd = fs.openSync(process.argv[1], fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    console.log([writeObjectFile(fd, 'a', Buffer.from('one'), 0o444, true), writeObjectFile(fd, 'b', Buffer.from('two'), 0o444, true),
+      writeObjectFile(fd, 'a', Buffer.from('three'), 0o444, true)].join(' '));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', script, mine], { uid: 65534, gid: 65534, encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stdout.trim(), 'true true false');
+  t.is(fs.readFileSync(path.join(mine, 'a'), 'utf8'), 'one');
+  t.is(fs.readFileSync(path.join(mine, 'b'), 'utf8'), 'two');
+  t.deepEqual(fs.readdirSync(mine).sort(), ['a', 'b']);
+});
+
 serial('cfs build: objects linked in from unnamed files and, without the addon, renamed temp files are the same', async (t) => {
   const linked = path.join(tmpdir('store'), 's');
   const renamed = path.join(tmpdir('store'), 's');

@@ -118,9 +118,11 @@ Napi::Value FsverityMeasure(const Napi::CallbackInfo& info) {
   });
 }
 
-// writeObjectFile(dir, name, data, mode, chmod) -> true (created) | false (it existed)
+// writeObjectFile(dir | dirfd, name, data, mode, chmod) -> true (created) | false (it existed)
 Napi::Value WriteObjectFile(const Napi::CallbackInfo& info) {
-  std::string dir = string_arg(info, 0, "dir");
+  bool by_fd = info.Length() > 0 && info[0].IsNumber();
+  int dirfd = by_fd ? info[0].As<Napi::Number>().Int32Value() : -1;
+  std::string dir = by_fd ? std::string() : string_arg(info, 0, "dir");
   std::string name = string_arg(info, 1, "name");
   if (info.Length() < 3 || !info[2].IsTypedArray()) throw Napi::TypeError::New(info.Env(), "data must be a Uint8Array");
   Napi::Uint8Array data = info[2].As<Napi::Uint8Array>();
@@ -128,7 +130,9 @@ Napi::Value WriteObjectFile(const Napi::CallbackInfo& info) {
   unsigned mode = info[3].As<Napi::Number>().Uint32Value() & 07777;
   bool chmod = info.Length() > 4 && info[4].ToBoolean().Value();
   return guarded(info, [&]() -> Napi::Value {
-    return Napi::Boolean::New(info.Env(), write_object_file(dir, name, data.Data(), data.ByteLength(), mode, chmod));
+    bool created = by_fd ? write_object_file_at(dirfd, name, data.Data(), data.ByteLength(), mode, chmod)
+                         : write_object_file(dir, name, data.Data(), data.ByteLength(), mode, chmod);
+    return Napi::Boolean::New(info.Env(), created);
   });
 }
 

@@ -14,3 +14,7 @@
 // existed already (left as it was). Throws SysError: from "open" with EOPNOTSUPP (or EISDIR
 // from kernels before O_TMPFILE) where the filesystem cannot make unnamed files.
 bool write_object_file(const std::string& dir, const std::string& name, const uint8_t* data, size_t len, unsigned mode, bool chmod);
+
+// The same in the directory open as `dirfd` (O_RDONLY | O_DIRECTORY): a writer that keeps its
+// fan-out directories open walks no path per object.
+bool write_object_file_at(int dirfd, const std::string& name, const uint8_t* data, size_t len, unsigned mode, bool chmod);
