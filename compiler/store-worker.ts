@@ -322,7 +322,7 @@ function handleBatch(m: BatchMessage): DoneMessage {
     for (const s of [...streams.values()]) closeStream(s, true);
     reply.error = (err as Error).message ?? String(err);
   } finally {
-    // closed after each batch: terminate() would leave a descriptor open in the process
+    // closed after each batch, so that a writer stopped any way (even terminate()) leaves none open
     if (journalFd !== null) fs.closeSync(journalFd);
     journalFd = null;
   }
