@@ -1,6 +1,8 @@
 // The `cfs` command line. Each command's work lives in its own module; this file only wires
 // arguments to functions, so every command can also be called from tests and other code.
+import fs from 'node:fs';
 import { Command, Option } from 'commander';
+import { VERSION_MAJOR, VERSION_MINOR } from '../format/layout.js';
 import { registerBuild } from './build.js';
 import { registerInspect } from './inspect.js';
 import { registerExtract } from './extract.js';
@@ -15,6 +17,7 @@ export async function main(argv: string[]): Promise<void> {
   program
     .name('cfs')
     .description('unionblob: compile container images into one metadata blob plus a content-addressed store')
+    .version(versionLine(), '-V, --version', 'print the version of cfs and of the blob format it writes')
     .showHelpAfterError(false)
     .exitOverride();
   registerBuild(program);
@@ -65,6 +68,12 @@ function plumbBuildRoots(program: Command): { failed(): Promise<void> } {
       await h?.failed();
     },
   };
+}
+
+/** "cfs 0.1.0 (blob format 2.0)": the package's version, from package.json beside dist/. */
+function versionLine(): string {
+  const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `cfs ${pkg.version} (blob format ${VERSION_MAJOR}.${VERSION_MINOR})`;
 }
 
 /** Repeatable option collector: `--store A --store B` -> ['A', 'B']. */

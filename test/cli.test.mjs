@@ -134,6 +134,18 @@ test('info: text and --json', (t) => {
   t.is(info.blobSize, f.blobBuf.length);
 });
 
+test('--version names the package and the blob format version that a built blob carries', (t) => {
+  const f = fixture(t);
+  const pkg = JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8'));
+  const blobVersion = /^version: +(\d+\.\d+)$/m.exec(cfs('info', f.blob).out)?.[1];
+  t.truthy(blobVersion);
+  for (const flag of ['--version', '-V']) {
+    const r = cfs(flag);
+    t.is(r.code, 0, r.err);
+    t.is(r.out, `cfs ${pkg.version} (blob format ${blobVersion})\n`);
+  }
+});
+
 test('info, ls, dump: a format version 1 blob is one line saying to rebuild it', (t) => {
   const f = fixture(t);
   const old = Buffer.from(f.blobBuf);

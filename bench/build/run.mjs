@@ -4,7 +4,7 @@
 //
 //   node bench/build/run.mjs [--files N] [--quick] [--reps N] [--cold] [--work DIR] [--keep]
 //                            [--no-debian] [--no-synthetic] [--variant V] [--json FILE]
-//                            [--store-fs root|ext4-journal|both]
+//                            [--store-fs root|ext4-journal|tmpfs|both|KIND,KIND...]
 //
 // Images: the real Debian image `a` of test/fixtures/make-images.sh (gzip OCI layout, 3 layers)
 // and the synthetic image of bench/gen-synthetic.mjs with --files N small files (default
@@ -65,8 +65,11 @@ const opts = {
   variant: arg('variant', 'oci-gzip'),
   storeFs: arg('store-fs', 'root'),
 };
-const STORE_FS = { root: ['root'], 'ext4-journal': ['ext4-journal'], both: ['root', 'ext4-journal'] }[opts.storeFs];
-if (!STORE_FS) throw new Error(`--store-fs root|ext4-journal|both, not ${opts.storeFs}`);
+const STORE_FS_KINDS = ['root', 'ext4-journal', 'tmpfs'];
+const STORE_FS = opts.storeFs === 'both' ? ['root', 'ext4-journal'] : opts.storeFs.split(',');
+if (STORE_FS.length === 0 || !STORE_FS.every((k) => STORE_FS_KINDS.includes(k))) {
+  throw new Error(`--store-fs: root, ext4-journal, tmpfs, both, or a comma-separated list of the first three; not ${opts.storeFs}`);
+}
 
 const log = (s) => process.stderr.write(`bench/build: ${s}\n`);
 /** The benchmark's own directory (set by main); /usr/bin/time writes its numbers there. */
@@ -361,18 +364,31 @@ function makeExt4(work, name, bytes) {
  * The trap of a loop filesystem: a detached shell that waits for this process to end, however
  * it ends (SIGKILL included), then unmounts it (lazily: an orphaned child may still be writing
  * there) and deletes its file. `mount -o loop` marks the
- * loop device to detach itself on that unmount. On the normal path removeExt4() has done both
+ * loop device to detach itself on that unmount. On the normal path removeFs() has done both
  * already and the guard finds nothing to do.
  */
 function guard(dir, file) {
-  const script = 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; umount -l "$2" 2>/dev/null; rm -f "$3"';
+  const script = 'while kill -0 "$1" 2>/dev/null; do sleep 2; done; umount -l "$2" 2>/dev/null; [ -z "$3" ] || rm -f "$3"';
   spawn('sh', ['-c', script, 'sh', String(process.pid), dir, file], { detached: true, stdio: 'ignore' }).unref();
 }
 
-function removeExt4(f) {
+function removeFs(f) {
   const r = spawnSync('umount', [f.dir], { encoding: 'utf8' });
   if (r.status !== 0) log(`umount ${f.dir} failed: ${r.stderr.trim()}`);
-  fs.rmSync(f.file, { force: true });
+  if (f.file) fs.rmSync(f.file, { force: true });
+}
+
+/**
+ * A fresh tmpfs of at most `bytes`, mounted under work: the store in memory, no device, no
+ * journal, no writeback. Its runs say what cfs build costs in CPU and system calls, apart from
+ * what this machine's disks cost (the 1.5x target's lower bound writes nothing).
+ */
+function makeTmpfs(work, name, bytes) {
+  const dir = path.join(work, `${name}.mnt`);
+  fs.mkdirSync(dir);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes},nr_inodes=0,mode=0755`, 'ub-bench', dir]);
+  guard(dir, '');
+  return { kind: 'tmpfs', label: `tmpfs (memory, no device), at most ${(bytes / 2 ** 30).toFixed(0)} GiB`, dir, file: null, dev: 'tmpfs', journal: null, features: null, bytes };
 }
 
 /**
@@ -389,14 +405,15 @@ function benchOnFs(kind, img, work, rootInfo) {
     const res = benchImage(img.name, img.layout, img.tag, img.reps, work);
     return { ...res, ...named(img, kind), storeFs: rootInfo };
   }
-  const f = makeExt4(work, `ext4-${path.basename(img.layout)}`, ext4Bytes(img.layout, img.files, img.reps));
-  log(`${img.name}: stores on ${f.dev}, ${f.features}`);
+  const bytes = ext4Bytes(img.layout, img.files, img.reps);
+  const f = kind === 'tmpfs' ? makeTmpfs(work, `tmpfs-${path.basename(img.layout)}`, bytes) : makeExt4(work, `ext4-${path.basename(img.layout)}`, bytes);
+  log(`${img.name}: stores on ${f.label}`);
   try {
     const res = benchImage(img.name, img.layout, img.tag, img.reps, f.dir);
     const { dir, file, ...info } = f;
     return { ...res, ...named(img, kind), storeFs: info };
   } finally {
-    removeExt4(f);
+    removeFs(f);
   }
 }
 
@@ -418,7 +435,7 @@ function main() {
   if (!fs.existsSync(path.join(ROOT, 'dist', 'compiler', 'cli.js'))) throw new Error('dist/ is missing: npx tsc -p tsconfig.json');
   if (process.getuid() !== 0) log('not root: umoci unpack is skipped (it needs root to unpack as the image says)');
   if (opts.cold && process.getuid() !== 0) throw new Error('--cold needs root (drop_caches)');
-  if (STORE_FS.includes('ext4-journal') && process.getuid() !== 0) throw new Error('--store-fs ext4-journal needs root (mount)');
+  if (STORE_FS.some((k) => k !== 'root') && process.getuid() !== 0) throw new Error(`--store-fs ${opts.storeFs} needs root (mount)`);
   if (opts.work) fs.mkdirSync(opts.work, { recursive: true }); // before machine(): df looks at it
   const m = machine();
   const work = fs.mkdtempSync(path.join(opts.work ?? os.tmpdir(), 'ub-bench-build-'));
@@ -455,13 +472,15 @@ function main() {
   }
 }
 
+const FS_LABEL = { 'ext4-journal': 'a fresh loop ext4 with a journal', tmpfs: 'a fresh tmpfs (no device)' };
+
 function printReport(m, results, t0) {
   m.benchSeconds = Math.round((Date.now() - t0) / 1000);
   m.load1AtEnd = Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]);
   const text = [
     `## cfs build benchmark, ${m.date}`,
     '',
-    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; stores on ${opts.storeFs === 'root' ? m.storeFs.label : opts.storeFs === 'both' ? `${m.storeFs.label}, then a fresh loop ext4 with a journal` : 'a fresh loop ext4 with a journal'}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; objects: ${m.objectFiles ?? '?'}; commit ${m.commit}; ` +
+    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; stores on ${STORE_FS.map((k) => FS_LABEL[k] ?? m.storeFs.label).join(', then ')}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; objects: ${m.objectFiles ?? '?'}; commit ${m.commit}; ` +
       `load average ${m.load1AtStart} at start, ${m.load1AtEnd} at end; ${m.benchSeconds} s in all`,
     '',
     report(results),
