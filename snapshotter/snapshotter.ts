@@ -108,6 +108,12 @@ interface Speculated {
   /** The stores' shared lock, held until the result is used or dropped: the objects have no gc root yet. */
   lock: StoreLock;
   phases: Phases;
+  /**
+   * The stores' syncfs, started as soon as the objects were written (before the blob was
+   * encoded): by the time containerd's Prepare arrives it is mostly done. Covers every object
+   * of the result; publishSpeculated() waits for it (and starts another if it failed).
+   */
+  synced: Promise<void>;
   timer?: NodeJS.Timeout;
 }
 
@@ -543,9 +549,11 @@ export class Snapshotter {
       phases.mark('read+parse while ingested');
       await store.flush();
       phases.mark('objects written');
+      const synced = store.startSync();
+      synced.catch(() => {});
       const encoded = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
-      return { digest: blob.digest, size: blob.size, tree, blob: encoded, entries: stats.entries, objectsNew: store.stats.objectsNew, lock, phases };
+      return { digest: blob.digest, size: blob.size, tree, blob: encoded, entries: stats.entries, objectsNew: store.stats.objectsNew, lock, phases, synced };
     } catch (err) {
       await store.abort();
       lock.release();
@@ -587,7 +595,8 @@ export class Snapshotter {
     const tmp = this.tmpPath('blob');
     let id;
     try {
-      const synced = Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects')))).then(() => undefined);
+      // the syncfs the speculation started; a failed one is tried again (its error may have passed)
+      const synced = r.synced.catch(() => Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects')))).then(() => undefined));
       synced.catch(() => {});
       id = await this.publishLayer(target, null, labels, r.blob, tmp, synced, r.size, r.entries, phases);
     } catch (err) {
