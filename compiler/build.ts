@@ -265,7 +265,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   const image = loadImage(opts.image, { platform: opts.platform });
   let store: StoreWriter | null = null;
   try {
-    store = new StoreWriter(opts.stores);
+    store = new StoreWriter(opts.stores, { startNow: true });
     const { root, entries } = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress });
     const layerBytes = image.layers.reduce((n, l) => n + l.size, 0);
     const finishing = { layer: image.layers.length, layers: image.layers.length, entries, bytesRead: layerBytes, bytesTotal: layerBytes };

@@ -221,6 +221,12 @@ export interface StoreWriterOptions {
    * temp files renamed into place. Both are crash-safe; the first costs the kernel less.
    */
   tmpfile?: boolean;
+  /**
+   * Start the writer thread now rather than with the first batch: its start-up (a thread that
+   * loads its modules, ~50 ms) then overlaps the caller's reading of the layer instead of
+   * delaying a small layer's only batch. The caller must close() (or abort()) in every case.
+   */
+  startNow?: boolean;
 }
 
 const BATCH_BYTES = 4 << 20;
@@ -337,6 +343,7 @@ export class StoreWriter {
       cleanStaleTemps(s);
     }
     this.freeBytes = this.stores.map(freeSpace);
+    if (opts.startNow) this.startWorker();
   }
 
   /**

@@ -857,7 +857,7 @@ export class Snapshotter {
    */
   private ownedStore(): { store: StoreWriter; journal: string } {
     const journal = path.join(this.root, 'journal', path.basename(this.tmpPath('objects')));
-    return { store: new StoreWriter(this.stores, { journal }), journal };
+    return { store: new StoreWriter(this.stores, { journal, startNow: true }), journal };
   }
 
   /** Record a journal's objects as ours (one transaction), then drop it. */
