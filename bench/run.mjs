@@ -68,7 +68,7 @@ const SUITES = {
     // Full: stores on a fresh journalled ext4, as on an ordinary host. This VM's root ext4 has
     // no journal, so each file creation there scans inodes other processes freed in the last
     // minutes (bench/build/RESULTS.md): a cost of the machine and its neighbours, not of the build.
-    args: [path.join(ROOT, 'bench/build/run.mjs'), ...(q ? ['--quick', '--files', '20000', '--reps', '1'] : ['--reps', '3', '--store-fs', 'ext4-journal']), '--json', json],
+    args: [path.join(ROOT, 'bench/build/run.mjs'), ...(q ? ['--quick', '--files', '20000', '--reps', '1'] : ['--reps', '3', '--store-fs', 'ext4-journal,tmpfs']), '--json', json],
   }),
   scale: (q, json) => ({
     cmd: process.execPath,
