@@ -18,7 +18,7 @@ import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from '
 import { LayerFileReader, LayerReading, layerTar, shortDigest } from './layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
 import { StoreWriter, hasObject, objectPath, pidAlive } from './store.js';
-import { fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
+import { addonBuilt, fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
 
 export { applyLayerStream, newTree, LayerError } from './layers.js';
 export { loadImage } from './image.js';
@@ -358,6 +358,9 @@ function mib(n: number): string {
 function progressDisplay(): { onProgress?: (p: BuildProgress) => void; clear: () => void } {
   const tty = process.stderr;
   if (!tty.isTTY) return { clear: () => {} };
+  // Said where a person watches: from a checkout, `npm ci` alone does not build the addon, and
+  // the build still works, only slower (the --json summary and scripts stay as they are).
+  if (!addonBuilt()) tty.write('cfs build: the Node addon is not built (npm run build:addon): objects are written through temp files and renames, which is slower\n');
   let shown = false;
   return {
     onProgress: (p) => {

@@ -8,6 +8,7 @@ import { ContentClient } from './content.js';
 import { SnapshotError } from './db.js';
 import { loadApi, lookup } from './proto.js';
 import { Snapshotter, type Mount, type SnapshotInfo } from './snapshotter.js';
+import { addonBuilt } from '../mounter/addon.js';
 
 const CODES: Record<SnapshotError['code'], grpc.status> = {
   NotFound: grpc.status.NOT_FOUND,
@@ -116,7 +117,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   log(`serving containerd snapshots API on ${sock} (root ${sn.root}, stores ${sn.stores.join(':')}, ` +
     `fast path ${content ? `via ${opts.containerdAddress}${opts.containerdRoot ? ` and the files under ${opts.containerdRoot}` : ''}` : 'off (no --containerd-address)'}` +
     `${content && opts.compileAhead !== false ? '; slow path: layers compiled ahead of Commit' : ''}` +
-    `${content && opts.containerdRoot && opts.speculateIngests ? '; base layers compiled while containerd ingests them' : ''})`);
+    `${content && opts.containerdRoot && opts.speculateIngests ? '; base layers compiled while containerd ingests them' : ''}` +
+    `; objects created ${addonBuilt() ? 'with O_TMPFILE + linkat (Node addon)' : 'through temp names + rename (Node addon not built: npm run build:addon)'})`);
   return {
     snapshotter: sn,
     stop: async () => {

@@ -380,6 +380,8 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   // (image a's base layer is an uncompressed tar): the same blob again.
   await e.startSnapshotter({ containerdRoot: true, args: ['--no-compile-ahead', '--speculate-ingests'] });
   await e.ctr(['images', 'import', '--local=false', ...SN, A]);
+  // the start-up line says how objects are made (npm test builds the addon)
+  t.regex(e.log(), /serving containerd snapshots API .*; objects created with O_TMPFILE \+ linkat \(Node addon\)\)/);
   t.is((e.log().match(/fast path: sha256:\S+ \(id \d+\) compiled from sha256:\S+ \(file\)/g) ?? []).length, 2, e.log());
   t.is((e.log().match(/fast path: sha256:\S+ \(id \d+\) compiled from sha256:\S+ \(ingest, while containerd wrote it\)/g) ?? []).length, 1, e.log());
   const fileRows = rows(e).filter((r) => r.key.startsWith('sha256:'));
