@@ -27,6 +27,11 @@ export interface WorkerInit {
   journal?: string;
   /** Create objects with the addon's writeObjectFile (O_TMPFILE + linkat); false: temp + rename. */
   tmpfile: boolean;
+  /**
+   * [0]: batches handled so far, counted here as each is done. The main thread reads it with
+   * Atomics while it parses, without waiting for our answers (it sees those only when it yields).
+   */
+  progress: Int32Array;
 }
 
 /** An item of a batch that is one piece of a streamed content (the others are whole contents). */
@@ -336,6 +341,7 @@ parentPort!.on('message', (m: BatchMessage | { type: 'close' }) => {
     return;
   }
   const reply = handleBatch(m);
+  Atomics.add(init.progress, 0, 1);
   const data = reply.data;
   parentPort!.postMessage(reply, [reply.digests.buffer as ArrayBuffer, ...(data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? [data.buffer as ArrayBuffer] : [])]);
 });

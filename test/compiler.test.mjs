@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { compress as zstdCompress } from 'zstd-napi';
 import { buildImage, buildTree, applyLayerStream, newTree } from '../dist/compiler/build.js';
 import { TarReader, walkTarHeaders } from '../dist/compiler/tar.js';
-import { cleanStaleTemps, hashBuffer, objectPath } from '../dist/compiler/store.js';
+import { StoreWriter, cleanStaleTemps, hashBuffer, objectPath } from '../dist/compiler/store.js';
 import { openBlob, sourceFromBuffer } from '../dist/format/decode.js';
 import { dumpBlob } from '../dist/format/dump.js';
 import { VerityHasher, verityDigest, verityDigestOfFile } from '../dist/format/verity.js';
@@ -801,6 +801,30 @@ test('stores: the digest fast paths (one block; one Merkle level up to 512 KiB) 
     t.deepEqual(hashBuffer(b), reference(b), `${n} bytes`);
     t.deepEqual(hashBuffer(Buffer.alloc(n)), reference(Buffer.alloc(n)), `${n} zero bytes`);
   }
+});
+
+test('stores: a batch hashed by the main thread (writer behind) or by the writer thread gives the same digests and objects', async (t) => {
+  const contents = [];
+  for (let i = 0; i < 300; i++) contents.push(crypto.randomBytes([65, 4096, 4097, 70_000, 600_000][i % 5] + i));
+  contents.push(contents[7]); // a duplicate within the batches
+  const stored = [];
+  for (const behind of [0, Infinity]) {
+    const store = path.join(tmpdir(t), 'store');
+    // small batches: many of them, each hashed where `behind` says
+    const w = new StoreWriter([store], { writerBehindBatches: behind, batchObjects: 16, startNow: true });
+    try {
+      const slots = [];
+      for (const c of contents) slots.push(await w.putBuffer(c));
+      await w.sync();
+      t.is(w.stats.objectsNew, contents.length - 1, `writerBehindBatches ${behind}`);
+      slots.forEach((d, i) => t.deepEqual(Buffer.from(d), verityDigest(contents[i]), `digest ${i}, writerBehindBatches ${behind}`));
+      for (const [i, c] of contents.entries()) t.true(fs.readFileSync(objectPath(store, slots[i])).equals(c));
+    } finally {
+      await w.close();
+    }
+    stored.push(fs.readdirSync(path.join(store, 'objects'), { recursive: true }).sort());
+  }
+  t.deepEqual(stored[0], stored[1]);
 });
 
 test('stores: stale temp files of dead builds are removed, live or recent ones are kept', async (t) => {
