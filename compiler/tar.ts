@@ -114,14 +114,37 @@ function parseBase256(b: Buffer, start: number, len: number, field: string): num
 function checksumMatches(b: Buffer): boolean {
   const stored = parseNumeric(b, 148, 8, 'checksum');
   // The checksum is computed with its own field read as 8 spaces.
-  let sum = 8 * 0x20;
-  for (let i = 0; i < 148; i++) sum += b[i];
-  for (let i = 156; i < BLOCK; i++) sum += b[i];
+  const sum = byteSum(b) - byteSum8(b, 148) + 8 * 0x20;
   if (stored === sum) return true;
   // Some old tars summed signed chars; accept that too, as GNU tar does.
   let high = 0;
   for (let i = 0; i < BLOCK; i++) if ((i < 148 || i >= 156) && b[i] > 127) high++;
   return stored === sum - 256 * high;
+}
+
+/** A 4-aligned copy of the header being summed (a header may sit anywhere in a chunk). */
+const sumScratch = new Uint8Array(BLOCK);
+const sumWords = new Uint32Array(sumScratch.buffer);
+
+/**
+ * Sum of the 512 bytes of a header block, four at a time: each 32-bit word adds its bytes
+ * pairwise into two 16-bit lanes (at most 2 * 255 * 128 = 65,280 per lane: no carry between
+ * them). A million-entry layer otherwise spends ~0.7 s of the parsing thread here.
+ */
+function byteSum(b: Buffer): number {
+  sumScratch.set(b.subarray(0, BLOCK));
+  let lanes = 0;
+  for (let i = 0; i < BLOCK / 4; i++) {
+    const w = sumWords[i];
+    lanes += (w & 0x00ff00ff) + ((w >>> 8) & 0x00ff00ff);
+  }
+  return (lanes & 0xffff) + (lanes >>> 16);
+}
+
+function byteSum8(b: Buffer, at: number): number {
+  let sum = 0;
+  for (let i = at; i < at + 8; i++) sum += b[i];
+  return sum;
 }
 
 /** Decode one non-zero header block; throws TarFormatError on a bad checksum or field. */
