@@ -196,6 +196,11 @@ export function syncFilesystem(dir: string): Promise<void> {
   });
 }
 
+/** One syncfs per store of the list (the filesystems of their objects/ directories), at once. */
+export function syncStores(stores: string[]): Promise<void> {
+  return Promise.all(stores.map((s) => syncFilesystem(path.join(s, OBJECTS_DIR)))).then(() => undefined);
+}
+
 export interface StoreStats {
   /** Distinct objects this writer added to a store. */
   objectsNew: number;
@@ -440,8 +445,7 @@ export class StoreWriter {
    * so the caller can work (encode the blob) while they run.
    */
   startSync(): Promise<void> {
-    const syncs = this.stores.map((s) => syncFilesystem(path.join(s, OBJECTS_DIR)));
-    return Promise.all(syncs).then(() => undefined);
+    return syncStores(this.stores);
   }
 
   /** After an error: let queued writes finish (or clean up), remove our temp files, stop the worker. */

@@ -43,7 +43,7 @@ import { LayerFileReader, LayerReading, layerTar, parseDigest, type LayerDigestC
 import { DEFAULT_INLINE_THRESHOLD, applyLayerStream, newTree } from '../compiler/layers.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
 import { addRoot, fsyncDir, lockStores, readRoots, removeRoot, type StoreLock } from '../compiler/roots.js';
-import { StoreWriter, objectPath, syncFilesystem } from '../compiler/store.js';
+import { StoreWriter, objectPath, syncStores } from '../compiler/store.js';
 import { chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
@@ -596,7 +596,7 @@ export class Snapshotter {
     let id;
     try {
       // the syncfs the speculation started; a failed one is tried again (its error may have passed)
-      const synced = r.synced.catch(() => Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects')))).then(() => undefined));
+      const synced = r.synced.catch(() => syncStores(this.stores));
       synced.catch(() => {});
       id = await this.publishLayer(target, null, labels, r.blob, tmp, synced, r.size, r.entries, phases);
     } catch (err) {
@@ -707,7 +707,7 @@ export class Snapshotter {
     try {
       await this.emptyUpper(row.id);
       phases.mark('upper emptied');
-      const synced = Promise.all(this.stores.map((s) => syncFilesystem(path.join(s, 'objects'))));
+      const synced = syncStores(this.stores);
       synced.catch(() => {});
       this.addRoots(row.id);
       await writeFileAtomic(this.blob(row.id), r.blob);
