@@ -75,10 +75,13 @@ export interface DoneMessage {
   error?: string;
 }
 
-const init = workerData as WorkerInit;
-const objectsDirs = init.stores.map((s) => path.join(s, 'objects'));
+// The state of one StoreWriter's session (see begin()): a thread serves one StoreWriter at a
+// time, and may serve another after it (StoreWriter keeps an idle thread: starting one costs
+// ~35 ms, a layer's compile in the snapshotter).
+let init: WorkerInit;
+let objectsDirs: string[];
 /** Digests (binary strings) handled already: present, or written by us. */
-const known = new Set<string>();
+let known: Set<string>;
 /**
  * Per store, what we know of each fan-out directory ("ab"), from a first look at it:
  * - 'missing': it did not exist; 'ours': we created it. No object in it needs a lookup, so an
@@ -90,14 +93,14 @@ const known = new Set<string>();
  *   lstat per object.
  */
 type Fanout = 'missing' | 'ours' | 'lookup' | Set<string>;
-const fanouts = objectsDirs.map(() => new Map<string, Fanout>());
+let fanouts: Map<string, Fanout>[];
 /**
  * Directory size (bytes) up to which a fan-out directory is listed: about 5,000 names on ext4,
  * so the listings of a store's 256 fan-out directories stay under ~100 MB however big it is.
  */
 const LIST_LIMIT = 512 << 10;
 let counter = 0;
-let free = objectsDirs.map(freeSpace);
+let free: number[];
 let writtenSinceStatfs = 0;
 
 function freeSpace(dir: string): number {
@@ -169,7 +172,7 @@ function journalObject(hex: string): void {
  * writeObjectFile), rather than as temp files renamed into place. Off when the addon is not
  * built, or after the store's filesystem refused O_TMPFILE.
  */
-const tmpfile = objectsDirs.map(() => init.tmpfile && addonLoads());
+let tmpfile: boolean[];
 
 /** A built addon that does not load here (built for another Node) just means temp + rename. */
 function addonLoads(): boolean {
@@ -185,7 +188,7 @@ function addonLoads(): boolean {
  * Per store, descriptors of the fan-out directories objects were linked into, kept open so that
  * creating an object walks no path (closed by closeFanoutFds() when the writer closes).
  */
-const fanoutFds = objectsDirs.map(() => new Map<string, number>());
+let fanoutFds: Map<string, number>[];
 
 function fanoutFd(d: number, fan: string): number {
   let fd = fanoutFds[d].get(fan);
@@ -334,10 +337,37 @@ function handleBatch(m: BatchMessage): DoneMessage {
   return reply;
 }
 
-parentPort!.on('message', (m: BatchMessage | { type: 'close' }) => {
-  if (m.type === 'close') {
+/** Start serving a StoreWriter: nothing of the previous one's is kept (a gc may have run since). */
+function begin(i: WorkerInit): void {
+  init = i;
+  objectsDirs = init.stores.map((s) => path.join(s, 'objects'));
+  known = new Set();
+  fanouts = objectsDirs.map(() => new Map());
+  counter = 0;
+  free = objectsDirs.map(freeSpace);
+  writtenSinceStatfs = 0;
+  tmpfile = objectsDirs.map(() => init.tmpfile && addonLoads());
+  fanoutFds = objectsDirs.map(() => new Map());
+}
+
+begin(workerData as WorkerInit);
+
+/**
+ * Messages besides batches: `end` finishes a StoreWriter's session (answered with `ended` once
+ * the directories we kept open are closed), `begin` starts the next one, `close` ends the thread.
+ */
+export type ControlMessage = { type: 'end' } | { type: 'begin'; init: WorkerInit } | { type: 'close' };
+
+parentPort!.on('message', (m: BatchMessage | ControlMessage) => {
+  if (m.type === 'close' || m.type === 'end') {
+    for (const s of [...streams.values()]) closeStream(s, true);
     closeFanoutFds();
-    parentPort!.close();
+    if (m.type === 'close') parentPort!.close();
+    else parentPort!.postMessage({ type: 'ended' });
+    return;
+  }
+  if (m.type === 'begin') {
+    begin(m.init);
     return;
   }
   const reply = handleBatch(m);

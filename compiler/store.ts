@@ -13,7 +13,7 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import type { BatchMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
+import type { BatchMessage, ControlMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
 import { verityDigest, verityDigestOfFile } from '../format/verity.js';
 import { addonBuilt } from '../mounter/addon.js';
 
@@ -346,6 +346,10 @@ export class StoreWriter {
   private sentBatches = 0;
   private readonly progress = new Int32Array(new SharedArrayBuffer(4));
   private readonly writerBehindBatches: number;
+  /** Called when the writer thread answers `end` (see close()). */
+  private onEnded: (() => void) | null = null;
+  /** Removes this writer's listeners from the thread, before another StoreWriter takes it. */
+  private detach: (() => void) | null = null;
 
   constructor(stores: string[], opts: StoreWriterOptions = {}) {
     if (stores.length === 0) throw new Error('at least one --store is required');
@@ -361,6 +365,11 @@ export class StoreWriter {
     }
     this.freeBytes = this.stores.map(freeSpace);
     if (opts.startNow) this.startWorker();
+  }
+
+  /** The writer thread's id while this writer has one (StoreWriters in turn share one thread). */
+  get threadId(): number | null {
+    return this.worker?.threadId ?? null;
   }
 
   /**
@@ -457,14 +466,29 @@ export class StoreWriter {
     await this.close();
   }
 
-  /** Stop the writer thread (after flush() or abort()). */
+  /**
+   * Done with the writer thread (after flush() or abort()): it closes the directories it keeps
+   * open, then waits, idle, for the next StoreWriter (one thread at most), or ends.
+   */
   async close(): Promise<void> {
     const w = this.worker;
     const exited = this.workerExited;
     this.worker = null;
     if (!w) return;
+    if (this.failure === null && this.queued.length === 0 && idleWriter === null) {
+      const ended = await new Promise<boolean>((resolve) => {
+        this.onEnded = () => resolve(true);
+        void exited.then(() => resolve(false));
+        w.postMessage({ type: 'end' } satisfies ControlMessage);
+      });
+      if (ended) {
+        this.detach?.();
+        keepIdle(w);
+        return;
+      }
+    }
     // Not terminate(): the thread closes the directories it keeps open, then ends by itself.
-    w.postMessage({ type: 'close' });
+    w.postMessage({ type: 'close' } satisfies ControlMessage);
     await exited;
   }
 
@@ -541,15 +565,20 @@ export class StoreWriter {
       tmpfile: this.tmpfile && addonBuilt(),
       progress: this.progress,
     };
-    const w = new Worker(new URL('./store-worker.js', import.meta.url), { workerData: init });
-    w.on('message', (m: DoneMessage) => this.batchDone(m));
-    w.on('error', (err) => this.batchDone(null, new Error(`object store writer failed: ${err.message}`)));
+    const idle = takeIdle();
+    const w = idle ?? new Worker(new URL('./store-worker.js', import.meta.url), { workerData: init });
+    if (idle) w.postMessage({ type: 'begin', init } satisfies ControlMessage);
+    const onMessage = (m: DoneMessage | { type: 'ended' }) => (m.type === 'ended' ? this.onEnded?.() : this.batchDone(m));
+    const onError = (err: Error) => this.batchDone(null, new Error(`object store writer failed: ${err.message}`));
+    let onExit = () => {};
     this.workerExited = new Promise((resolve) => {
-      w.on('exit', () => {
+      onExit = () => {
         if (this.worker === w) this.batchDone(null, new Error('object store writer exited unexpectedly'));
         resolve();
-      });
+      };
     });
+    w.on('message', onMessage).on('error', onError).on('exit', onExit);
+    this.detach = () => void w.off('message', onMessage).off('error', onError).off('exit', onExit);
     this.worker = w;
     return w;
   }
@@ -567,6 +596,31 @@ export class StoreWriter {
     this.writtenSinceStatfs += size;
     return this.stores[best];
   }
+}
+
+/**
+ * A writer thread no StoreWriter uses, kept for the next one: starting a thread costs ~35 ms
+ * (its modules), which the snapshotter would pay for each layer it compiles. Unref'd while idle,
+ * so that it never keeps a process alive.
+ */
+let idleWriter: { worker: Worker; onGone: () => void } | null = null;
+
+function keepIdle(w: Worker): void {
+  const onGone = () => {
+    if (idleWriter?.worker === w) idleWriter = null;
+  };
+  w.on('exit', onGone).on('error', onGone);
+  w.unref();
+  idleWriter = { worker: w, onGone };
+}
+
+function takeIdle(): Worker | null {
+  const idle = idleWriter;
+  idleWriter = null;
+  if (!idle) return null;
+  idle.worker.off('exit', idle.onGone).off('error', idle.onGone);
+  idle.worker.ref();
+  return idle.worker;
 }
 
 function freeSpace(store: string): number {

@@ -827,6 +827,45 @@ test('stores: a batch hashed by the main thread (writer behind) or by the writer
   t.deepEqual(stored[0], stored[1]);
 });
 
+test.serial('stores: StoreWriters in turn share one writer thread, and nothing of the previous one carries over', async (t) => {
+  const dir = tmpdir(t);
+  const [a, b] = [path.join(dir, 'a'), path.join(dir, 'b')];
+  const same = crypto.randomBytes(5000);
+  const other = crypto.randomBytes(70_000);
+  const w1 = new StoreWriter([a], { startNow: true });
+  const d1 = await w1.putBuffer(same);
+  await w1.sync();
+  const thread = w1.threadId;
+  await w1.close();
+  t.is(w1.stats.objectsNew, 1);
+  t.not(thread, null);
+  const w2 = new StoreWriter([b], { startNow: true });
+  t.is(w2.threadId, thread); // the idle thread, not a new one
+  const d2 = await w2.putBuffer(same);
+  const d3 = await w2.putBuffer(other);
+  await w2.sync();
+  await w2.close();
+  // what the thread saw for w1 is not taken as present for w2: both contents are written, into b
+  t.is(w2.stats.objectsNew, 2);
+  t.is(w2.stats.objectsPresent, 0);
+  t.deepEqual(Buffer.from(d2), Buffer.from(d1));
+  t.true(fs.readFileSync(objectPath(b, d2)).equals(same));
+  t.true(fs.readFileSync(objectPath(b, d3)).equals(other));
+  t.false(fs.existsSync(objectPath(a, d3)));
+  // a writer thread that failed is not kept for the next writer
+  // (its first store is gone by the time it writes: the thread's object write fails)
+  const w3 = new StoreWriter([path.join(dir, 'c'), b], { startNow: true, tmpfile: false });
+  const failed = w3.threadId;
+  t.is(failed, thread);
+  fs.rmSync(path.join(dir, 'c'), { recursive: true });
+  await w3.putBuffer(crypto.randomBytes(3000));
+  await t.throwsAsync(() => w3.flush());
+  await w3.close();
+  const w4 = new StoreWriter([b], { startNow: true });
+  t.not(w4.threadId, failed);
+  await w4.close();
+});
+
 test('stores: stale temp files of dead builds are removed, live or recent ones are kept', async (t) => {
   const store = path.join(tmpdir(t), 'store');
   fs.mkdirSync(path.join(store, 'objects'), { recursive: true });

@@ -397,6 +397,30 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   const upperDump = dump(topBlob('upper'));
   t.deepEqual(applierDumpDiffs(fastDump, upperDump), []);
   t.not(fastDump, upperDump); // the applier's differences are there (else this test checks nothing)
+
+  // The slow path with both compile-ahead and --speculate-ingests: the base layer is compiled,
+  // and its objects synced, while containerd ingests it, so its Commit has no syncfs to empty
+  // the upper for: the upper goes to the trash (tmp/) and is deleted after the Commit returns.
+  // The same blob again, and no upper left behind.
+  for (const ns of ['default', 'upper']) await e.ctr(['-n', ns, 'images', 'rm', '--sync', 'docker.io/unionblob/a:latest']);
+  e.killSnapshotter('SIGTERM');
+  await sleep(500);
+  const servedBefore = e.log().split('serving containerd snapshots API').length;
+  await e.startSnapshotter({ containerdRoot: true, args: ['--speculate-ingests'] });
+  for (let i = 0; i < 100 && e.log().split('serving containerd snapshots API').length === servedBefore; i++) await sleep(100);
+  await e.ctr(['-n', 'spec', 'images', 'import', '--local=true', ...SN, A]);
+  t.regex(e.log(), /compile ahead of snapshot \d+: sha256:\S+ was compiled while containerd ingested it/);
+  const specCommits = e.log().match(/commit spec\/\S+ sha256:\S+ -> .*compiled ahead from .*/g) ?? [];
+  t.is(specCommits.length, 3, e.log());
+  const baseCommit = specCommits.find((l) => l.includes('read+parse while ingested'));
+  t.truthy(baseCommit, e.log());
+  t.notRegex(baseCommit, /upper emptied/); // not emptied before the Commit's end, then
+  t.true(fs.readFileSync(built).equals(fs.readFileSync(topBlob('spec'))));
+  await snapshotsCall(path.join(e.dir, 'ub.sock'), 'Cleanup', {}); // waits for the trash to be empty
+  for (const r of rows(e).filter((r) => r.key.startsWith('spec/'))) {
+    t.deepEqual(fs.readdirSync(path.join(e.ubRoot, 'snapshots', String(r.id))), ['blob']);
+  }
+  t.deepEqual(fs.readdirSync(path.join(e.ubRoot, 'tmp')), []);
 });
 
 /** True once the container's shell has written a whole line: its redirect creates the file
