@@ -51,7 +51,8 @@ export class IngestTail {
       if (this.done) return null;
       // looked at BEFORE the read: a file that had left the ingest directory is complete
       const final = !this.stillIngesting();
-      const size = Number((await this.fh.stat({ bigint: true })).size);
+      // fstat(2) of an open file does no I/O: synchronous, not a promise and a threadpool round trip per chunk
+      const size = Number(fs.fstatSync(this.fh.fd, { bigint: true }).size);
       const want = Math.min(CHUNK, size - this.pos);
       const buf = want > 0 ? Buffer.allocUnsafe(want) : null;
       const { bytesRead } = buf ? await this.fh.read(buf, 0, want, this.pos) : { bytesRead: 0 };

@@ -26,8 +26,8 @@
 // blob fsynced and renamed) before the transaction that marks a snapshot committed; Remove
 // deletes the row and moves the directory to tmp/rm-<id>-* in one transaction (a trash entry
 // whose row survived a rolled-back Remove is put back at startup). Leftovers of an interrupted step (a directory without a row, an upper
-// of a committed snapshot, a mount nobody needs, objects no blob references) are exactly what
-// Cleanup (and startup) remove. All mutating calls are serialized by one async lock.
+// of a committed snapshot, a committed upper still in tmp/ being deleted in the background, a
+// mount nobody needs, objects no blob references) are exactly what Cleanup (and startup) remove. All mutating calls are serialized by one async lock.
 import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
