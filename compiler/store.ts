@@ -481,11 +481,15 @@ export class StoreWriter {
         void exited.then(() => resolve(false));
         w.postMessage({ type: 'end' } satisfies ControlMessage);
       });
-      if (ended) {
+      // (another writer may have parked its thread meanwhile: then this one ends)
+      if (ended && idleWriter === null) {
         this.detach?.();
         keepIdle(w);
         return;
       }
+      if (ended) w.postMessage({ type: 'close' } satisfies ControlMessage);
+      await exited;
+      return;
     }
     // Not terminate(): the thread closes the directories it keeps open, then ends by itself.
     w.postMessage({ type: 'close' } satisfies ControlMessage);

@@ -852,11 +852,23 @@ test.serial('stores: StoreWriters in turn share one writer thread, and nothing o
   t.true(fs.readFileSync(objectPath(b, d2)).equals(same));
   t.true(fs.readFileSync(objectPath(b, d3)).equals(other));
   t.false(fs.existsSync(objectPath(a, d3)));
+  // writers closed at once: one thread is kept, the others end (each close() returns)
+  const many = [0, 1, 2].map(() => new StoreWriter([b], { startNow: true }));
+  const ids = many.map((w) => w.threadId);
+  await Promise.all(many.map(async (w, i) => {
+    await w.putBuffer(Buffer.from(`content ${i} `.repeat(20)));
+    await w.flush();
+  }));
+  await Promise.all(many.map((w) => w.close()));
+  const next = new StoreWriter([b], { startNow: true });
+  const parked = next.threadId;
+  t.true(ids.includes(parked));
+  await next.close();
   // a writer thread that failed is not kept for the next writer
   // (its first store is gone by the time it writes: the thread's object write fails)
   const w3 = new StoreWriter([path.join(dir, 'c'), b], { startNow: true, tmpfile: false });
   const failed = w3.threadId;
-  t.is(failed, thread);
+  t.is(failed, parked);
   fs.rmSync(path.join(dir, 'c'), { recursive: true });
   await w3.putBuffer(crypto.randomBytes(3000));
   await t.throwsAsync(() => w3.flush());
