@@ -650,12 +650,23 @@ serial('cache=private: one OPEN (answered ENOSYS), then none; warm reads and har
   const log = await withDebugServer(t, 'private-debug', [], async (mnt, logSoFar) => {
     t.true(fs.readFileSync(path.join(mnt, 'big')).equals(big));
     t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
-    await sleep(300);
-    cut = logSoFar().length;
-    // Again, through another name of the same inode, and mmapped: all from the page cache.
-    t.true(fs.readFileSync(path.join(mnt, 'hl/third')).equals(big), 'hardlink content');
-    t.is(JSON.parse(py(READ_PY, [path.join(mnt, 'big')])).big[0], sha256(big), 'mmap');
-    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+    const warm = async () => {
+      await sleep(300);
+      cut = logSoFar().length;
+      // Again, through another name of the same inode, and mmapped: all from the page cache.
+      t.true(fs.readFileSync(path.join(mnt, 'hl/third')).equals(big), 'hardlink content');
+      t.is(JSON.parse(py(READ_PY, [path.join(mnt, 'big')])).big[0], sha256(big), 'mmap');
+      t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+      await sleep(200);
+    };
+    await warm();
+    // The kernel may reclaim a page of the mount's cache meanwhile (other suites fill memory
+    // in CI: one READ of one page was seen once); then that read refills it, and a second
+    // warm pass must reach the server not at all. A broken cache fails both passes.
+    if (/opcode: (READ|OPEN) /.test(logSoFar().slice(cut))) {
+      t.log(`first warm pass reached the server (page reclaim?):\n${logSoFar().slice(cut)}`);
+      await warm();
+    }
   });
   t.is((log.match(/opcode: OPEN \(14\)/g) ?? []).length, 1, 'exactly one OPEN');
   t.regex(log, /opcode: OPEN \(14\)[^\n]*\n\s+unique: \d+, error: -38/, 'answered ENOSYS');
