@@ -717,7 +717,7 @@ export class Snapshotter {
       const durable = r.synced !== undefined && (await r.synced.then(() => true, () => false));
       let synced = Promise.resolve();
       if (!durable) {
-        await this.emptyUpper(row.id);
+        await this.emptyUpper(row.id, r.tree);
         phases.mark('upper emptied');
         synced = this.syncStores();
         synced.catch(() => {});
@@ -843,7 +843,7 @@ export class Snapshotter {
       await store.flush();
       phases.mark('objects written');
       if (isExtractKey(key)) {
-        await this.emptyUpper(row.id);
+        await this.emptyUpper(row.id, tree);
         phases.mark('upper emptied');
       }
       const synced = this.syncStores(); // while the blob is encoded (see compileLayer)
@@ -887,10 +887,16 @@ export class Snapshotter {
    * extract snapshots: if this Commit fails, containerd removes that snapshot (an upper that
    * anyone could commit again must stay whole). The directory stays, empty, as an active
    * snapshot's upper is. find(1) deletes a layer's thousands of files several times faster than
-   * fs.rm (2.7 s for image b's base layer on a loaded machine).
+   * fs.rm (2.7 s for image b's base layer on a loaded machine). Two of them at once, on halves
+   * of the upper weighed by `tree` (the layer's tree, or its whole image's): unlinks in
+   * different directories run on both cores while containerd waits for this Commit (b's base
+   * layer on a journalled ext4: 0.125 -> 0.075 s); a last one removes what they left.
    */
-  private async emptyUpper(id: number): Promise<void> {
-    await execFileP('find', [this.upper(id), '-mindepth', '1', '-delete']);
+  private async emptyUpper(id: number, tree: TreeNode): Promise<void> {
+    const upper = this.upper(id);
+    const halves = splitSubtrees(tree, 2).map((names) => names.map((n) => path.join(upper, n)).filter((p) => fs.existsSync(p)));
+    await Promise.all(halves.filter((h) => h.length > 0).map((h) => execFileP('find', [...h, '-delete']).catch(() => {})));
+    await execFileP('find', [upper, '-mindepth', '1', '-delete']);
   }
 
   // ------------------------------------------------------------------------------- object ownership
@@ -1230,4 +1236,45 @@ function copyRootMetadata(src: { mode: number; uid: number; gid: number; mtimeSe
   // touch(1) keeps nanoseconds; utimes() from JavaScript goes through a double.
   const r = spawnSync('touch', ['-d', `@${src.mtimeSec}.${String(src.mtimeNsec).padStart(9, '0')}`, dir]);
   if (r.status !== 0) throw new Error(`touch ${dir}: ${r.stderr?.toString().trim()}`);
+}
+
+/**
+ * Paths (relative, '/'-separated) of subtrees of `tree` in `n` groups with about as many entries
+ * each: the tree's entries, a directory split into its own entries while it outweighs half a
+ * group, then shared out greedily, biggest first. Names that are not valid UTF-8 are left out
+ * (a command line cannot carry them), and so is everything below them.
+ */
+export function splitSubtrees(tree: TreeNode, n: number): string[][] {
+  type Part = { rel: string; weight: number };
+  const seen = new Map<TreeNode, number>();
+  const total = countEntries(tree, seen);
+  const parts: Part[] = [];
+  const expand = (rel: string, node: TreeNode) => {
+    for (const [name, child] of node.children ?? []) {
+      const utf8 = Buffer.from(name, 'latin1').toString('utf8');
+      if (Buffer.from(utf8, 'utf8').toString('latin1') !== name) continue;
+      const p = { rel: rel ? `${rel}/${utf8}` : utf8, weight: countEntries(child, seen) };
+      if (p.weight > total / (2 * n) && child.children && child.children.size > 0) expand(p.rel, child);
+      else parts.push(p);
+    }
+  };
+  expand('', tree);
+  parts.sort((a, b) => b.weight - a.weight);
+  const groups = Array.from({ length: n }, () => ({ rels: [] as string[], weight: 0 }));
+  for (const p of parts) {
+    const lightest = groups.reduce((a, b) => (b.weight < a.weight ? b : a));
+    lightest.rels.push(p.rel);
+    lightest.weight += p.weight;
+  }
+  return groups.map((g) => g.rels);
+}
+
+/** Entries in `node`'s subtree, itself included (memoized in `seen` while a split runs). */
+function countEntries(node: TreeNode, seen: Map<TreeNode, number>): number {
+  let count = seen.get(node);
+  if (count !== undefined) return count;
+  count = 1;
+  for (const child of node.children?.values() ?? []) count += countEntries(child, seen);
+  seen.set(node, count);
+  return count;
 }

@@ -9,6 +9,8 @@ import Database from 'better-sqlite3';
 import { treeManifest, diffManifests, FIELDS } from './lib/treeman.mjs';
 import { startEnv, fetchContainerd17, mountsUnder, CFS, REPO } from './lib/containerd-env.mjs';
 import { referencedDigests } from '../dist/compiler/gc.js';
+import { splitSubtrees } from '../dist/snapshotter/snapshotter.js';
+import { newDir } from '../dist/format/tree.js';
 
 const images = JSON.parse(fs.readFileSync(
   execFileSync('bash', [path.join(REPO, 'test/fixtures/make-images.sh')], { encoding: 'utf8' }).trim(), 'utf8'));
@@ -428,6 +430,30 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
 function writtenLine(file) {
   try { return fs.readFileSync(file, 'utf8').endsWith('\n'); } catch { return false; }
 }
+
+test('splitSubtrees: an upper shared out for two find(1)s, each subtree once, about evenly', (t) => {
+  const file = () => ({ mode: 0o100644, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: new Map(), size: 0 });
+  const dir = (entries) => {
+    const d = newDir();
+    for (const [name, node] of Object.entries(entries)) d.children.set(Buffer.from(name, 'utf8').toString('latin1'), node);
+    return d;
+  };
+  const many = (n) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`f${i}`, file()]));
+  const tree = dir({
+    usr: dir({ share: dir({ doc: dir(many(20)), man: dir(many(20)), 'ünï': dir(many(5)) }), lib: dir(many(20)) }),
+    etc: dir(many(10)),
+    bin: file(),
+  });
+  tree.children.set('bad\xff', dir(many(3))); // not UTF-8: left to the last find
+  const [a, b] = splitSubtrees(tree, 2);
+  const all = [...a, ...b].sort();
+  // 88 entries: usr (71) and usr/share (49) outweigh half a group (22), so they are split into
+  // their entries, the rest is not; nothing is listed twice
+  t.deepEqual(all, ['bin', 'etc', 'usr/lib', 'usr/share/doc', 'usr/share/man', 'usr/share/ünï'].sort());
+  const weight = { 'usr/share/doc': 21, 'usr/share/man': 21, 'usr/lib': 21, etc: 11, 'usr/share/ünï': 6, bin: 1 };
+  const [wa, wb] = [a, b].map((g) => g.reduce((sum, p) => sum + weight[p], 0));
+  t.deepEqual([wa, wb].sort(), [39, 42]);
+});
 
 // ------------------------------------------------------------------------------ gRPC status codes
 
