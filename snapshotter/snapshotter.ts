@@ -27,7 +27,8 @@
 // deletes the row and moves the directory to tmp/rm-<id>-* in one transaction (a trash entry
 // whose row survived a rolled-back Remove is put back at startup). Leftovers of an interrupted step (a directory without a row, an upper
 // of a committed snapshot, a committed upper still in tmp/ being deleted in the background, a
-// mount nobody needs, objects no blob references) are exactly what Cleanup (and startup) remove. All mutating calls are serialized by one async lock.
+// mount nobody needs, objects no blob references) are exactly what Cleanup (and startup)
+// remove. All mutating calls are serialized by one async lock.
 import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -894,7 +895,7 @@ export class Snapshotter {
    */
   private async emptyUpper(id: number, tree: TreeNode): Promise<void> {
     const upper = this.upper(id);
-    const halves = splitSubtrees(tree, 2).map((names) => names.map((n) => path.join(upper, n)).filter((p) => fs.existsSync(p)));
+    const halves = splitSubtrees(tree, 2).map((rels) => startPointsIn(upper, rels));
     await Promise.all(halves.filter((h) => h.length > 0).map((h) => execFileP('find', [...h, '-delete']).catch(() => {})));
     await execFileP('find', [upper, '-mindepth', '1', '-delete']);
   }
@@ -1267,6 +1268,40 @@ export function splitSubtrees(tree: TreeNode, n: number): string[][] {
     lightest.weight += p.weight;
   }
   return groups.map((g) => g.rels);
+}
+
+/**
+ * The paths of `rels` that are in `dir` itself: each leading component a real directory, not a
+ * symlink (the kernel would follow one, and find would delete where it points: the tree that
+ * named these paths is not what is on disk, and a layer may put a symlink where the tree has a
+ * directory). The last component may be anything; find(1) (-P) does not follow a start point.
+ */
+export function startPointsIn(dir: string, rels: string[]): string[] {
+  const out: string[] = [];
+  const realDirs = new Map<string, boolean>();
+  const isRealDir = (p: string) => {
+    let ok = realDirs.get(p);
+    if (ok === undefined) {
+      ok = fs.lstatSync(p, { throwIfNoEntry: false })?.isDirectory() ?? false;
+      realDirs.set(p, ok);
+    }
+    return ok;
+  };
+  for (const rel of rels) {
+    const parts = rel.split('/');
+    let at = dir;
+    let inside = true;
+    for (const part of parts.slice(0, -1)) {
+      at = path.join(at, part);
+      if (!isRealDir(at)) {
+        inside = false;
+        break;
+      }
+    }
+    const p = path.join(dir, rel);
+    if (inside && fs.lstatSync(p, { throwIfNoEntry: false }) !== undefined) out.push(p);
+  }
+  return out;
 }
 
 /** Entries in `node`'s subtree, itself included (memoized in `seen` while a split runs). */

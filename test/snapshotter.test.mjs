@@ -2,6 +2,7 @@
 // real ctr, runc, and the real Debian test images. Serial: one containerd per version.
 import test from 'ava';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,7 +10,7 @@ import Database from 'better-sqlite3';
 import { treeManifest, diffManifests, FIELDS } from './lib/treeman.mjs';
 import { startEnv, fetchContainerd17, mountsUnder, CFS, REPO } from './lib/containerd-env.mjs';
 import { referencedDigests } from '../dist/compiler/gc.js';
-import { splitSubtrees } from '../dist/snapshotter/snapshotter.js';
+import { splitSubtrees, startPointsIn } from '../dist/snapshotter/snapshotter.js';
 import { newDir } from '../dist/format/tree.js';
 
 const images = JSON.parse(fs.readFileSync(
@@ -453,6 +454,25 @@ test('splitSubtrees: an upper shared out for two find(1)s, each subtree once, ab
   const weight = { 'usr/share/doc': 21, 'usr/share/man': 21, 'usr/lib': 21, etc: 11, 'usr/share/ünï': 6, bin: 1 };
   const [wa, wb] = [a, b].map((g) => g.reduce((sum, p) => sum + weight[p], 0));
   t.deepEqual([wa, wb].sort(), [39, 42]);
+});
+
+test('startPointsIn: no start point for find(1) behind a symlink in the upper', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-startpoints-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const upper = path.join(dir, 'upper');
+  const outside = path.join(dir, 'outside');
+  fs.mkdirSync(path.join(upper, 'usr', 'share'), { recursive: true });
+  fs.mkdirSync(path.join(outside, 'share'), { recursive: true });
+  fs.writeFileSync(path.join(outside, 'share', 'keep'), 'host file');
+  fs.symlinkSync(outside, path.join(upper, 'etc')); // the tree says etc/ is a directory
+  fs.symlinkSync('/nonexistent', path.join(upper, 'link')); // a start point may be a symlink
+  const got = startPointsIn(upper, ['usr/share', 'etc/share', 'link', 'missing/x', 'usr/none']);
+  t.deepEqual(got, [path.join(upper, 'usr', 'share'), path.join(upper, 'link')]);
+  // what emptyUpper then runs: the host file behind the symlink survives, the upper empties
+  execFileSync('find', [...got, '-delete']);
+  execFileSync('find', [upper, '-mindepth', '1', '-delete']);
+  t.is(fs.readFileSync(path.join(outside, 'share', 'keep'), 'utf8'), 'host file');
+  t.deepEqual(fs.readdirSync(upper), []);
 });
 
 // ------------------------------------------------------------------------------ gRPC status codes
