@@ -43,6 +43,8 @@ interface Native {
   fsverityEnable(path: string): boolean;
   fsverityMeasure(path: string): Buffer | null;
   writeObjectFile(dir: string | number, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean;
+  /** Absent from builds that predate it. */
+  verityDigest?(data: Uint8Array, out: Uint8Array): void;
 }
 
 /** The addon is not built (as opposed to built and failing to load). */
@@ -176,6 +178,22 @@ export function isVerityUnsupported(err: unknown): boolean {
  */
 export function writeObjectFile(dir: string | number, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean {
   return loadAddon().writeObjectFile(dir, name, data, mode, chmod);
+}
+
+/**
+ * The addon's fs-verity digest of an in-memory content (verityhash.cc: node's OpenSSL, about
+ * twice node:crypto's speed per 4 KiB block), writing 32 bytes into `out`; null where the addon
+ * is not built, does not load or predates it, or UNIONBLOB_HASHER=js asks for node:crypto
+ * (compiler/store.ts then hashes in JavaScript; the tests compare the two).
+ */
+export function nativeVerityDigest(): ((data: Uint8Array, out: Uint8Array) => void) | null {
+  if (process.env.UNIONBLOB_HASHER === 'js' || !addonBuilt()) return null;
+  try {
+    const n = loadAddon();
+    return typeof n.verityDigest === 'function' ? n.verityDigest : null;
+  } catch {
+    return null;
+  }
 }
 
 /**

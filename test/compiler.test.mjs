@@ -14,7 +14,8 @@ import { fileURLToPath } from 'node:url';
 import { compress as zstdCompress } from 'zstd-napi';
 import { buildImage, buildTree, applyLayerStream, newTree } from '../dist/compiler/build.js';
 import { TarReader, walkTarHeaders } from '../dist/compiler/tar.js';
-import { StoreWriter, cleanStaleTemps, hashBuffer, objectPath } from '../dist/compiler/store.js';
+import { StoreWriter, cleanStaleTemps, hashBuffer, hashBufferJs, objectPath } from '../dist/compiler/store.js';
+import { nativeVerityDigest } from '../dist/mounter/addon.js';
 import { openBlob, sourceFromBuffer } from '../dist/format/decode.js';
 import { dumpBlob } from '../dist/format/dump.js';
 import { VerityHasher, verityDigest, verityDigestOfFile } from '../dist/format/verity.js';
@@ -798,9 +799,32 @@ test('stores: the digest fast paths (one block; one Merkle level up to 512 KiB) 
   };
   for (const n of [0, 1, 2, 63, 64, 65, 511, 4095, 4096, 4097, 8192, 100_000, 524_287, 524_288, 524_289, 528_384]) {
     const b = crypto.randomBytes(n);
-    t.deepEqual(hashBuffer(b), reference(b), `${n} bytes`);
-    t.deepEqual(hashBuffer(Buffer.alloc(n)), reference(Buffer.alloc(n)), `${n} zero bytes`);
+    t.deepEqual(hashBufferJs(b), reference(b), `${n} bytes`);
+    t.deepEqual(hashBufferJs(Buffer.alloc(n)), reference(Buffer.alloc(n)), `${n} zero bytes`);
   }
+});
+
+test('stores: the addon fs-verity digest (node OpenSSL, mounter/fuse/verity.c) is the one hashBuffer uses, and equals node:crypto for every tree shape', (t) => {
+  const native = nativeVerityDigest();
+  t.truthy(native, 'the addon is built (npm run build) and has verityDigest');
+  const reference = (b) => {
+    const h = new VerityHasher();
+    for (let at = 0; at < b.length; at += 1 << 20) h.update(b.subarray(at, at + (1 << 20)));
+    return h.digest();
+  };
+  // one block; one level (2..128 blocks); two levels (up to 128 * 128 blocks = 64 MiB); three
+  const sizes = [0, 1, 4095, 4096, 4097, 524_288, 524_289, 3_000_000, (64 << 20) - 1, 64 << 20, (64 << 20) + 1];
+  const big = crypto.randomBytes((64 << 20) + 1);
+  for (const n of sizes) {
+    const b = big.subarray(0, n);
+    const out = Buffer.alloc(32);
+    native(b, out);
+    const want = n <= 528_384 ? hashBufferJs(b) : reference(b);
+    t.deepEqual(out, want, `${n} bytes`);
+    t.deepEqual(hashBuffer(b), want, `${n} bytes through hashBuffer`);
+  }
+  t.throws(() => native(big, Buffer.alloc(31)), { message: /32 bytes/ });
+  t.throws(() => native('text', Buffer.alloc(32)), { instanceOf: TypeError });
 });
 
 test('stores: a batch hashed by the main thread (writer behind) or by the writer thread gives the same digests and objects', async (t) => {

@@ -7,6 +7,7 @@
 #include "fsverity.h"
 #include "objectfile.h"
 #include "syserror.h"
+#include "verityhash.h"
 
 namespace {
 
@@ -136,12 +137,25 @@ Napi::Value WriteObjectFile(const Napi::CallbackInfo& info) {
   });
 }
 
+// verityDigest(data, out): the fs-verity digest of data into out[0, 32). Synchronous: the
+// callers hash on a thread of their own or a few KiB at a time.
+Napi::Value VerityDigest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "verityDigest(data, out): Uint8Arrays");
+  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  Napi::Uint8Array out = info[1].As<Napi::Uint8Array>();
+  if (out.ByteLength() < 32) throw Napi::RangeError::New(env, "verityDigest: out must have 32 bytes");
+  if (!verity_digest_memory(data.Data(), data.ByteLength(), out.Data())) throw Napi::Error::New(env, "verityDigest: OpenSSL's SHA-256 failed");
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
   exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
   exports.Set("fsverityEnable", Napi::Function::New(env, FsverityEnable, "fsverityEnable"));
   exports.Set("fsverityMeasure", Napi::Function::New(env, FsverityMeasure, "fsverityMeasure"));
   exports.Set("writeObjectFile", Napi::Function::New(env, WriteObjectFile, "writeObjectFile"));
+  exports.Set("verityDigest", Napi::Function::New(env, VerityDigest, "verityDigest"));
   return exports;
 }
 

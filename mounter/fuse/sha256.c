@@ -95,3 +95,12 @@ void sha256_final(struct sha256 *s, uint8_t out[SHA256_SIZE])
 		out[4 * i + 3] = (uint8_t)s->h[i];
 	}
 }
+
+void sha256_buf(const void *data, size_t n, uint8_t out[SHA256_SIZE])
+{
+	struct sha256 s;
+
+	sha256_init(&s);
+	sha256_update(&s, data, n);
+	sha256_final(&s, out);
+}

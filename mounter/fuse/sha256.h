@@ -6,6 +6,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define SHA256_SIZE 32
 
 struct sha256 {
@@ -18,5 +22,12 @@ struct sha256 {
 void sha256_init(struct sha256 *s);
 void sha256_update(struct sha256 *s, const void *data, size_t n);
 void sha256_final(struct sha256 *s, uint8_t out[SHA256_SIZE]);
+
+/* One-shot.  verity.c hashes with this only, so that a program can link its own (the addon: OpenSSL's). */
+void sha256_buf(const void *data, size_t n, uint8_t out[SHA256_SIZE]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif

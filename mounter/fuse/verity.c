@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * The fs-verity file digest, on our own SHA-256 (sha256.c): the FUSE server
- * needs nothing but libfuse3.
+ * The fs-verity file digest over sha256_buf(): sha256.c's in the FUSE server,
+ * which needs nothing but libfuse3; OpenSSL's (SHA-NI) in the Node addon,
+ * which builds this file too (mounter/addon/verityhash.cc).
  */
 #include "verity.h"
 
@@ -12,15 +13,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <linux/fsverity.h>
-
-static void sha256_of(const void *data, size_t n, uint8_t out[SHA256_SIZE])
-{
-	struct sha256 s;
-
-	sha256_init(&s);
-	sha256_update(&s, data, n);
-	sha256_final(&s, out);
-}
 
 /* ---- fs-verity Merkle tree, built level by level while streaming ------- */
 
@@ -54,7 +46,7 @@ static void merkle_push(struct merkle *m, int lvl, const uint8_t hash[SHA256_SIZ
 	memcpy(m->block[lvl] + m->fill[lvl], hash, SHA256_SIZE);
 	m->fill[lvl] += SHA256_SIZE;
 	if (m->fill[lvl] == VBLOCK && lvl < m->levels) {
-		sha256_of(m->block[lvl], VBLOCK, up);
+		sha256_buf(m->block[lvl], VBLOCK, up);
 		m->fill[lvl] = 0;
 		merkle_push(m, lvl + 1, up);
 	}
@@ -64,9 +56,13 @@ static void merkle_data_block(struct merkle *m, const uint8_t *data, size_t n)
 {
 	uint8_t block[VBLOCK], hash[SHA256_SIZE];
 
-	memcpy(block, data, n);
-	memset(block + n, 0, VBLOCK - n);
-	sha256_of(block, VBLOCK, hash);
+	if (n == VBLOCK) {	/* whole blocks are hashed where they are */
+		sha256_buf(data, VBLOCK, hash);
+	} else {
+		memcpy(block, data, n);
+		memset(block + n, 0, VBLOCK - n);
+		sha256_buf(block, VBLOCK, hash);
+	}
 	merkle_push(m, 0, hash);
 }
 
@@ -84,7 +80,7 @@ static void merkle_root(struct merkle *m, uint64_t size, uint8_t root[SHA256_SIZ
 		if (!m->fill[lvl])
 			continue;
 		memset(m->block[lvl] + m->fill[lvl], 0, VBLOCK - m->fill[lvl]);
-		sha256_of(m->block[lvl], VBLOCK, hash);
+		sha256_buf(m->block[lvl], VBLOCK, hash);
 		m->fill[lvl] = 0;
 		merkle_push(m, lvl + 1, hash);
 	}
@@ -105,15 +101,18 @@ static void descriptor_digest(uint64_t size, const uint8_t root[SHA256_SIZE],
 	for (i = 0; i < 8; i++)
 		d[8 + i] = (uint8_t)(size >> (8 * i));
 	memcpy(d + 16, root, SHA256_SIZE);
-	sha256_of(d, sizeof(d), out);
+	sha256_buf(d, sizeof(d), out);
 }
 
+/* Not calloc: zeroing 36 KiB of blocks costs more than hashing a small file. */
 static struct merkle *merkle_new(uint64_t size)
 {
-	struct merkle *m = calloc(1, sizeof(*m));
+	struct merkle *m = malloc(sizeof(*m));
 
-	if (m)
+	if (m) {
 		m->levels = levels_for(size);
+		memset(m->fill, 0, sizeof(m->fill));
+	}
 	return m;
 }
 

@@ -9,6 +9,10 @@
 
 #include "sha256.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Digest of the whole file behind fd (read with pread).  0 or -errno. */
 int verity_digest_fd(int fd, uint8_t out[SHA256_SIZE]);
 
@@ -21,5 +25,9 @@ void verity_digest_buf(const void *data, uint64_t size, uint8_t out[SHA256_SIZE]
  * tell), -errno on real errors.
  */
 int verity_measure_fd(int fd, uint8_t out[SHA256_SIZE]);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
