@@ -680,3 +680,31 @@ test.serial('store lock (flock on STORE/.lock): gc waits for a build and keeps i
   t.is(await secondDone, 0, secondErr);
   t.deepEqual(rootTargets(store), [blob, path.join(dir, 'b.ub')].sort());
 });
+
+test('from a checkout, the prepare script npm ci runs makes bin/cfs work: dist/ and the addon built, a blob listed', (t) => {
+  // A copy of the checkout's tracked files (no dist/, no addon build) with the suite's
+  // node_modules; `npm run prepare` is the lifecycle script `npm ci` runs once it has installed.
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-checkout-'));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  const files = spawnSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' }).stdout.split('\0').filter((f) => f && fs.existsSync(path.join(ROOT, f)));
+  t.true(files.includes('bin/cfs') && files.includes('package.json'), 'git ls-files lists the checkout');
+  for (const f of files) {
+    fs.mkdirSync(path.dirname(path.join(d, f)), { recursive: true });
+    fs.copyFileSync(path.join(ROOT, f), path.join(d, f));
+  }
+  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(d, 'node_modules'));
+  const before = spawnSync(process.execPath, [path.join(d, 'bin/cfs'), '--version'], { encoding: 'utf8' });
+  t.not(before.status, 0, 'nothing built yet');
+  const prep = spawnSync('npm', ['run', '-s', 'prepare'], { cwd: d, encoding: 'utf8' });
+  t.is(prep.status, 0, prep.stderr);
+  t.is(prep.stderr, '', 'the addon built (no note)');
+  t.true(fs.existsSync(path.join(d, 'mounter/addon/build/Release/unionblob.node')));
+  const v = spawnSync(process.execPath, [path.join(d, 'bin/cfs'), '--version'], { encoding: 'utf8' });
+  t.is(v.status, 0, v.stderr);
+  t.regex(v.stdout, /^cfs \d+\.\d+\.\d+/);
+  const blob = path.join(d, 'x.ub');
+  fs.writeFileSync(blob, encodeBlob(dir(0o755, { hello: node(S.REG | 0o644, { size: 2, inline: Buffer.from('hi') }) })));
+  const ls = spawnSync(process.execPath, [path.join(d, 'bin/cfs'), 'ls', blob], { encoding: 'utf8' });
+  t.is(ls.status, 0, ls.stderr);
+  t.regex(ls.stdout, /^hello$/m);
+});
