@@ -1,0 +1,147 @@
+// compiler/overlaydiff.ts (the snapshotter's Commit input: a parent blob + an overlayfs upper ->
+// the new blob) against the kernel's own overlayfs: the same upper stacked read-only on the
+// parent's tree (`mount -t overlay -o lowerdir=UPPER:LOWER`) is the reference view, and the new
+// blob, extracted, must equal it on every field treeman compares. Also checked: only the
+// upper's contents are stored (the parent's are not read again), and overlayfs's own xattrs
+// never reach the blob. Runs as root (mknod, trusted.* xattrs, mount).
+import test from 'ava';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { applyOverlayDiff } from '../dist/compiler/overlaydiff.js';
+import { StoreWriter, objectPath } from '../dist/compiler/store.js';
+import { extractBlob } from '../dist/compiler/extract.js';
+import { openBlobFile } from '../dist/compiler/inspect.js';
+import { newTree } from '../dist/compiler/build.js';
+import { encodeBlob } from '../dist/format/encode.js';
+import { decodeTree } from '../dist/format/decode.js';
+import { verityDigest } from '../dist/format/verity.js';
+import { treeManifest, diffManifests } from './lib/treeman.mjs';
+
+const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+const T = 1_600_000_000;
+
+function file(p, content, { mode = 0o644, uid = 0, gid = 0, time = T } = {}) {
+  fs.mkdirSync(path.dirname(p), { recursive: true });
+  fs.writeFileSync(p, content);
+  fs.chmodSync(p, mode);
+  fs.chownSync(p, uid, gid);
+  fs.utimesSync(p, time, time);
+}
+const big = (seed, n) => Buffer.alloc(n, seed);
+
+/** The parent layer, as containerd would have unpacked it. */
+function makeLower(dir) {
+  file(`${dir}/a`, big('a', 5000));
+  file(`${dir}/b`, big('b', 7000), { mode: 0o600, uid: 1000, gid: 1000 });
+  file(`${dir}/d/x`, big('x', 300));
+  file(`${dir}/d/y`, 'small y');
+  file(`${dir}/o/old1`, big('1', 4097));
+  file(`${dir}/o/sub/old2`, 'old2');
+  file(`${dir}/t`, big('t', 100)); // becomes a directory
+  file(`${dir}/u/inside`, 'in u'); // u becomes a symlink
+  file(`${dir}/h1`, big('h', 9000), { mode: 0o4755 });
+  fs.linkSync(`${dir}/h1`, `${dir}/h2`);
+  file(`${dir}/xa`, big('k', 200));
+  sh('setfattr', ['-n', 'user.k', '-v', 'lower', `${dir}/xa`]);
+  fs.symlinkSync('a', `${dir}/s`);
+  sh('mkfifo', [`${dir}/fifo`]);
+  sh('mknod', [`${dir}/null`, 'c', '1', '3']);
+}
+
+/** What a layer applied on top leaves in an overlayfs upper. */
+function makeUpper(dir) {
+  fs.mkdirSync(dir, { recursive: true });
+  sh('mknod', [`${dir}/a`, 'c', '0', '0']); // whiteout of a file
+  fs.mkdirSync(`${dir}/d`);
+  sh('mknod', [`${dir}/d/x`, 'c', '0', '0']); // whiteout inside a merged directory
+  sh('mknod', [`${dir}/gone-anyway`, 'c', '0', '0']); // whiteout of nothing
+  fs.mkdirSync(`${dir}/o`);
+  sh('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', `${dir}/o`]);
+  file(`${dir}/o/new`, big('n', 6000));
+  file(`${dir}/b`, big('B', 8000), { mode: 0o640, uid: 7, gid: 8, time: T + 5 }); // replaced content
+  file(`${dir}/t/inner`, big('i', 70)); // file -> directory
+  fs.symlinkSync('/elsewhere', `${dir}/u`); // directory -> symlink
+  file(`${dir}/n`, big('N', 100_000), { uid: 65534, gid: 65534 });
+  fs.linkSync(`${dir}/n`, `${dir}/n2`); // a hardlink made by the layer
+  sh('setfattr', ['-n', 'user.note', '-v', 'upper', `${dir}/n`]);
+  file(`${dir}/new/tiny`, 'tiny'); // inline-size file in a new directory
+  file(`${dir}/same-as-a`, big('a', 5000)); // the parent's content again, under a new name
+  sh('setfattr', ['-n', 'trusted.overlay.impure', '-v', 'y', `${dir}/d`]); // bookkeeping: never image content
+  for (const d of ['d', 'o', 't', 'new']) fs.utimesSync(`${dir}/${d}`, T + 9, T + 9);
+  fs.utimesSync(dir, T + 10, T + 10);
+}
+
+async function compile(tree, upper, store, whiteouts, out) {
+  const w = new StoreWriter([store]);
+  try {
+    await applyOverlayDiff(tree, upper, { store: w, inlineThreshold: 64, whiteouts });
+    await w.flush();
+  } finally {
+    await w.close();
+  }
+  fs.writeFileSync(out, encodeBlob(tree, { inlineThreshold: 64 }));
+}
+
+function storedDigests(store) {
+  const out = new Set();
+  const objects = path.join(store, 'objects');
+  for (const fan of fs.readdirSync(objects)) {
+    if (!/^[0-9a-f]{2}$/.test(fan)) continue;
+    for (const name of fs.readdirSync(path.join(objects, fan))) out.add(fan + name);
+  }
+  return out;
+}
+
+test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of the same upper on the parent; only the upper is stored', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-ovldiff-'));
+  const merged = path.join(d, 'merged');
+  t.teardown(() => {
+    spawnSync('umount', [merged]);
+    fs.rmSync(d, { recursive: true, force: true });
+  });
+  const [lower, upper, parentStore, layerStore] = ['lower', 'upper', 'store-parent', 'store-layer'].map((n) => path.join(d, n));
+  makeLower(lower);
+  makeUpper(upper);
+
+  // the parent blob: the lower directory taken literally (a first layer: no whiteouts)
+  const parentBlob = path.join(d, 'parent.ub');
+  await compile(newTree(), lower, parentStore, false, parentBlob);
+  // the new blob: the parent's tree, decoded from its blob, plus the upper
+  const reader = openBlobFile(parentBlob);
+  let tree;
+  try {
+    tree = decodeTree(reader);
+  } finally {
+    reader.close();
+  }
+  const childBlob = path.join(d, 'child.ub');
+  await compile(tree, upper, layerStore, true, childBlob);
+
+  // the reference: overlayfs itself, upper stacked on lower (read-only: no workdir)
+  fs.mkdirSync(merged);
+  sh('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${upper}:${lower}`, merged]);
+  const extracted = path.join(d, 'extracted');
+  await extractBlob(childBlob, [layerStore, parentStore], extracted);
+  const want = await treeManifest(merged);
+  const got = await treeManifest(extracted);
+  // microseconds: extract sets the times of symlinks, fifos and devices through libuv (compiler/extract.ts)
+  t.deepEqual(diffManifests(want, got, { labels: ['overlayfs', 'blob'], mtimePrecision: 'us' }), []);
+
+  // the merge did what overlayfs did (and the reference is not empty or trivially equal)
+  const e = got.entries;
+  for (const gone of ['a', 'd/x', 'o/old1', 'o/sub', 'u/inside', 'gone-anyway']) t.false(e.has(gone), `${gone} is gone`);
+  for (const kept of ['d/y', 'h1', 'h2', 's', 'fifo', 'null', 'xa', 'o/new', 't/inner', 'new/tiny']) t.true(e.has(kept), `${kept} is there`);
+  t.is(e.get('t').type, 'dir');
+  t.is(e.get('u').type, 'lnk');
+  t.is(e.get('b').uid, 7);
+  t.deepEqual(got.hardlinkGroups.map((g) => [...g].sort()).sort(), [['h1', 'h2'], ['n', 'n2']]);
+  t.deepEqual(Object.keys(e.get('d').xattrs), [], 'trusted.overlay.impure is not image content');
+  t.deepEqual(Object.keys(e.get('o').xattrs), [], 'neither is trusted.overlay.opaque');
+
+  // incremental: the layer's store (the writer was given no other) holds exactly the upper's
+  // contents over the inline threshold; nothing of the parent was read and stored again
+  const upperContents = ['o/new', 'b', 't/inner', 'n', 'same-as-a'].map((p) => verityDigest(fs.readFileSync(path.join(upper, p))).toString('hex'));
+  t.deepEqual([...storedDigests(layerStore)].sort(), upperContents.sort());
+});
