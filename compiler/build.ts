@@ -358,8 +358,8 @@ function mib(n: number): string {
 function progressDisplay(): { onProgress?: (p: BuildProgress) => void; clear: () => void } {
   const tty = process.stderr;
   if (!tty.isTTY) return { clear: () => {} };
-  // Said where a person watches: from a checkout, `npm ci` alone does not build the addon, and
-  // the build still works, only slower (the --json summary and scripts stay as they are).
+  // Said where a person watches: where the addon could not be built (npm ci tries, in the
+  // prepare script), the build still works, only slower (the --json summary and scripts stay as they are).
   if (!addonBuilt()) tty.write('cfs build: the Node addon is not built (npm run build:addon): objects are written through temp files and renames, which is slower\n');
   let shown = false;
   return {

@@ -327,8 +327,10 @@ export async function applyLayerStream(tree: TreeNode, tar: AsyncIterable<Buffer
   const reader = new TarReader(tar);
   const touched: Touched = new Map();
   let entry: TarEntry | null = null;
+  let previous: string | undefined; // names where a header that cannot be read sits
   try {
     for (;;) {
+      previous = entry?.path ?? previous;
       entry = null; // an error while reading a header belongs to no entry
       if (!(entry = reader.nextSync() ?? (await reader.next()))) break;
       const waiting = applyEntry(tree, entry, reader, ctx, touched);
@@ -338,6 +340,9 @@ export async function applyLayerStream(tree: TreeNode, tar: AsyncIterable<Buffer
     }
   } catch (err: any) {
     if (err instanceof LayerError) throw err;
-    throw new LayerError(ctx.layer, entry?.path, err?.message ?? String(err));
+    const what = err?.message ?? String(err);
+    if (entry) throw new LayerError(ctx.layer, entry.path, what);
+    const where = previous === undefined ? 'the first header' : `the header after ${abbreviate(displayPath(previous))}`;
+    throw new LayerError(ctx.layer, undefined, `${where}: ${what}`);
   }
 }

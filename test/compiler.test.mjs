@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import crypto from 'node:crypto';
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { compress as zstdCompress } from 'zstd-napi';
@@ -598,7 +598,9 @@ test('layers: bad paths and dangling hardlinks are errors naming layer and entry
     [[tar([file('f', 'x', { uid: 2 ** 32, base256: true })])], /^layer1: f: uid 4294967296 out of range/],
     [[tar([{ path: 's', type: 'symlink', linkname: '' }])], /^layer1: s: symlink with an empty target$/],
     [[tar([file('a'.repeat(256), 'x')])], /longer than 255/],
-    [[tar([file('x', '1')]).subarray(0, 1024)], /^layer1: truncated archive/],
+    [[tar([file('x', '1')]).subarray(0, 1024)], /^layer1: the header after x: truncated archive/],
+    [[tar([file('a', '1'), file('b', '2', { badChecksum: true })])], /^layer1: the header after a: bad tar header checksum/],
+    [[tar([file('a', '1', { badChecksum: true })])], /^layer1: the first header: bad tar header checksum/],
     [[tar([file('.', 'x')])], /^layer1: \.: the root must be a directory$/],
     [[tar([file('bad\nname', 'x'), { path: 'h', type: 'hardlink', linkname: 'no' }])], /^layer1: h: /],
   ];
@@ -790,6 +792,29 @@ test('stores: objects already in any store are reused; new ones land in one stor
   t.is(await checkStore(t, s1, s2), 3);
 });
 
+test('stores: a new object goes to the store with the most free space (tmpfs stores of different sizes)', async (t) => {
+  const d = tmpdir(t);
+  const contents = Array.from({ length: 40 }, (_, i) => crypto.randomBytes(100_000 + i));
+  const image = ociLayout(t, [tar(contents.map((c, i) => file(`f${i}`, c)))], { compression: 'none' });
+  const objectsIn = (s) => fs.readdirSync(path.join(s, 'objects')).filter((f) => /^[0-9a-f]{2}$/.test(f))
+    .reduce((n, f) => n + fs.readdirSync(path.join(s, 'objects', f)).length, 0);
+  // each pair: the bigger store takes everything (4 MB of new objects leaves it the roomier)
+  for (const [small, large, order] of [['16m', '64m', 'small first'], ['64m', '16m', 'large first']]) {
+    const [a, b] = ['a', 'b'].map((n) => path.join(d, `${order.split(' ')[0]}-${n}`));
+    for (const [dir, size] of [[a, small], [b, large]]) {
+      fs.mkdirSync(dir);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+      t.teardown(() => spawnSync('umount', [dir]));
+    }
+    const summary = await buildImage({ image, out: path.join(d, `${order}.ub`), stores: [a, b] });
+    t.is(summary.objectsNew, 40);
+    const roomier = small === '64m' ? a : b;
+    t.is(objectsIn(roomier), 40, `${order}: all in the roomier store`);
+    t.is(objectsIn(roomier === a ? b : a), 0, `${order}: none in the other`);
+    t.is(await checkStore(t, a, b), 40);
+  }
+});
+
 test('stores: the digest fast paths (one block; one Merkle level up to 512 KiB) equal the general fs-verity digest', (t) => {
   // The reference: format/verity.ts's streaming VerityHasher, fed in uneven chunks.
   const reference = (b) => {
@@ -964,6 +989,21 @@ test('cli: build --json prints a summary; stderr stays silent when it is not a t
   t.is(cfs(['build', image, '-o', path.join(d, 'z.ub')]).code, 1, '--store is required');
 });
 
+test('cli: build shows one progress line on a terminal (script(1) gives it a pty), overwritten in place and cleared at the end', (t) => {
+  const d = tmpdir(t);
+  const image = ociLayout(t, [goodLayer(), tar([file('x', 'y')])], { tag: 'v1' });
+  const cmd = [process.execPath, CFS, 'build', `${image}:v1`, '-o', path.join(d, 'x.ub'), '--store', path.join(d, 's')]
+    .map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+  const r = spawnSync('script', ['-qfec', cmd, '/dev/null'], { encoding: 'latin1', env: { ...process.env, COLUMNS: '200' } });
+  t.is(r.status, 0, r.stdout + r.stderr);
+  t.true(fs.existsSync(path.join(d, 'x.ub')));
+  const updates = r.stdout.split('\r\x1b[K');
+  t.true(updates.some((u) => /^layer 2\/2 {2}[0-9.]+\/[0-9.]+ MiB \(100%\) {2}\d+ entries {2}syncing objects$/.test(u)), JSON.stringify(r.stdout));
+  t.true(updates.some((u) => /^layer 2\/2 .* {2}writing blob$/.test(u)), JSON.stringify(r.stdout));
+  t.regex(r.stdout, /\r\x1b\[K$/, 'the line is cleared at the end');
+  t.false(r.stdout.replace(/\r\n$/, '').includes('\n'), 'one line, never scrolled');
+});
+
 test('cli: digest mismatches (OCI stored digest, docker diff_id) name the layer', async (t) => {
   const bad = tar([file('a', 'x'.repeat(5000))]);
   for (const compression of ['gzip', 'none']) {
@@ -993,7 +1033,7 @@ test('cli: truncated, corrupt and unsupported layers, dangling hardlinks, bad pa
     [cut(zstdCompress(full), 5), MT.zstd, /: Stream ended in middle of compressed data frame$/],
     [full.subarray(0, 2048), MT.none, /: a: truncated archive$/],
     [full.subarray(0, 512 * 9), MT.none, /: truncated archive \(no end-of-archive marker\)$/],
-    [tar([file('a', 'x', { badChecksum: true })]), MT.none, /: bad tar header checksum/],
+    [tar([file('a', 'x'), file('b', 'x', { badChecksum: true })]), MT.none, /: the header after a: bad tar header checksum \(corrupt archive\?\)$/],
     [zlib.gzipSync(full), 'application/vnd.oci.image.layer.v1.tar+bzip2', /: unsupported media type application\/vnd\.oci\.image\.layer\.v1\.tar\+bzip2$/],
     [tar([{ path: 'usr/bin/h', type: 'hardlink', linkname: 'usr/bin/gone' }]), MT.none, /: usr\/bin\/h: hardlink target usr\/bin\/gone does not exist$/],
     [tar([file('../../etc/shadow', 'x')]), MT.none, /: \.\.\/\.\.\/etc\/shadow: path contains a "\.\." component \(refused\)$/],
