@@ -469,6 +469,24 @@ test('startPointsIn: no start point for find(1) behind a symlink in the upper', 
   t.deepEqual(fs.readdirSync(upper), []);
 });
 
+test('examples/containerd/config.toml: containerd 1.6 and 1.7 load it with the unionblob proxy plugin (and 1.7 its transfer unpack)', (t) => {
+  const config = path.join(REPO, 'examples', 'containerd', 'config.toml');
+  for (const [version, containerd] of [['1.6', 'containerd'], ['1.7', path.join(fetchContainerd17(), 'usr', 'bin', 'containerd')]]) {
+    const r = spawnSync(containerd, ['--config', config, 'config', 'dump'], { encoding: 'utf8' });
+    t.is(r.status, 0, `${version}: ${r.stderr}`);
+    t.regex(r.stdout, /\[proxy_plugins\.unionblob\]\s+address = "\/run\/unionblob-snapshotter\/snapshotter\.sock"\s+(\w+ = \S+\s+)*type = "snapshot"/, version);
+    if (version === '1.7') t.regex(r.stdout, /\[\[plugins\."io\.containerd\.transfer\.v1\.local"\.unpack_config\]\][^[]*snapshotter = "unionblob"/);
+  }
+  // the unit starts the snapshotter on the socket the snippet names
+  const unit = fs.readFileSync(path.join(REPO, 'examples', 'containerd', 'unionblob-snapshotter.service'), 'utf8').replace(/\\\n/g, ' ');
+  t.regex(unit, /^ExecStart=.*\/bin\/cfs snapshotter .*--address \/run\/unionblob-snapshotter\/snapshotter\.sock /m);
+  // and every option it passes is one `cfs snapshotter` takes
+  const help = spawnSync(process.execPath, [CFS, 'snapshotter', '--help'], { encoding: 'utf8' }).stdout;
+  const options = unit.match(/^ExecStart=(.*)$/m)[1].match(/--[a-z-]+/g);
+  t.true(options.length >= 4, options.join(' '));
+  for (const o of options) t.true(help.includes(`${o} `), `cfs snapshotter takes ${o}`);
+});
+
 // ------------------------------------------------------------------------------ gRPC status codes
 
 test.serial('gRPC status codes as containerd expects', async (t) => {
