@@ -34,7 +34,7 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { decodeTree } from '../format/decode.js';
+import { decodeTree, openBlob, sourceFromBuffer } from '../format/decode.js';
 import { encodeBlob } from '../format/encode.js';
 import type { TreeNode } from '../format/tree.js';
 import { writeFileAtomic } from '../compiler/build.js';
@@ -388,12 +388,9 @@ export class Snapshotter {
 
   private loadTree(p: SnapshotRow | null): TreeNode {
     if (!p) return newTree();
-    const r = openBlobFile(this.blob(p.id));
-    try {
-      return decodeTree(r);
-    } finally {
-      r.close();
-    }
+    // Read whole: decoding every inode through the page cache of a file source costs 1.7x
+    // (200k inodes: 1.85 against 1.1 s); the blob is a fraction of the tree it becomes.
+    return decodeTree(openBlob(sourceFromBuffer(fs.readFileSync(this.blob(p.id)))));
   }
 
   /** The parent's tree: the one the fast path kept if it is this parent's, else decoded from its blob. */
