@@ -5,8 +5,8 @@
 //   2. lchown, then chmod (chown clears setuid/setgid; symlinks have no mode of their own)
 //   3. all xattrs in ONE `setfattr -h --restore` (Node has no xattr API); after chown, because
 //      chown drops security.capability, and after content, because writing drops it too
-//   4. times last, since creating entries changes their directory's mtime. Node's lutimes goes
-//      through libuv, which keeps microseconds: nanoseconds below that are lost.
+//   4. times last, since creating entries changes their directory's mtime: utimensat through the
+//      addon (nanoseconds); without it Node's lutimes, which libuv cuts to microseconds.
 // Paths are Buffers so names that are not UTF-8 survive. Devices and fifos come from `mknod` /
 // `mkfifo`, sockets from a python3 one-liner binding an AF_UNIX socket (skipped with a warning
 // when python3 is missing); these tools get an ASCII name in a staging directory inside DEST
@@ -19,6 +19,7 @@ import { spawn } from 'node:child_process';
 import type { Command } from 'commander';
 import type { BlobReader, Inode } from '../format/decode.js';
 import { Layout } from '../format/layout.js';
+import { nativeSetTimes } from '../mounter/addon.js';
 import { findObject } from './store.js';
 import { collectStore, displayName, withBlob } from './inspect.js';
 
@@ -311,8 +312,14 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
     }
   }
 
-  // 4. Times, after everything that could touch a directory's mtime.
+  // 4. Times, after everything that could touch a directory's mtime: to the nanosecond through
+  // the addon's utimensat where it is built, else to the microsecond (Node's lutimes).
+  const setTimes = nativeSetTimes();
   for (const { path: p, inode } of created.values()) {
+    if (setTimes) {
+      setTimes(p, inode.mtimeSec, inode.mtimeNsec);
+      continue;
+    }
     const t = timeArg(inode.mtimeSec, inode.mtimeNsec);
     await fsp.lutimes(p, t, t);
   }

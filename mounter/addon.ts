@@ -43,8 +43,9 @@ interface Native {
   fsverityEnable(path: string): boolean;
   fsverityMeasure(path: string): Buffer | null;
   writeObjectFile(dir: string | number, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean;
-  /** Absent from builds that predate it. */
+  /** Absent from builds that predate them. */
   verityDigest?(data: Uint8Array, out: Uint8Array): void;
+  setTimes?(path: string | Buffer, sec: number, nsec: number): void;
 }
 
 /** The addon is not built (as opposed to built and failing to load). */
@@ -191,6 +192,21 @@ export function nativeVerityDigest(): ((data: Uint8Array, out: Uint8Array) => vo
   try {
     const n = loadAddon();
     return typeof n.verityDigest === 'function' ? n.verityDigest : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The addon's utimensat(AT_SYMLINK_NOFOLLOW) of atime and mtime to sec.nsec (a symlink's own
+ * times), or null where the addon is not built, does not load or predates it: Node's lutimes
+ * keeps microseconds only. Throws a KernelError (code, path) when the call fails.
+ */
+export function nativeSetTimes(): ((path: string | Buffer, sec: number, nsec: number) => void) | null {
+  if (!addonBuilt()) return null;
+  try {
+    const n = loadAddon();
+    return typeof n.setTimes === 'function' ? n.setTimes : null;
   } catch {
     return null;
   }

@@ -15,6 +15,7 @@ import { dumpBlob } from '../dist/format/dump.js';
 import { verityDigest } from '../dist/format/verity.js';
 import { crc32c } from '../dist/format/crc32c.js';
 import { extractBlob } from '../dist/compiler/extract.js';
+import { nativeSetTimes } from '../dist/mounter/addon.js';
 import { fsckBlob } from '../dist/compiler/fsck.js';
 import { gcStores, referencedDigests } from '../dist/compiler/gc.js';
 import { addRoot, holdStoresForBuild, lockStores } from '../dist/compiler/roots.js';
@@ -25,6 +26,7 @@ const CFS = path.join(ROOT, 'bin', 'cfs');
 const S = { REG: 0o100000, DIR: 0o040000, LNK: 0o120000, CHR: 0o020000, BLK: 0o060000, FIFO: 0o010000, SOCK: 0o140000 };
 const T0 = 1700000000;
 const hasPython = spawnSync('python3', ['-c', 'pass']).status === 0;
+const nsTimes = nativeSetTimes() !== null;
 
 function cfs(...args) {
   const r = spawnSync(process.execPath, [CFS, ...args], { encoding: 'buffer' });
@@ -260,8 +262,9 @@ function compareTree(t, tree, dest) {
     if (type !== S.LNK) t.is(Number(st.mode) & 0o7777, n.mode & 0o7777, `${shown}: mode`);
     t.is(Number(st.uid), n.uid, `${shown}: uid`);
     t.is(Number(st.gid), n.gid, `${shown}: gid`);
-    const wantNs = BigInt(n.mtimeSec) * 1_000_000_000n + BigInt(Math.floor(n.mtimeNsec / 1000) * 1000);
-    t.is(st.mtimeNs, wantNs, `${shown}: mtime (microseconds)`);
+    // to the nanosecond through the addon's utimensat (built for the tests), else to the microsecond
+    const wantNs = BigInt(n.mtimeSec) * 1_000_000_000n + BigInt(nsTimes ? n.mtimeNsec : Math.floor(n.mtimeNsec / 1000) * 1000);
+    t.is(st.mtimeNs, wantNs, `${shown}: mtime`);
     if (inoOf.has(n)) t.is(st.ino, inoOf.get(n), `${shown}: hardlink`);
     else inoOf.set(n, st.ino);
     const want = new Map([...n.xattrs].map(([k, v]) => [k, v.toString('hex')]));

@@ -12,10 +12,10 @@
 //   - image b (same base layer, content shared with a) adds only the contents the store lacks;
 //     `cfs gc` with both blobs then leaves exactly the contents of a and b.
 //
-// The one normalization: mtimes of the extracted tree are compared to the microsecond, because
-// `cfs extract` sets times with Node's lutimes (libuv keeps microseconds; Node has no
-// utimensat). The blob keeps nanoseconds and is checked at full precision through `cfs dump`.
-// UB_STRICT_MTIME=1 compares the extracted tree's mtimes to the nanosecond as well.
+// No normalization: `cfs extract` sets times to the nanosecond with utimensat through the Node
+// addon, which the test run builds; were it missing, extract falls back to Node's lutimes
+// (libuv keeps microseconds) and the comparison says so and goes to the microsecond. The blob
+// keeps nanoseconds either way, checked at full precision through `cfs dump`.
 //
 // Why the store may hold more than the final tree: layers are streamed once, so the contents
 // of files that a later layer deletes or replaces are stored as they pass (`cfs gc` removes
@@ -33,13 +33,14 @@ import { execFile, spawnSync } from 'node:child_process';
 import { promisify } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { treeManifest, diffManifests, showPath } from './lib/treeman.mjs';
+import { nativeSetTimes } from '../dist/mounter/addon.js';
 
 const execFileP = promisify(execFile);
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CFS = process.env.CFS_BIN ?? path.join(ROOT, 'bin', 'cfs');
 const MAKE_IMAGES = path.join(ROOT, 'test', 'fixtures', 'make-images.sh');
 const MAX_SHOWN = 60;
-const MTIME_PRECISION = process.env.UB_STRICT_MTIME ? 'ns' : 'us';
+const MTIME_PRECISION = nativeSetTimes() ? 'ns' : 'us';
 
 const isRoot = process.getuid?.() === 0;
 const serial = isRoot ? test.serial : test.serial.skip;

@@ -303,6 +303,10 @@ function machine() {
     // cfs build creates objects with O_TMPFILE + linkat through the Node addon when it is built
     // (`npm run build`), else through a temp name + rename: name which one this run measured.
     objectFiles: fs.existsSync(path.join(ROOT, 'mounter/addon/build/Release/unionblob.node')) ? 'O_TMPFILE + linkat (addon)' : 'temp name + rename (addon not built)',
+    // ...and hashes with the addon's fs-verity (node's OpenSSL) where it has one, for the lower bound too
+    hasher: process.env.UNIONBLOB_HASHER === 'js' ? 'node:crypto (UNIONBLOB_HASHER=js)'
+      : spawnSync(process.execPath, ['--input-type=module', '-e', `import { nativeVerityDigest } from ${JSON.stringify(path.join(ROOT, 'dist/mounter/addon.js'))}; process.exit(nativeVerityDigest() ? 0 : 1)`]).status === 0
+        ? 'addon (OpenSSL)' : 'node:crypto (addon without it)',
     commit: sh(`git -C "${ROOT}" rev-parse --short HEAD`) + (sh(`git -C "${ROOT}" status --porcelain -- compiler format`) ? ' + uncommitted changes in compiler/ or format/' : ''),
     load1AtStart: Number(fs.readFileSync('/proc/loadavg', 'utf8').split(' ')[0]),
   };
@@ -480,7 +484,7 @@ function printReport(m, results, t0) {
   const text = [
     `## cfs build benchmark, ${m.date}`,
     '',
-    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; stores on ${STORE_FS.map((k) => FS_LABEL[k] ?? m.storeFs.label).join(', then ')}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; objects: ${m.objectFiles ?? '?'}; commit ${m.commit}; ` +
+    `${m.nproc} cores (${m.cpu}), ${m.ramGiB.toFixed(1)} GiB RAM, Linux ${m.kernel}, disk ${m.disk}; stores on ${STORE_FS.map((k) => FS_LABEL[k] ?? m.storeFs.label).join(', then ')}; node ${m.node} (zlib ${m.zlib}), ${m.umoci}; objects: ${m.objectFiles ?? '?'}; fs-verity hashing: ${m.hasher ?? '?'}; commit ${m.commit}; ` +
       `load average ${m.load1AtStart} at start, ${m.load1AtEnd} at end; ${m.benchSeconds} s in all`,
     '',
     report(results),

@@ -4,6 +4,7 @@
 #include <napi.h>
 
 #include "fsmount.h"
+#include "filetimes.h"
 #include "fsverity.h"
 #include "objectfile.h"
 #include "syserror.h"
@@ -149,6 +150,28 @@ Napi::Value VerityDigest(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// setTimes(path: string | Buffer, sec, nsec): atime and mtime to the nanosecond, the link
+// itself for a symlink. A Buffer path may be any bytes (names that are not UTF-8).
+Napi::Value SetTimes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (info.Length() > 0 && info[0].IsBuffer()) {
+    Napi::Buffer<char> b = info[0].As<Napi::Buffer<char>>();
+    path.assign(b.Data(), b.Length());
+  } else {
+    path = string_arg(info, 0, "path");
+  }
+  if (path.find('\0') != std::string::npos) throw Napi::TypeError::New(env, "setTimes: path contains a NUL byte");
+  if (info.Length() < 3 || !info[1].IsNumber() || !info[2].IsNumber()) throw Napi::TypeError::New(env, "setTimes(path, sec, nsec): numbers");
+  int64_t sec = info[1].As<Napi::Number>().Int64Value();
+  int64_t nsec = info[2].As<Napi::Number>().Int64Value();
+  if (nsec < 0 || nsec > 999999999) throw Napi::RangeError::New(env, "setTimes: nsec must be in 0..999999999");
+  return guarded(info, [&]() -> Napi::Value {
+    set_times_nofollow(path, sec, static_cast<long>(nsec));
+    return env.Undefined();
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
   exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
@@ -156,6 +179,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsverityMeasure", Napi::Function::New(env, FsverityMeasure, "fsverityMeasure"));
   exports.Set("writeObjectFile", Napi::Function::New(env, WriteObjectFile, "writeObjectFile"));
   exports.Set("verityDigest", Napi::Function::New(env, VerityDigest, "verityDigest"));
+  exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
   return exports;
 }
 
