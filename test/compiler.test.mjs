@@ -790,6 +790,22 @@ test('stores: objects already in any store are reused; new ones land in one stor
   t.true(fs.existsSync(objectPath(s1, n1)) !== fs.existsSync(objectPath(s2, n1)), 'exactly one store got the new object');
   t.is(fs.statSync(objectPath(fs.existsSync(objectPath(s1, n1)) ? s1 : s2, n1)).mode & 0o777, 0o444);
   t.is(await checkStore(t, s1, s2), 3);
+  // every reader takes the list of stores: extract and fsck find each object in whichever holds it
+  const dest = path.join(d, 'tree');
+  const x = cfs(['extract', path.join(d, 'b.ub'), '--store', s1, '--store', s2, dest]);
+  t.is(x.code, 0, x.stderr);
+  t.is(fs.readFileSync(path.join(dest, 'k'), 'utf8'), known);
+  t.is(fs.readFileSync(path.join(dest, 'n1'), 'utf8'), 'n'.repeat(500));
+  t.is(fs.statSync(path.join(dest, 'n2')).size, 9 << 20);
+  const f = cfs(['fsck', path.join(d, 'b.ub'), '--store', s1, '--store', s2]);
+  t.is(f.code, 0, f.stdout + f.stderr);
+  // with a store left out, the object it holds is missing: one line, nothing extracted
+  const lost = path.join(d, 'lost');
+  const one = cfs(['extract', path.join(d, 'b.ub'), '--store', s1, lost]);
+  t.is(one.code, 1);
+  t.regex(one.stderr, /^cfs: .*not found in any store.*\n$/);
+  t.false(fs.existsSync(lost));
+  t.not(cfs(['fsck', path.join(d, 'b.ub'), '--store', s1]).code, 0);
 });
 
 test('stores: a new object goes to the store with the most free space (tmpfs stores of different sizes)', async (t) => {
