@@ -684,18 +684,44 @@ test.serial('store lock (flock on STORE/.lock): gc waits for a build and keeps i
   t.deepEqual(rootTargets(store), [blob, path.join(dir, 'b.ub')].sort());
 });
 
-test('from a checkout, the prepare script npm ci runs makes bin/cfs work: dist/ and the addon built, a blob listed', (t) => {
-  // A copy of the checkout's tracked files (no dist/, no addon build) with the suite's
-  // node_modules; `npm run prepare` is the lifecycle script `npm ci` runs once it has installed.
+/**
+ * A copy of the checkout's tracked files (no dist/, no addon build, times kept) with a hardlinked
+ * copy of the suite's node_modules: never a symlink, through which an `npm ci` in the copy
+ * (demo.sh runs one when package-lock.json is newer than node_modules) would empty the suite's own.
+ */
+function checkoutCopy(t) {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-checkout-'));
   t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
   const files = spawnSync('git', ['ls-files', '-z'], { cwd: ROOT, encoding: 'utf8' }).stdout.split('\0').filter((f) => f && fs.existsSync(path.join(ROOT, f)));
   t.true(files.includes('bin/cfs') && files.includes('package.json'), 'git ls-files lists the checkout');
   for (const f of files) {
-    fs.mkdirSync(path.dirname(path.join(d, f)), { recursive: true });
-    fs.copyFileSync(path.join(ROOT, f), path.join(d, f));
+    const [from, to] = [path.join(ROOT, f), path.join(d, f)];
+    fs.mkdirSync(path.dirname(to), { recursive: true });
+    fs.copyFileSync(from, to);
+    const st = fs.statSync(from);
+    fs.utimesSync(to, st.atime, st.mtime);
   }
-  fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(d, 'node_modules'));
+  const cp = spawnSync('cp', ['-al', path.join(ROOT, 'node_modules'), path.join(d, 'node_modules')], { encoding: 'utf8' });
+  t.is(cp.status, 0, cp.stderr);
+  return d;
+}
+
+test('npm run demo (in a copy of the checkout): builds the bundled example, shows it, fsck passes, a rebuild is byte-identical', (t) => {
+  const d = checkoutCopy(t);
+  const r = spawnSync('npm', ['run', '-s', 'demo'], { cwd: d, encoding: 'utf8' });
+  t.is(r.status, 0, r.stdout + r.stderr);
+  for (const cmd of ['build', 'info', 'ls -l', 'cat', 'dump', 'fsck']) t.regex(r.stdout, new RegExp(`^\\$ cfs ${cmd} `, 'm'), cmd);
+  t.regex(r.stdout, /^blobs are byte-identical$/m);
+  const summaries = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  t.is(summaries.length, 2);
+  t.true(summaries[0].objectsNew > 0);
+  t.is(summaries[1].objectsNew, 0, 'the second build finds every object present');
+  t.true(fs.existsSync(path.join(d, 'demo-out', 'hello.ub')));
+});
+
+test('from a checkout, the prepare script npm ci runs makes bin/cfs work: dist/ and the addon built, a blob listed', (t) => {
+  // `npm run prepare` is the lifecycle script `npm ci` runs once it has installed.
+  const d = checkoutCopy(t);
   const before = spawnSync(process.execPath, [path.join(d, 'bin/cfs'), '--version'], { encoding: 'utf8' });
   t.not(before.status, 0, 'nothing built yet');
   const prep = spawnSync('npm', ['run', '-s', 'prepare'], { cwd: d, encoding: 'utf8' });
