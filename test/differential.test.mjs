@@ -3,7 +3,7 @@
 // format and compression, and unpacks the reference tree with umoci. Here:
 //   - `cfs build` of every export variant gives byte-identical blobs;
 //   - `cfs extract` of the blob equals umoci's tree: path, type, mode, uid, gid, size, content
-//     sha256, symlink target, rdev, xattrs, hardlink groups, and mtime to the microsecond;
+//     sha256, symlink target, rdev, xattrs, hardlink groups, and mtime (to the nanosecond, see below);
 //   - the blob's mtimes (`cfs dump`) equal umoci's to the nanosecond;
 //   - `cfs fsck` passes;
 //   - a rebuild into the same store adds 0 objects and touches no object file;
