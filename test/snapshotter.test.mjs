@@ -512,7 +512,11 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.is((await call('Mounts', { key: 'ns/3/c' })).code, S.FAILED_PRECONDITION);
     const v = await call('View', { key: 'ns/5/v', parent: 'ns/3/c' });
     t.is(v.res.mounts[0].type, 'bind');
+    t.true(v.res.mounts[0].options.includes('ro'), v.res.mounts[0].options.join(','));
     t.is(fs.readFileSync(path.join(v.res.mounts[0].source, 'hello'), 'utf8'), 'hello world\n'.repeat(10));
+    // a View is read-only down to its source: the blob's own mount refuses writes
+    t.throws(() => fs.writeFileSync(path.join(v.res.mounts[0].source, 'new-file'), 'x'), { code: 'EROFS' });
+    t.throws(() => fs.appendFileSync(path.join(v.res.mounts[0].source, 'hello'), 'x'), { code: 'EROFS' });
     t.is((await call('Remove', { key: 'ns/3/c' })).code, S.FAILED_PRECONDITION); // has a child
     t.is((await call('Update', { info: { name: 'ns/3/c', labels: { x: 'y' } }, update_mask: { paths: ['kind'] } })).code, S.INVALID_ARGUMENT);
     t.deepEqual((await call('Update', { info: { name: 'ns/3/c', labels: { x: 'y' } }, update_mask: { paths: ['labels.x'] } })).res.info.labels, { x: 'y' });
