@@ -1,6 +1,6 @@
 // The lower bound of `cfs build` (issue #2 §6): read every layer of an image once, decompress
 // it (gzip/zstd by magic, the same decompressors as the compiler), parse it with our tar reader
-// (compiler/tar.ts) and hash every regular file's body once (fs-verity SHA-256, node:crypto).
+// (compiler/tar.ts) and hash every regular file's body once (fs-verity SHA-256).
 // Nothing is written: no store, no tree, no blob. Whatever cfs build spends above this is tree
 // building, blob encoding, layer digest checks and object store writes.
 //
@@ -9,8 +9,8 @@
 // IMAGE as for cfs build (PATH, PATH:TAG, PATH:REPO:TAG).
 // --hasher verity (default): a format/verity.ts VerityHasher per file, fed the body's chunks.
 // --hasher fast: bodies up to 8 MiB read whole and hashed with the compiler's hashBuffer
-//   (compiler/store.ts: one-shot SHA-256 for files of one 4 KiB block, VerityHasher otherwise),
-//   bigger ones streamed through a VerityHasher. This is how cfs build hashes, so it is the
+//   (compiler/store.ts: the addon's fs-verity over node's OpenSSL where it loads, else
+//   node:crypto one block at a time), bigger ones streamed through a VerityHasher. This is how cfs build hashes, so it is the
 //   tighter bound: VerityHasher's per-file buffers cost more than the hashing on small files.
 // --layer-digest also checks each layer's digest (cfs build always does; off by default so the
 //   bound stays "decompress + hash the files").
