@@ -724,15 +724,19 @@ test('npm run demo (in a copy of the checkout): builds the bundled example, show
   t.true(fs.existsSync(path.join(d, 'demo-out', 'hello.ub')));
 });
 
-test('from a checkout, the prepare script npm ci runs makes bin/cfs work: dist/ and the addon built, a blob listed', (t) => {
-  // `npm run prepare` is the lifecycle script `npm ci` runs once it has installed.
+test('from a checkout, the scripts npm ci runs (install, prepare) make bin/cfs work: dist/, the addon and the FUSE server built, a blob listed', (t) => {
+  // `install` and `prepare` are the lifecycle scripts `npm ci` runs for the checkout once its
+  // dependencies are in; `npm run X` runs the same script.
   const d = checkoutCopy(t);
   const before = spawnSync(process.execPath, [path.join(d, 'bin/cfs'), '--version'], { encoding: 'utf8' });
   t.not(before.status, 0, 'nothing built yet');
-  const prep = spawnSync('npm', ['run', '-s', 'prepare'], { cwd: d, encoding: 'utf8' });
-  t.is(prep.status, 0, prep.stderr);
-  t.is(prep.stderr, '', 'the addon built (no note)');
+  for (const script of ['install', 'prepare']) {
+    const r = spawnSync('npm', ['run', '-s', script], { cwd: d, encoding: 'utf8' });
+    t.is(r.status, 0, r.stderr);
+    t.is(r.stderr, '', `${script}: every native part built (no note)`);
+  }
   t.true(fs.existsSync(path.join(d, 'mounter/addon/build/Release/unionblob.node')));
+  t.true(fs.existsSync(path.join(d, 'mounter/fuse/unionblob-fuse')));
   const v = spawnSync(process.execPath, [path.join(d, 'bin/cfs'), '--version'], { encoding: 'utf8' });
   t.is(v.status, 0, v.stderr);
   t.regex(v.stdout, /^cfs \d+\.\d+\.\d+/);
@@ -741,4 +745,43 @@ test('from a checkout, the prepare script npm ci runs makes bin/cfs work: dist/ 
   const ls = spawnSync(process.execPath, [path.join(d, 'bin/cfs'), 'ls', blob], { encoding: 'utf8' });
   t.is(ls.status, 0, ls.stderr);
   t.regex(ls.stdout, /^hello$/m);
+});
+
+test('npm pack of the checkout, installed with npm install -g: that cfs builds, checks, mounts (FUSE) and reads the example', (t) => {
+  // What a user gets from a packed unionblob: dist/ and the native sources are in the tarball
+  // (package.json `files`), and its install script builds the addon and the FUSE server there.
+  const d = checkoutCopy(t);
+  const pack = spawnSync('npm', ['pack', '--silent', '--pack-destination', d], { cwd: d, encoding: 'utf8' });
+  t.is(pack.status, 0, pack.stderr);
+  const tarball = path.join(d, pack.stdout.trim().split('\n').pop());
+  const prefix = path.join(d, 'prefix');
+  // --prefer-offline: the packages npm ci fetched for the checkout are in npm's cache
+  const inst = spawnSync('npm', ['install', '-g', '--prefix', prefix, '--prefer-offline', '--no-audit', '--no-fund', tarball], { encoding: 'utf8', timeout: 900_000 });
+  t.is(inst.status, 0, inst.stderr);
+  t.notRegex(inst.stderr, /^unionblob: /m, 'every native part built (no note from build-native.sh)');
+  const pkg = path.join(prefix, 'lib/node_modules/unionblob');
+  t.false(fs.existsSync(path.join(pkg, 'test')), 'tests are not packed');
+  t.true(fs.existsSync(path.join(pkg, 'mounter/addon/build/Release/unionblob.node')), 'the addon built at install');
+  t.true(fs.existsSync(path.join(pkg, 'mounter/fuse/unionblob-fuse')), 'the FUSE server built at install');
+  const cfs = (...args) => spawnSync(path.join(prefix, 'bin/cfs'), args, { cwd: d, encoding: 'utf8' });
+  const v = cfs('--version');
+  t.is(v.status, 0, v.stderr);
+  t.regex(v.stdout, /^cfs \d+\.\d+\.\d+/);
+  const [blob, store, mnt] = ['h.ub', 'store', 'mnt'].map((f) => path.join(d, f));
+  const b = cfs('build', path.join(ROOT, 'examples/hello-oci.tar'), '-o', blob, '--store', store, '--json');
+  t.is(b.status, 0, b.stderr);
+  t.true(JSON.parse(b.stdout).objectsNew > 0);
+  const f = cfs('fsck', blob, '--store', store);
+  t.is(f.status, 0, f.stderr);
+  fs.mkdirSync(mnt);
+  const m = cfs('mount', blob, mnt, '--store', store, '--backend', 'fuse');
+  t.is(m.status, 0, m.stderr);
+  try {
+    const c = cfs('cat', blob, '/etc/os-release', '--store', store);
+    t.is(c.status, 0, c.stderr);
+    t.is(fs.readFileSync(path.join(mnt, 'etc/os-release'), 'utf8'), c.stdout, 'the mounted file reads as cfs cat shows it');
+  } finally {
+    const u = cfs('umount', mnt);
+    t.is(u.status, 0, u.stderr);
+  }
 });
