@@ -168,6 +168,10 @@ export class MetaStore {
     return (this.db.prepare('SELECT digest FROM objects').all() as { digest: string }[]).map((r) => r.digest);
   }
 
+  objectCount(): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM objects').get() as { n: number }).n;
+  }
+
   dropObjects(digests: string[]): void {
     const del = this.db.prepare('DELETE FROM objects WHERE digest = ?');
     this.tx(() => {

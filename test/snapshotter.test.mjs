@@ -561,8 +561,31 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.is(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).length, 2);
     t.regex(logged.join('\n'), /cleanup: objects not collected: store \S+ is busy/);
     fs.closeSync(writer);
+    const objects = () => fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).flatMap((f) => fs.readdirSync(path.join(dir, 'root/store/objects', f)));
     t.truthy((await call('Cleanup', {})).res);
-    t.deepEqual(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).flatMap((f) => fs.readdirSync(path.join(dir, 'root/store/objects', f))), []);
+    t.deepEqual(objects(), []);
+
+    // containerd calls Cleanup after removing any snapshot, mostly a container's active one,
+    // which frees no object: Cleanup then skips the collection, and collects again as soon as
+    // something it depends on changed (here: a committed snapshot removed).
+    const cupper = (await call('Prepare', { key: 'ns/20/a', parent: '' })).res.mounts[0].source;
+    fs.writeFileSync(path.join(cupper, 'obj'), 'an object of its own\n'.repeat(8));
+    t.truthy((await call('Commit', { name: 'ns/21/c', key: 'ns/20/a' })).res);
+    let mark = logged.length;
+    t.truthy((await call('Cleanup', {})).res);
+    t.regex(logged.slice(mark).join('\n'), /cleanup: 0 objects \(0 bytes\) removed/, 'a new committed snapshot: collected, its object kept');
+    t.is(objects().length, 1);
+    t.truthy((await call('Prepare', { key: 'ns/22/x', parent: 'ns/21/c' })).res);
+    t.truthy((await call('Remove', { key: 'ns/22/x' })).res);
+    mark = logged.length;
+    t.truthy((await call('Cleanup', {})).res);
+    t.regex(logged.slice(mark).join('\n'), /cleanup: no object can have become garbage since the last one/);
+    t.is(objects().length, 1);
+    t.truthy((await call('Remove', { key: 'ns/21/c' })).res);
+    mark = logged.length;
+    t.truthy((await call('Cleanup', {})).res);
+    t.regex(logged.slice(mark).join('\n'), /cleanup: 1 objects \(\d+ bytes\) removed/);
+    t.deepEqual(objects(), []);
 
     // Remove deletes the row and moves the directory to tmp/rm-<id>-* in one transaction. What a
     // kill leaves, restarted: a trash entry whose row is still there (the transaction did not
