@@ -25,7 +25,6 @@ import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { SectionId } from '../format/layout.js';
 import { OBJECTS_DIR, isTempName } from './store.js';
 import { dropDeadRoots, lockStores, readRoots, type Root, type UnreadableRoot } from './roots.js';
 import { collectStore, withBlob, writeStdout } from './inspect.js';
@@ -99,7 +98,7 @@ export async function referencedDigests(blobs: string[]): Promise<Set<string>> {
   const refs = new Set<string>();
   for (const blob of blobs) {
     await withBlob(blob, (r) => {
-      for (let k = 0; k < r.header.sections[SectionId.DIGESTS].count; k++) refs.add(r.digest(k).toString('hex'));
+      for (const hex of r.digestsHex()) refs.add(hex);
     });
   }
   return refs;

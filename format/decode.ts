@@ -669,6 +669,21 @@ export class BlobReader {
     return Buffer.from(this.src.read(this.sec[SectionId.DIGESTS].offset + idx * DIGEST_SIZE, DIGEST_SIZE));
   }
 
+  /**
+   * Every digest of DIGESTS as lowercase hex, in index order, read a chunk of the section at a
+   * time (gc and the snapshotter's Cleanup list every blob's digests: one read per digest
+   * through a file source cost ~3 us each).
+   */
+  *digestsHex(): Generator<string> {
+    const { offset, count } = this.sec[SectionId.DIGESTS]; // openBlob checked size == count * 32
+    const PER_READ = 32768;
+    for (let k = 0; k < count; k += PER_READ) {
+      const n = Math.min(PER_READ, count - k);
+      const hex = this.src.read(offset + k * DIGEST_SIZE, n * DIGEST_SIZE).toString('hex');
+      for (let j = 0; j < n; j++) yield hex.slice(j * 2 * DIGEST_SIZE, (j + 1) * 2 * DIGEST_SIZE);
+    }
+  }
+
   /** Path of an object in a store: STORE/objects/XX/62hex. */
   objectPath(store: string, digest: Buffer): string {
     return objectPath(store, digest);

@@ -1281,3 +1281,26 @@ test('property: any mutation of a random blob gives BlobError or a valid tree', 
   t.log(JSON.stringify(tally));
   t.true(tally.ok > 0 && tally.rejected > 0, 'both outcomes occur');
 });
+
+test('digestsHex lists DIGESTS in index order as digest(k) does, across its read chunks (file source)', (t) => {
+  // 70,000 distinct digests: three chunks of the generator's 32,768-digest reads, the last partial
+  const files = [];
+  for (let k = 0; k < 70000; k++) files.push([`f${k}`, extNode(100, `content ${k}`)]);
+  const blob = encodeBlob(dirNode([['d', dirNode(files)]]));
+  const dir = mkdtempSync(join(tmpdir(), 'ub-digests-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'b.ub'), blob);
+  const src = sourceFromFile(join(dir, 'b.ub'));
+  try {
+    const r = openBlob(src);
+    const count = r.header.sections[SectionId.DIGESTS].count;
+    t.is(count, 70000);
+    const got = [...r.digestsHex()];
+    t.is(got.length, count);
+    for (let k = 0; k < count; k++) if (got[k] !== r.digest(k).toString('hex')) return t.fail(`digest ${k}`);
+    const expected = files.map(([, n]) => n.digest.toString('hex')).sort();
+    t.deepEqual(got, expected, 'sorted, every file\'s digest once');
+  } finally {
+    src.close();
+  }
+});
