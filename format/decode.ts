@@ -642,7 +642,12 @@ export class BlobReader {
 
   /** Symlink target (binary string). */
   readlink(i: number): string {
-    const inode = this.inode(i);
+    return this.linkTargetOf(this.inode(i));
+  }
+
+  /** readlink() of an inode already read (decodeTree: each inode is parsed once). */
+  linkTargetOf(inode: Inode): string {
+    const i = inode.index;
     if (inode.type !== 'lnk') throw new Error(`inode ${i} is not a symlink`);
     const bytes = this.dataItem(inode);
     if (bytes.includes(0)) throw new BlobError(`inode ${i}: symlink target contains NUL`);
@@ -651,8 +656,12 @@ export class BlobReader {
 
   /** Content of an inline regular file (a copy). */
   readInline(i: number): Buffer {
-    const inode = this.inode(i);
-    if (inode.type !== 'reg' || inode.layout !== Layout.INLINE) throw new Error(`inode ${i} is not an inline file`);
+    return this.inlineOf(this.inode(i));
+  }
+
+  /** readInline() of an inode already read. */
+  inlineOf(inode: Inode): Buffer {
+    if (inode.type !== 'reg' || inode.layout !== Layout.INLINE) throw new Error(`inode ${inode.index} is not an inline file`);
     return Buffer.from(this.dataItem(inode));
   }
 
@@ -691,7 +700,12 @@ export class BlobReader {
 
   /** Xattrs of inode `i`: full name (binary string) -> value (copy), in name order. */
   xattrs(i: number): Map<string, Buffer> {
-    const set = this.inode(i).xattrSet;
+    return this.xattrsOf(this.inode(i));
+  }
+
+  /** xattrs() of an inode already read. */
+  xattrsOf(inode: Inode): Map<string, Buffer> {
+    const set = inode.xattrSet;
     const out = new Map<string, Buffer>();
     if (set === 0) return out;
     const index = this.src.read(this.sec[SectionId.XATTR_INDEX].offset + (set - 1) * XATTR_SET_SIZE, XATTR_SET_SIZE);
@@ -834,17 +848,17 @@ function nodeOf(reader: BlobReader, inode: Inode): TreeNode {
     gid: inode.gid,
     mtimeSec: inode.mtimeSec,
     mtimeNsec: inode.mtimeNsec,
-    xattrs: reader.xattrs(inode.index),
+    xattrs: reader.xattrsOf(inode),
     size: 0,
   };
   switch (inode.type) {
     case 'reg':
       node.size = inode.size;
-      if (inode.layout === Layout.INLINE) node.inline = reader.readInline(inode.index);
+      if (inode.layout === Layout.INLINE) node.inline = reader.inlineOf(inode);
       else if (inode.layout === Layout.EXTERNAL) node.digest = reader.digest(inode.payload);
       break;
     case 'lnk':
-      node.target = reader.readlink(inode.index);
+      node.target = reader.linkTargetOf(inode);
       node.size = node.target.length;
       break;
     case 'dir':
