@@ -1304,3 +1304,45 @@ test('digestsHex lists DIGESTS in index order as digest(k) does, across its read
     src.close();
   }
 });
+
+test('encode: DIGESTS in memcmp order and unique when digests share long prefixes and repeat', (t) => {
+  // The encoder sorts by a digest's leading bits first (placeDigests): digests that agree on
+  // their first 7..31 bytes, repeated contents and ones differing only in the first bit must
+  // still come out in full memcmp order, each once, with every file naming its own.
+  const rand = prng(7);
+  const digests = [];
+  const base = Buffer.alloc(32, 0xa5);
+  for (let shared = 5; shared < 32; shared++) {
+    for (let v = 0; v < 4; v++) {
+      const d = Buffer.from(base);
+      d[shared] = (v * 61 + shared) & 0xff;
+      for (let b = shared + 1; b < 32; b++) d[b] = Math.floor(rand() * 256);
+      digests.push(d);
+    }
+  }
+  for (let k = 0; k < 300; k++) digests.push(Buffer.from(Array.from({ length: 32 }, () => Math.floor(rand() * 256))));
+  digests.push(Buffer.alloc(32, 0), Buffer.alloc(32, 0xff), Buffer.concat([Buffer.from([0x80]), Buffer.alloc(31)]));
+  const files = [];
+  digests.forEach((d, k) => {
+    const copies = 1 + (k % 3); // identical contents in several files
+    for (let c = 0; c < copies; c++) files.push([`f${k}-${c}`, node(S_IFREG | 0o644, { size: 5000, digest: Buffer.from(d) })]);
+  });
+  for (let k = files.length - 1; k > 0; k--) {
+    const j = Math.floor(rand() * (k + 1));
+    [files[k], files[j]] = [files[j], files[k]];
+  }
+  const r = open(encodeBlob(dirNode([['a', dirNode(files.slice(0, 400))], ['b', dirNode(files.slice(400))]])));
+  const stored = [...r.digestsHex()];
+  const expected = [...new Set(digests.map((d) => d.toString('hex')))].sort();
+  t.deepEqual(stored, expected, 'every distinct digest once, in memcmp order');
+  const tree = decodeTree(r);
+  let checked = 0;
+  for (const [dirName, part] of [['a', files.slice(0, 400)], ['b', files.slice(400)]]) {
+    const dir = tree.children.get(dirName);
+    for (const [name, n] of part) {
+      if (!dir.children.get(name).digest.equals(n.digest)) return t.fail(`${dirName}/${name} names another digest`);
+      checked++;
+    }
+  }
+  t.is(checked, files.length);
+});
