@@ -62,18 +62,23 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
   }
 
   // ---- Pass 1: breadth-first numbering, children in byte order, validation. ----
+  // Typed arrays sized from a first count: a million pushes into a dozen growing arrays, and
+  // the garbage their regrowth leaves, cost more than counting the children once.
+  const bound = countEntries(root) + 1;
   const nodes: TreeNode[] = [root];
   const indexOf = new Map<TreeNode, number>([[root, 0]]);
-  const nlink: number[] = [0];
-  const parent: number[] = [0];
+  const nlink = new Uint32Array(bound);
+  const parent = new Uint32Array(bound);
   // Where each inode was first reached, to name it in error messages without storing paths.
-  const firstParent: number[] = [-1];
+  const firstParent = new Int32Array(bound);
+  firstParent[0] = -1;
   const firstName: string[] = [''];
   // Directory entries of all directories, flat; a directory's run is [entryStart, entryEnd).
-  const entryStart: number[] = [];
-  const entryEnd: number[] = [];
+  const entryStart = new Uint32Array(bound);
+  const entryEnd = new Uint32Array(bound);
   const entryName: string[] = [];
-  const entryIno: number[] = [];
+  const entryIno = new Uint32Array(bound);
+  let direntCount = 0;
 
   const pathOf = (i: number): string => {
     const parts: string[] = [];
@@ -85,7 +90,7 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
     const node = nodes[head];
     const problem = nodeProblem(node, threshold);
     if (problem !== null) throw new EncodeError(`${pathOf(head)}: ${problem}`);
-    entryStart[head] = entryName.length;
+    entryStart[head] = direntCount;
     if ((node.mode & S_IFMT) === S_IFDIR) {
       let subdirs = 0;
       const children = node.children;
@@ -110,9 +115,8 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
             if (idx >= MAX_INODES) throw new EncodeError(`too many inodes (limit ${MAX_INODES})`);
             nodes.push(child);
             indexOf.set(child, idx);
-            nlink.push(0);
-            parent.push(isDir ? head : 0);
-            firstParent.push(head);
+            if (isDir) parent[idx] = head;
+            firstParent[idx] = head;
             firstName.push(name);
           } else if (isDir) {
             throw new EncodeError(
@@ -122,23 +126,22 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
           if (isDir) subdirs++;
           nlink[idx]++;
           entryName.push(name);
-          entryIno.push(idx);
+          entryIno[direntCount++] = idx;
         }
       }
       nlink[head] = 2 + subdirs;
     } else if (node.children !== undefined && node.children.size > 0) {
       throw new EncodeError(`${pathOf(head)}: only directories have children`);
     }
-    entryEnd[head] = entryName.length;
+    entryEnd[head] = direntCount;
   }
   const inodeCount = nodes.length;
-  const direntCount = entryName.length;
 
   // ---- Pass 2: place payloads. ----
   const layout = new Uint8Array(inodeCount);
-  const payload: number[] = new Array(inodeCount).fill(0);
+  const payload = new Float64Array(inodeCount);
   // Directories: bytes of their data in DIRS, which is also their size.
-  const dirLen: number[] = new Array(inodeCount).fill(0);
+  const dirLen = new Float64Array(inodeCount);
   const xattrSetOf = new Uint32Array(inodeCount);
 
   // DATA: items in order of first use, deduplicated by bytes (symlink targets and inline
@@ -389,6 +392,28 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
 }
 
 /**
+ * The number of directory entries in the tree, each directory counted once however often it is
+ * reached (pass 1 rejects that): a bound of the dirent count, and of the inode count less the root.
+ */
+function countEntries(root: TreeNode): number {
+  let entries = 0;
+  const seen = new Set<TreeNode>();
+  const dirs = [root];
+  while (dirs.length > 0) {
+    const dir = dirs.pop()!;
+    if (seen.has(dir)) continue;
+    seen.add(dir);
+    const children = dir.children;
+    if (!(children instanceof Map)) continue;
+    entries += children.size;
+    for (const child of children.values()) {
+      if (child && typeof child === 'object' && (child.mode & S_IFMT) === S_IFDIR) dirs.push(child);
+    }
+  }
+  return entries;
+}
+
+/**
  * DIRS bytes (= size) of a directory whose entries are [start, end) (SPEC §5): the entries are packed
  * greedily into chunks of at most 4096 bytes (dirents, then names); every chunk but the last is
  * padded to 4096 bytes, the last ends right after its last name. 0 for an empty directory.
@@ -416,7 +441,7 @@ function dirDataLength(names: string[], start: number, end: number): number {
  * those bits; only runs that share them (identical contents, and rare prefix collisions) are
  * then compared whole. A comparator sort was two thirds of the encoder's time for a million files.
  */
-function placeDigests(nodes: TreeNode[], external: number[], payload: number[]): Buffer[] {
+function placeDigests(nodes: TreeNode[], external: number[], payload: Float64Array): Buffer[] {
   const n = external.length;
   const digestOf = (k: number) => nodes[external[k]].digest!;
   const positionBits = Math.max(1, Math.ceil(Math.log2(n + 1)));
@@ -464,7 +489,7 @@ function sortRunByDigest(run: Uint32Array, digestOf: (k: number) => Buffer): voi
  *
  * The first fit is found in O(log pages) with a max-tree over the pages' unused tails.
  */
-function placeDirs(dirLen: number[], payload: number[]): number {
+function placeDirs(dirLen: Float64Array, payload: Float64Array): number {
   let bound = 0;
   for (const len of dirLen) bound += Math.ceil(len / BLOCK_SIZE);
   let leaves = 1;
