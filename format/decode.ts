@@ -13,7 +13,7 @@ import {
   MAX_XATTR_VALUE_LEN, SEC, SECTION_COUNT, SECTION_ENTRY_SIZE, SECTION_NAMES, SECTION_SLOTS, SECTION_TABLE_OFFSET,
   SectionId, VERSION_MAJOR, XATTR_ENTRY_HEADER_SIZE, XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, decodeDev,
   MIN_DIR_CHUNK_LEN, dirChunkCount, dirChunkLen, dirPos, dtypeOfMode, fileTypeOfDtype, inodeOffset, inodesSectionSize,
-  MAX_DIR_BYTES, type LayoutValue,
+  MAX_DIR_BYTES, MAX_XATTR_OVERLAY_NAME_LEN, XATTR_OVERLAY_PREFIX, type LayoutValue,
 } from './layout.js';
 import { fileTypeOf, type FileType, type TreeNode } from './tree.js';
 
@@ -730,6 +730,10 @@ export class BlobReader {
       const name = XATTR_PREFIXES[prefixId] + data.toString('latin1', at, at + suffixLen);
       if (name.length < 1 || name.length > MAX_XATTR_NAME_LEN) throw bad(`entry ${k} has a name of ${name.length} bytes`);
       if (name.includes('\0')) throw bad(`entry ${k} has a name containing NUL`);
+      // the encoder refuses longer ones: a mount shows them escaped, past 255 bytes
+      if (name.length > MAX_XATTR_OVERLAY_NAME_LEN && name.startsWith(XATTR_OVERLAY_PREFIX)) {
+        throw bad(`entry ${k} is a ${XATTR_OVERLAY_PREFIX}* name of ${name.length} bytes`);
+      }
       if (prev !== undefined && !(prev < name)) throw bad(`names not in increasing order at entry ${k}`);
       at += suffixLen;
       out.set(name, Buffer.from(data.subarray(at, at + valueLen)));

@@ -106,6 +106,7 @@ enum {
 #define UB_INODES_PER_PAGE	(UB_BLOCK_SIZE / UB_INODE_SIZE)
 #define UB_INLINE_MAX		4096	/* largest inline regular file */
 #define UB_SYMLINK_MAX		4095	/* largest symlink target */
+#define UB_FILE_SIZE_MAX	0x7fffffffffffffffULL	/* st_size is a signed 64-bit off_t */
 #define UB_DIR_MAX		0xffffffffu	/* largest directory data (its size) */
 
 /*
@@ -239,6 +240,8 @@ enum {
 #define UB_XATTR_OVERLAY_PREFIX_LEN	16
 #define UB_XATTR_OVERLAY_ESCAPED	"trusted.overlay.overlay."
 #define UB_XATTR_OVERLAY_ESCAPED_LEN	24
+/* longest stored "trusted.overlay.*" name: escaped (8 bytes more) it is still <= 255 */
+#define UB_XATTR_OVERLAY_NAME_MAX	(UB_XATTR_NAME_MAX - (UB_XATTR_OVERLAY_ESCAPED_LEN - UB_XATTR_OVERLAY_PREFIX_LEN))
 
 /* ---- compile-time layout checks (kernel gnu11 and userspace alike) ----- */
 

@@ -35,6 +35,12 @@ static int ubfs_read_inline_folio(struct file *file, struct folio *folio)
 		void *kaddr = kmap_local_folio(folio, 0);
 
 		ret = ub_read_data(UBFS_BLOB(inode), info, 0, kaddr, PAGE_SIZE);
+		/*
+		 * A NUL would cut the target short where ub_readlink() (FUSE, fsck)
+		 * refuses it: corrupt, as SPEC §4 says.
+		 */
+		if (ret > 0 && S_ISLNK(inode->i_mode) && memchr(kaddr, 0, ret))
+			ret = -EUCLEAN;
 		if (ret >= 0)
 			memset(kaddr + ret, 0, PAGE_SIZE - ret);
 		kunmap_local(kaddr);

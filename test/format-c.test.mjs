@@ -343,3 +343,38 @@ test('fuzz.sh: regression inputs replay clean and every target runs 4 s without 
   t.is(runs.length, 2, 'one stats block per target');
   for (const n of runs) t.true(n > 100, `only ${n} runs`);
 });
+
+// ---- rules a reader enforces itself (valid CRCs) -------------------------------------------
+
+test('ubdump and the TypeScript reader refuse what SPEC §4, §5, §8 forbid, and accept the same blob before the patch', async (t) => {
+  const { craftedBlobs } = await import('./lib/crafted-blobs.mjs');
+  const F = await import('../dist/format/index.js');
+  const dir = mkdtempSync(join(tmpdir(), 'ubc-crafted-'));
+  try {
+    for (const [name, { blob, control }] of Object.entries(craftedBlobs())) {
+      for (const [label, b, bad] of [['control', control, false], ['crafted', blob, true]]) {
+        const file = join(dir, `${name}-${label}.ub`);
+        writeFileSync(file, b);
+        for (const bin of [UBDUMP, UBDUMP_ASAN]) {
+          const r = runDump(bin, file, ['-q']);
+          if (bad) {
+            t.is(r.status, 1, `${name}: ${bin} accepted it: ${r.stderr}`);
+            t.regex(r.stderr, /^ubdump: .*corrupt blob: .+\n$/, name);
+          } else {
+            t.is(r.status, 0, `${name} control: ${bin}: ${r.stderr}`);
+          }
+        }
+        let err;
+        try {
+          F.dumpBlob(F.openBlob(F.sourceFromBuffer(b)));
+        } catch (e) {
+          err = e;
+        }
+        if (bad) t.true(err instanceof F.BlobError, `${name}: the TypeScript reader gave ${err}`);
+        else t.is(err, undefined, `${name} control: ${err}`);
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -456,7 +456,8 @@ static bool ub_inode_valid(const struct ub_blob *b, const struct ub_inode_info *
 
 	switch (ub_inode_type(i)) {
 	case UB_S_IFREG:
-		if (i->aux)
+		/* a larger size would be a negative st_size / i_size */
+		if (i->aux || i->size > UB_FILE_SIZE_MAX)
 			return false;
 		if (i->layout == UB_LAYOUT_EXTERNAL)
 			return i->size >= 1 &&
@@ -792,7 +793,7 @@ static int ub_readdir_chunk(const struct ub_blob *b, const struct ub_dchunk *ch,
 		err = ub_dchunk_entry(b, ch, k, &e);
 		if (err)
 			return err;
-		/* names strictly increase: no duplicates reach userspace */
+		/* names strictly increase (across chunks: ub_dchunk_check_seam) */
 		if (k > 0 && ub_namecmp(prev.name, prev.len, e.name, e.len) >= 0)
 			return -EUCLEAN;
 		di.name = e.name;
@@ -808,6 +809,28 @@ static int ub_readdir_chunk(const struct ub_blob *b, const struct ub_dchunk *ch,
 next_chunk:
 	*pos = base + UB_DIR_CHUNK_SIZE;
 	return 0;
+}
+
+/*
+ * Chunk c (> 0, mapped as ch) must start after chunk c - 1's last name: within a chunk
+ * ub_readdir_chunk() checks the order, this is the seam between two.
+ */
+static int ub_dchunk_check_seam(const struct ub_blob *b, const struct ub_inode_info *dir,
+				u32 c, const struct ub_dchunk *ch)
+{
+	struct ub_dchunk before;
+	struct ub_dent last, first;
+	int err = ub_dchunk_map(b, dir, c - 1, &before);
+
+	if (err)
+		return err;
+	err = ub_dchunk_entry(b, &before, before.n - 1, &last);
+	if (!err)
+		err = ub_dchunk_entry(b, ch, 0, &first);
+	if (!err && ub_namecmp(last.name, last.len, first.name, first.len) >= 0)
+		err = -EUCLEAN;
+	ub_unmap(b, before.cookie);
+	return err;
 }
 
 /* Emit "." and ".." for positions 0 and 1; 1 if emit stopped. */
@@ -855,7 +878,10 @@ int ub_readdir(const struct ub_blob *b, const struct ub_inode_info *dir,
 
 		if (ret)
 			return ret;
-		ret = ub_readdir_chunk(b, &ch, base, k, pos, emit, arg);
+		if (k == 0 && c > 0)
+			ret = ub_dchunk_check_seam(b, dir, c, &ch);
+		if (!ret)
+			ret = ub_readdir_chunk(b, &ch, base, k, pos, emit, arg);
 		ub_unmap(b, ch.cookie);
 		if (ret)
 			return ret < 0 ? ret : 0;
@@ -1065,6 +1091,9 @@ int ub_xattr_next(struct ub_xattr_iter *it, struct ub_xattr *x)
 	if (err < 0)
 		return err;
 	x->overlay = err;
+	/* the encoder refuses longer ones: escaped, they would pass 255 bytes */
+	if (x->overlay && x->name_len > UB_XATTR_OVERLAY_NAME_MAX)
+		return -EUCLEAN;
 	it->pos = x->value_off + x->value_len;
 	it->left--;
 	return 1;

@@ -298,6 +298,29 @@ if [ -n "$mounted" ] && [ $((mounted + refused)) -eq "$NCORRUPT" ] && [ "$stuck"
 else
 	fail corrupt-blobs "want $NCORRUPT blobs mounted or refused, none stuck: $summary"
 fi
+# Blobs breaking one rule the module checks itself (CRCs valid; test/lib/crafted-blobs.mjs):
+# the blob mounts, its sound file reads, and the one operation on the bad entry fails.
+while read -r name path op; do
+	if ! ubmount "crafted-$name" /m/c basedir=/d/store; then
+		fail "crafted-$name" "mount failed"
+		continue
+	fi
+	case $op in
+	stat) got=$(ubt stat "/m/c/$path") ;;
+	listxattr) got=$(ubt listxattr "/m/c/$path") ;;
+	readlink) got=$(readlink "/m/c/$path" >/dev/null 2>&1 && echo "read") ;;
+	readdir) got=$(ls -f "/m/c/$path" >/dev/null 2>&1 && echo "listed") ;;
+	*) got="unknown op $op" ;;
+	esac
+	sound=$(cat /m/c/ok 2>&1)
+	umount /m/c
+	case $op:$got in
+	stat:"ERR EUCLEAN"|listxattr:"ERR EUCLEAN"|readlink:|readdir:) ;;
+	*) fail "crafted-$name" "$op of $path gave [$got], want it refused"; continue ;;
+	esac
+	expect "crafted-$name" "fine" "$sound"
+done </d/crafted.list
+
 # A blob of format version 1 is refused, and the kernel log says to rebuild it, whatever its
 # header crc (the version is read first); version 0 (no format had it) is corrupt.
 for want in v1:'v1.ub: unionblob format version 1: rebuild the blob with this cfs' \

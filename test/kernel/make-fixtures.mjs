@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { prng } from '../lib/prng.mjs';
+import { craftedBlobs } from '../lib/crafted-blobs.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, '..', '..');
@@ -434,6 +435,16 @@ const cv0 = Buffer.from(cbuf);
 cv0.writeUInt16LE(0, 12);
 fixHeaderCrc(cv0);
 writeFileSync(join(disk, 'blobs', 'v0.ub'), cv0);
+
+// Blobs that break one rule a reader enforces itself, CRCs valid (test/lib/crafted-blobs.mjs):
+// blobs/crafted-NAME.ub, and crafted.list with "NAME PATH OP" lines for the guest.
+const crafted = craftedBlobs();
+const craftedList = [];
+for (const [name, { blob, path, why }] of Object.entries(crafted)) {
+  writeFileSync(join(disk, 'blobs', `crafted-${name}.ub`), blob);
+  craftedList.push(`${name} ${path} ${why}`);
+}
+writeFileSync(join(disk, 'crafted.list'), craftedList.join('\n') + '\n');
 
 // ---- real images: blobs of test/fixtures/make-images.sh's Debian images -------------
 // The guest writes a manifest of each mount to out/; kernel.test.mjs diffs it with umoci's tree.
