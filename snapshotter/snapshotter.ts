@@ -195,6 +195,8 @@ export class Snapshotter {
    * which gc roots to fix (see cleanupState); while it is unchanged, Cleanup skips both steps.
    */
   private cleanedState: string | null = null;
+  /** Journals of store writers still running (ownedStore until adoptJournal): not adopted by Cleanup. */
+  private readonly liveJournals = new Set<string>();
   /** Compiles started by Prepare for extraction snapshots, by snapshot id (see compileAhead). */
   private readonly ahead = new Map<number, Promise<AheadResult | null>>();
   /** Directories trash() is deleting in the background. */
@@ -280,13 +282,16 @@ export class Snapshotter {
     return this.db.all().map((r) => this.info(r)).filter((i) => matches({ ...i, kind: i.kind.toLowerCase() }, parsed));
   }
 
-  async mounts(key: string): Promise<Mount[]> {
-    const row = this.db.mustGet(key);
-    if (row.kind !== Kind.ACTIVE && row.kind !== Kind.VIEW) {
-      throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active or a view`);
-    }
-    if (row.parentId !== null) await this.lock.run(() => this.ensureMounted(row.parentId!));
-    return this.mountsOf(row);
+  mounts(key: string): Promise<Mount[]> {
+    // under the lock: a Remove queued before this call must not have the parent mounted again
+    return this.lock.run(async () => {
+      const row = this.db.mustGet(key);
+      if (row.kind !== Kind.ACTIVE && row.kind !== Kind.VIEW) {
+        throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active or a view`);
+      }
+      if (row.parentId !== null) await this.ensureMounted(row.parentId);
+      return this.mountsOf(row);
+    });
   }
 
   async usage(key: string): Promise<{ size: number; inodes: number }> {
@@ -359,6 +364,8 @@ export class Snapshotter {
         if (needsDir) {
           fs.rmSync(this.dir(newId), { recursive: true, force: true }); // an orphan of a rolled-back insert
           fs.renameSync(tmp, this.dir(newId));
+          // durable before the row is: after a power cut, no active row without its upper
+          fsyncDir(path.dirname(this.dir(newId)));
         }
         return newId;
       });
@@ -414,6 +421,10 @@ export class Snapshotter {
    */
   private async fastPath(key: string, target: string, parent: string, labels: Record<string, string>): Promise<boolean> {
     const namespace = key.split('/')[0];
+    if (this.db.get(target)) {
+      this.log(`fast path: ${target} exists and is not committed; slow path`);
+      return false;
+    }
     const p = this.parentRow(parent);
     let layer;
     try {
@@ -426,9 +437,17 @@ export class Snapshotter {
       this.log(`fast path: no layer with chain id ${target} in namespace ${namespace}; slow path`);
       return false;
     }
-    const spec = p ? null : await this.takeSpeculation(layer);
-    if (spec) await this.publishSpeculated(layer, target, labels, spec);
-    else await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
+    try {
+      const spec = p ? null : await this.takeSpeculation(layer);
+      if (spec) await this.publishSpeculated(layer, target, labels, spec);
+      else await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
+    } catch (err: any) {
+      if (err instanceof SnapshotError) throw err;
+      // containerd's unpacker gives up on any other answer than AlreadyExists or mounts: a layer
+      // we cannot compile (read error, digest mismatch, a store busy) is left to containerd
+      this.log(`fast path: ${layer.digest}: ${err.message}; slow path`);
+      return false;
+    }
     return true;
   }
 
@@ -514,6 +533,9 @@ export class Snapshotter {
         if (r) {
           r.timer = setTimeout(() => this.dropSpeculation(r, 'not asked for'), SPECULATION_TTL_MS);
           r.timer.unref();
+          // the same bytes ingested again before the first result was used: keep one, release the other's lock
+          const earlier = this.speculated.get(r.digest);
+          if (earlier) this.dropSpeculation(earlier, 'superseded');
           this.speculated.set(r.digest, r);
         }
       } catch (err: any) {
@@ -594,6 +616,7 @@ export class Snapshotter {
   private dropSpeculation(r: Speculated, why: string): void {
     if (this.speculated.get(r.digest) !== r) return;
     this.speculated.delete(r.digest);
+    clearTimeout(r.timer);
     r.lock.release();
     this.log(`speculation on ${r.digest} dropped (${why})`);
   }
@@ -911,27 +934,39 @@ export class Snapshotter {
    */
   private ownedStore(): { store: StoreWriter; journal: string } {
     const journal = path.join(this.root, 'journal', path.basename(this.tmpPath('objects')));
+    this.liveJournals.add(journal);
     return { store: new StoreWriter(this.stores, { journal, startNow: true }), journal };
   }
 
   /** Record a journal's objects as ours (one transaction), then drop it. */
   private adoptJournal(file: string): void {
-    let text;
     try {
-      text = fs.readFileSync(file, 'latin1');
-    } catch (err: any) {
-      if (err.code === 'ENOENT') return; // no new object
-      throw err;
+      let text;
+      try {
+        text = fs.readFileSync(file, 'latin1');
+      } catch (err: any) {
+        if (err.code === 'ENOENT') return; // no new object
+        throw err;
+      }
+      // a killed writer may have left half a line: a digest is all 64 hex digits or nothing
+      this.db.addObjects(text.split('\n').filter((l) => /^[0-9a-f]{64}$/.test(l)));
+      fs.rmSync(file, { force: true });
+    } finally {
+      this.liveJournals.delete(file);
     }
-    // a killed writer may have left half a line: a digest is all 64 hex digits or nothing
-    this.db.addObjects(text.split('\n').filter((l) => /^[0-9a-f]{64}$/.test(l)));
-    fs.rmSync(file, { force: true });
   }
 
-  /** Journals of commits that were killed (under the lock: no commit is running). */
+  /**
+   * Journals left by writers that are gone: killed commits, and this process's finished ones.
+   * A journal a writer still appends to is skipped: compileAhead and speculate write objects
+   * outside the lock, and taking their journal away would lose the lines written after it.
+   */
   private adoptJournals(): void {
     const dir = path.join(this.root, 'journal');
-    for (const name of fs.readdirSync(dir)) this.adoptJournal(path.join(dir, name));
+    for (const name of fs.readdirSync(dir)) {
+      const file = path.join(dir, name);
+      if (!this.liveJournals.has(file)) this.adoptJournal(file);
+    }
   }
 
   // ------------------------------------------------------------------------------- Update
@@ -1016,9 +1051,9 @@ export class Snapshotter {
    * This string covers all of those; the caller compares it with the one after the last
    * Cleanup that completed.
    */
-  private cleanupState(): string {
+  private cleanupState(withObjectCount = true): string {
     const committed = this.db.all().filter((r) => r.kind === Kind.COMMITTED).map((r) => r.id);
-    const parts = [committed.join(','), String(this.db.objectCount())];
+    const parts = [committed.join(','), withObjectCount ? String(this.db.objectCount()) : ''];
     for (const s of this.stores) {
       const dir = path.join(s, ROOTS_DIR);
       parts.push(`${s}:${statKey(dir)}`);
@@ -1084,10 +1119,14 @@ export class Snapshotter {
       return { objects: 0, bytes: 0 };
     }
     try {
+      // What the roots were read under: a root released while they were read (a blob deleted:
+      // no lock needed) may have been counted as referencing its objects, so the state is
+      // recorded as collected only if nothing but our own deletions changed it meanwhile.
+      const before = this.cleanupState(false);
       const refs = await this.neededObjects();
       if (!refs) return { objects: 0, bytes: 0 };
       const r = this.deleteOwnedExcept(refs);
-      this.cleanedState = this.cleanupState();
+      this.cleanedState = this.cleanupState(false) === before ? this.cleanupState() : null;
       return r;
     } finally {
       lock.release();

@@ -296,6 +296,31 @@ test.serial('1.6: images rm --sync: every snapshot, mount, upper gone; objects o
   t.deepEqual(fs.readdirSync(path.join(e16.store, 'roots')), []);
 });
 
+test.serial('1.6: Cleanup during an import (compile-ahead writing objects) loses track of no object', async (t) => {
+  t.truthy(e16, 'needs the first test');
+  t.deepEqual(storeObjects(e16.store), [], 'the store starts empty (the test before emptied it)');
+  // Cleanup adopts the journals of writers that are gone; a compile-ahead still appending to its
+  // own must keep it, or the objects written after the takeover are never recorded as ours and
+  // no Cleanup ever deletes them.
+  const sock = path.join(e16.dir, 'ub.sock');
+  let importing = true;
+  const imported = e16.ctr(['images', 'import', ...SN, B]).finally(() => { importing = false; });
+  let cleanups = 0;
+  while (importing) {
+    await snapshotsCall(sock, 'Cleanup', {});
+    cleanups++;
+  }
+  await imported;
+  t.log(`${cleanups} Cleanups during the import`);
+  t.true(cleanups > 3, 'Cleanup ran while the layers were compiled');
+  await e16.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/b:latest']);
+  for (let i = 0; i < 50 && rows(e16).length > 0; i++) await sleep(100);
+  t.deepEqual(rows(e16), []);
+  await snapshotsCall(sock, 'Cleanup', {});
+  t.deepEqual(storeObjects(e16.store), [], 'every object the import wrote was collected');
+  t.deepEqual(fs.readdirSync(path.join(e16.ubRoot, 'journal')), []);
+});
+
 // ------------------------------------------------------------------------------ containerd 1.7
 
 test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals cfs build and the slow path\'s, tree equals umoci', async (t) => {
