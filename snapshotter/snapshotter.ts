@@ -1078,9 +1078,16 @@ export class Snapshotter {
       if (!row) {
         this.log(`cleanup: removing snapshots/${name} (no such snapshot)`);
         await this.removeDir(path.join(this.root, 'snapshots', name));
-      } else if (row.kind === Kind.COMMITTED) {
-        await fsp.rm(this.upper(row.id), { recursive: true, force: true });
-        await fsp.rm(this.work(row.id), { recursive: true, force: true });
+      } else {
+        if (row.kind === Kind.COMMITTED) {
+          await fsp.rm(this.upper(row.id), { recursive: true, force: true });
+          await fsp.rm(this.work(row.id), { recursive: true, force: true });
+        }
+        // a Commit killed while writing its blob (writeFileAtomic's temp name); under the lock no
+        // Commit is writing one now
+        for (const f of await fsp.readdir(this.dir(row.id)).catch(() => [] as string[])) {
+          if (f.startsWith(`${path.basename(this.blob(row.id))}.tmp-`)) await fsp.rm(path.join(this.dir(row.id), f), { force: true });
+        }
       }
     }
     for (const name of await fsp.readdir(path.join(this.root, 'tmp'))) {

@@ -533,6 +533,12 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.is((await call('Prepare', { key: 'ns/2/b', parent: 'ns/1/a' })).code, S.INVALID_ARGUMENT); // parent not committed
     fs.writeFileSync(path.join(dir, 'root/snapshots/1/fs/hello'), 'hello world\n'.repeat(10)); // stored as an object
     t.truthy((await call('Commit', { name: 'ns/3/c', key: 'ns/1/a' })).res);
+    // a Commit killed while writing its blob leaves blob.tmp-PID beside it: Cleanup removes it
+    const committedDir = fs.readdirSync(path.join(dir, 'root/snapshots')).map((n) => path.join(dir, 'root/snapshots', n))
+      .find((d) => fs.existsSync(path.join(d, 'blob')));
+    fs.writeFileSync(path.join(committedDir, 'blob.tmp-4194304'), 'half a blob');
+    t.truthy((await call('Cleanup', {})).res);
+    t.deepEqual(fs.readdirSync(committedDir).filter((n) => n.startsWith('blob.')), [], 'no blob temp file left');
     t.is((await call('Commit', { name: 'ns/4/d', key: 'ns/3/c' })).code, S.FAILED_PRECONDITION); // not active
     t.is((await call('Mounts', { key: 'ns/3/c' })).code, S.FAILED_PRECONDITION);
     const v = await call('View', { key: 'ns/5/v', parent: 'ns/3/c' });
