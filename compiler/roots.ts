@@ -299,10 +299,20 @@ export async function holdStoresForBuild(stores: string[], out: string, root: bo
     throw err;
   }
   return {
-    done: () => lock.release(),
+    done: () => {
+      try {
+        // Another build of the same OUT that failed meanwhile took back the root it had added
+        // (ours found it there): name OUT again before the lock goes, gc cannot run until then.
+        if (root) for (const s of stores) addRoot(s, out);
+      } finally {
+        lock.release();
+      }
+    },
     failed: async () => {
       try {
-        for (const s of added) removeRoot(s, out);
+        // OUT exists: a build of the same OUT succeeded meanwhile, or ours failed after
+        // publishing it; either way the root now names a complete blob that needs its objects.
+        if (!blobExists(out)) for (const s of added) removeRoot(s, out);
         for (const [i, s] of lock.stores.entries()) if (fresh.has(s)) await removeIfOnlyOurs(s, lock.fds[i]);
       } finally {
         lock.release();

@@ -785,3 +785,28 @@ test('npm pack of the checkout, installed with npm install -g: that cfs builds, 
     t.is(u.status, 0, u.stderr);
   }
 });
+
+test('two builds of one OUT, one fails: the root of the blob the other published stays', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-tworoots-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const store = path.join(dir, 'store');
+  const out = path.join(dir, 'out.ub');
+  const rootsOf = () => fs.readdirSync(path.join(store, 'roots')).map((n) => fs.readlinkSync(path.join(store, 'roots', n)));
+  // A registers OUT's root, B finds it there; B publishes OUT and ends, then A fails.
+  let a = await holdStoresForBuild([store], out, true);
+  let b = await holdStoresForBuild([store], out, true);
+  fs.writeFileSync(out, 'the blob B wrote');
+  b.done();
+  await a.failed();
+  t.deepEqual(rootsOf(), [out], 'A took back the root of a blob that exists');
+  // A fails before B publishes: the root goes with A, and B names OUT again when it is done.
+  fs.rmSync(out);
+  fs.rmSync(path.join(store, 'roots'), { recursive: true });
+  a = await holdStoresForBuild([store], out, true);
+  b = await holdStoresForBuild([store], out, true);
+  await a.failed();
+  t.deepEqual(rootsOf(), []);
+  fs.writeFileSync(out, 'the blob B wrote');
+  b.done();
+  t.deepEqual(rootsOf(), [out], 'B registered its blob again');
+});
