@@ -937,6 +937,49 @@ serial('verity=require refuses an object that does not match its digest; verity=
   }
 });
 
+serial('an object changed after an earlier open: verity=require checks the new file again, a truncated one is EIO, a FIFO does not hang', (t) => {
+  const { blob, contents } = manyObjectsBlob(8);
+  const store = path.join(S.work, 'store-tamper');
+  fs.rmSync(store, { recursive: true, force: true });
+  fs.mkdirSync(store);
+  for (const buf of contents.values()) putObject(store, buf);
+  const objectOf = (n) => objectFile([store], verityDigest(contents.get(n)).toString('hex'));
+  const file = (n) => path.join(mnt, 'many', n);
+  // the kernel's copy of a file's pages goes, so the next read reaches the server
+  const dropPages = (n) => py('import os, sys\nfd = os.open(sys.argv[1], os.O_RDONLY)\nos.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)', [file(n)]);
+  const mnt = mkTarget('tamper');
+  const logFile = path.join(S.work, 'tamper.log');
+  const r = sh(SERVER, [blob, mnt, '-o', `basedir=${store},verity=require,open_objects=1,logfile=${logFile}`]);
+  if (r.status !== 0 && /logfile/.test(r.stderr)) return t.fail(`the server has no logfile option: ${r.stderr}`);
+  t.is(r.status, 0, r.stderr);
+  try {
+    for (const n of ['f0', 'f1', 'f2', 'f3']) t.true(fs.readFileSync(file(n)).equals(contents.get(n)), n);
+    // f0's descriptor was evicted (open_objects=1); its object is replaced by a forged file of
+    // the same size (a rename: another inode), which the next open must check, not trust
+    const forged = path.join(store, 'forged');
+    fs.writeFileSync(forged, Buffer.alloc(contents.get('f0').length, 0x45));
+    fs.renameSync(forged, objectOf('f0'));
+    dropPages('f0');
+    t.is(errnoOf(() => fs.readFileSync(file('f0'))), 'EIO', 'a replaced object was served unchecked');
+    // f3's descriptor is the cached one: its object truncated in place must not shrink the file
+    fs.truncateSync(objectOf('f3'), 50);
+    dropPages('f3');
+    t.is(errnoOf(() => fs.readFileSync(file('f3'))), 'EIO', 'a truncated object was served short');
+    t.is(fs.statSync(file('f3')).size, contents.get('f3').length);
+    // a FIFO in the object's place: open() must not wait for a writer
+    fs.rmSync(objectOf('f2'));
+    const hex = verityDigest(contents.get('f2')).toString('hex');
+    t.is(sh('mkfifo', [path.join(store, 'objects', hex.slice(0, 2), hex.slice(2))]).status, 0);
+    dropPages('f2');
+    const started = Date.now();
+    t.is(errnoOf(() => fs.readFileSync(file('f2'))), 'EIO');
+    t.true(Date.now() - started < 5000);
+    t.true(fs.readFileSync(file('f1')).equals(contents.get('f1')), 'a sound object still reads');
+  } finally {
+    t.is(sh('umount', [mnt]).status, 0);
+  }
+});
+
 serial('--digest: the blob must have that fs-verity digest', (t) => {
   const mnt = mkTarget('digest');
   const good = verityDigest(fs.readFileSync(S.blob)).toString('hex');
