@@ -126,12 +126,20 @@ function firstLook(dir: string): Fanout {
   return names;
 }
 
-function inStore(d: number, hex: string): boolean {
+/**
+ * Whether store d has the object as a regular file (of `size` bytes, where it is looked up one
+ * by one; a listed name is trusted, as composefs trusts its store: `cfs fsck` checks contents).
+ */
+function inStore(d: number, hex: string, size: number): boolean {
   const state = fanoutState(d, hex.slice(0, 2));
   if (state instanceof Set) return state.has(hex.slice(2));
   if (state !== 'lookup') return false;
-  const st = fs.lstatSync(`${objectsDirs[d]}/${hex.slice(0, 2)}/${hex.slice(2)}`, { throwIfNoEntry: false });
-  return st !== undefined && st.isFile();
+  return isObjectFile(`${objectsDirs[d]}/${hex.slice(0, 2)}/${hex.slice(2)}`, size);
+}
+
+function isObjectFile(file: string, size: number): boolean {
+  const st = fs.lstatSync(file, { throwIfNoEntry: false });
+  return st !== undefined && st.isFile() && st.size === size;
 }
 
 function makeFanout(d: number, fan: string): void {
@@ -214,7 +222,10 @@ function writeObject(d: number, hex: string, content: Uint8Array): boolean {
   const objectsDir = objectsDirs[d];
   if (tmpfile[d]) {
     try {
-      return writeObjectFile(fanoutFd(d, fan), hex.slice(2), content, init.fileMode, init.chmod);
+      // false: the name exists. A concurrent writer's object is kept; anything else under that
+      // name (a symlink, a directory, a file of another size: not the object) is replaced below.
+      if (writeObjectFile(fanoutFd(d, fan), hex.slice(2), content, init.fileMode, init.chmod)) return true;
+      if (isObjectFile(`${objectsDir}/${fan}/${hex.slice(2)}`, content.length)) return false;
     } catch (err) {
       if (!isTmpfileUnsupported(err)) throw new Error(`${objectsDir}/${fan}: ${(err as Error).message}`);
       tmpfile[d] = false;
@@ -258,12 +269,12 @@ function closeStream(s: OpenStream, remove: boolean): void {
 }
 
 /** The hex digest of item i if it is a new object; null (counted) if we saw it or a store has it. */
-function newObjectHex(digests: Buffer, i: number, reply: DoneMessage): string | null {
+function newObjectHex(digests: Buffer, i: number, size: number, reply: DoneMessage): string | null {
   const key = digests.toString('latin1', i * 32, i * 32 + 32);
   if (known.has(key)) return null;
   known.add(key);
   const hex = digests.toString('hex', i * 32, i * 32 + 32);
-  if (objectsDirs.some((_, d) => inStore(d, hex))) {
+  if (objectsDirs.some((_, d) => inStore(d, hex, size))) {
     reply.objectsPresent++;
     return null;
   }
@@ -287,7 +298,7 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
   if (!part.last) return;
   if (init.chmod) fs.fchmodSync(s.fd, init.fileMode);
   s.hasher.digest().copy(digests, part.item * 32);
-  const hex = newObjectHex(digests, part.item, reply);
+  const hex = newObjectHex(digests, part.item, s.size, reply);
   closeStream(s, hex === null);
   if (hex === null) return;
   journalObject(hex);
@@ -317,7 +328,7 @@ function handleBatch(m: BatchMessage): DoneMessage {
         continue;
       }
       if (!m.digests) hashBufferScratch(content).copy(digests, i * 32);
-      const hex = newObjectHex(digests, i, reply);
+      const hex = newObjectHex(digests, i, content.length, reply);
       if (hex === null) continue;
       if (writeObject(chooseStore(content.length), hex, content)) {
         reply.objectsNew++;

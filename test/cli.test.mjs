@@ -810,3 +810,27 @@ test('two builds of one OUT, one fails: the root of the blob the other published
   b.done();
   t.deepEqual(rootsOf(), [out], 'B registered its blob again');
 });
+
+test('a rebuild replaces what stands under an object name but is no object (a symlink), so the blob it writes checks', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-notobject-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const store = path.join(dir, 'store');
+  const image = path.join(ROOT, 'examples/hello-oci.tar');
+  const first = cfs('build', image, '-o', path.join(dir, 'a.ub'), '--store', store, '--no-root');
+  t.is(first.code, 0, first.err);
+  const objects = [];
+  for (const fan of fs.readdirSync(path.join(store, 'objects')).filter((n) => /^[0-9a-f]{2}$/.test(n))) {
+    for (const name of fs.readdirSync(path.join(store, 'objects', fan))) objects.push(path.join(store, 'objects', fan, name));
+  }
+  t.true(objects.length > 0);
+  const victim = objects[0];
+  const size = fs.statSync(victim).size;
+  fs.rmSync(victim);
+  fs.symlinkSync('/etc/hostname', victim);
+  const again = cfs('build', image, '-o', path.join(dir, 'b.ub'), '--store', store, '--no-root');
+  t.is(again.code, 0, again.err);
+  t.true(fs.lstatSync(victim).isFile(), 'the symlink was replaced by the object');
+  t.is(fs.statSync(victim).size, size);
+  const fsck = cfs('fsck', path.join(dir, 'b.ub'), '--store', store);
+  t.is(fsck.code, 0, fsck.out + fsck.err);
+});
