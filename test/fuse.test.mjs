@@ -980,6 +980,63 @@ serial('an object changed after an earlier open: verity=require checks the new f
   }
 });
 
+const BY_HANDLE_PY = String.raw`
+import ctypes, hashlib, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class Handle(ctypes.Structure):
+    _fields_ = [('handle_bytes', ctypes.c_uint), ('handle_type', ctypes.c_int), ('f_handle', ctypes.c_ubyte * 128)]
+h = Handle(handle_bytes=128)
+mount_id = ctypes.c_int()
+if libc.name_to_handle_at(-100, sys.argv[1].encode(), ctypes.byref(h), ctypes.byref(mount_id), 0) != 0:
+    print('ERR name_to_handle_at ' + os.strerror(ctypes.get_errno())); sys.exit(0)
+with open('/proc/sys/vm/drop_caches', 'w') as f:
+    f.write('2')  # dentries and inodes: the file's inode goes, the handle must find it again
+mfd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
+fd = libc.open_by_handle_at(mfd, ctypes.byref(h), os.O_RDONLY)
+if fd < 0:
+    print('ERR ' + os.strerror(ctypes.get_errno())); sys.exit(0)
+import stat
+if stat.S_ISDIR(os.fstat(fd).st_mode):
+    print('DIR %d' % len(os.listdir(fd))); sys.exit(0)
+d = hashlib.sha256()
+while True:
+    b = os.read(fd, 1 << 20)
+    if not b: break
+    d.update(b)
+print(d.hexdigest())
+`;
+
+serial('a file reopened by its handle after its inode was dropped (export support): its bytes, not ESTALE', (t) => {
+  const mnt = mkTarget('byhandle');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB]);
+  try {
+    t.is(py(BY_HANDLE_PY, [path.join(mnt, 'big'), mnt]).trim(), sha256(S.contents.get('big')));
+    t.is(py(BY_HANDLE_PY, [path.join(mnt, 'bigdir'), mnt]).trim(), `DIR ${fs.readdirSync(path.join(mnt, 'bigdir')).length}`, 'a directory too');
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+});
+
+serial('a blob whose root is not inode index 0 is refused with a message (FUSE node 1 is index 0)', async (t) => {
+  const { reseal } = await import('./lib/crafted-blobs.mjs');
+  const F = await dist('format/index.js');
+  const root = newDir(0o755);
+  root.children.set('d', newDir(0o755));
+  const blob = F.encodeBlob(root);
+  const r = F.openBlob(F.sourceFromBuffer(blob));
+  const d = r.lookup(0, 'd');
+  const inodes = r.header.sections[F.SectionId.INODES].offset;
+  blob.writeUInt32LE(d, inodes + d * F.INODE_SIZE + F.INO.aux); // d is its own parent, as a root is
+  blob.writeBigUInt64LE(BigInt(d), F.HDR.rootIno);
+  const file = path.join(S.work, 'root-not-0.ub');
+  fs.writeFileSync(file, reseal(blob));
+  const mnt = mkTarget('root-not-0');
+  const res = sh(SERVER, [file, mnt, '-o', `basedir=${S.storeA}`]);
+  t.is(res.status, 1, res.stderr);
+  t.regex(res.stderr, /the root directory is inode index 1; this server serves blobs whose root is index 0/);
+  t.deepEqual(mountsBelow(mnt), []);
+});
+
 serial('--digest: the blob must have that fs-verity digest', (t) => {
   const mnt = mkTarget('digest');
   const good = verityDigest(fs.readFileSync(S.blob)).toString('hex');

@@ -489,6 +489,15 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		fuse_reply_err(req, err);
 		return;
 	}
+	/*
+	 * To reopen a node by file handle once its inode is gone, the kernel looks up "." on it,
+	 * whatever its type (ub_lookup_inode would answer ENOTDIR for a file: ESTALE to the user).
+	 */
+	if (!strcmp(name, ".")) {
+		fill_entry(fs, &dir, &e);
+		fuse_reply_entry(req, &e);
+		return;
+	}
 	err = ub_lookup_inode(&fs->blob, &dir, name, strlen(name), &ii);
 	if (err == -ENOENT) {
 		/* A negative entry: the name will not appear later either. */
@@ -1199,6 +1208,10 @@ static void open_blob(struct ubfs *fs, const char *path)
 		    "rebuild the blob with this cfs" : "too new for this server", UB_VERSION_MAJOR);
 	if (err)
 		die("%s: %s", path, blob_error(err));
+	/* FUSE's root node is 1, which names inode index 0 (st_ino = index + 1, SPEC §4) */
+	if (fs->blob.root_ino != 0)
+		die("%s: the root directory is inode index %" PRIu64 "; this server serves blobs whose root is index 0, as cfs build writes them",
+		    path, fs->blob.root_ino);
 }
 
 static void open_stores(struct ubfs *fs, const char *basedir)
