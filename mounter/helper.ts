@@ -51,6 +51,7 @@ export function parseHelperArgs(argv: string[]): HelperArgs {
   let sloppy = false;
   let fake = false;
   let verbose = false;
+  let readOnly = false;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '-o' || a === '-t' || a === '-N') {
@@ -62,6 +63,8 @@ export function parseHelperArgs(argv: string[]): HelperArgs {
       sloppy ||= a.includes('s');
       fake ||= a.includes('f');
       verbose ||= a.includes('v');
+      if (a.includes('r')) readOnly = true;
+      if (a.includes('w')) readOnly = false;
     } else if (a.startsWith('-')) {
       throw new UsageError(`unknown flag ${a}`);
     } else {
@@ -70,8 +73,15 @@ export function parseHelperArgs(argv: string[]): HelperArgs {
   }
   if (positional.length !== 2) throw new UsageError('expected BLOB TARGET');
   const request: MountRequest = { blob: positional[0], target: positional[1], stores: [], flags: [], fake };
-  for (const opt of options.join(',').split(',').filter(Boolean)) applyOption(request, opt, sloppy);
+  for (const opt of options.join(',').split(',').filter(Boolean)) {
+    if (opt === 'ro' || opt === 'rw') readOnly = opt === 'ro';
+    applyOption(request, opt, sloppy);
+  }
   if (request.stores.length === 0) throw new UsageError('-o basedir=STORE[:STORE...] is required');
+  // the blob is read-only anyway; with an upper, ro would have been ignored: a writable overlay
+  if (readOnly && request.upper) {
+    throw new UsageError('ro with upperdir= would mount a writable overlay: leave out upperdir= and workdir= for a read-only mount');
+  }
   return { request, verbose };
 }
 

@@ -216,9 +216,12 @@ export function chooseBackend(choice: BackendChoice, log: (line: string) => void
   return 'fuse';
 }
 
+/** Access-time flags: no effect on a read-only mount, and libfuse refuses several of them. */
+const ATIME_FLAGS = new Set(['atime', 'noatime', 'relatime', 'norelatime', 'strictatime', 'nostrictatime', 'diratime', 'nodiratime']);
+
 /** FUSE mounts default to nosuid,nodev; a container image needs what the kernel module gives. */
 function fuseFlags(flags: string[]): string[] {
-  const out = [...flags];
+  const out = flags.filter((f) => !ATIME_FLAGS.has(f));
   if (!flags.includes('nosuid')) out.push('suid');
   if (!flags.includes('nodev')) out.push('dev');
   return out;
@@ -308,12 +311,16 @@ function processState(pid: number): string | undefined {
   }
 }
 
-/** Alive and still our server (a recycled pid must never be killed). */
-function isOurServer(pid: number): boolean {
+/**
+ * Alive and still our server: unionblob-fuse serving `mountpoint` (argv: server BLOB MOUNTPOINT
+ * -o ...). A recycled pid, even another mount's server, must never be killed.
+ */
+function isOurServer(pid: number, mountpoint: string): boolean {
   const state = processState(pid);
   if (state === undefined || state === 'Z' || state === 'X') return false;
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0')[0].endsWith('unionblob-fuse');
+    const argv = readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    return argv[0].endsWith('unionblob-fuse') && argv[2] === mountpoint;
   } catch {
     return false;
   }
@@ -324,16 +331,16 @@ function isOurServer(pid: number): boolean {
  * not (stopped, or a lazily detached mount still in use) is killed. SIGKILL, not SIGTERM: a
  * terminating server unmounts its mountpoint path, which may by now be somebody else's mount.
  */
-async function stopServer(pid: number, log: (line: string) => void): Promise<void> {
-  for (let i = 0; i < 40 && isOurServer(pid); i++) await sleep(50);
-  if (!isOurServer(pid)) return;
+async function stopServer(pid: number, mountpoint: string, log: (line: string) => void): Promise<void> {
+  for (let i = 0; i < 40 && isOurServer(pid, mountpoint); i++) await sleep(50);
+  if (!isOurServer(pid, mountpoint)) return;
   log(`FUSE server ${pid} did not exit after the unmount: killing it`);
   try {
     process.kill(pid, 'SIGKILL');
   } catch {
     // gone in the meantime
   }
-  for (let i = 0; i < 40 && isOurServer(pid); i++) await sleep(50);
+  for (let i = 0; i < 40 && isOurServer(pid, mountpoint); i++) await sleep(50);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,12 +354,26 @@ async function stopServer(pid: number, log: (line: string) => void): Promise<voi
 function ownsTopMount(state: MountState): boolean {
   const top = mountsAt(state.target, readMountinfo()).at(-1);
   if (!top) return false;
+  if (state.mountIds) return state.mountIds.includes(top.id);
   if (state.lower === state.target) return isUnionblobType(top.fsType);
   return top.fsType === 'overlay' && top.superOptions.split(',').includes(`lowerdir=${state.lower}`);
 }
 
-/** Releases what a recorded mount left: the target's mount, the hidden lower, the server. */
+/** The id of the newest mount at `at` (the one just made there). */
+function topMountId(at: string): number | undefined {
+  return mountsAt(at, readMountinfo()).at(-1)?.id;
+}
+
+/**
+ * Releases what a recorded mount left: the target's mount, the hidden lower, the server. When
+ * our mount is still at the target under somebody else's, nothing is touched: stopping the
+ * server or detaching the lower would leave that mount dead once the one on top goes.
+ */
 async function releaseMount(state: MountState, key: string, log: (line: string) => void): Promise<void> {
+  const atTarget = mountsAt(state.target, readMountinfo());
+  if (state.mountIds && !ownsTopMount(state) && atTarget.some((m) => state.mountIds!.includes(m.id))) {
+    throw new MountError(`${state.target}: another mount (${atTarget.at(-1)!.fsType}) is on top of ours: unmount it first`);
+  }
   if (ownsTopMount(state)) unmountPath(state.target, log);
   if (state.lower !== state.target) {
     // The overlay is gone, so nothing holds the lower but stray users: detach it now.
@@ -366,7 +387,7 @@ async function releaseMount(state: MountState, key: string, log: (line: string) 
       if (err.code !== 'ENOENT') log(`cannot remove ${state.lower}: ${err.message}`);
     }
   }
-  if (state.pid) await stopServer(state.pid, log);
+  if (state.pid) await stopServer(state.pid, state.lower, log);
   removeState(key);
 }
 
@@ -415,13 +436,27 @@ export async function mountBlob(request: MountRequest): Promise<MountState> {
     state.work = req.work;
     mkdirSync(state.lower, { recursive: true, mode: 0o700 });
   }
-  // Recorded before mounting, so even a half-done mount can be released by `cfs umount`.
+  // Recorded before mounting, so even a half-done mount can be released by `cfs umount`; with
+  // no mount id yet, releasing it unmounts nothing that was at the target before.
+  state.mountIds = [];
   writeState(key, state);
+  const before = new Set([...mountsAt(state.lower, readMountinfo()), ...mountsAt(target, readMountinfo())].map((m) => m.id));
   try {
     state.pid = mountBlobAt(req, backend, state.lower, key, req.upper ? [] : req.flags);
+    const blobMount = topMountId(state.lower);
+    if (blobMount !== undefined) state.mountIds.push(blobMount);
     writeState(key, state);
-    if (req.upper) mountOverlay(state.lower, req.upper, req.work!, target, req.flags);
+    if (req.upper) {
+      mountOverlay(state.lower, req.upper, req.work!, target, req.flags);
+      const overlay = topMountId(target);
+      if (overlay !== undefined) state.mountIds.push(overlay);
+      writeState(key, state);
+    }
   } catch (err) {
+    // a mount that appeared although its step failed (a server that mounted, then failed) is ours too
+    for (const m of [...mountsAt(state.lower, readMountinfo()), ...mountsAt(target, readMountinfo())]) {
+      if (!before.has(m.id) && !state.mountIds.includes(m.id)) state.mountIds.push(m.id);
+    }
     await releaseMount(state, key, log).catch(() => {});
     throw err;
   }

@@ -28,6 +28,11 @@ export interface MountState {
   work?: string;
   /** FUSE server pid (absent for the kernel backend). */
   pid?: number;
+  /**
+   * Mount ids (mountinfo) of the mounts this made: the blob's, then the overlay's. What is at the
+   * target is unmounted only if it is one of them (absent in states of older versions).
+   */
+  mountIds?: number[];
   mountedAt: string;
 }
 

@@ -404,6 +404,12 @@ unit('mount.unionblob parses mount(8) helper arguments and fstab options', async
   t.is(request.fuseCache, 'shared');
   t.deepEqual(request.flags, ['nosuid']);
   t.throws(() => parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,bogus']), { message: /unknown option bogus/ });
+  // ro (or -r) with an upper would have been a writable overlay: refused; without one, fine
+  for (const args of [['-o', 'ro,basedir=/s,upperdir=/u,workdir=/w'], ['-r', '-o', 'basedir=/s,upperdir=/u,workdir=/w']]) {
+    t.throws(() => parseHelperArgs(['/b.ub', '/mnt', ...args]), { message: /ro with upperdir= would mount a writable overlay/ });
+  }
+  t.is(parseHelperArgs(['/b.ub', '/mnt', '-o', 'ro,basedir=/s']).request.upper, undefined);
+  t.is(parseHelperArgs(['/b.ub', '/mnt', '-o', 'ro,rw,basedir=/s,upperdir=/u,workdir=/w']).request.upper, '/u');
   t.notThrows(() => parseHelperArgs(['/b.ub', '/mnt', '-s', '-o', 'basedir=/s,bogus']));
   t.throws(() => parseHelperArgs(['/b.ub', '/mnt']), { message: /basedir/ });
   t.true(parseHelperArgs(['/b.ub', '/mnt', '-f', '-o', 'basedir=/s']).request.fake);
@@ -1035,6 +1041,36 @@ serial('a blob whose root is not inode index 0 is refused with a message (FUSE n
   t.is(res.status, 1, res.stderr);
   t.regex(res.stderr, /the root directory is inode index 1; this server serves blobs whose root is index 0/);
   t.deepEqual(mountsBelow(mnt), []);
+});
+
+serial('cfs mount and umount touch only their own mounts: a failed mount leaves what was there, umount refuses with a mount on top', (t) => {
+  // a unionblob mount made by hand (no state), then a cfs mount of the same target that fails
+  const t1 = mkTarget('own-1');
+  t.is(sh(SERVER, [S.blob, t1, '-o', `basedir=${S.storeA}:${S.storeB}`]).status, 0);
+  try {
+    const failed = cfs(['mount', S.blob, t1, '--store', S.storeA, '--store', S.storeB], { env: { ...process.env, UNIONBLOB_FUSE: '/bin/false' } });
+    t.not(failed.status, 0);
+    t.is(mountsBelow(t1).length, 1, 'the mount that was there before is still there');
+    t.true(fs.readFileSync(path.join(t1, 'big')).equals(S.contents.get('big')));
+  } finally {
+    sh('umount', [t1]);
+  }
+  // cfs mount, then somebody mounts a tmpfs on top: cfs umount refuses and keeps the server
+  const t2 = mkTarget('own-2');
+  cfsOk(t, ['mount', S.blob, t2, '--store', S.storeA, '--store', S.storeB, '-o', 'nodiratime,relatime']);
+  const pid = serverPid(t2);
+  t.is(sh('mount', ['-t', 'tmpfs', 'tmpfs', t2]).status, 0);
+  try {
+    const refused = cfs(['umount', t2]);
+    t.not(refused.status, 0);
+    t.regex(refused.stderr, /another mount \(tmpfs\) is on top of ours/);
+    t.notThrows(() => process.kill(pid, 0), 'the FUSE server still serves the mount underneath');
+  } finally {
+    sh('umount', [t2]);
+  }
+  t.true(fs.readFileSync(path.join(t2, 'big')).equals(S.contents.get('big')), 'the mount underneath still works');
+  cfsOk(t, ['umount', t2]);
+  t.deepEqual(mountsBelow(t2), []);
 });
 
 serial('--digest: the blob must have that fs-verity digest', (t) => {
