@@ -11,7 +11,7 @@
 // serves the mount(8) helper (mounter/helper.ts), so `mount -t unionblob` and /etc/fstab
 // behave exactly like `cfs mount`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -93,6 +93,25 @@ export function canonicalTarget(target: string): string {
   } catch {
     return abs;
   }
+}
+
+/**
+ * canonicalTarget, following the target when it is a symlink (cfs mount keys its state on the
+ * real path). Only a path where nothing is mounted is lstat'ed: a mountpoint is never a symlink,
+ * and stat of a stopped FUSE mount would hang.
+ */
+function canonicalTargetThroughLinks(target: string): string {
+  let at = canonicalTarget(target);
+  for (let hops = 0; hops < 40; hops++) {
+    if (mountsAt(at, readMountinfo()).length > 0) return at;
+    try {
+      if (!lstatSync(at).isSymbolicLink()) return at;
+      at = canonicalTarget(path.resolve(path.dirname(at), readlinkSync(at)));
+    } catch {
+      return at;
+    }
+  }
+  return at;
 }
 
 /** Paths end up inside comma- and colon-separated mount options, which cannot quote them. */
@@ -488,7 +507,7 @@ export interface UmountOptions {
 
 export async function umountTarget(targetArg: string, opts: UmountOptions = {}): Promise<void> {
   const log = opts.log ?? (() => {});
-  const target = canonicalTarget(targetArg);
+  const target = canonicalTargetThroughLinks(targetArg);
   const key = keyOf(target);
   const state = readState(key);
   if (state) {

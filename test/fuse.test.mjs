@@ -1071,6 +1071,15 @@ serial('cfs mount and umount touch only their own mounts: a failed mount leaves 
   t.true(fs.readFileSync(path.join(t2, 'big')).equals(S.contents.get('big')), 'the mount underneath still works');
   cfsOk(t, ['umount', t2]);
   t.deepEqual(mountsBelow(t2), []);
+  // mounted and unmounted through a symlink to the target: the same mount, found again
+  const link = path.join(S.work, 'own-2-link');
+  fs.rmSync(link, { force: true });
+  fs.symlinkSync(t2, link);
+  cfsOk(t, ['mount', S.blob, link, '--store', S.storeA, '--store', S.storeB]);
+  t.is(mountsBelow(t2).length, 1);
+  cfsOk(t, ['umount', link]);
+  t.deepEqual(mountsBelow(t2), []);
+  t.deepEqual(leftovers(t2), []);
 });
 
 serial('--digest: the blob must have that fs-verity digest', (t) => {
