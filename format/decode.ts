@@ -845,7 +845,8 @@ export function decodeTree(reader: BlobReader): TreeNode {
   return root!;
 }
 
-function nodeOf(reader: BlobReader, inode: Inode): TreeNode {
+/** The TreeNode of one inode (a directory's children Map empty). */
+export function nodeOf(reader: BlobReader, inode: Inode): TreeNode {
   const node: TreeNode = {
     mode: inode.mode,
     uid: inode.uid,

@@ -15,6 +15,8 @@ import {
   SECTION_ENTRY_SIZE, SECTION_TABLE_OFFSET, SectionId, VERSION_MAJOR, VERSION_MINOR, XATTR_ENTRY_HEADER_SIZE,
   XATTR_OVERLAY_PREFIX, XATTR_PREFIXES, XATTR_SET_SIZE, XENT, XSET, dtypeOfMode, encodeDev, inodesSectionSize, roundUpToBlock,
 } from './layout.js';
+import { lazyBlobOf } from './lazy.js';
+import { encodeLazy } from './reencode.js';
 import { S_IFMT, S_IFDIR, S_IFLNK, S_IFREG, S_IFCHR, S_IFBLK, type TreeNode } from './tree.js';
 
 export interface EncodeOptions {
@@ -60,6 +62,9 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
   if (!root || typeof root !== 'object' || (root.mode & S_IFMT) !== S_IFDIR) {
     throw new EncodeError('root must be a directory');
   }
+  // A tree over a parent blob (openLazyTree): what the changes did not reach is copied.
+  const lazy = lazyBlobOf(root);
+  if (lazy !== undefined) return encodeLazy(root, lazy, threshold, opts);
 
   // ---- Pass 1: breadth-first numbering, children in byte order, validation. ----
   // Typed arrays sized from a first count: a million pushes into a dozen growing arrays, and
@@ -95,19 +100,9 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
       let subdirs = 0;
       const children = node.children;
       if (children !== undefined) {
-        if (!(children instanceof Map)) throw new EncodeError(`${pathOf(head)}: children must be a Map`);
-        // Default sort compares UTF-16 code units: for binary strings that is memcmp order.
-        const names = [...children.keys()].sort();
+        const names = checkedNames(children, head, pathOf);
         for (const name of names) {
-          const nameIssue = typeof name === 'string' ? nameProblem(name) : 'entry name is not a string';
-          if (nameIssue !== null) {
-            const at = typeof name === 'string' ? joinPath(pathOf(head), JSON.stringify(name).slice(1, -1)) : pathOf(head);
-            throw new EncodeError(`${at}: ${nameIssue}`);
-          }
           const child = children.get(name)!;
-          if (!child || typeof child !== 'object' || typeof child.mode !== 'number') {
-            throw new EncodeError(`${joinPath(pathOf(head), name)}: not a TreeNode`);
-          }
           const isDir = (child.mode & S_IFMT) === S_IFDIR;
           let idx = indexOf.get(child);
           if (idx === undefined) {
@@ -138,264 +133,352 @@ export function encodeBlob(root: TreeNode, opts: EncodeOptions = {}): Buffer {
   const inodeCount = nodes.length;
 
   // ---- Pass 2: place payloads. ----
-  const layout = new Uint8Array(inodeCount);
-  const payload = new Float64Array(inodeCount);
-  // Directories: bytes of their data in DIRS, which is also their size.
-  const dirLen = new Float64Array(inodeCount);
-  const xattrSetOf = new Uint32Array(inodeCount);
-
-  // DATA: items in order of first use, deduplicated by bytes (symlink targets and inline
-  // contents share one namespace), never crossing a page.
-  const dataOffsetOf = new Map<string, number>();
-  const dataItems: string[] = [];
-  const dataItemOffsets: number[] = [];
-  let dataSize = 0;
-  const placeData = (bytes: string): number => {
-    let off = dataOffsetOf.get(bytes);
-    if (off === undefined) {
-      if ((dataSize % BLOCK_SIZE) + bytes.length > BLOCK_SIZE) dataSize = roundUpToBlock(dataSize);
-      off = dataSize;
-      dataSize += bytes.length;
-      dataOffsetOf.set(bytes, off);
-      dataItems.push(bytes);
-      dataItemOffsets.push(off);
-    }
-    return off;
-  };
-
+  const plan = newPayloadPlan(inodeCount);
+  const { layout, payload, dirLen, xattrSetOf } = plan;
   // DIGESTS: the external files' inodes, sorted and indexed afterwards (placeDigests).
   const external: number[] = [];
-
-  // Xattr sets: deduplicated by content, in order of first use.
-  const xattrSetIndexOf = new Map<string, number>();
-  const xattrSets: XattrSetPlan[] = [];
-  let xattrDataSize = 0;
-  let xattrEntryCount = 0;
-
-  // DIRS: each directory's data length here, its place after this loop (placeDirs).
-  let dirCount = 0;
-  let dataBytes = 0;
-
+  const dirBytesOf = (i: number) => dirDataLength(entryName, entryStart[i], entryEnd[i]);
   for (let i = 0; i < inodeCount; i++) {
-    const node = nodes[i];
-    switch (node.mode & S_IFMT) {
-      case S_IFREG:
-        dataBytes += node.size;
-        if (node.size === 0) {
-          layout[i] = Layout.NONE;
-        } else if (node.inline !== undefined) {
-          layout[i] = Layout.INLINE;
-          payload[i] = placeData(node.inline.toString('latin1'));
-        } else {
-          layout[i] = Layout.EXTERNAL;
-          external.push(i);
-        }
-        break;
-      case S_IFLNK:
-        layout[i] = Layout.INLINE;
-        payload[i] = placeData(node.target!);
-        break;
-      case S_IFDIR: {
-        layout[i] = Layout.DIR;
-        const len = dirDataLength(entryName, entryStart[i], entryEnd[i]);
-        if (len > MAX_DIR_BYTES) throw new EncodeError(`${pathOf(i)}: directory data of ${len} bytes exceeds ${MAX_DIR_BYTES}`);
-        // An empty directory has no data; its payload is written as 0.
-        dirLen[i] = len;
-        if (len > 0) dirCount++;
-        break;
-      }
-      default:
-        layout[i] = Layout.NONE;
-    }
-
-    const xattrs = node.xattrs;
-    if (xattrs !== undefined && xattrs.size > 0) {
-      const names = [...xattrs.keys()].sort();
-      let key = '';
-      let size = 0;
-      for (const name of names) {
-        const value = xattrs.get(name)!;
-        const xattrIssue = xattrProblem(name, value);
-        if (xattrIssue !== null) throw new EncodeError(`${pathOf(i)}: xattr ${JSON.stringify(name)}: ${xattrIssue}`);
-        // Length-prefixed so distinct sets never produce the same key (names hold no NUL).
-        key += `${name}\0${value.length}\0${value.toString('latin1')}`;
-        size += XATTR_ENTRY_HEADER_SIZE + name.length - XATTR_PREFIXES[prefixIdOf(name)].length + value.length;
-      }
-      if (names.length > MAX_XATTR_SET_ENTRIES) {
-        throw new EncodeError(`${pathOf(i)}: more than ${MAX_XATTR_SET_ENTRIES} xattrs`);
-      }
-      if (size >= TWO32) throw new EncodeError(`${pathOf(i)}: xattrs larger than 4 GiB`);
-      let setIndex = xattrSetIndexOf.get(key);
-      if (setIndex === undefined) {
-        setIndex = xattrSets.length + 1;
-        if (setIndex > 0xffffffff) throw new EncodeError('too many xattr sets');
-        xattrSetIndexOf.set(key, setIndex);
-        xattrSets.push({ names, values: names.map((n) => xattrs.get(n)!), size, offset: xattrDataSize });
-        xattrDataSize += size;
-        xattrEntryCount += names.length;
-      }
-      xattrSetOf[i] = setIndex;
-    }
+    if (placeNodePayload(plan, i, nodes[i], dirBytesOf, pathOf)) external.push(i);
   }
+  const { data, xattrSets, dirCount, dataBytes } = plan;
 
   const dirsSize = placeDirs(dirLen, payload);
 
   const digests = placeDigests(nodes, external, payload);
 
   // ---- Pass 3: allocate and write. ----
-  const sectionSizes = [
+  const out = allocateBlob(inodeCount, dirCount, dirsSize, data, digests.length, xattrSets);
+  const { blob, view } = out;
+
+  // INODES: 85 to a page, the page's last 16 bytes left zero.
+  const clamped = { count: 0, first: -1 };
+  for (let i = 0; i < inodeCount; i++) {
+    const o = out.inodeAt(i);
+    if (!writeNodeInode(view, o, nodes[i], layout[i], nlink[i], xattrSetOf[i], parent[i], payload[i], dirLen[i]) && clamped.count++ === 0) clamped.first = i;
+  }
+  warnClamped(opts, clamped, () => pathOf(clamped.first), () => nodes[clamped.first].mtimeSec);
+
+  // DIRS
+  const dtypeOf = (child: number) => dtypeOfMode(nodes[child].mode);
+  for (let i = 0; i < inodeCount; i++) {
+    if (layout[i] !== Layout.DIR || dirLen[i] === 0) continue;
+    writeDirEntries(out, i, payload[i], dirLen[i], entryName, entryIno, entryStart[i], entryEnd[i], dtypeOf);
+  }
+
+  // DATA, DIGESTS, XATTR_INDEX, XATTR_DATA
+  data.write(out);
+  const digestsAt = out.sectionAt[SectionId.DIGESTS];
+  for (let k = 0; k < digests.length; k++) blob.set(digests[k], digestsAt + k * DIGEST_SIZE);
+  xattrSets.write(out);
+
+  // ---- Pass 4: header and checksums. ----
+  sealBlob(out, threshold, inodeCount, direntCount, dataBytes);
+  return blob;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pieces shared with the incremental re-encoder (format/reencode.ts), which must write exactly
+// the bytes encodeBlob writes.
+
+/** DATA (SPEC §6): items in order of first use, deduplicated by bytes, never crossing a page. */
+export class DataPlan {
+  private readonly offsetOf = new Map<string, number>();
+  readonly items: string[] = [];
+  readonly offsets: number[] = [];
+  size = 0;
+
+  /** Offset of the item with these bytes (a binary string), placed now if it is new. */
+  place(bytes: string): number {
+    let off = this.offsetOf.get(bytes);
+    if (off === undefined) {
+      if ((this.size % BLOCK_SIZE) + bytes.length > BLOCK_SIZE) this.size = roundUpToBlock(this.size);
+      off = this.size;
+      this.size += bytes.length;
+      this.offsetOf.set(bytes, off);
+      this.items.push(bytes);
+      this.offsets.push(off);
+    }
+    return off;
+  }
+
+  write(out: BlobOut): void {
+    const at = out.sectionAt[SectionId.DATA];
+    for (let k = 0; k < this.items.length; k++) out.blob.write(this.items[k], at + this.offsets[k], 'latin1');
+  }
+}
+
+/** XATTR_INDEX and XATTR_DATA (SPEC §8): sets deduplicated by content, in order of first use. */
+export class XattrPlan {
+  private readonly indexOf = new Map<string, number>();
+  readonly sets: XattrSetPlan[] = [];
+  dataSize = 0;
+  entryCount = 0;
+
+  /** The 1-based index of this set (added if new), or what is wrong with it. */
+  add(xattrs: Map<string, Buffer>): number | string {
+    const names = [...xattrs.keys()].sort();
+    let key = '';
+    let size = 0;
+    for (const name of names) {
+      const value = xattrs.get(name)!;
+      const xattrIssue = xattrProblem(name, value);
+      if (xattrIssue !== null) return `xattr ${JSON.stringify(name)}: ${xattrIssue}`;
+      // Length-prefixed so distinct sets never produce the same key (names hold no NUL).
+      key += `${name}\0${value.length}\0${value.toString('latin1')}`;
+      size += XATTR_ENTRY_HEADER_SIZE + name.length - XATTR_PREFIXES[prefixIdOf(name)].length + value.length;
+    }
+    if (names.length > MAX_XATTR_SET_ENTRIES) return `more than ${MAX_XATTR_SET_ENTRIES} xattrs`;
+    if (size >= TWO32) return 'xattrs larger than 4 GiB';
+    let setIndex = this.indexOf.get(key);
+    if (setIndex === undefined) {
+      setIndex = this.sets.length + 1;
+      if (setIndex > 0xffffffff) throw new EncodeError('too many xattr sets');
+      this.indexOf.set(key, setIndex);
+      this.sets.push({ names, values: names.map((n) => xattrs.get(n)!), size, offset: this.dataSize });
+      this.dataSize += size;
+      this.entryCount += names.length;
+    }
+    return setIndex;
+  }
+
+  write(out: BlobOut): void {
+    const { blob, view } = out;
+    const xindexAt = out.sectionAt[SectionId.XATTR_INDEX];
+    const xdataAt = out.sectionAt[SectionId.XATTR_DATA];
+    for (let s = 0; s < this.sets.length; s++) {
+      const set = this.sets[s];
+      const r = xindexAt + s * XATTR_SET_SIZE;
+      writeU64(view, r + XSET.offset, set.offset);
+      view.setUint32(r + XSET.size, set.size, true);
+      view.setUint16(r + XSET.count, set.names.length, true);
+      let at = xdataAt + set.offset;
+      for (let k = 0; k < set.names.length; k++) {
+        const name = set.names[k];
+        const value = set.values[k];
+        const prefixId = prefixIdOf(name);
+        const suffix = name.slice(XATTR_PREFIXES[prefixId].length);
+        blob[at + XENT.prefix] = prefixId;
+        blob[at + XENT.suffixLen] = suffix.length;
+        view.setUint32(at + XENT.valueLen, value.length, true);
+        at += XATTR_ENTRY_HEADER_SIZE;
+        at += blob.write(suffix, at, 'latin1');
+        blob.set(value, at);
+        at += value.length;
+      }
+    }
+  }
+}
+
+/** Pass 2's results: per inode, and the sections' plans. */
+export interface PayloadPlan {
+  layout: Uint8Array;
+  payload: Float64Array;
+  /** Directories: bytes of their data in DIRS, which is also their size (placeDirs places them). */
+  dirLen: Float64Array;
+  xattrSetOf: Uint32Array;
+  data: DataPlan;
+  xattrSets: XattrPlan;
+  dirCount: number;
+  dataBytes: number;
+}
+
+export function newPayloadPlan(inodeCount: number): PayloadPlan {
+  return {
+    layout: new Uint8Array(inodeCount), payload: new Float64Array(inodeCount), dirLen: new Float64Array(inodeCount),
+    xattrSetOf: new Uint32Array(inodeCount), data: new DataPlan(), xattrSets: new XattrPlan(), dirCount: 0, dataBytes: 0,
+  };
+}
+
+/**
+ * Pass 2 for inode i, which has a TreeNode: its layout, its DATA item, its directory length
+ * (dirBytesOf(i), asked of directories only) and its xattr set. True for an EXTERNAL file,
+ * whose digest the caller places.
+ */
+export function placeNodePayload(
+  plan: PayloadPlan, i: number, node: TreeNode, dirBytesOf: (i: number) => number, pathOf: (i: number) => string,
+): boolean {
+  let external = false;
+  switch (node.mode & S_IFMT) {
+    case S_IFREG:
+      plan.dataBytes += node.size;
+      if (node.size === 0) {
+        plan.layout[i] = Layout.NONE;
+      } else if (node.inline !== undefined) {
+        plan.layout[i] = Layout.INLINE;
+        plan.payload[i] = plan.data.place(node.inline.toString('latin1'));
+      } else {
+        plan.layout[i] = Layout.EXTERNAL;
+        external = true;
+      }
+      break;
+    case S_IFLNK:
+      plan.layout[i] = Layout.INLINE;
+      plan.payload[i] = plan.data.place(node.target!);
+      break;
+    case S_IFDIR: {
+      plan.layout[i] = Layout.DIR;
+      const len = dirBytesOf(i);
+      if (len > MAX_DIR_BYTES) throw new EncodeError(`${pathOf(i)}: directory data of ${len} bytes exceeds ${MAX_DIR_BYTES}`);
+      // An empty directory has no data; its payload is written as 0.
+      plan.dirLen[i] = len;
+      if (len > 0) plan.dirCount++;
+      break;
+    }
+    default:
+      plan.layout[i] = Layout.NONE;
+  }
+  const xattrs = node.xattrs;
+  if (xattrs !== undefined && xattrs.size > 0) {
+    const set = plan.xattrSets.add(xattrs);
+    if (typeof set === 'string') throw new EncodeError(`${pathOf(i)}: ${set}`);
+    plan.xattrSetOf[i] = set;
+  }
+  return external;
+}
+
+/** The blob being written: one zero-filled allocation, sections placed. */
+export interface BlobOut {
+  blob: Buffer;
+  view: DataView;
+  blobSize: number;
+  sectionAt: number[];
+  sectionSize: number[];
+  sectionCount: number[];
+  /** The blob as 32-bit words (Buffer.alloc of a blob's size is never a pool slice: aligned). */
+  words: Uint32Array | null;
+  /** Byte offset in the blob of inode record i. */
+  inodeAt(i: number): number;
+}
+
+export function allocateBlob(inodeCount: number, dirCount: number, dirsSize: number, data: DataPlan, digestCount: number, xattrs: XattrPlan): BlobOut {
+  const sectionSize = [
     inodesSectionSize(inodeCount),
     dirsSize,
-    dataSize,
-    digests.length * DIGEST_SIZE,
-    xattrSets.length * XATTR_SET_SIZE,
-    xattrDataSize,
+    data.size,
+    digestCount * DIGEST_SIZE,
+    xattrs.sets.length * XATTR_SET_SIZE,
+    xattrs.dataSize,
   ];
-  const sectionCounts = [inodeCount, dirCount, dataItems.length, digests.length, xattrSets.length, xattrEntryCount];
-  const sectionOffsets: number[] = [];
+  const sectionCount = [inodeCount, dirCount, data.items.length, digestCount, xattrs.sets.length, xattrs.entryCount];
+  const sectionAt: number[] = [];
   let blobSize = BLOCK_SIZE;
   for (let id = 0; id < SECTION_COUNT; id++) {
-    sectionOffsets.push(blobSize);
-    blobSize += roundUpToBlock(sectionSizes[id]);
+    sectionAt.push(blobSize);
+    blobSize += roundUpToBlock(sectionSize[id]);
   }
   if (blobSize > Number.MAX_SAFE_INTEGER || blobSize > 0x7fffffffffff) throw new EncodeError('blob too large');
   const blob = Buffer.alloc(blobSize);
   // DataView's little-endian setters: several times cheaper per field than Buffer's writeUInt32LE
   const view = new DataView(blob.buffer, blob.byteOffset, blob.length);
+  const inodesAt = sectionAt[SectionId.INODES];
+  // 85 to a page, the page's last 16 bytes left zero
+  const inodeAt = (i: number) => inodesAt + Math.floor(i / INODES_PER_PAGE) * BLOCK_SIZE + (i % INODES_PER_PAGE) * INODE_SIZE;
+  const words = blob.byteOffset % 4 === 0 ? new Uint32Array(blob.buffer, blob.byteOffset, blob.length >>> 2) : null;
+  return { blob, view, blobSize, sectionAt, sectionSize, sectionCount, words, inodeAt };
+}
 
-  // INODES: 85 to a page, the page's last 16 bytes left zero.
-  const inodesAt = sectionOffsets[SectionId.INODES];
-  const clamped = { count: 0, first: -1 };
-  for (let i = 0, o = inodesAt, slot = 0; i < inodeCount; i++) {
-    const node = nodes[i];
-    const type = node.mode & S_IFMT;
-    view.setUint16(o + INO.mode, node.mode, true);
-    blob[o + INO.layout] = layout[i];
-    view.setUint32(o + INO.nlink, nlink[i], true);
-    view.setUint32(o + INO.uid, node.uid, true);
-    view.setUint32(o + INO.gid, node.gid, true);
-    let size = 0;
-    if (type === S_IFREG) size = node.size;
-    else if (type === S_IFLNK) size = node.target!.length;
-    else if (type === S_IFDIR) size = dirLen[i];
-    writeU64(view, o + INO.size, size);
-    if (!writeMtime(view, o + INO.mtime, node.mtimeSec, node.mtimeNsec) && clamped.count++ === 0) clamped.first = i;
-    view.setUint32(o + INO.xattrSet, xattrSetOf[i], true);
-    let aux = 0;
-    if (type === S_IFCHR || type === S_IFBLK) aux = encodeDev(node.rdevMajor ?? 0, node.rdevMinor ?? 0);
-    else if (type === S_IFDIR) aux = parent[i];
-    view.setUint32(o + INO.aux, aux, true);
-    writeU64(view, o + INO.payload, payload[i]);
-    if (++slot === INODES_PER_PAGE) {
-      slot = 0;
-      o += BLOCK_SIZE - (INODES_PER_PAGE - 1) * INODE_SIZE;
-    } else {
-      o += INODE_SIZE;
+/** Write a node's inode record at `o`; false when its mtime had to be clamped. */
+export function writeNodeInode(
+  view: DataView, o: number, node: TreeNode, layout: number, nlink: number, xattrSet: number, parent: number, payload: number, dirLen: number,
+): boolean {
+  const type = node.mode & S_IFMT;
+  view.setUint16(o + INO.mode, node.mode, true);
+  view.setUint8(o + INO.layout, layout);
+  view.setUint32(o + INO.nlink, nlink, true);
+  view.setUint32(o + INO.uid, node.uid, true);
+  view.setUint32(o + INO.gid, node.gid, true);
+  let size = 0;
+  if (type === S_IFREG) size = node.size;
+  else if (type === S_IFLNK) size = node.target!.length;
+  else if (type === S_IFDIR) size = dirLen;
+  writeU64(view, o + INO.size, size);
+  const inRange = writeMtime(view, o + INO.mtime, node.mtimeSec, node.mtimeNsec);
+  view.setUint32(o + INO.xattrSet, xattrSet, true);
+  let aux = 0;
+  if (type === S_IFCHR || type === S_IFBLK) aux = encodeDev(node.rdevMajor ?? 0, node.rdevMinor ?? 0);
+  else if (type === S_IFDIR) aux = parent;
+  view.setUint32(o + INO.aux, aux, true);
+  writeU64(view, o + INO.payload, payload);
+  return inRange;
+}
+
+export function warnClamped(opts: EncodeOptions, clamped: { count: number; first: number }, pathOf: () => string, secOf: () => number): void {
+  if (clamped.count === 0) return;
+  opts.warn?.(
+    `${clamped.count} mtime(s) outside ${MIN_MTIME_SEC}..${MAX_MTIME_SEC} s (years 1697..2242) were clamped ` +
+      `to that range (first: ${pathOf()} at ${secOf()} s)`,
+  );
+}
+
+/**
+ * A directory's data from its entries [e, end) of the flat arrays. Chunk c is at
+ * payload + c * 4096; chunks are filled greedily, the same way dirDataLength counted them, so
+ * the last one ends exactly at payload + size.
+ */
+export function writeDirEntries(
+  out: BlobOut, dir: number, payload: number, size: number, entryName: string[], entryIno: Uint32Array, e: number, end: number,
+  dtypeOf: (child: number) => number,
+): void {
+  const { blob, view } = out;
+  const dirsAt = out.sectionAt[SectionId.DIRS];
+  let chunkAt = dirsAt + payload;
+  while (e < end) {
+    // Take as many entries as fit, then write headers and names.
+    let n = 0;
+    let used = 0;
+    while (e + n < end && used + DIRENT_SIZE + entryName[e + n].length <= DIR_CHUNK_SIZE) {
+      used += DIRENT_SIZE + entryName[e + n].length;
+      n++;
     }
-  }
-  if (clamped.count > 0) {
-    const first = nodes[clamped.first];
-    opts.warn?.(
-      `${clamped.count} mtime(s) outside ${MIN_MTIME_SEC}..${MAX_MTIME_SEC} s (years 1697..2242) were clamped ` +
-        `to that range (first: ${pathOf(clamped.first)} at ${first.mtimeSec} s)`,
-    );
-  }
-
-  // DIRS: chunk c of a directory is at payload + c * 4096; chunks are filled greedily, the same
-  // way dirDataLength counted them, so the last one ends exactly at payload + size.
-  const dirsAt = sectionOffsets[SectionId.DIRS];
-  for (let i = 0; i < inodeCount; i++) {
-    if (layout[i] !== Layout.DIR || dirLen[i] === 0) continue;
-    const end = entryEnd[i];
-    let e = entryStart[i];
-    let chunkAt = dirsAt + payload[i];
-    while (e < end) {
-      // Take as many entries as fit, then write headers and names.
-      let n = 0;
-      let used = 0;
-      while (e + n < end && used + DIRENT_SIZE + entryName[e + n].length <= DIR_CHUNK_SIZE) {
-        used += DIRENT_SIZE + entryName[e + n].length;
-        n++;
-      }
-      let nameAt = n * DIRENT_SIZE;
-      for (let k = 0; k < n; k++) {
-        const d = chunkAt + k * DIRENT_SIZE;
-        const child = entryIno[e + k];
-        view.setUint32(d + DIRENT.ino, child, true);
-        view.setUint16(d + DIRENT.nameoff, nameAt, true);
-        blob[d + DIRENT.fileType] = dtypeOfMode(nodes[child].mode);
-        nameAt += blob.write(entryName[e + k], chunkAt + nameAt, 'latin1');
-      }
-      e += n;
-      if (e === end && chunkAt + nameAt !== dirsAt + payload[i] + dirLen[i]) {
-        throw new Error(`internal error: directory inode ${i} data does not end at payload + size`);
-      }
-      chunkAt += DIR_CHUNK_SIZE;
+    let nameAt = n * DIRENT_SIZE;
+    for (let k = 0; k < n; k++) {
+      const d = chunkAt + k * DIRENT_SIZE;
+      const child = entryIno[e + k];
+      view.setUint32(d + DIRENT.ino, child, true);
+      view.setUint16(d + DIRENT.nameoff, nameAt, true);
+      blob[d + DIRENT.fileType] = dtypeOf(child);
+      nameAt += blob.write(entryName[e + k], chunkAt + nameAt, 'latin1');
     }
-  }
-
-  // DATA
-  const dataAt = sectionOffsets[SectionId.DATA];
-  for (let k = 0; k < dataItems.length; k++) blob.write(dataItems[k], dataAt + dataItemOffsets[k], 'latin1');
-
-  // DIGESTS
-  const digestsAt = sectionOffsets[SectionId.DIGESTS];
-  for (let k = 0; k < digests.length; k++) blob.set(digests[k], digestsAt + k * DIGEST_SIZE);
-
-  // XATTR_INDEX, XATTR_DATA
-  const xindexAt = sectionOffsets[SectionId.XATTR_INDEX];
-  const xdataAt = sectionOffsets[SectionId.XATTR_DATA];
-  for (let s = 0; s < xattrSets.length; s++) {
-    const set = xattrSets[s];
-    const r = xindexAt + s * XATTR_SET_SIZE;
-    writeU64(view, r + XSET.offset, set.offset);
-    view.setUint32(r + XSET.size, set.size, true);
-    view.setUint16(r + XSET.count, set.names.length, true);
-    let at = xdataAt + set.offset;
-    for (let k = 0; k < set.names.length; k++) {
-      const name = set.names[k];
-      const value = set.values[k];
-      const prefixId = prefixIdOf(name);
-      const suffix = name.slice(XATTR_PREFIXES[prefixId].length);
-      blob[at + XENT.prefix] = prefixId;
-      blob[at + XENT.suffixLen] = suffix.length;
-      view.setUint32(at + XENT.valueLen, value.length, true);
-      at += XATTR_ENTRY_HEADER_SIZE;
-      at += blob.write(suffix, at, 'latin1');
-      blob.set(value, at);
-      at += value.length;
+    e += n;
+    if (e === end && chunkAt + nameAt !== dirsAt + payload + size) {
+      throw new Error(`internal error: directory inode ${dir} data does not end at payload + size`);
     }
+    chunkAt += DIR_CHUNK_SIZE;
   }
+}
 
-  // ---- Pass 4: header and checksums. ----
+/** Header fields, section table and checksums: the last step of writing a blob. */
+export function sealBlob(out: BlobOut, threshold: number, inodeCount: number, direntCount: number, dataBytes: number): void {
+  const { blob, view } = out;
   blob.set(MAGIC, HDR.magic);
   blob.writeUInt16LE(VERSION_MAJOR, HDR.versionMajor);
   blob.writeUInt16LE(VERSION_MINOR, HDR.versionMinor);
   blob.writeUInt32LE(HEADER_SIZE, HDR.headerSize);
   blob.writeUInt32LE(BLOCK_SIZE_LOG2, HDR.blockSizeLog2);
   blob.writeUInt32LE(threshold, HDR.inlineThreshold);
-  writeU64(view, HDR.blobSize, blobSize);
+  writeU64(view, HDR.blobSize, out.blobSize);
   writeU64(view, HDR.rootIno, 0);
   writeU64(view, HDR.inodeCount, inodeCount);
   writeU64(view, HDR.direntCount, direntCount);
   writeU64(view, HDR.dataBytes, dataBytes);
   for (let id = 0; id < SECTION_COUNT; id++) {
     const e = SECTION_TABLE_OFFSET + id * SECTION_ENTRY_SIZE;
-    const off = sectionOffsets[id];
+    const off = out.sectionAt[id];
     writeU64(view, e + SEC.offset, off);
-    writeU64(view, e + SEC.size, sectionSizes[id]);
-    writeU64(view, e + SEC.count, sectionCounts[id]);
-    blob.writeUInt32LE(crc32c(blob.subarray(off, off + sectionSizes[id])), e + SEC.crc);
+    writeU64(view, e + SEC.size, out.sectionSize[id]);
+    writeU64(view, e + SEC.count, out.sectionCount[id]);
+    blob.writeUInt32LE(crc32c(blob.subarray(off, off + out.sectionSize[id])), e + SEC.crc);
   }
   blob.writeUInt32LE(crc32c(blob.subarray(0, HEADER_SIZE)), HDR.headerCrc);
-  return blob;
 }
 
 /**
  * The number of directory entries in the tree, each directory counted once however often it is
  * reached (pass 1 rejects that): a bound of the dirent count, and of the inode count less the root.
+ * Directories for which `skip` is true are not counted nor entered (the re-encoder's unopened ones).
  */
-function countEntries(root: TreeNode): number {
+export function countEntries(root: TreeNode, skip?: (dir: TreeNode) => boolean): number {
   let entries = 0;
   const seen = new Set<TreeNode>();
   const dirs = [root];
@@ -403,6 +486,7 @@ function countEntries(root: TreeNode): number {
     const dir = dirs.pop()!;
     if (seen.has(dir)) continue;
     seen.add(dir);
+    if (skip?.(dir)) continue;
     const children = dir.children;
     if (!(children instanceof Map)) continue;
     entries += children.size;
@@ -418,7 +502,7 @@ function countEntries(root: TreeNode): number {
  * greedily into chunks of at most 4096 bytes (dirents, then names); every chunk but the last is
  * padded to 4096 bytes, the last ends right after its last name. 0 for an empty directory.
  */
-function dirDataLength(names: string[], start: number, end: number): number {
+export function dirDataLength(names: string[], start: number, end: number): number {
   if (start === end) return 0;
   let chunks = 1;
   let used = 0;
@@ -489,7 +573,7 @@ function sortRunByDigest(run: Uint32Array, digestOf: (k: number) => Buffer): voi
  *
  * The first fit is found in O(log pages) with a max-tree over the pages' unused tails.
  */
-function placeDirs(dirLen: Float64Array, payload: Float64Array): number {
+export function placeDirs(dirLen: Float64Array, payload: Float64Array): number {
   let bound = 0;
   for (const len of dirLen) bound += Math.ceil(len / BLOCK_SIZE);
   let leaves = 1;
@@ -534,12 +618,31 @@ export function prefixIdOf(name: string): number {
   return best;
 }
 
-function joinPath(dir: string, name: string): string {
+export function joinPath(dir: string, name: string): string {
   return dir === '/' ? '/' + name : dir + '/' + name;
 }
 
+/** A directory's names in byte order, each name and its child checked (pass 1 of both encoders). */
+export function checkedNames(children: Map<string, TreeNode>, dir: number, pathOf: (i: number) => string): string[] {
+  if (!(children instanceof Map)) throw new EncodeError(`${pathOf(dir)}: children must be a Map`);
+  // Default sort compares UTF-16 code units: for binary strings that is memcmp order.
+  const names = [...children.keys()].sort();
+  for (const name of names) {
+    const nameIssue = typeof name === 'string' ? nameProblem(name) : 'entry name is not a string';
+    if (nameIssue !== null) {
+      const at = typeof name === 'string' ? joinPath(pathOf(dir), JSON.stringify(name).slice(1, -1)) : pathOf(dir);
+      throw new EncodeError(`${at}: ${nameIssue}`);
+    }
+    const child = children.get(name);
+    if (!child || typeof child !== 'object' || typeof child.mode !== 'number') {
+      throw new EncodeError(`${joinPath(pathOf(dir), name)}: not a TreeNode`);
+    }
+  }
+  return names;
+}
+
 /** What is wrong with a directory entry's name (a string: checked by the caller), or null. */
-function nameProblem(name: string): string | null {
+export function nameProblem(name: string): string | null {
   if (name.length < 1 || name.length > MAX_NAME_LEN) return `name must be 1..${MAX_NAME_LEN} bytes`;
   if (name === '.' || name === '..') return 'name must not be "." or ".."';
   if (name.includes('/') || name.includes('\0')) return 'name must not contain "/" or NUL';
@@ -556,7 +659,7 @@ function isU32(v: unknown): v is number {
  * throw through a closure naming the path: called once per inode and per name, a closure each
  * was a million allocations for a million files.
  */
-function nodeProblem(node: TreeNode, threshold: number): string | null {
+export function nodeProblem(node: TreeNode, threshold: number): string | null {
   if (!Number.isInteger(node.mode) || node.mode < 0 || node.mode > 0xffff || dtypeOfMode(node.mode) === 0) {
     return `invalid mode ${node.mode}`;
   }
@@ -623,7 +726,7 @@ function xattrProblem(name: string, value: unknown): string | null {
   return null;
 }
 
-function writeU64(view: DataView, at: number, v: number): void {
+export function writeU64(view: DataView, at: number, v: number): void {
   view.setUint32(at, v % TWO32, true);
   view.setUint32(at + 4, Math.floor(v / TWO32), true);
 }

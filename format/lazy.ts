@@ -1,0 +1,115 @@
+// A tree over an existing blob that decodes only what is used (the snapshotter's Commit input).
+//
+// decodeTree builds a TreeNode for every inode of the parent; a layer then changes a few
+// directories and encodeBlob walks every node again. openLazyTree instead gives a root whose
+// directories decode their entries from the blob the first time `children` is read (a getter
+// that turns itself into a plain property), so a layer applied to it costs what the layer
+// touches. encodeBlob recognises such a root and re-encodes incrementally (format/reencode.ts):
+// nodes never made (and directories never opened) are copied from the parent blob's bytes,
+// renumbered, and the result is byte for byte what encodeBlob gives for decodeTree of the
+// parent with the same changes.
+//
+// Nodes are ordinary mutable TreeNodes; hardlinks are one node object, as decodeTree gives.
+
+import { openBlob, nodeOf, sourceFromBuffer, BlobError, type BlobReader } from './decode.js';
+import { S_IFDIR, S_IFMT, type TreeNode } from './tree.js';
+import { fileTypeOfDtype } from './layout.js';
+
+/** What a lazy tree knows about the blob under it. Internal to format/. */
+export interface LazyBlob {
+  readonly blob: Buffer;
+  readonly reader: BlobReader;
+  readonly inodeCount: number;
+  /** The node made for each inode index of the parent, once made. */
+  readonly nodes: (TreeNode | undefined)[];
+  /** 1 where nodes[i] exists (reading a hole of a sparse array is several times slower). */
+  readonly made: Uint8Array;
+  /** Node -> its inode index in the parent (nodes made here only). */
+  readonly indexOf: Map<TreeNode, number>;
+  /** 1 once the directory's entries were decoded into its `children` Map. */
+  readonly opened: Uint8Array;
+  /** 1 for a directory already listed by an opened parent (a second listing is a cycle). */
+  readonly listed: Uint8Array;
+}
+
+const LAZY = Symbol('unionblob.lazyBlob');
+
+/**
+ * A tree over `blob` that decodes directories on first use. `verify` recomputes the section
+ * CRCs first (a blob read back from disk; the encoder's own output needs no check): the
+ * re-encoder copies bytes the reader does not validate one by one. A blob whose root is not
+ * inode 0 (not written by this encoder) is decoded whole instead.
+ */
+export function openLazyTree(blob: Buffer, opts: { verify?: boolean } = {}): TreeNode {
+  const reader = openBlob(sourceFromBuffer(blob));
+  if (opts.verify) reader.checkSections();
+  const n = reader.header.inodeCount;
+  const lb: LazyBlob = {
+    blob, reader, inodeCount: n, nodes: new Array(n), made: new Uint8Array(n), indexOf: new Map(), opened: new Uint8Array(n), listed: new Uint8Array(n),
+  };
+  if (reader.rootIno !== 0) throw new BlobError(`root inode ${reader.rootIno} is not inode 0`);
+  const root = nodeAt(lb, 0);
+  lb.listed[0] = 1;
+  Object.defineProperty(root, LAZY, { value: lb, enumerable: false });
+  return root;
+}
+
+/** The blob under a root from openLazyTree, else undefined. */
+export function lazyBlobOf(root: TreeNode): LazyBlob | undefined {
+  return (root as any)[LAZY];
+}
+
+/** True for a directory of a lazy tree whose entries were not decoded yet (reading `children` would). */
+export function childrenDeferred(node: TreeNode): boolean {
+  return Object.getOwnPropertyDescriptor(node, 'children')?.get !== undefined;
+}
+
+/** The node of parent inode `i`, made on first use; a directory's children wait to be read. */
+export function nodeAt(lb: LazyBlob, i: number): TreeNode {
+  let node = lb.nodes[i];
+  if (node !== undefined) return node;
+  const inode = lb.reader.inode(i);
+  node = nodeOf(lb.reader, inode);
+  if ((node.mode & S_IFMT) === S_IFDIR) deferChildren(lb, node, i);
+  lb.nodes[i] = node;
+  lb.made[i] = 1;
+  lb.indexOf.set(node, i);
+  return node;
+}
+
+function deferChildren(lb: LazyBlob, node: TreeNode, i: number): void {
+  Object.defineProperty(node, 'children', {
+    configurable: true,
+    enumerable: true,
+    get(this: TreeNode) {
+      const children = readChildren(lb, i);
+      Object.defineProperty(this, 'children', { value: children, writable: true, configurable: true, enumerable: true });
+      return children;
+    },
+    set(this: TreeNode, value: Map<string, TreeNode> | undefined) {
+      // Replaced before it was read: the entries in the blob are gone from this directory.
+      lb.opened[i] = 1;
+      Object.defineProperty(this, 'children', { value, writable: true, configurable: true, enumerable: true });
+    },
+  });
+}
+
+/** Decode directory `i`'s entries (checked as decodeTree's walk checks them). */
+function readChildren(lb: LazyBlob, i: number): Map<string, TreeNode> {
+  const children = new Map<string, TreeNode>();
+  for (const e of lb.reader.readdir(i)) {
+    const child = nodeAt(lb, e.ino);
+    const inode = lb.reader.inode(e.ino);
+    if (fileTypeOfDtype(e.dtype) !== inode.type) {
+      throw new BlobError(`file type of dirent ${JSON.stringify(e.name)} in directory inode ${i} differs from inode ${e.ino}`);
+    }
+    if (inode.type === 'dir') {
+      if (lb.listed[e.ino]) throw new BlobError(`directory inode ${e.ino} reached twice`);
+      if (inode.aux !== i) throw new BlobError(`directory inode ${e.ino} has parent ${inode.aux}, found in ${i}`);
+      lb.listed[e.ino] = 1;
+    }
+    children.set(e.name, child);
+  }
+  lb.opened[i] = 1;
+  return children;
+}
