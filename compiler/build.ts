@@ -18,6 +18,8 @@ import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from '
 import { LayerFileReader, LayerReading, layerTar, shortDigest } from './layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
 import { StoreWriter, hasObject, objectPath, pidAlive } from './store.js';
+import { openLazyTree } from '../format/lazy.js';
+import { applyOverlayDiff } from './overlaydiff.js';
 import { addonBuilt, fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
 
 export { applyLayerStream, newTree, LayerError } from './layers.js';
@@ -66,6 +68,12 @@ export interface BuildOptions {
   onProgress?: (p: BuildProgress) => void;
   /** Enable fs-verity on the blob's objects where the store's filesystem supports it. */
   verity?: boolean;
+  /**
+   * A blob to start from: `image` is then an overlayfs upper directory (whiteouts are 0/0
+   * character devices, opaque directories carry trusted.overlay.opaque=y) applied onto it, as the
+   * snapshotter's Commit does. Its objects must be in `stores` already; only the upper's are added.
+   */
+  from?: string;
 }
 
 export interface TreeOptions {
@@ -262,13 +270,16 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   if (!fs.statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${outDir}: no such directory`);
   removeStaleBlobTemps(out);
   if (opts.verity) loadAddon(); // not built: say so before the work, not after
-  const image = loadImage(opts.image, { platform: opts.platform });
+  const image = opts.from === undefined ? loadImage(opts.image, { platform: opts.platform }) : null;
   let store: StoreWriter | null = null;
   try {
     store = new StoreWriter(opts.stores, { startNow: true });
-    const { root, entries } = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress });
-    const layerBytes = image.layers.reduce((n, l) => n + l.size, 0);
-    const finishing = { layer: image.layers.length, layers: image.layers.length, entries, bytesRead: layerBytes, bytesTotal: layerBytes };
+    const { root, entries } = image
+      ? await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress })
+      : await applyUpperOnto(opts.from!, opts.image, store, inlineThreshold);
+    const layers = image?.layers.length ?? 0;
+    const layerBytes = image?.layers.reduce((n, l) => n + l.size, 0) ?? 0;
+    const finishing = { layer: layers, layers, entries, bytesRead: layerBytes, bytesTotal: layerBytes };
     opts.onProgress?.({ phase: 'syncing', ...finishing });
     await store.flush();
     // Before the syncfs, which then also makes the Merkle trees durable.
@@ -296,7 +307,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
       inlineFiles: st.inlineFiles,
       blobBytes: blob.length,
       seconds: Math.round(performance.now() - started) / 1000,
-      layers: image.layers.length,
+      layers,
       ...verity,
     };
   } catch (err) {
@@ -304,8 +315,27 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     throw err;
   } finally {
     await store?.close();
-    image.close();
+    image?.close();
   }
+}
+
+/**
+ * `cfs build --from PARENT UPPER`: the upper applied onto a tree over the parent blob, which
+ * the encoder then re-encodes incrementally (format/lazy.ts): what the upper does not touch is
+ * copied from the parent, never decoded.
+ */
+async function applyUpperOnto(parentBlob: string, upper: string, store: StoreWriter, inlineThreshold: number): Promise<{ root: TreeNode; entries: number }> {
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFileSync(parentBlob);
+  } catch (err: any) {
+    const why = err.code === 'ENOENT' ? 'no such file' : err.code === 'EISDIR' ? 'a directory, not a blob' : err.message;
+    throw new Error(`${parentBlob}: ${why}`);
+  }
+  const root = openLazyTree(bytes, { verify: true });
+  if (!fs.statSync(upper, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${upper}: not a directory`);
+  const stats = await applyOverlayDiff(root, upper, { store, inlineThreshold, whiteouts: true });
+  return { root, entries: stats.entries };
 }
 
 /** Digests of the objects a tree uses, each once (hardlinks share a node). */
@@ -399,7 +429,8 @@ export function registerBuild(program: Command): void {
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image (default: this machine)')
     .option('--json', 'print a JSON summary on stdout')
     .option('--verity', "enable fs-verity on the objects where the store's filesystem supports it")
-    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean }) => {
+    .option('--from <blob>', 'IMAGE is an overlayfs upper directory (0/0 char device whiteouts, trusted.overlay.opaque) to apply onto this blob, incrementally; its objects must be in the stores')
+    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string }) => {
       const stores = o.store ?? [];
       if (stores.length === 0) throw new Error('build: at least one --store DIR is required');
       const progress = progressDisplay();
@@ -413,6 +444,7 @@ export function registerBuild(program: Command): void {
           platform: o.platform,
           onProgress: progress.onProgress,
           verity: o.verity,
+          from: o.from,
         });
       } finally {
         progress.clear();

@@ -69,6 +69,27 @@ function flockFd(fd: number, mode: LockMode, wait: boolean): Promise<boolean> {
 }
 
 /**
+ * An exclusive flock(2) on `file` (created if needed), waited for; release() closes it. For
+ * short critical sections of other commands (cfs mount and umount of one target).
+ */
+export async function lockFile(file: string): Promise<{ release(): void }> {
+  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600); // node opens close-on-exec
+  try {
+    await flockFd(fd, 'exclusive', true);
+  } catch (err) {
+    fs.closeSync(fd);
+    throw err;
+  }
+  let open = true;
+  return {
+    release() {
+      if (open) fs.closeSync(fd);
+      open = false;
+    },
+  };
+}
+
+/**
  * Lock every store (creating it if needed), in one global order (sorted real paths) so that
  * two lockers of overlapping store sets cannot deadlock. Throws "busy" with wait: false.
  */

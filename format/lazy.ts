@@ -11,9 +11,9 @@
 //
 // Nodes are ordinary mutable TreeNodes; hardlinks are one node object, as decodeTree gives.
 
-import { openBlob, nodeOf, sourceFromBuffer, BlobError, type BlobReader } from './decode.js';
+import { decodeTree, openBlob, nodeOf, sourceFromBuffer, BlobError, type BlobReader } from './decode.js';
 import { S_IFDIR, S_IFMT, type TreeNode } from './tree.js';
-import { fileTypeOfDtype } from './layout.js';
+import { DIGEST_SIZE, SectionId, fileTypeOfDtype } from './layout.js';
 
 /** What a lazy tree knows about the blob under it. Internal to format/. */
 export interface LazyBlob {
@@ -37,21 +37,37 @@ const LAZY = Symbol('unionblob.lazyBlob');
 /**
  * A tree over `blob` that decodes directories on first use. `verify` recomputes the section
  * CRCs first (a blob read back from disk; the encoder's own output needs no check): the
- * re-encoder copies bytes the reader does not validate one by one. A blob whose root is not
- * inode 0 (not written by this encoder) is decoded whole instead.
+ * re-encoder copies bytes the reader does not validate one by one. A blob that this encoder
+ * cannot have written (root not inode 0, DIGESTS not sorted and unique: readers accept both) is
+ * decoded whole instead, so encodeBlob gives what it gives for decodeTree.
  */
 export function openLazyTree(blob: Buffer, opts: { verify?: boolean } = {}): TreeNode {
   const reader = openBlob(sourceFromBuffer(blob));
   if (opts.verify) reader.checkSections();
+  if (reader.rootIno !== 0 || !digestsSorted(blob, reader)) return decodeTree(reader);
   const n = reader.header.inodeCount;
   const lb: LazyBlob = {
     blob, reader, inodeCount: n, nodes: new Array(n), made: new Uint8Array(n), indexOf: new Map(), opened: new Uint8Array(n), listed: new Uint8Array(n),
   };
-  if (reader.rootIno !== 0) throw new BlobError(`root inode ${reader.rootIno} is not inode 0`);
   const root = nodeAt(lb, 0);
   lb.listed[0] = 1;
   Object.defineProperty(root, LAZY, { value: lb, enumerable: false });
   return root;
+}
+
+/** DIGESTS in strictly increasing memcmp order (SPEC §7), compared a leading word at a time. */
+function digestsSorted(blob: Buffer, reader: BlobReader): boolean {
+  const { offset, count } = reader.header.sections[SectionId.DIGESTS];
+  const view = new DataView(blob.buffer, blob.byteOffset, blob.length);
+  for (let k = 1; k < count; k++) {
+    const at = offset + k * DIGEST_SIZE;
+    const a = view.getUint32(at - DIGEST_SIZE, false);
+    const b = view.getUint32(at, false);
+    if (a < b) continue;
+    // source: the previous digest, target: this one; -1 when the previous sorts first
+    if (a > b || blob.compare(blob, at, at + DIGEST_SIZE, at - DIGEST_SIZE, at) >= 0) return false;
+  }
+  return true;
 }
 
 /** The blob under a root from openLazyTree, else undefined. */

@@ -19,12 +19,13 @@ import {
   EncodeError, allocateBlob, checkedNames, countEntries, dirDataLength, newPayloadPlan, placeNodePayload, joinPath, nodeProblem,
   placeDirs, sealBlob, warnClamped, writeDirEntries, writeNodeInode, writeU64, type BlobOut, type EncodeOptions,
 } from './encode.js';
-import { type LazyBlob } from './lazy.js';
+import { nodeAt, type LazyBlob } from './lazy.js';
 import {
-  DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, INO, INODE_SIZE, Layout, MAX_DIR_BYTES, MAX_INODES, SectionId,
+  DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, INO, INODE_SIZE, Layout, MAX_DIR_BYTES, MAX_INLINE_SIZE, MAX_INODES,
+  MAX_NSEC, MAX_SYMLINK_LEN, SectionId,
   dirChunkCount, dirChunkLen, dtypeOfMode, inodeOffset,
 } from './layout.js';
-import { S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type TreeNode } from './tree.js';
+import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type TreeNode } from './tree.js';
 
 const TWO32 = 0x1_0000_0000;
 
@@ -89,17 +90,20 @@ function dirDataOf(p: Parent, o: number): { at: number; size: number } {
   return { at: p.dirsAt + payload, size };
 }
 
+/** A chunk's first nameoff (8 x its entries), or -1 when it is not one a reader accepts (SPEC §5). */
+function firstNameoff(p: Parent, chunkAt: number, len: number): number {
+  const first = p.view.getUint16(chunkAt + DIRENT.nameoff, true);
+  return len < DIRENT_SIZE + 1 || first === 0 || first % DIRENT_SIZE !== 0 || first >= len ? -1 : first;
+}
+
 /** Calls fn(entryOffsetInBlob) for each dirent of parent directory `o`, chunk by chunk. */
 function forEachRawDirent(p: Parent, o: number, fn: (d: number) => void): void {
   const { at, size } = dirDataOf(p, o);
   const chunks = dirChunkCount(size);
   for (let c = 0; c < chunks; c++) {
     const chunkAt = at + c * DIR_CHUNK_SIZE;
-    const len = dirChunkLen(size, c);
-    const first = p.view.getUint16(chunkAt + DIRENT.nameoff, true);
-    if (len < DIRENT_SIZE + 1 || first === 0 || first % DIRENT_SIZE !== 0 || first >= len) {
-      throw new BlobError(`directory inode ${o} chunk ${c}: invalid first nameoff`);
-    }
+    const first = firstNameoff(p, chunkAt, dirChunkLen(size, c));
+    if (first < 0) throw new BlobError(`directory inode ${o} chunk ${c}: invalid first nameoff`);
     for (let d = chunkAt, end = chunkAt + first; d < end; d += DIRENT_SIZE) fn(d);
   }
 }
@@ -147,7 +151,7 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
   const entryStart = new Uint32Array(bound);
   const entryEnd = new Uint32Array(bound);
   const entryName: string[] = [];
-  const entryIno = new Uint32Array(fresh + 1);
+  let entryIno = new Uint32Array(fresh + 1);
   let mapEntries = 0;
   let direntCount = 0;
   let count = 1;
@@ -190,8 +194,18 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
     new EncodeError(`${at}: directory reached twice (cycle or hardlinked directory; first at ${pathOf(idx)})`);
 
   for (let head = 0; head < count; head++) {
-    const node = hasNode[head] ? nodes[head] : undefined;
+    let node = hasNode[head] ? nodes[head] : undefined;
     const old = srcOld[head];
+    let raw = old >= 0 && listedRaw(p, old);
+    if (raw && !packedAsWeDo(p, old)) {
+      // A parent from another writer (readers accept any packing): its bytes are not what
+      // encodeBlob would write, so this directory is decoded and encoded like an opened one.
+      node = nodeAt(lb, old);
+      void node.children;
+      nodes[head] = node;
+      hasNode[head] = 1;
+      raw = false;
+    }
     if (node !== undefined) {
       const problem = nodeProblem(node, threshold);
       if (problem !== null) throw new EncodeError(`${pathOf(head)}: ${problem}`);
@@ -200,14 +214,18 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
     const mode = node !== undefined ? node.mode : modeOf(p, old);
     if (isDirMode(mode)) {
       let subdirs = 0;
-      if (old >= 0 && listedRaw(p, old)) {
+      if (raw) {
         // Never opened: the parent's entries, in the parent's (byte) order.
         rawList[head] = 1;
         forEachRawDirent(p, old, (d) => {
           const o = p.view.getUint32(d + DIRENT.ino, true);
           if (o >= oldCount) throw new BlobError(`directory inode ${old}: entry names inode ${o} out of range`);
           const made = lb.made[o] ? lb.nodes[o] : undefined;
-          const isDir = isDirMode(made !== undefined ? made.mode : modeOf(p, o));
+          const mode = made !== undefined ? made.mode : modeOf(p, o);
+          if (made === undefined && p.buf[d + DIRENT.fileType] !== dtypeOfMode(mode)) {
+            throw new BlobError(`directory inode ${old}: the file type of the entry for inode ${o} differs from the inode`);
+          }
+          const isDir = isDirMode(mode);
           let idx = newOf[o];
           if (idx < 0) idx = newIndex(o, made, head, isDir);
           else if (isDir) throw reachedTwice(joinPath(pathOf(head), rawNameAt(p, d)), idx);
@@ -234,7 +252,12 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
             if (isDir) subdirs++;
             nlink[idx]++;
             entryName.push(name);
-            if (mapEntries >= entryIno.length) throw new Error('internal error: more entries than countFreshEntries found');
+            if (mapEntries === entryIno.length) {
+              // only when a directory of another writer's packing was decoded above
+              const grown = new Uint32Array(entryIno.length * 2);
+              grown.set(entryIno);
+              entryIno = grown;
+            }
             entryIno[mapEntries++] = idx;
             direntCount++;
           }
@@ -285,6 +308,8 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
     const mode = p.view.getUint16(r + INO.mode, true);
     const oldLayout = p.view.getUint8(r + INO.layout);
     const size = u64At(p, r + INO.size);
+    const problem = rawRecordProblem(p, r, mode, oldLayout, size);
+    if (problem !== null) throw new BlobError(`inode ${o}: ${problem}`);
     layout[i] = oldLayout;
     switch (mode & S_IFMT) {
       case S_IFREG:
@@ -299,9 +324,12 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
           digestOld[i] = k;
         }
         break;
-      case S_IFLNK:
-        payload[i] = data.place(rawItem(p, r, size, o));
+      case S_IFLNK: {
+        const target = rawItem(p, r, size, o);
+        if (target.includes('\0')) throw new BlobError(`inode ${o}: symlink target contains NUL`);
+        payload[i] = data.place(target);
         break;
+      }
       case S_IFDIR:
         dirLen[i] = size; // listed raw: the same entries, the same bytes
         if (size > 0) plan.dirCount++;
@@ -357,13 +385,18 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
       writeDirEntries(out, i, payload[i], dirLen[i], entryName, entryIno, entryStart[i], entryEnd[i], dtypeOf);
       continue;
     }
+    // chunk by chunk, up to the last name's end: padding and reserved bytes stay zero
     const from = dirDataOf(p, srcOld[i]);
     const to = dirsAt + payload[i];
-    p.buf.copy(blob, to, from.at, from.at + from.size);
+    for (let c = 0, chunks = dirChunkCount(from.size); c < chunks; c++) {
+      const chunkAt = from.at + c * DIR_CHUNK_SIZE;
+      p.buf.copy(blob, to + c * DIR_CHUNK_SIZE, chunkAt, chunkAt + chunkUsed(p, chunkAt, dirChunkLen(from.size, c)));
+    }
     forEachRawDirent(p, srcOld[i], (d) => {
       const at = to + (d - from.at);
       const child = newOf[p.view.getUint32(d + DIRENT.ino, true)];
       view.setUint32(at + DIRENT.ino, child, true);
+      blob[at + DIRENT.reserved] = 0;
       if (hasNode[child]) blob[at + DIRENT.fileType] = dtypeOfMode(nodes[child]!.mode);
     });
   }
@@ -388,6 +421,75 @@ function copyRecord(p: Parent, from: number, out: BlobOut, to: number): void {
   }
   // records start at multiples of 48 inside 4096-aligned sections: word-aligned
   for (let w = from >>> 2, v = to >>> 2, end = w + INODE_SIZE / 4; w < end; w++, v++) dst[v] = src[w];
+}
+
+/**
+ * What is wrong with a parent record the re-encoder copies without a TreeNode (the checks of
+ * BlobReader.inode that the copy relies on, without its object per inode), or null. Offsets are
+ * checked where they are used.
+ */
+function rawRecordProblem(p: Parent, r: number, mode: number, layout: number, size: number): string | null {
+  if (dtypeOfMode(mode) === 0) return `invalid mode 0${mode.toString(8)}`;
+  if (p.buf[r + INO.reserved] !== 0) return 'reserved byte is not zero';
+  if (p.view.getUint32(r + INO.mtime + 4, true) >>> 2 > MAX_NSEC) return 'mtime nanoseconds out of range';
+  const aux = p.view.getUint32(r + INO.aux, true);
+  const payloadSet = p.view.getUint32(r + INO.payload, true) !== 0 || p.view.getUint32(r + INO.payload + 4, true) !== 0;
+  switch (mode & S_IFMT) {
+    case S_IFREG:
+      if (aux !== 0) return 'aux set on a regular file';
+      if (layout === Layout.NONE) return size === 0 && !payloadSet ? null : 'non-empty regular file without payload';
+      if (layout === Layout.INLINE) return size >= 1 && size <= MAX_INLINE_SIZE ? null : `inline size ${size} out of range`;
+      if (layout === Layout.EXTERNAL) return size >= 1 ? null : 'external file of size 0';
+      return `layout ${layout} is invalid for a regular file`;
+    case S_IFLNK:
+      if (aux !== 0) return 'aux set on a symlink';
+      return layout === Layout.INLINE && size >= 1 && size <= MAX_SYMLINK_LEN ? null : 'invalid symlink layout or size';
+    case S_IFDIR:
+      return layout === Layout.DIR ? null : `layout ${layout} is invalid for a directory`;
+    case S_IFCHR:
+    case S_IFBLK:
+      return layout === Layout.NONE && size === 0 && !payloadSet ? null : 'device with a payload or size';
+    default:
+      return layout === Layout.NONE && size === 0 && !payloadSet && aux === 0 ? null : 'fifo or socket with a payload, size or aux';
+  }
+}
+
+/**
+ * Bytes of a chunk in use: up to its last name's end, the first zero byte after that name's
+ * start or the chunk's end (SPEC §5). The chunk's first nameoff was checked by forEachRawDirent
+ * or packedAsWeDo.
+ */
+function chunkUsed(p: Parent, chunkAt: number, len: number): number {
+  const n = p.view.getUint16(chunkAt + DIRENT.nameoff, true) / DIRENT_SIZE;
+  const start = p.view.getUint16(chunkAt + (n - 1) * DIRENT_SIZE + DIRENT.nameoff, true);
+  let end = start;
+  while (end < len && p.buf[chunkAt + end] !== 0) end++;
+  return end;
+}
+
+/**
+ * Whether parent directory `o` is packed as encodeBlob packs (SPEC §5: each chunk filled with as
+ * many entries as fit, the data ending right after the last name), so that copying its bytes
+ * gives what encodeBlob would write. A blob from elsewhere may pack otherwise and still be valid.
+ */
+function packedAsWeDo(p: Parent, o: number): boolean {
+  const { at, size } = dirDataOf(p, o);
+  const chunks = dirChunkCount(size);
+  for (let c = 0; c < chunks; c++) {
+    const chunkAt = at + c * DIR_CHUNK_SIZE;
+    const len = dirChunkLen(size, c);
+    if (firstNameoff(p, chunkAt, len) < 0) return false;
+    const used = chunkUsed(p, chunkAt, len);
+    if (c === chunks - 1) return used === len;
+    // the next chunk's first entry must not have fitted in this one
+    const next = chunkAt + DIR_CHUNK_SIZE;
+    const nextLen = dirChunkLen(size, c + 1);
+    const nextFirst = firstNameoff(p, next, nextLen);
+    if (nextFirst < 0) return false;
+    const nameEnd = nextFirst / DIRENT_SIZE > 1 ? p.view.getUint16(next + DIRENT_SIZE + DIRENT.nameoff, true) : chunkUsed(p, next, nextLen);
+    if (used + DIRENT_SIZE + (nameEnd - nextFirst) <= DIR_CHUNK_SIZE) return false;
+  }
+  return true;
 }
 
 /** The name of the dirent at blob offset d (in a chunk forEachRawDirent validated). */

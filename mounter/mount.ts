@@ -18,10 +18,11 @@ import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { openBlob, sourceFromFile, BlobError } from '../format/decode.js';
 import { verityDigestOfFile } from '../format/verity.js';
+import { lockFile } from '../compiler/roots.js';
 import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, mountAttrFromFlags } from './addon.js';
 import { isMountPoint, isUnionblobType, mountsAt, readMountinfo } from './mountinfo.js';
 import {
-  type Backend, type MountState, ensureRunDirs, keyOf, logPath, lowerPath, pidPath, readPid, readState,
+  type Backend, type MountState, ensureRunDirs, keyOf, lockPath, logPath, lowerPath, pidPath, readPid, readState,
   removeState, writeState,
 } from './state.js';
 
@@ -444,8 +445,18 @@ export async function mountBlob(request: MountRequest): Promise<MountState> {
   if (req.fake) return fakeState(req, target, backend);
 
   const key = keyOf(target);
-  await clearStaleState(key, target, log);
   ensureRunDirs();
+  const lock = await lockFile(lockPath(key));
+  try {
+    return await mountLocked(req, target, key, backend, log);
+  } finally {
+    lock.release();
+  }
+}
+
+/** mountBlob's work, under the target's lock. */
+async function mountLocked(req: ReturnType<typeof normalizeRequest>, target: string, key: string, backend: Backend, log: (line: string) => void): Promise<MountState> {
+  await clearStaleState(key, target, log);
   const state: MountState = {
     version: 1, target, blob: req.blob, stores: req.stores, backend, lower: target, mountedAt: new Date().toISOString(),
   };
@@ -509,11 +520,16 @@ export async function umountTarget(targetArg: string, opts: UmountOptions = {}):
   const log = opts.log ?? (() => {});
   const target = canonicalTargetThroughLinks(targetArg);
   const key = keyOf(target);
-  const state = readState(key);
-  if (state) {
-    await releaseMount(state, key, log);
-    return;
+  ensureRunDirs();
+  const lock = await lockFile(lockPath(key));
+  let state;
+  try {
+    state = readState(key);
+    if (state) await releaseMount(state, key, log);
+  } finally {
+    lock.release();
   }
+  if (state) return;
   // Mounted by something that kept no state (e.g. unionblob-fuse run by hand): ours only.
   const top = mountsAt(target, readMountinfo()).at(-1);
   if (!top) throw new MountError(`${target}: not mounted`);

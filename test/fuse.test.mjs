@@ -1043,6 +1043,26 @@ serial('a blob whose root is not inode index 0 is refused with a message (FUSE n
   t.deepEqual(mountsBelow(mnt), []);
 });
 
+serial('concurrent cfs mount of one target: one mounts, the others say it is mounted; concurrent umounts release it once', async (t) => {
+  // without the per-target lock each saw no live state and mounted: a second FUSE server on top
+  const target = mkTarget('race');
+  const run = (args) => new Promise((resolve) => {
+    const child = spawn(process.execPath, [CFS, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => { stderr += d; });
+    child.on('close', (status) => resolve({ status, stderr }));
+  });
+  const mounts = await Promise.all([0, 1, 2, 3].map(() => run(['mount', S.blob, target, '--store', S.storeA, '--store', S.storeB, '--backend', 'fuse'])));
+  t.is(mounts.filter((r) => r.status === 0).length, 1, mounts.map((r) => r.stderr).join(''));
+  for (const r of mounts.filter((r) => r.status !== 0)) t.regex(r.stderr, /is already mounted/);
+  t.is(mountsBelow(target).length, 1, 'one mount at the target');
+  t.true(fs.readFileSync(path.join(target, 'big')).equals(S.contents.get('big')));
+  const umounts = await Promise.all([0, 1, 2].map(() => run(['umount', target])));
+  t.is(umounts.filter((r) => r.status === 0).length, 1, umounts.map((r) => r.stderr).join(''));
+  for (const r of umounts.filter((r) => r.status !== 0)) t.regex(r.stderr, /not mounted/);
+  t.deepEqual(mountsBelow(target), []);
+});
+
 serial('cfs mount and umount touch only their own mounts: a failed mount leaves what was there, umount refuses with a mount on top', (t) => {
   // a unionblob mount made by hand (no state), then a cfs mount of the same target that fails
   const t1 = mkTarget('own-1');

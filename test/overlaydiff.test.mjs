@@ -20,6 +20,7 @@ import { decodeTree } from '../dist/format/decode.js';
 import { verityDigest } from '../dist/format/verity.js';
 import { treeManifest, diffManifests } from './lib/treeman.mjs';
 
+const CFS = new URL('../bin/cfs', import.meta.url).pathname;
 const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
 const T = 1_600_000_000;
 
@@ -145,4 +146,29 @@ test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of 
   // contents over the inline threshold; nothing of the parent was read and stored again
   const upperContents = ['o/new', 'b', 't/inner', 'n', 'same-as-a'].map((p) => verityDigest(fs.readFileSync(path.join(upper, p))).toString('hex'));
   t.deepEqual([...storedDigests(layerStore)].sort(), upperContents.sort());
+
+  // the same from the command line: `cfs build --from PARENT UPPER` reads the parent blob lazily
+  // (format/lazy.ts) and re-encodes it incrementally; it must give the very blob and objects the
+  // whole decode above gave (verified against overlayfs)
+  const cliStore = path.join(d, 'store-cli');
+  const cliBlob = path.join(d, 'child-cli.ub');
+  const r = spawnSync(process.execPath, [CFS, 'build', '--from', parentBlob, upper, '-o', cliBlob, '--store', cliStore, '--json', '--no-root'], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  t.true(fs.readFileSync(cliBlob).equals(fs.readFileSync(childBlob)), 'cfs build --from gives the same blob');
+  t.deepEqual([...storedDigests(cliStore)].sort(), upperContents.sort());
+  t.is(JSON.parse(r.stdout).entries, 15, "the upper's entries");
+  // a parent that is not a blob, or an upper that is not a directory: one line, no output left
+  const cases = [
+    [path.join(upper, 'n'), upper, /corrupt blob: bad magic/],
+    [upper, upper, /a directory, not a blob/],
+    [parentBlob, path.join(upper, 'b'), /not a directory/],
+  ];
+  for (const [from, up, want] of cases) {
+    const bad = path.join(d, 'bad.ub');
+    const e = spawnSync(process.execPath, [CFS, 'build', '--from', from, up, '-o', bad, '--store', cliStore, '--no-root'], { encoding: 'utf8' });
+    t.not(e.status, 0);
+    t.regex(e.stderr, want);
+    t.is(e.stderr.trim().split('\n').length, 1, e.stderr);
+    t.false(fs.existsSync(bad));
+  }
 });

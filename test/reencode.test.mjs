@@ -27,6 +27,7 @@ import { encodeBlob, EncodeError } from '../dist/format/encode.js';
 import { decodeTree, openBlob, sourceFromBuffer } from '../dist/format/decode.js';
 import { dumpBlob } from '../dist/format/dump.js';
 import { SECTION_NAMES } from '../dist/format/layout.js';
+import * as CRC from '../dist/format/crc32c.js';
 import { applyLayerStream, LayerError } from '../dist/compiler/layers.js';
 import { applyOverlayDiff } from '../dist/compiler/overlaydiff.js';
 import { ustarHeader } from './lib/ustar.mjs';
@@ -250,6 +251,10 @@ function mutationRound(c, v, parent, { label, n, invalid = false, graft = c.r.ch
   const sides = sidesOf(parent);
   const others = graft ? otherSides(c, v, parent) : null;
   const opts = { inlineThreshold: v.threshold };
+  const unchanged = () => {
+    checkUnchanged(c, sides, 'the parent blob');
+    if (others) checkUnchanged(c, others, 'the blob grafts came from');
+  };
   for (let i = 1; i <= n; i++) {
     const m = chooseMutation(v, sides.full, { other: others?.full });
     c.log(`${label} #${i}: ${describeMutation(m)}`);
@@ -259,7 +264,10 @@ function mutationRound(c, v, parent, { label, n, invalid = false, graft = c.r.ch
     if (r.chance(0.12)) {
       const mid = check(c, sides.full, sides.lazy, opts, `${label} after #${i}`);
       c.count('encode in the middle of a round');
-      if (mid.err) return mid;
+      if (mid.err) {
+        unchanged();
+        return mid;
+      }
     }
   }
   if (invalid) {
@@ -269,6 +277,7 @@ function mutationRound(c, v, parent, { label, n, invalid = false, graft = c.r.ch
     applyBoth(c, sides, m, others);
     const out = check(c, sides.full, sides.lazy, opts, `${label} after the invalid mutation`);
     if (!out.err) c.fail(`${label}: the invalid mutation "${m.invalid}" did not make the full encode throw (a bug of the test)`);
+    unchanged();
     return out;
   }
   const out = check(c, sides.full, sides.lazy, opts, label);
@@ -283,8 +292,7 @@ function mutationRound(c, v, parent, { label, n, invalid = false, graft = c.r.ch
       check(c, sides.full, sides.lazy, { inlineThreshold: pickThreshold(r) }, `${label} re-encoded with another threshold`);
     }
   }
-  checkUnchanged(c, sides, 'the parent blob');
-  if (others) checkUnchanged(c, others, 'the blob grafts came from');
+  unchanged();
   return out;
 }
 
@@ -749,4 +757,65 @@ for (const [title, steps] of Object.entries(FIXED)) {
     }
     t.is(sha(blob), sides.hash, 'the parent blob is unchanged');
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hostile parent
+
+// `cfs build --from PARENT` takes a blob from the user, and the re-encoder copies what no
+// TreeNode covers without the reader's per-inode checks (only the CRCs, which a hostile blob
+// carries right). So: random bytes of a valid parent's INODES or DIRS changed and the CRCs
+// resealed. The re-encoder must then throw a BlobError or EncodeError, never anything else (a
+// RangeError would mean an unchecked offset); and when the reader accepts the changed parent
+// whole (decodeTree), the re-encode must equal the full one, as for any parent.
+test('a corrupted parent with valid checksums: the re-encode refuses it or equals the full encode', async (t) => {
+  await runFamily(t, 'hostile', 0x6000_0000, 200, (c) => {
+    const r = c.r;
+    const v = new Values(r, pickThreshold(r));
+    const blob = Buffer.from(baseBlob(c, v));
+    const opts = { inlineThreshold: v.threshold };
+    const section = (id) => [Number(blob.readBigUInt64LE(128 + id * 32)), Number(blob.readBigUInt64LE(128 + id * 32 + 8))];
+    const flips = r.range(1, 4);
+    for (let k = 0; k < flips; k++) {
+      // mostly INODES and DIRS (copied raw); DIGESTS (a reader does not check their order),
+      // DATA and the xattr sections (decoded) now and then
+      const [off, size] = section(r.choose([[45, 0], [35, 1], [8, 3], [4, 2], [4, 4], [4, 5]]));
+      if (size === 0) continue;
+      const at = off + r.int(size);
+      const value = r.chance(0.5) ? r.int(256) : [0, 1, 0xff, 0x40, 0x80][r.int(5)];
+      c.log(`  byte ${at} (${at - off} into the section): 0x${blob[at].toString(16)} -> 0x${value.toString(16)}`);
+      blob[at] = value;
+    }
+    reseal(blob);
+    let fullOut;
+    try {
+      fullOut = { blob: encodeBlob(decodeTree(open(blob)), opts) };
+    } catch (err) {
+      fullOut = { err };
+    }
+    let lazyOut;
+    try {
+      lazyOut = { blob: encodeBlob(openLazyTree(blob), opts) };
+    } catch (err) {
+      lazyOut = { err };
+    }
+    if (lazyOut.err && !(lazyOut.err.name === 'BlobError' || lazyOut.err instanceof EncodeError)) {
+      c.fail(`the lazy encode threw ${lazyOut.err.stack}`);
+    }
+    if (fullOut.blob && !lazyOut.blob) c.fail(`the reader accepts the parent but the lazy encode threw ${lazyOut.err.message}`);
+    if (fullOut.blob && !lazyOut.blob.equals(fullOut.blob)) c.fail(`the reader accepts the parent, the re-encodes differ\n${explain(fullOut.blob, lazyOut.blob)}`);
+    c.count(fullOut.blob ? 'parent still valid' : lazyOut.blob ? 'refused by the reader, copied by the re-encoder' : 'refused by both');
+  });
+});
+
+/** Recompute the section and header CRCs (as test/lib/crafted-blobs.mjs). */
+function reseal(blob) {
+  const { crc32c } = CRC;
+  for (let id = 0; id < 6; id++) {
+    const off = Number(blob.readBigUInt64LE(128 + id * 32));
+    const size = Number(blob.readBigUInt64LE(128 + id * 32 + 8));
+    blob.writeUInt32LE(crc32c(blob.subarray(off, off + size)), 128 + id * 32 + 24);
+  }
+  blob.writeUInt32LE(0, 8);
+  blob.writeUInt32LE(crc32c(blob.subarray(0, 512)), 8);
 }
