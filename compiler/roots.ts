@@ -69,24 +69,34 @@ function flockFd(fd: number, mode: LockMode, wait: boolean): Promise<boolean> {
 }
 
 /**
- * An exclusive flock(2) on `file` (created if needed), waited for; release() closes it. For
- * short critical sections of other commands (cfs mount and umount of one target).
+ * An exclusive flock(2) on `file` (created if needed), waited for. For short critical sections
+ * of other commands (cfs mount and umount of one target). The holder may delete the file before
+ * release(): a locker that waited on the deleted file finds another file (or none) at the path
+ * once it gets the lock, and locks again.
  */
 export async function lockFile(file: string): Promise<{ release(): void }> {
-  const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600); // node opens close-on-exec
-  try {
-    await flockFd(fd, 'exclusive', true);
-  } catch (err) {
-    fs.closeSync(fd);
-    throw err;
+  for (;;) {
+    const fd = fs.openSync(file, fs.constants.O_RDWR | fs.constants.O_CREAT, 0o600); // node opens close-on-exec
+    try {
+      await flockFd(fd, 'exclusive', true);
+      const held = fs.fstatSync(fd);
+      const now = fs.statSync(file, { throwIfNoEntry: false });
+      if (now === undefined || now.ino !== held.ino || now.dev !== held.dev) {
+        fs.closeSync(fd);
+        continue;
+      }
+    } catch (err) {
+      fs.closeSync(fd);
+      throw err;
+    }
+    let open = true;
+    return {
+      release() {
+        if (open) fs.closeSync(fd);
+        open = false;
+      },
+    };
   }
-  let open = true;
-  return {
-    release() {
-      if (open) fs.closeSync(fd);
-      open = false;
-    },
-  };
 }
 
 /**

@@ -11,7 +11,7 @@
 // serves the mount(8) helper (mounter/helper.ts), so `mount -t unionblob` and /etc/fstab
 // behave exactly like `cfs mount`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmdirSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -263,6 +263,9 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
   return readPid(key);
 }
 
+/** The longest string value fsconfig(2) accepts (it copies the value with strndup_user(v, 256)). */
+const FSCONFIG_STRING_MAX = 255;
+
 /** The kernel module's own options (kmod/README.md), as fsconfig keys and values. */
 function kernelOptions(req: MountRequest): MountOption[] {
   const opts: MountOption[] = [['ro'], ['basedir', req.stores.join(':')]];
@@ -283,6 +286,13 @@ function mountKernel(req: MountRequest, at: string, flags: string[]): void {
   }
   const { attr, sbFlags } = mountAttrFromFlags(flags);
   const options = [...kernelOptions(req), ...sbFlags.map((f): MountOption => [f])];
+  const long = [['source', req.blob], ...options].find(([, v]) => v !== undefined && Buffer.byteLength(v) > FSCONFIG_STRING_MAX);
+  if (long) {
+    // fsconfig(2) copies at most 255 bytes of a string (EINVAL beyond); mount(2) takes a page
+    req.log?.(`${long[0]} is longer than fsconfig(2) takes (${FSCONFIG_STRING_MAX} bytes): mounting with mount(8)`);
+    mountKernelWithMount8(req, at, flags);
+    return;
+  }
   let messages: string[];
   try {
     ({ messages } = fsMount({ fstype: 'unionblob', source: req.blob, options, flags: attr | MOUNT_ATTR.RDONLY, target: at }));
@@ -450,8 +460,14 @@ export async function mountBlob(request: MountRequest): Promise<MountState> {
   try {
     return await mountLocked(req, target, key, backend, log);
   } finally {
-    lock.release();
+    releaseTargetLock(lock, key);
   }
+}
+
+/** Drop the target's lock, and its file when no state is left (lock files do not pile up in /run). */
+function releaseTargetLock(lock: { release(): void }, key: string): void {
+  if (readState(key) === undefined) rmSync(lockPath(key), { force: true });
+  lock.release();
 }
 
 /** mountBlob's work, under the target's lock. */
@@ -527,7 +543,7 @@ export async function umountTarget(targetArg: string, opts: UmountOptions = {}):
     state = readState(key);
     if (state) await releaseMount(state, key, log);
   } finally {
-    lock.release();
+    releaseTargetLock(lock, key);
   }
   if (state) return;
   // Mounted by something that kept no state (e.g. unionblob-fuse run by hand): ours only.

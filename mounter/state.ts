@@ -4,8 +4,8 @@
 //     mounts/<key>.json                 MountState of the mount at one target
 //     mounts/<key>.pid                  pid of its FUSE server (written by the server itself)
 //     mounts/<key>.log                  the server's runtime errors after it daemonized
-//     mounts/<key>.lock                 flock(2)ed by cfs mount and umount of the target: two at
-//                                       once would both see no live state and mount twice
+//     mounts/<key>.lock                 flock(2)ed by cfs mount and umount of the target (two at
+//                                       once both saw no live state and mounted twice)
 //     lower/<key>/                      mountpoint of the read-only lower when an overlay is
 //                                       stacked on the target (mode 0700: only the overlay,
 //                                       which uses the mounter's credentials, looks inside)
@@ -58,8 +58,7 @@ export function logPath(key: string): string {
   return path.join(runDir(), 'mounts', `${key}.log`);
 }
 
-/** Held by cfs mount and umount of the target while they work (never deleted: a lock file that
- * is replaced while held would let two holders in). */
+/** Held by cfs mount and umount of the target while they work; deleted with the state. */
 export function lockPath(key: string): string {
   return path.join(runDir(), 'mounts', `${key}.lock`);
 }

@@ -1061,6 +1061,8 @@ serial('concurrent cfs mount of one target: one mounts, the others say it is mou
   t.is(umounts.filter((r) => r.status === 0).length, 1, umounts.map((r) => r.stderr).join(''));
   for (const r of umounts.filter((r) => r.status !== 0)) t.regex(r.stderr, /not mounted/);
   t.deepEqual(mountsBelow(target), []);
+  const key = keyOf(fs.realpathSync(target));
+  t.deepEqual(fs.readdirSync(path.join(runDir(), 'mounts')).filter((f) => f.startsWith(key)), [], 'no state or lock file left');
 });
 
 serial('cfs mount and umount touch only their own mounts: a failed mount leaves what was there, umount refuses with a mount on top', (t) => {

@@ -155,6 +155,29 @@ await check('ro-mount-kernel-tree-equals-extract', async () => {
   released(mnt);
 });
 
+await check('long-paths-kernel-mount', async () => {
+  // fsconfig(2) takes string values of at most 255 bytes: a blob path and a basedir= longer than
+  // that got EINVAL from the fsconfig mount; cfs mount then mounts with mount(2) (mount(8))
+  const deep = mkdir(path.join('long', 'd'.repeat(120), 'e'.repeat(120)));
+  const blob = path.join(deep, 'image-with-a-long-path.ub');
+  fs.copyFileSync(BLOB, blob);
+  const store = path.join(deep, 'store');
+  ok(sh('cp', ['-a', STORE, store]), 'cp -a store');
+  expect(Buffer.byteLength(blob) > 255 && Buffer.byteLength(`${store}:${STORE}`) > 255, 'the paths are long enough');
+  const mnt = mkdir('long-mnt');
+  const r = ok(cfs('mount', blob, mnt, '--store', store, '--store', STORE, '--backend', 'kernel'), 'cfs mount --backend kernel (long paths)');
+  try {
+    expect(/mount\(8\)/.test(r.stderr), `stderr does not say mount(8) was used: ${r.stderr.trim()}`);
+    eq(top(mnt)?.fsType, 'unionblob', 'fs type at the target');
+    const [want, got] = [await treeManifest(reference), await treeManifest(mnt)];
+    eq(diffManifests(want, got, { labels: ['extract', 'mount'], ignorePaths: (p) => p === '.' }), [], 'tree of the mount vs cfs extract');
+  } finally {
+    ok(cfs('umount', mnt), 'cfs umount');
+  }
+  released(mnt);
+  fs.rmSync(path.join(T, 'long'), { recursive: true, force: true });
+});
+
 await check('auto-backend-picks-kernel-with-right-digest', () => {
   const mnt = mkdir('auto');
   const d = ok(sh('fsverity', ['digest', '--hash-alg=sha256', '--block-size=4096', '--compact', BLOB]), 'fsverity digest');
