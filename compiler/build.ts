@@ -18,7 +18,7 @@ import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from '
 import { LayerFileReader, LayerReading, layerTar, shortDigest } from './layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
 import { StoreWriter, hasObject, objectPath, pidAlive } from './store.js';
-import { openLazyTree } from '../format/lazy.js';
+import { childrenDeferred, lazyBlobOf, openLazyTree } from '../format/lazy.js';
 import { applyOverlayDiff } from './overlaydiff.js';
 import { addonBuilt, fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
 
@@ -263,7 +263,8 @@ export async function writeFileAtomic(file: string, data: Buffer): Promise<void>
 /** Compile an image into OUT plus objects in the stores; returns the summary. */
 export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   const started = performance.now();
-  const inlineThreshold = checkThreshold(opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD);
+  // --from without a threshold keeps the parent's (applyUpperOnto): its inline files stay inline
+  let inlineThreshold = checkThreshold(opts.inlineThreshold ?? DEFAULT_INLINE_THRESHOLD);
   if (!opts.stores || opts.stores.length === 0) throw new Error('at least one --store is required');
   const out = path.resolve(opts.out);
   const outDir = path.dirname(out);
@@ -274,9 +275,15 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   let store: StoreWriter | null = null;
   try {
     store = new StoreWriter(opts.stores, { startNow: true });
-    const { root, entries } = image
-      ? await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress })
-      : await applyUpperOnto(opts.from!, opts.image, store, inlineThreshold);
+    let compiled: { root: TreeNode; entries: number };
+    if (image) {
+      compiled = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress });
+    } else {
+      const applied = await applyUpperOnto(opts.from!, opts.image, store, opts.inlineThreshold);
+      inlineThreshold = applied.inlineThreshold;
+      compiled = applied;
+    }
+    const { root, entries } = compiled;
     const layers = image?.layers.length ?? 0;
     const layerBytes = image?.layers.reduce((n, l) => n + l.size, 0) ?? 0;
     const finishing = { layer: layers, layers, entries, bytesRead: layerBytes, bytesTotal: layerBytes };
@@ -324,7 +331,9 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
  * the encoder then re-encodes incrementally (format/lazy.ts): what the upper does not touch is
  * copied from the parent, never decoded.
  */
-async function applyUpperOnto(parentBlob: string, upper: string, store: StoreWriter, inlineThreshold: number): Promise<{ root: TreeNode; entries: number }> {
+async function applyUpperOnto(
+  parentBlob: string, upper: string, store: StoreWriter, threshold: number | undefined,
+): Promise<{ root: TreeNode; entries: number; inlineThreshold: number }> {
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(parentBlob);
@@ -333,18 +342,25 @@ async function applyUpperOnto(parentBlob: string, upper: string, store: StoreWri
     throw new Error(`${parentBlob}: ${why}`);
   }
   const root = openLazyTree(bytes, { verify: true });
+  const inlineThreshold = threshold ?? bytes.readUInt32LE(HDR.inlineThreshold); // checked by openLazyTree
   if (!fs.statSync(upper, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${upper}: not a directory`);
   const stats = await applyOverlayDiff(root, upper, { store, inlineThreshold, whiteouts: true });
-  return { root, entries: stats.entries };
+  return { root, entries: stats.entries, inlineThreshold };
 }
 
 /** Digests of the objects a tree uses, each once (hardlinks share a node). */
 function objectDigests(root: TreeNode): Buffer[] {
   const seen = new Map<string, Buffer>();
+  // A tree over a parent blob (--from): the parent's digests, read from its DIGESTS section,
+  // stand for the directories nobody opened (walking them would decode the whole parent); a
+  // digest the layer dropped gets fs-verity too, which costs nothing to what stays correct.
+  const lazy = lazyBlobOf(root);
+  if (lazy) for (const hex of lazy.reader.digestsHex()) seen.set(Buffer.from(hex, 'hex').toString('latin1'), Buffer.from(hex, 'hex'));
   const stack = [root];
   while (stack.length > 0) {
     const node = stack.pop()!;
     if (node.digest && !node.inline) seen.set(node.digest.toString('latin1'), node.digest);
+    if (childrenDeferred(node)) continue;
     for (const child of node.children?.values() ?? []) stack.push(child);
   }
   return [...seen.values()];
@@ -429,8 +445,8 @@ export function registerBuild(program: Command): void {
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image (default: this machine)')
     .option('--json', 'print a JSON summary on stdout')
     .option('--verity', "enable fs-verity on the objects where the store's filesystem supports it")
-    .option('--from <blob>', 'IMAGE is an overlayfs upper directory (0/0 char device whiteouts, trusted.overlay.opaque) to apply onto this blob, incrementally; its objects must be in the stores')
-    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string }) => {
+    .option('--from <blob>', 'IMAGE is an overlayfs upper directory (0/0 char device whiteouts, trusted.overlay.opaque) to apply onto this blob, incrementally; its objects must be in the stores; the inline threshold defaults to the blob\'s')
+    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string }, cmd: Command) => {
       const stores = o.store ?? [];
       if (stores.length === 0) throw new Error('build: at least one --store DIR is required');
       const progress = progressDisplay();
@@ -440,7 +456,8 @@ export function registerBuild(program: Command): void {
           image,
           out: o.output,
           stores,
-          inlineThreshold: o.inlineThreshold,
+          // with --from, no --inline-threshold means the parent's
+          inlineThreshold: o.from && cmd.getOptionValueSource('inlineThreshold') === 'default' ? undefined : o.inlineThreshold,
           platform: o.platform,
           onProgress: progress.onProgress,
           verity: o.verity,

@@ -26,10 +26,10 @@ export interface LazyBlob {
   readonly made: Uint8Array;
   /** Node -> its inode index in the parent (nodes made here only). */
   readonly indexOf: Map<TreeNode, number>;
-  /** 1 once the directory's entries were decoded into its `children` Map. */
-  readonly opened: Uint8Array;
   /** 1 for a directory already listed by an opened parent (a second listing is a cycle). */
   readonly listed: Uint8Array;
+  /** The blob came from outside this process: names are checked before directories are copied. */
+  readonly strict: boolean;
 }
 
 const LAZY = Symbol('unionblob.lazyBlob');
@@ -47,7 +47,8 @@ export function openLazyTree(blob: Buffer, opts: { verify?: boolean } = {}): Tre
   if (reader.rootIno !== 0 || !digestsSorted(blob, reader)) return decodeTree(reader);
   const n = reader.header.inodeCount;
   const lb: LazyBlob = {
-    blob, reader, inodeCount: n, nodes: new Array(n), made: new Uint8Array(n), indexOf: new Map(), opened: new Uint8Array(n), listed: new Uint8Array(n),
+    blob, reader, inodeCount: n, nodes: new Array(n), made: new Uint8Array(n), indexOf: new Map(), listed: new Uint8Array(n),
+    strict: opts.verify === true,
   };
   const root = nodeAt(lb, 0);
   lb.listed[0] = 1;
@@ -104,7 +105,6 @@ function deferChildren(lb: LazyBlob, node: TreeNode, i: number): void {
     },
     set(this: TreeNode, value: Map<string, TreeNode> | undefined) {
       // Replaced before it was read: the entries in the blob are gone from this directory.
-      lb.opened[i] = 1;
       Object.defineProperty(this, 'children', { value, writable: true, configurable: true, enumerable: true });
     },
   });
@@ -126,6 +126,5 @@ function readChildren(lb: LazyBlob, i: number): Map<string, TreeNode> {
     }
     children.set(e.name, child);
   }
-  lb.opened[i] = 1;
   return children;
 }

@@ -19,10 +19,10 @@ import {
   EncodeError, allocateBlob, checkedNames, countEntries, dirDataLength, newPayloadPlan, placeNodePayload, joinPath, nodeProblem,
   placeDirs, sealBlob, warnClamped, writeDirEntries, writeNodeInode, writeU64, type BlobOut, type EncodeOptions,
 } from './encode.js';
-import { nodeAt, type LazyBlob } from './lazy.js';
+import { childrenDeferred, nodeAt, type LazyBlob } from './lazy.js';
 import {
   DIGEST_SIZE, DIR_CHUNK_SIZE, DIRENT, DIRENT_SIZE, INO, INODE_SIZE, Layout, MAX_DIR_BYTES, MAX_INLINE_SIZE, MAX_INODES,
-  MAX_NSEC, MAX_SYMLINK_LEN, SectionId,
+  MAX_NAME_LEN, MAX_NSEC, MAX_SYMLINK_LEN, SectionId,
   dirChunkCount, dirChunkLen, dtypeOfMode, inodeOffset,
 } from './layout.js';
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFLNK, S_IFMT, S_IFREG, type TreeNode } from './tree.js';
@@ -69,11 +69,13 @@ const modeOf = (p: Parent, o: number) => p.view.getUint16(recAt(p, o) + INO.mode
 const isDirMode = (mode: number) => (mode & S_IFMT) === S_IFDIR;
 
 /**
- * Whether a directory that is parent inode `o` takes its entries from the parent's chunks: it
- * was a directory there and nobody opened it (or replaced its Map). A parent file made a
- * directory in place has a Map (or none), like any new directory.
+ * Whether parent inode `o`, now a directory with TreeNode `node` (undefined: never made), takes
+ * its entries from the parent's chunks: it was a directory there and its `children` getter was
+ * never read, set, deleted or redefined. A parent file made a directory in place has a Map (or
+ * none), like any new directory.
  */
-const listedRaw = (p: Parent, o: number) => !p.lb.opened[o] && isDirMode(modeOf(p, o));
+const listsFromParent = (p: Parent, o: number, node: TreeNode | undefined) =>
+  node === undefined ? isDirMode(modeOf(p, o)) : childrenDeferred(node);
 
 function u64At(p: Parent, at: number): number {
   const hi = p.view.getUint32(at + 4, true);
@@ -96,15 +98,19 @@ function firstNameoff(p: Parent, chunkAt: number, len: number): number {
   return len < DIRENT_SIZE + 1 || first === 0 || first % DIRENT_SIZE !== 0 || first >= len ? -1 : first;
 }
 
-/** Calls fn(entryOffsetInBlob) for each dirent of parent directory `o`, chunk by chunk. */
-function forEachRawDirent(p: Parent, o: number, fn: (d: number) => void): void {
+/**
+ * Calls fn(dirent offset, its chunk's offset, the chunk's length), offsets in the blob, for each
+ * dirent of parent directory `o`.
+ */
+function forEachRawDirent(p: Parent, o: number, fn: (d: number, chunkAt: number, len: number) => void): void {
   const { at, size } = dirDataOf(p, o);
   const chunks = dirChunkCount(size);
   for (let c = 0; c < chunks; c++) {
     const chunkAt = at + c * DIR_CHUNK_SIZE;
-    const first = firstNameoff(p, chunkAt, dirChunkLen(size, c));
+    const len = dirChunkLen(size, c);
+    const first = firstNameoff(p, chunkAt, len);
     if (first < 0) throw new BlobError(`directory inode ${o} chunk ${c}: invalid first nameoff`);
-    for (let d = chunkAt, end = chunkAt + first; d < end; d += DIRENT_SIZE) fn(d);
+    for (let d = chunkAt, end = chunkAt + first; d < end; d += DIRENT_SIZE) fn(d, chunkAt, len);
   }
 }
 
@@ -135,7 +141,7 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
   // not in the parent. Never opens a directory itself.
   const fresh = countEntries(root, (dir) => {
     const o = lb.indexOf.get(dir);
-    return o !== undefined && listedRaw(p, o); // counted in the parent's inodes
+    return o !== undefined && listsFromParent(p, o, dir); // counted in the parent's inodes
   });
   const bound = oldCount + fresh + 1;
   const srcOld = new Int32Array(bound);
@@ -167,8 +173,8 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
     if (known !== undefined) return known;
     // Reached through a directory listed from the parent: find its name there.
     let found = '?';
-    forEachRawDirent(p, srcOld[firstParent[i]], (d) => {
-      if (found === '?' && p.view.getUint32(d + DIRENT.ino, true) === srcOld[i]) found = rawNameAt(p, d);
+    forEachRawDirent(p, srcOld[firstParent[i]], (d, chunkAt, len) => {
+      if (found === '?' && p.view.getUint32(d + DIRENT.ino, true) === srcOld[i]) found = rawNameAt(p, d, chunkAt, len);
     });
     return found;
   };
@@ -196,8 +202,8 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
   for (let head = 0; head < count; head++) {
     let node = hasNode[head] ? nodes[head] : undefined;
     const old = srcOld[head];
-    let raw = old >= 0 && listedRaw(p, old);
-    if (raw && !packedAsWeDo(p, old)) {
+    let raw = old >= 0 && listsFromParent(p, old, node);
+    if (raw && !copyableDir(p, old, lb.strict)) {
       // A parent from another writer (readers accept any packing): its bytes are not what
       // encodeBlob would write, so this directory is decoded and encoded like an opened one.
       node = nodeAt(lb, old);
@@ -217,7 +223,7 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
       if (raw) {
         // Never opened: the parent's entries, in the parent's (byte) order.
         rawList[head] = 1;
-        forEachRawDirent(p, old, (d) => {
+        forEachRawDirent(p, old, (d, chunkAt, len) => {
           const o = p.view.getUint32(d + DIRENT.ino, true);
           if (o >= oldCount) throw new BlobError(`directory inode ${old}: entry names inode ${o} out of range`);
           const made = lb.made[o] ? lb.nodes[o] : undefined;
@@ -228,7 +234,7 @@ export function encodeLazy(root: TreeNode, lb: LazyBlob, threshold: number, opts
           const isDir = isDirMode(mode);
           let idx = newOf[o];
           if (idx < 0) idx = newIndex(o, made, head, isDir);
-          else if (isDir) throw reachedTwice(joinPath(pathOf(head), rawNameAt(p, d)), idx);
+          else if (isDir) throw reachedTwice(joinPath(pathOf(head), rawNameAt(p, d, chunkAt, len)), idx);
           if (isDir) subdirs++;
           nlink[idx]++;
           direntCount++;
@@ -455,57 +461,80 @@ function rawRecordProblem(p: Parent, r: number, mode: number, layout: number, si
 }
 
 /**
- * Bytes of a chunk in use: up to its last name's end, the first zero byte after that name's
- * start or the chunk's end (SPEC §5). The chunk's first nameoff was checked by forEachRawDirent
- * or packedAsWeDo.
+ * Where entry k's name ends in a chunk of `len` bytes with n entries (offsets from the chunk
+ * start): the next nameoff, or for the last entry the first zero byte or the chunk's end (SPEC §5).
  */
-function chunkUsed(p: Parent, chunkAt: number, len: number): number {
-  const n = p.view.getUint16(chunkAt + DIRENT.nameoff, true) / DIRENT_SIZE;
-  const start = p.view.getUint16(chunkAt + (n - 1) * DIRENT_SIZE + DIRENT.nameoff, true);
-  let end = start;
+function nameEndIn(p: Parent, chunkAt: number, len: number, n: number, k: number): number {
+  if (k + 1 < n) return p.view.getUint16(chunkAt + (k + 1) * DIRENT_SIZE + DIRENT.nameoff, true);
+  let end = p.view.getUint16(chunkAt + k * DIRENT_SIZE + DIRENT.nameoff, true);
   while (end < len && p.buf[chunkAt + end] !== 0) end++;
   return end;
 }
 
+/** Bytes of a chunk that copyableDir accepted in use: up to its last name's end. */
+function chunkUsed(p: Parent, chunkAt: number, len: number): number {
+  const n = p.view.getUint16(chunkAt + DIRENT.nameoff, true) / DIRENT_SIZE;
+  return nameEndIn(p, chunkAt, len, n, n - 1);
+}
+
 /**
- * Whether parent directory `o` is packed as encodeBlob packs (SPEC §5: each chunk filled with as
- * many entries as fit, the data ending right after the last name), so that copying its bytes
- * gives what encodeBlob would write. A blob from elsewhere may pack otherwise and still be valid.
+ * Whether parent directory `o`'s bytes can be copied as they are: packed as encodeBlob packs
+ * (SPEC §5: each chunk filled with as many entries as fit, the data ending right after the last
+ * name), every nameoff inside its chunk and increasing, and, for a parent from outside this
+ * process (`strict`: `openLazyTree(blob, { verify: true })`), every name as a reader accepts it
+ * (1..255 bytes, no "/" or NUL, not "." or "..", strictly increasing within and across chunks).
+ * Otherwise the directory is decoded, which refuses what is wrong, and encoded like an opened one.
  */
-function packedAsWeDo(p: Parent, o: number): boolean {
+function copyableDir(p: Parent, o: number, strict: boolean): boolean {
   const { at, size } = dirDataOf(p, o);
   const chunks = dirChunkCount(size);
+  let prevAt = -1;
+  let prevLen = 0;
   for (let c = 0; c < chunks; c++) {
     const chunkAt = at + c * DIR_CHUNK_SIZE;
     const len = dirChunkLen(size, c);
-    if (firstNameoff(p, chunkAt, len) < 0) return false;
-    const used = chunkUsed(p, chunkAt, len);
-    if (c === chunks - 1) return used === len;
+    const first = firstNameoff(p, chunkAt, len);
+    if (first < 0) return false;
+    const n = first / DIRENT_SIZE;
+    let start = first;
+    for (let k = 0; k < n; k++) {
+      const end = nameEndIn(p, chunkAt, len, n, k);
+      if (end <= start || end > len || end - start > MAX_NAME_LEN) return false;
+      if (strict) {
+        const nameAt = chunkAt + start;
+        const nameLen = end - start;
+        if (!nameBytesOk(p.buf, nameAt, nameLen)) return false;
+        if (prevAt >= 0 && p.buf.compare(p.buf, nameAt, nameAt + nameLen, prevAt, prevAt + prevLen) >= 0) return false;
+        prevAt = nameAt;
+        prevLen = nameLen;
+      }
+      start = end;
+    }
+    if (c === chunks - 1) return start === len;
     // the next chunk's first entry must not have fitted in this one
     const next = chunkAt + DIR_CHUNK_SIZE;
     const nextLen = dirChunkLen(size, c + 1);
     const nextFirst = firstNameoff(p, next, nextLen);
     if (nextFirst < 0) return false;
-    const nameEnd = nextFirst / DIRENT_SIZE > 1 ? p.view.getUint16(next + DIRENT_SIZE + DIRENT.nameoff, true) : chunkUsed(p, next, nextLen);
-    if (used + DIRENT_SIZE + (nameEnd - nextFirst) <= DIR_CHUNK_SIZE) return false;
+    const nameEnd = nameEndIn(p, next, nextLen, nextFirst / DIRENT_SIZE, 0);
+    if (start + DIRENT_SIZE + (nameEnd - nextFirst) <= DIR_CHUNK_SIZE) return false;
   }
   return true;
 }
 
-/** The name of the dirent at blob offset d (in a chunk forEachRawDirent validated). */
-function rawNameAt(p: Parent, d: number): string {
-  const chunkAt = d - ((d - p.dirsAt) % DIR_CHUNK_SIZE);
+/** A name's bytes as SPEC §5 allows them: no "/" or NUL, not "." or "..". */
+function nameBytesOk(buf: Buffer, at: number, len: number): boolean {
+  for (let j = at; j < at + len; j++) if (buf[j] === 0x2f || buf[j] === 0) return false;
+  return !(buf[at] === 0x2e && (len === 1 || (len === 2 && buf[at + 1] === 0x2e)));
+}
+
+/** The name of the dirent at blob offset d of the chunk [chunkAt, +len) (one forEachRawDirent checked). */
+function rawNameAt(p: Parent, d: number, chunkAt: number, len: number): string {
   const n = p.view.getUint16(chunkAt + DIRENT.nameoff, true) / DIRENT_SIZE;
   const k = (d - chunkAt) / DIRENT_SIZE;
-  const start = chunkAt + p.view.getUint16(d + DIRENT.nameoff, true);
-  let end: number;
-  if (k + 1 < n) {
-    end = chunkAt + p.view.getUint16(d + DIRENT_SIZE + DIRENT.nameoff, true);
-  } else {
-    end = start;
-    while (end < p.buf.length && end - start < 256 && p.buf[end] !== 0 && end < chunkAt + DIR_CHUNK_SIZE) end++;
-  }
-  return p.buf.toString('latin1', start, end);
+  const start = p.view.getUint16(d + DIRENT.nameoff, true);
+  const end = Math.min(nameEndIn(p, chunkAt, len, n, k), start + MAX_NAME_LEN, len);
+  return p.buf.toString('latin1', chunkAt + start, chunkAt + Math.max(start, end));
 }
 
 /** An inline item of the parent (inline file or symlink target) as a binary string. */

@@ -163,9 +163,22 @@ test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of 
     [upper, upper, /a directory, not a blob/],
     [parentBlob, path.join(upper, 'b'), /not a directory/],
   ];
-  for (const [from, up, want] of cases) {
+  // a parent built with another inline threshold keeps it unless --inline-threshold says otherwise
+  const wide = decodeTree(openBlobFile(parentBlob));
+  wide.children.set('inline-100', { mode: 0o100644, uid: 0, gid: 0, mtimeSec: T, mtimeNsec: 0, xattrs: new Map(), size: 100, inline: Buffer.alloc(100, 'w') });
+  const wideBlob = path.join(d, 'parent-4096.ub');
+  fs.writeFileSync(wideBlob, encodeBlob(wide, { inlineThreshold: 4096 }));
+  const kept = path.join(d, 'child-4096.ub');
+  // --verity goes over every object the blob names: the parent's too, so both stores
+  const k = spawnSync(process.execPath, [CFS, 'build', '--from', wideBlob, upper, '-o', kept, '--store', cliStore, '--store', parentStore, '--no-root', '--verity', '--json'], { encoding: 'utf8' });
+  t.is(k.status, 0, k.stderr);
+  t.is(fs.readFileSync(kept).readUInt32LE(36), 4096, "the parent's inline threshold");
+  t.true(openBlobFile(kept).readInline(openBlobFile(kept).resolvePath('/inline-100')).equals(Buffer.alloc(100, 'w')));
+  t.is(JSON.parse(k.stdout).verityEnabled + JSON.parse(k.stdout).verityPresent + JSON.parse(k.stdout).verityUnsupported > 0, true, '--verity went over the objects');
+  cases.push([wideBlob, upper, /inline-100: inline size 100 exceeds the inline threshold 64/, ['--inline-threshold', '64']]);
+  for (const [from, up, want, extra = []] of cases) {
     const bad = path.join(d, 'bad.ub');
-    const e = spawnSync(process.execPath, [CFS, 'build', '--from', from, up, '-o', bad, '--store', cliStore, '--no-root'], { encoding: 'utf8' });
+    const e = spawnSync(process.execPath, [CFS, 'build', '--from', from, up, '-o', bad, '--store', cliStore, '--no-root', ...extra], { encoding: 'utf8' });
     t.not(e.status, 0);
     t.regex(e.stderr, want);
     t.is(e.stderr.trim().split('\n').length, 1, e.stderr);

@@ -439,6 +439,7 @@ export function applyMutation(root, m, side = {}) {
     case 'clear': {
       const d = resolve(root, m.dir);
       if (m.how === 'clear') d.children?.clear();
+      else if (m.how === 'delete') delete d.children; // removes a lazy getter without calling its setter
       else d.children = m.how === 'new-map' ? new Map() : undefined;
       break;
     }
