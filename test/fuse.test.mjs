@@ -1043,6 +1043,43 @@ serial('a blob whose root is not inode index 0 is refused with a message (FUSE n
   t.deepEqual(mountsBelow(mnt), []);
 });
 
+serial('a blob truncated in place while mounted: requests fail with EIO, the server lives on, umount works', (t) => {
+  // the blob is mmapped: a page past the new end raised SIGBUS and killed the server (ENOTCONN)
+  const blob = path.join(S.work, 'truncated.ub');
+  fs.copyFileSync(S.blob, blob);
+  const mnt = mkTarget('truncated');
+  cfsOk(t, ['mount', blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'fuse']);
+  const pid = serverPid(mnt);
+  let log = '';
+  try {
+    t.true(fs.readFileSync(path.join(mnt, 'big')).equals(S.contents.get('big')), 'read before the cut');
+    fs.truncateSync(blob, 4096); // the header page stays: every inode, directory and item is gone
+    // names never looked up before, so the kernel's caches cannot answer for us
+    const codes = [];
+    const attempt = (fn) => {
+      try {
+        fn();
+        codes.push('ok');
+      } catch (err) {
+        codes.push(err.code);
+      }
+    };
+    attempt(() => fs.readdirSync(path.join(mnt, 'bigdir')));
+    attempt(() => fs.statSync(path.join(mnt, 'setuid')));
+    attempt(() => fs.readFileSync(path.join(mnt, 'small')));
+    attempt(() => fs.readlinkSync(path.join(mnt, 'longlink')));
+    attempt(() => fs.readdirSync(path.join(mnt, 'names')));
+    t.deepEqual(codes, ['EIO', 'EIO', 'EIO', 'EIO', 'EIO']);
+    t.notThrows(() => process.kill(pid, 0), 'the server is alive');
+    log = fs.readFileSync(logPath(keyOf(fs.realpathSync(mnt))), 'utf8');
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  t.regex(log, /the blob file shrank while mounted/);
+  t.is(log.match(/shrank/g).length, 1, 'said once');
+  t.deepEqual(mountsBelow(mnt), []);
+});
+
 serial('concurrent cfs mount of one target: one mounts, the others say it is mounted; concurrent umounts release it once', async (t) => {
   // without the per-target lock each saw no live state and mounted: a second FUSE server on top
   const target = mkTarget('race');

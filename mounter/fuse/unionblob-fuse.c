@@ -63,6 +63,9 @@
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <time.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <unistd.h>
 #include <linux/openat2.h>
 
@@ -205,6 +208,60 @@ static int reply_errno(int err, const char *what, uint64_t ino)
 
 /* ---- blob access ------------------------------------------------------- */
 
+/*
+ * The blob is mapped MAP_SHARED and read in place. Cut short under us (truncated in place; our
+ * own writers only ever rename a new file over a blob), a page past its new end raises SIGBUS,
+ * which would kill the server and leave every file of the mount failing with ENOTCONN. The
+ * handler maps a page of zeros there instead and marks the blob gone: the access resumes and
+ * reads zeros (which the reader refuses for metadata), and from then on every request, and any
+ * reply built from blob bytes while it happened, fails with EIO. Unmounting works as usual.
+ */
+static char *bus_map;
+static size_t bus_map_len, bus_page;
+static volatile sig_atomic_t blob_gone;
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	uintptr_t at = (uintptr_t)si->si_addr, base = (uintptr_t)bus_map;
+
+	(void)uc;
+	if (bus_map && at >= base && at - base < bus_map_len &&
+	    mmap((void *)(at & ~(uintptr_t)(bus_page - 1)), bus_page, PROT_READ,
+		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != MAP_FAILED) {
+		blob_gone = 1;
+		return;
+	}
+	/* not the blob's: die of it as before (re-raised when the handler returns) */
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static int catch_blob_sigbus(char *map, size_t len)
+{
+	struct sigaction sa;
+
+	bus_map = map;
+	bus_map_len = len;
+	bus_page = (size_t)sysconf(_SC_PAGESIZE);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigemptyset(&sa.sa_mask);
+	return sigaction(SIGBUS, &sa, NULL);
+}
+
+/* EIO (and one line in the log) once the blob file was cut short while mounted. */
+static bool blob_lost(void)
+{
+	static atomic_bool said;
+
+	if (!blob_gone)
+		return false;
+	if (!atomic_exchange(&said, true))
+		fs_log("the blob file shrank while mounted (truncated in place?): every request now fails with EIO; unmount and mount it again");
+	return true;
+}
+
 static const void *map_get_page(void *ctx, u64 index, void **cookie)
 {
 	struct ubfs *fs = ctx;
@@ -224,9 +281,13 @@ static int get_inode(struct ubfs *fs, fuse_ino_t nodeid, struct ub_inode_info *o
 	u64 index;
 	int err;
 
+	if (blob_lost())
+		return EIO;
 	if (!ub_st_ino_to_index(nodeid, &index) || index >= fs->blob.inode_count)
 		return ESTALE;
 	err = ub_read_inode(&fs->blob, index, out);
+	if (blob_lost())
+		return EIO;
 	return err ? reply_errno(err, "reading inode", nodeid) : 0;
 }
 
@@ -499,6 +560,8 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		return;
 	}
 	err = ub_lookup_inode(&fs->blob, &dir, name, strlen(name), &ii);
+	if (blob_lost())
+		err = -EIO;	/* not a negative entry cached for good */
 	if (err == -ENOENT) {
 		/* A negative entry: the name will not appear later either. */
 		memset(&e, 0, sizeof(e));
@@ -562,6 +625,8 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		return;
 	}
 	n = ub_readlink(&fs->blob, &ii, target, sizeof(target));
+	if (blob_lost())
+		n = -EIO;
 	if (n < 0) {
 		fuse_reply_err(req, reply_errno(n, "readlink", ino));
 		return;
@@ -722,6 +787,8 @@ static void read_inline(fuse_req_t req, struct ubfs *fs, const struct ub_inode_i
 		return;
 	}
 	n = ub_read_data(&fs->blob, ii, (u64)off, buf, size < sizeof(buf) ? size : sizeof(buf));
+	if (blob_lost())
+		n = -EIO;
 	if (n < 0) {
 		fuse_reply_err(req, reply_errno(n, "reading inline data", ub_inode_st_ino(ii)));
 		return;
@@ -933,6 +1000,10 @@ static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, i
 		err = ub_readdir(&d.fs->blob, &dir, &pos, dirfill_emit, &d);
 	if (err && !d.err)
 		d.err = reply_errno(err, "readdir", ino);
+	if (blob_lost()) {
+		d.err = EIO;
+		d.used = 0;
+	}
 	/* Entries already gathered go out; the failing one fails the next call. */
 	if (d.err && d.used == 0)
 		fuse_reply_err(req, d.err);
@@ -981,6 +1052,8 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		return;
 	}
 	n = ub_listxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, buf, size);
+	if (blob_lost())
+		n = -EIO;
 	if (n < 0)
 		fuse_reply_err(req, reply_errno((int)n, "listxattr", ino));
 	else if (size == 0)
@@ -1007,6 +1080,8 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		return;
 	}
 	n = ub_getxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, name, strlen(name), buf, size);
+	if (blob_lost())
+		n = -EIO;
 	if (n < 0)
 		fuse_reply_err(req, reply_errno(n, "getxattr", ino));
 	else if (size == 0)
@@ -1192,6 +1267,8 @@ static void open_blob(struct ubfs *fs, const char *path)
 	if (map == MAP_FAILED)
 		die("%s: mmap: %s", path, strerror(errno));
 	close(fd);	/* the mapping keeps the file */
+	if (catch_blob_sigbus(map, (size_t)st.st_size))
+		die("sigaction SIGBUS: %s", strerror(errno));
 	/* Directory blocks and inodes are read at random: no readahead. */
 	madvise(map, (size_t)st.st_size, MADV_RANDOM);
 	fs->map = map;
