@@ -152,11 +152,14 @@ function makeFanout(d: number, fan: string): void {
   }
 }
 
-/** Index of the store with most free space (statfs refreshed every 256 MiB written). */
+/**
+ * Index of the store with most free space (statfs refreshed every 256 MiB written), leaving out
+ * stores that refused an object for want of space (`full`).
+ */
 function chooseStore(size: number): number {
   if (objectsDirs.length === 1) return 0;
   if (writtenSinceStatfs > 256 << 20) {
-    free = objectsDirs.map(freeSpace);
+    free = objectsDirs.map((d, i) => (full[i] ? -Infinity : freeSpace(d)));
     writtenSinceStatfs = 0;
   }
   let best = 0;
@@ -164,6 +167,28 @@ function chooseStore(size: number): number {
   free[best] -= size;
   writtenSinceStatfs += size;
   return best;
+}
+
+/** Stores that said ENOSPC or EDQUOT (out of bytes, or of inodes, which statfs's bytes miss). */
+let full: boolean[];
+
+/**
+ * writeObject in the store chooseStore picks; when that store is full, the object goes to the
+ * next one (with several stores, as mergerfs's "most free space" policy moves on), and the full
+ * one gets no more objects from this writer. With no store left, the error stands.
+ */
+function writeObjectSomewhere(hex: string, content: Uint8Array): boolean {
+  for (;;) {
+    const d = chooseStore(content.length);
+    try {
+      return writeObject(d, hex, content);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOSPC' && code !== 'EDQUOT') || full.filter((f) => !f).length <= 1) throw err;
+      full[d] = true;
+      free[d] = -Infinity;
+    }
+  }
 }
 
 let journalFd: number | null = null;
@@ -227,7 +252,7 @@ function writeObject(d: number, hex: string, content: Uint8Array): boolean {
       if (writeObjectFile(fanoutFd(d, fan), hex.slice(2), content, init.fileMode, init.chmod)) return true;
       if (isObjectFile(`${objectsDir}/${fan}/${hex.slice(2)}`, content.length)) return false;
     } catch (err) {
-      if (!isTmpfileUnsupported(err)) throw new Error(`${objectsDir}/${fan}: ${(err as Error).message}`);
+      if (!isTmpfileUnsupported(err)) throw Object.assign(new Error(`${objectsDir}/${fan}: ${(err as Error).message}`), { code: (err as NodeJS.ErrnoException).code });
       tmpfile[d] = false;
     }
   }
@@ -330,7 +355,7 @@ function handleBatch(m: BatchMessage): DoneMessage {
       if (!m.digests) hashBufferScratch(content).copy(digests, i * 32);
       const hex = newObjectHex(digests, i, content.length, reply);
       if (hex === null) continue;
-      if (writeObject(chooseStore(content.length), hex, content)) {
+      if (writeObjectSomewhere(hex, content)) {
         reply.objectsNew++;
         reply.bytesNew += content.length;
       } else {
@@ -356,6 +381,7 @@ function begin(i: WorkerInit): void {
   fanouts = objectsDirs.map(() => new Map());
   counter = 0;
   free = objectsDirs.map(freeSpace);
+  full = objectsDirs.map(() => false);
   writtenSinceStatfs = 0;
   tmpfile = objectsDirs.map(() => init.tmpfile && addonLoads());
   fanoutFds = objectsDirs.map(() => new Map());

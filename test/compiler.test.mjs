@@ -808,12 +808,14 @@ test('stores: objects already in any store are reused; new ones land in one stor
   t.not(cfs(['fsck', path.join(d, 'b.ub'), '--store', s1]).code, 0);
 });
 
+/** Objects in a store (files in its fan-out directories). */
+const objectsIn = (s) => fs.readdirSync(path.join(s, 'objects')).filter((f) => /^[0-9a-f]{2}$/.test(f))
+  .reduce((n, f) => n + fs.readdirSync(path.join(s, 'objects', f)).length, 0);
+
 test('stores: a new object goes to the store with the most free space (tmpfs stores of different sizes)', async (t) => {
   const d = tmpdir(t);
   const contents = Array.from({ length: 40 }, (_, i) => crypto.randomBytes(100_000 + i));
   const image = ociLayout(t, [tar(contents.map((c, i) => file(`f${i}`, c)))], { compression: 'none' });
-  const objectsIn = (s) => fs.readdirSync(path.join(s, 'objects')).filter((f) => /^[0-9a-f]{2}$/.test(f))
-    .reduce((n, f) => n + fs.readdirSync(path.join(s, 'objects', f)).length, 0);
   // each pair: the bigger store takes everything (4 MB of new objects leaves it the roomier)
   for (const [small, large, order] of [['16m', '64m', 'small first'], ['64m', '16m', 'large first']]) {
     const [a, b] = ['a', 'b'].map((n) => path.join(d, `${order.split(' ')[0]}-${n}`));
@@ -829,6 +831,27 @@ test('stores: a new object goes to the store with the most free space (tmpfs sto
     t.is(objectsIn(roomier === a ? b : a), 0, `${order}: none in the other`);
     t.is(await checkStore(t, a, b), 40);
   }
+});
+
+test('stores: a store that fills up (ENOSPC: out of inodes, which free bytes do not show) passes the next objects to the other store', async (t) => {
+  const d = tmpdir(t);
+  const contents = Array.from({ length: 120 }, (_, i) => crypto.randomBytes(1000 + i));
+  const image = ociLayout(t, [tar(contents.map((c, i) => file(`f${i}`, c)))], { compression: 'none' });
+  // a: the most free bytes, but 40 inodes (its fan-out directories and objects use them up); b: room
+  const [a, b] = ['a', 'b'].map((n) => path.join(d, n));
+  for (const [dir, opts] of [[a, 'size=64m,nr_inodes=40'], [b, 'size=16m']]) {
+    fs.mkdirSync(dir);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', opts, 'tmpfs', dir]);
+    t.teardown(() => spawnSync('umount', [dir]));
+  }
+  const summary = await buildImage({ image, out: path.join(d, 'out.ub'), stores: [a, b] });
+  t.is(summary.objectsNew, 120);
+  t.true(objectsIn(a) > 0, 'the roomier store took objects until it was full');
+  t.true(objectsIn(b) > 0, 'the other took the rest');
+  t.is(objectsIn(a) + objectsIn(b), 120);
+  t.is(await checkStore(t, a, b), 120);
+  // no temp file left behind by the refused writes
+  t.deepEqual(fs.readdirSync(path.join(a, 'objects')).filter((f) => !/^[0-9a-f]{2}$/.test(f)), []);
 });
 
 test('stores: the digest fast paths (one block; one Merkle level up to 512 KiB) equal the general fs-verity digest', (t) => {
