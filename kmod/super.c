@@ -69,8 +69,13 @@ static int ubfs_statfs(struct dentry *dentry, struct kstatfs *buf)
 	buf->f_type = UNIONBLOB_SUPER_MAGIC;
 	buf->f_bsize = UB_BLOCK_SIZE;
 	buf->f_frsize = UB_BLOCK_SIZE;
-	/* What the image holds: file data plus the blob itself. */
-	buf->f_blocks = DIV_ROUND_UP(b->data_bytes, UB_BLOCK_SIZE) +
+	/*
+	 * What the image holds: file data plus the blob itself.  data_bytes is
+	 * the header's word (not checked against anything): rounded up without
+	 * DIV_ROUND_UP, whose addition wraps for a value near 2^64.
+	 */
+	buf->f_blocks = (b->data_bytes >> UB_BLOCK_SIZE_LOG2) +
+			!!(b->data_bytes & (UB_BLOCK_SIZE - 1)) +
 			(b->size >> UB_BLOCK_SIZE_LOG2);
 	buf->f_bfree = 0;
 	buf->f_bavail = 0;

@@ -114,6 +114,13 @@ dirtest dirtest-t1-many /a/many
 dirtest dirtest-t1-root /a
 
 expect statfs-magic "type=75626c62 bsize=4096" "$(ubt statfs /a | cut -d' ' -f1-2)"
+if ubmount huge-data-bytes /m/hdb basedir=/d/store; then
+	expect statfs-data-bytes-2p64-no-wrap "$(cat /d/huge-data-bytes.blocks)" \
+		"$(ubt statfs /m/hdb | sed -n 's/.* blocks=\([0-9]*\) .*/\1/p')"
+	umount /m/hdb
+else
+	fail statfs-data-bytes-2p64-no-wrap "mount failed"
+fi
 expect stat-hardlink "$(ubt stat /a/hl)" "$(ubt stat /a/hard/b)"
 expect stat-ino-root "1" "$(ubt stat /a | cut -d' ' -f1)"
 expect splice-external "$BIG_SHA" "$(ubt splice /a/data/big.bin)"

@@ -446,6 +446,16 @@ for (const [name, { blob, path, why }] of Object.entries(crafted)) {
 }
 writeFileSync(join(disk, 'crafted.list'), craftedList.join('\n') + '\n');
 
+// statfs of a header whose data_bytes is 2^64-1 (SPEC §3: informational, checked by nobody):
+// f_blocks is its 4 KiB blocks rounded up plus the blob's, without wrapping (DIV_ROUND_UP did).
+{
+  const b = Buffer.from(t1buf);
+  b.writeBigUInt64LE(0xffff_ffff_ffff_ffffn, F.HDR.dataBytes);
+  fixHeaderCrc(b);
+  writeFileSync(join(disk, 'blobs', 'huge-data-bytes.ub'), b);
+  writeFileSync(join(disk, 'huge-data-bytes.blocks'), `${(1n << 52n) + BigInt(b.length / 4096)}\n`);
+}
+
 // ---- real images: blobs of test/fixtures/make-images.sh's Debian images -------------
 // The guest writes a manifest of each mount to out/; kernel.test.mjs diffs it with umoci's tree.
 

@@ -178,6 +178,25 @@ await check('long-paths-kernel-mount', async () => {
   fs.rmSync(path.join(T, 'long'), { recursive: true, force: true });
 });
 
+await check('blob-write-denied-while-mounted', () => {
+  // the module holds the blob with deny_write_access(), as exec does: truncating or writing it
+  // in place cannot change what a mount serves (the FUSE server maps it and copes instead)
+  const blob = path.join(mkdir('trunc'), 'copy.ub');
+  fs.copyFileSync(BLOB, blob);
+  const mnt = mkdir('trunc-mnt');
+  ok(cfs('mount', blob, mnt, '--store', STORE, '--backend', 'kernel'), 'cfs mount --backend kernel');
+  let code = 'truncated';
+  try {
+    try { fs.truncateSync(blob, 4096); } catch (e) { code = e.code; }
+    eq(fs.readFileSync(path.join(mnt, 'etc/hostname'), 'utf8'), 'example\n', 'etc/hostname');
+  } finally {
+    ok(cfs('umount', mnt), 'cfs umount');
+  }
+  eq(code, 'ETXTBSY', 'truncate of the mounted blob');
+  fs.truncateSync(blob, 4096); // unmounted: writable again
+  released(mnt);
+});
+
 await check('auto-backend-picks-kernel-with-right-digest', () => {
   const mnt = mkdir('auto');
   const d = ok(sh('fsverity', ['digest', '--hash-alg=sha256', '--block-size=4096', '--compact', BLOB]), 'fsverity digest');
