@@ -10,9 +10,12 @@ import { registerFsck } from './fsck.js';
 import { registerGc } from './gc.js';
 import { holdStoresForBuild, type BuildHold } from './roots.js';
 import { registerMount } from '../mounter/mount.js';
+import { nativeCrc32c } from '../mounter/addon.js';
+import { useCrc32c } from '../format/crc32c.js';
 import { registerSnapshotter } from '../snapshotter/command.js';
 
 export async function main(argv: string[]): Promise<void> {
+  useCrc32c(nativeCrc32c()); // blobs written, read back and checked: the CPU's crc32 where it has one
   const program = new Command();
   program
     .name('cfs')

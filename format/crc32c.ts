@@ -23,11 +23,28 @@ function buildTable(): Uint32Array {
   return t;
 }
 
+/** A faster implementation of the same function, installed by useCrc32c (the addon's). */
+let native: ((data: Uint8Array, previous: number) => number) | null = null;
+
+/**
+ * Route crc32c through `fn` (same result, e.g. the CPU's crc32 instruction: mounter/addon.ts's
+ * nativeCrc32c) for inputs big enough to pay for the call; null goes back to the tables.
+ */
+export function useCrc32c(fn: ((data: Uint8Array, previous: number) => number) | null): void {
+  native = fn;
+}
+
 /**
  * CRC-32C of `data`. Pass the result of a previous call as `previous` to continue a checksum
  * over several chunks: crc32c(b, crc32c(a)) === crc32c(a ++ b).
  */
 export function crc32c(data: Uint8Array, previous = 0): number {
+  if (native !== null && data.length >= 256) return native(data, previous);
+  return crc32cTables(data, previous);
+}
+
+/** crc32c with the slicing-by-8 tables (what useCrc32c's function must equal). */
+export function crc32cTables(data: Uint8Array, previous = 0): number {
   const t = TABLE;
   let crc = ~previous;
   let i = 0;

@@ -46,6 +46,8 @@ interface Native {
   /** Absent from builds that predate them. */
   verityDigest?(data: Uint8Array, out: Uint8Array): void;
   setTimes?(path: string | Buffer, sec: number, nsec: number): void;
+  /** Only where the CPU has SSE4.2's crc32 instruction. */
+  crc32c?(data: Uint8Array, previous: number): number;
 }
 
 /** The addon is not built (as opposed to built and failing to load). */
@@ -192,6 +194,21 @@ export function nativeVerityDigest(): ((data: Uint8Array, out: Uint8Array) => vo
   try {
     const n = loadAddon();
     return typeof n.verityDigest === 'function' ? n.verityDigest : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The addon's CRC-32C (the CPU's crc32 instruction, several times format/crc32c.ts's speed: the
+ * checksums of every blob written or checked), or null where the addon is not built, does not
+ * load, predates it or the CPU lacks the instruction, or UNIONBLOB_CRC=js asks for the tables.
+ */
+export function nativeCrc32c(): ((data: Uint8Array, previous: number) => number) | null {
+  if (process.env.UNIONBLOB_CRC === 'js' || !addonBuilt()) return null;
+  try {
+    const n = loadAddon();
+    return typeof n.crc32c === 'function' ? n.crc32c : null;
   } catch {
     return null;
   }

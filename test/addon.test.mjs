@@ -281,6 +281,31 @@ serial('fsMount: arguments are checked before any system call', (t) => {
   t.throws(() => fsverityMeasure(42), { instanceOf: TypeError });
 });
 
+test('crc32c: the addon\'s (the CPU\'s crc32 instruction) equals format/crc32c.ts\'s tables at every length, alignment and continuation', async (t) => {
+  if (!canRun) return t.pass();
+  const { crc32c, crc32cTables, useCrc32c } = await dist('format/crc32c.js');
+  const native = addon.nativeCrc32c();
+  t.truthy(native, 'the addon is built and this x86-64 CPU has SSE4.2');
+  t.is(native(Buffer.from('123456789'), 0), 0xe3069283, 'the CRC-32C check value');
+  const big = crypto.randomBytes(1 << 20);
+  // every length up to 70 and some long ones, at every alignment of the start, continued or not
+  for (const len of [...Array.from({ length: 71 }, (_, i) => i), 4095, 4096, 4097, 65537, (1 << 20) - 9]) {
+    for (const off of [0, 1, 3, 7]) {
+      const data = big.subarray(off, off + len);
+      const previous = len % 3 === 0 ? 0 : crc32cTables(big.subarray(0, 100));
+      t.is(native(data, previous), crc32cTables(data, previous), `len ${len} at ${off}`);
+    }
+  }
+  // installed, crc32c takes it for big inputs and gives the same answers
+  useCrc32c(native);
+  try {
+    t.is(crc32c(big), crc32cTables(big));
+    t.is(crc32c(big.subarray(5, 300), 1234), crc32cTables(big.subarray(5, 300), 1234));
+  } finally {
+    useCrc32c(null);
+  }
+});
+
 test('mountAttrFromFlags: mount(8) flags as MOUNT_ATTR bits and superblock flags', (t) => {
   if (!canRun) return t.pass();
   t.deepEqual(mountAttrFromFlags(['nosuid', 'nodev', 'noexec', 'noatime', 'nodiratime']), {

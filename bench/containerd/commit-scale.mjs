@@ -18,6 +18,8 @@ import { fileURLToPath } from 'node:url';
 import { encodeBlob } from '../../dist/format/encode.js';
 import { decodeTree, openBlob, sourceFromBuffer } from '../../dist/format/decode.js';
 import { openLazyTree } from '../../dist/format/lazy.js';
+import { useCrc32c } from '../../dist/format/crc32c.js';
+import { nativeCrc32c } from '../../dist/mounter/addon.js';
 
 const REPS = 3;
 
@@ -54,6 +56,7 @@ function applyLayer(root) {
 const at = process.argv.indexOf('--run');
 if (at > 0) {
   const [how, blobFile] = process.argv.slice(at + 1);
+  useCrc32c(nativeCrc32c()); // as the cfs CLI (and so the snapshotter) does where the addon is built
   const parent = fs.readFileSync(blobFile);
   const t = performance.now();
   const root = how === 'lazy' ? openLazyTree(parent) : decodeTree(openBlob(sourceFromBuffer(parent)));

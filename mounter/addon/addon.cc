@@ -9,6 +9,7 @@
 #include "objectfile.h"
 #include "syserror.h"
 #include "verityhash.h"
+#include "crc32c.h"
 
 namespace {
 
@@ -172,6 +173,16 @@ Napi::Value SetTimes(const Napi::CallbackInfo& info) {
   });
 }
 
+// crc32c(data: Uint8Array, previous: number): format/crc32c.ts's crc32c, with the CPU's crc32
+// instruction. Exported only where the CPU has it.
+Napi::Value Crc32c(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray()) throw Napi::TypeError::New(env, "crc32c(data, previous): a Uint8Array");
+  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  uint32_t previous = info.Length() > 1 && info[1].IsNumber() ? info[1].As<Napi::Number>().Uint32Value() : 0;
+  return Napi::Number::New(env, crc32c_native(data.Data(), data.ByteLength(), previous));
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
   exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
@@ -180,6 +191,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeObjectFile", Napi::Function::New(env, WriteObjectFile, "writeObjectFile"));
   exports.Set("verityDigest", Napi::Function::New(env, VerityDigest, "verityDigest"));
   exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
+  if (crc32c_native_available()) exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
   return exports;
 }
 
