@@ -190,10 +190,15 @@ export function writeObjectFile(dir: string | number, name: string, data: Uint8A
  * (compiler/store.ts then hashes in JavaScript; the tests compare the two).
  */
 export function nativeVerityDigest(): ((data: Uint8Array, out: Uint8Array) => void) | null {
-  if (process.env.UNIONBLOB_HASHER === 'js' || !addonBuilt()) return null;
+  return process.env.UNIONBLOB_HASHER === 'js' ? null : optionalFunction('verityDigest');
+}
+
+/** An optional function of the addon, or null where it is not built, does not load or lacks it. */
+function optionalFunction<K extends 'verityDigest' | 'crc32c' | 'setTimes'>(name: K): NonNullable<Native[K]> | null {
+  if (!addonBuilt()) return null;
   try {
-    const n = loadAddon();
-    return typeof n.verityDigest === 'function' ? n.verityDigest : null;
+    const fn = loadAddon()[name];
+    return typeof fn === 'function' ? (fn as NonNullable<Native[K]>) : null;
   } catch {
     return null;
   }
@@ -205,13 +210,7 @@ export function nativeVerityDigest(): ((data: Uint8Array, out: Uint8Array) => vo
  * load, predates it or the CPU lacks the instruction, or UNIONBLOB_CRC=js asks for the tables.
  */
 export function nativeCrc32c(): ((data: Uint8Array, previous: number) => number) | null {
-  if (process.env.UNIONBLOB_CRC === 'js' || !addonBuilt()) return null;
-  try {
-    const n = loadAddon();
-    return typeof n.crc32c === 'function' ? n.crc32c : null;
-  } catch {
-    return null;
-  }
+  return process.env.UNIONBLOB_CRC === 'js' ? null : optionalFunction('crc32c');
 }
 
 /**
@@ -220,13 +219,7 @@ export function nativeCrc32c(): ((data: Uint8Array, previous: number) => number)
  * keeps microseconds only. Throws a KernelError (code, path) when the call fails.
  */
 export function nativeSetTimes(): ((path: string | Buffer, sec: number, nsec: number) => void) | null {
-  if (!addonBuilt()) return null;
-  try {
-    const n = loadAddon();
-    return typeof n.setTimes === 'function' ? n.setTimes : null;
-  } catch {
-    return null;
-  }
+  return optionalFunction('setTimes');
 }
 
 /**
