@@ -15,7 +15,9 @@ import { useCrc32c } from '../format/crc32c.js';
 import { registerSnapshotter } from '../snapshotter/command.js';
 
 export async function main(argv: string[]): Promise<void> {
-  useCrc32c(nativeCrc32c()); // blobs written, read back and checked: the CPU's crc32 where it has one
+  // blobs written, read back and checked: the CPU's crc32 where it has one (the addon is loaded
+  // at start-up anyway, by compiler/store.ts for its fs-verity digests)
+  useCrc32c(nativeCrc32c());
   const program = new Command();
   program
     .name('cfs')

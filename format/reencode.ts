@@ -10,9 +10,11 @@
 // hold numbers of other records (nlink, parent, payload, xattr set, dirent inode numbers) are
 // rewritten. Nodes made or changed by the layer go through encodeBlob's own code.
 //
-// Trust: the parent is a blob this encoder wrote (the snapshotter's own, CRC-checked when read
-// from disk). Every offset taken from it is still bounds-checked: a bad one is a BlobError, never a
-// garbage blob or a RangeError.
+// Trust: every offset taken from the parent is bounds-checked (a bad one is a BlobError, never a
+// RangeError), and every record copied is checked as the reader checks it. A parent opened with
+// `verify` (read from disk, or given to `cfs build --from`) also has its CRCs and the names of
+// every directory copied checked, so what a reader refuses is refused or decoded, never copied;
+// without it (the encoder's own output, kept in memory) names are trusted.
 
 import { BlobError, type Inode } from './decode.js';
 import {
