@@ -23,6 +23,7 @@ import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, newDir, type Tree
 import { TarReader, type TarEntry } from './tar.js';
 import { MEMORY_OBJECT_LIMIT, hashBuffer, keepDigest, type StoreWriter } from './store.js';
 import { VerityHasher } from '../format/verity.js';
+import { BlobError } from '../format/decode.js';
 
 export const DEFAULT_INLINE_THRESHOLD = 64;
 export const MAX_INLINE_THRESHOLD = 4096;
@@ -340,6 +341,12 @@ export async function applyLayerStream(tree: TreeNode, tar: AsyncIterable<Buffer
     }
   } catch (err: any) {
     if (err instanceof LayerError) throw err;
+    if (err instanceof BlobError && entry) {
+      // the tree's own blob (a lazily opened parent) is corrupt, not the layer: keep the error
+      // the blob's, and say what reached it
+      err.message += ` (reached by layer ${ctx.layer}, entry ${abbreviate(displayPath(entry.path))})`;
+      throw err;
+    }
     const what = err?.message ?? String(err);
     if (entry) throw new LayerError(ctx.layer, entry.path, what);
     const where = previous === undefined ? 'the first header' : `the header after ${abbreviate(displayPath(previous))}`;

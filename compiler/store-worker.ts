@@ -183,12 +183,21 @@ function writeObjectSomewhere(hex: string, content: Uint8Array): boolean {
     try {
       return writeObject(d, hex, content);
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if ((code !== 'ENOSPC' && code !== 'EDQUOT') || full.filter((f) => !f).length <= 1) throw err;
-      full[d] = true;
-      free[d] = -Infinity;
+      if (!storeIsFull(err, d)) throw err;
+      markFull(d);
     }
   }
+}
+
+/** True if `err` says store d is out of space and another store can still be tried. */
+function storeIsFull(err: unknown, d: number): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return (code === 'ENOSPC' || code === 'EDQUOT') && full.some((f, i) => !f && i !== d);
+}
+
+function markFull(d: number): void {
+  full[d] = true;
+  free[d] = -Infinity;
 }
 
 let journalFd: number | null = null;
@@ -276,7 +285,10 @@ function writeObject(d: number, hex: string, content: Uint8Array): boolean {
 
 interface OpenStream {
   fd: number;
+  /** The temp file the main thread named (its key in `streams`, and its name in every store). */
   tmp: string;
+  /** Where it is now: `tmp`, or the same name in another store after the first one filled up. */
+  path: string;
   store: number;
   hasher: VerityHasher;
   size: number;
@@ -289,7 +301,7 @@ function closeStream(s: OpenStream, remove: boolean): void {
   try {
     fs.closeSync(s.fd);
   } finally {
-    if (remove) fs.rmSync(s.tmp, { force: true });
+    if (remove) fs.rmSync(s.path, { force: true });
   }
 }
 
@@ -306,6 +318,52 @@ function newObjectHex(digests: Buffer, i: number, size: number, reply: DoneMessa
   return hex;
 }
 
+/**
+ * Run `step` on the stream; when its store is out of space, move what the stream has written so
+ * far to the store chooseStore picks next and run it again there (mergerfs's moveonenospc):
+ * a streamed content cannot be read twice, so its bytes go with it. With no store left, the
+ * error stands.
+ */
+function inRoomyStore(s: OpenStream, step: () => void): void {
+  for (;;) {
+    try {
+      step();
+      return;
+    } catch (err) {
+      if (!storeIsFull(err, s.store)) throw err;
+      markFull(s.store);
+      moveStream(s, chooseStore(s.size));
+    }
+  }
+}
+
+/** Copy the stream's first s.size bytes to its temp name in store d and drop the old file (or just open it there). */
+function moveStream(s: OpenStream, d: number): void {
+  const to = path.join(objectsDirs[d], path.basename(s.tmp));
+  if (s.fd < 0) {
+    // not even created where it was named (out of inodes): created here instead
+    Object.assign(s, { path: to, store: d });
+    return;
+  }
+  const fd = fs.openSync(to, 'wx+', init.fileMode);
+  try {
+    const chunk = Buffer.allocUnsafe(Math.min(s.size, 1 << 20));
+    for (let at = 0; at < s.size; ) {
+      const n = fs.readSync(s.fd, chunk, 0, Math.min(chunk.length, s.size - at), at);
+      if (n === 0) throw new Error(`${s.path}: shorter than the ${s.size} bytes written to it`);
+      writeAllAt(fd, chunk.subarray(0, n), at);
+      at += n;
+    }
+  } catch (err) {
+    fs.closeSync(fd);
+    fs.rmSync(to, { force: true });
+    throw err;
+  }
+  fs.closeSync(s.fd);
+  fs.rmSync(s.path, { force: true });
+  Object.assign(s, { fd, path: to, store: d });
+}
+
 function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, reply: DoneMessage): void {
   let s = streams.get(part.tmp);
   if (part.abort) {
@@ -313,23 +371,34 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
     return;
   }
   if (part.first) {
-    s = { fd: fs.openSync(part.tmp, 'wx', init.fileMode), tmp: part.tmp, store: part.store, hasher: new VerityHasher(), size: 0 };
+    // Opened at its name in the main thread's store; a full store sends it on (moveStream).
+    s = { fd: -1, tmp: part.tmp, path: part.tmp, store: part.store, hasher: new VerityHasher(), size: 0 };
+    const open = s;
+    inRoomyStore(s, () => {
+      if (open.fd < 0) open.fd = fs.openSync(open.path, 'wx+', init.fileMode);
+    });
     streams.set(part.tmp, s);
   }
   if (!s) throw new Error(`stream part for ${part.tmp}, which is not open`);
-  writeAll(s.fd, content);
+  const open = s;
+  inRoomyStore(s, () => writeAllAt(open.fd, content, open.size));
   s.hasher.update(content);
   s.size += content.length;
   if (!part.last) return;
   if (init.chmod) fs.fchmodSync(s.fd, init.fileMode);
   s.hasher.digest().copy(digests, part.item * 32);
   const hex = newObjectHex(digests, part.item, s.size, reply);
-  closeStream(s, hex === null);
-  if (hex === null) return;
+  if (hex === null) {
+    closeStream(s, true);
+    return;
+  }
   journalObject(hex);
   const fan = hex.slice(0, 2);
-  if (fanoutState(s.store, fan) === 'missing') makeFanout(s.store, fan);
-  fs.renameSync(s.tmp, `${objectsDirs[s.store]}/${fan}/${hex.slice(2)}`);
+  inRoomyStore(s, () => {
+    if (fanoutState(open.store, fan) === 'missing') makeFanout(open.store, fan);
+    fs.renameSync(open.path, `${objectsDirs[open.store]}/${fan}/${hex.slice(2)}`);
+  });
+  closeStream(s, false);
   reply.objectsNew++;
   reply.bytesNew += s.size;
 }
@@ -337,6 +406,12 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
 function writeAll(fd: number, content: Uint8Array): void {
   let done = 0;
   while (done < content.length) done += fs.writeSync(fd, content, done, content.length - done);
+}
+
+/** Write all of `content` at file offset `at` (a stream moved after a short write starts over there). */
+function writeAllAt(fd: number, content: Uint8Array, at: number): void {
+  let done = 0;
+  while (done < content.length) done += fs.writeSync(fd, content, done, content.length - done, at + done);
 }
 
 function handleBatch(m: BatchMessage): DoneMessage {

@@ -475,7 +475,8 @@ export class StoreWriter {
   async abort(): Promise<void> {
     this.batch = null;
     while (this.queued.length > 0) await this.nextDone();
-    for (const t of this.streamTemps) fs.rmSync(t, { force: true });
+    // The writer may have moved a stream to another store (out of space): same name there.
+    for (const t of this.streamTemps) for (const store of this.stores) fs.rmSync(path.join(store, OBJECTS_DIR, path.basename(t)), { force: true });
     this.streamTemps.clear();
     await this.close();
   }

@@ -809,6 +809,17 @@ test('stores: objects already in any store are reused; new ones land in one stor
 });
 
 /** Objects in a store (files in its fan-out directories). */
+/** Two tmpfs stores d/PREFIXa and d/PREFIXb mounted with the given options (unmounted after the test). */
+function tmpfsStores(t, d, optsA, optsB, prefix = '') {
+  return [[`${prefix}a`, optsA], [`${prefix}b`, optsB]].map(([name, opts]) => {
+    const dir = path.join(d, name);
+    fs.mkdirSync(dir);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', opts, 'tmpfs', dir]);
+    t.teardown(() => spawnSync('umount', [dir]));
+    return dir;
+  });
+}
+
 const objectsIn = (s) => fs.readdirSync(path.join(s, 'objects')).filter((f) => /^[0-9a-f]{2}$/.test(f))
   .reduce((n, f) => n + fs.readdirSync(path.join(s, 'objects', f)).length, 0);
 
@@ -818,12 +829,7 @@ test('stores: a new object goes to the store with the most free space (tmpfs sto
   const image = ociLayout(t, [tar(contents.map((c, i) => file(`f${i}`, c)))], { compression: 'none' });
   // each pair: the bigger store takes everything (4 MB of new objects leaves it the roomier)
   for (const [small, large, order] of [['16m', '64m', 'small first'], ['64m', '16m', 'large first']]) {
-    const [a, b] = ['a', 'b'].map((n) => path.join(d, `${order.split(' ')[0]}-${n}`));
-    for (const [dir, size] of [[a, small], [b, large]]) {
-      fs.mkdirSync(dir);
-      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
-      t.teardown(() => spawnSync('umount', [dir]));
-    }
+    const [a, b] = tmpfsStores(t, d, `size=${small}`, `size=${large}`, `${order.split(' ')[0]}-`);
     const summary = await buildImage({ image, out: path.join(d, `${order}.ub`), stores: [a, b] });
     t.is(summary.objectsNew, 40);
     const roomier = small === '64m' ? a : b;
@@ -838,12 +844,7 @@ test('stores: a store that fills up (ENOSPC: out of inodes, which free bytes do 
   const contents = Array.from({ length: 120 }, (_, i) => crypto.randomBytes(1000 + i));
   const image = ociLayout(t, [tar(contents.map((c, i) => file(`f${i}`, c)))], { compression: 'none' });
   // a: the most free bytes, but 40 inodes (its fan-out directories and objects use them up); b: room
-  const [a, b] = ['a', 'b'].map((n) => path.join(d, n));
-  for (const [dir, opts] of [[a, 'size=64m,nr_inodes=40'], [b, 'size=16m']]) {
-    fs.mkdirSync(dir);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', opts, 'tmpfs', dir]);
-    t.teardown(() => spawnSync('umount', [dir]));
-  }
+  const [a, b] = tmpfsStores(t, d, 'size=64m,nr_inodes=40', 'size=16m');
   const summary = await buildImage({ image, out: path.join(d, 'out.ub'), stores: [a, b] });
   t.is(summary.objectsNew, 120);
   t.true(objectsIn(a) > 0, 'the roomier store took objects until it was full');
@@ -852,6 +853,51 @@ test('stores: a store that fills up (ENOSPC: out of inodes, which free bytes do 
   t.is(await checkStore(t, a, b), 120);
   // no temp file left behind by the refused writes
   t.deepEqual(fs.readdirSync(path.join(a, 'objects')).filter((f) => !/^[0-9a-f]{2}$/.test(f)), []);
+});
+
+test('stores: a streamed content (over 8 MiB) whose store is out of inodes goes to the other store', async (t) => {
+  const d = tmpdir(t);
+  const small = Array.from({ length: 60 }, (_, i) => crypto.randomBytes(1000 + i));
+  const big = crypto.randomBytes((9 << 20) + 123);
+  const image = ociLayout(t, [tar([...small.map((c, i) => file(`f${i}`, c)), file('big', big)])], { compression: 'none' });
+  // a: the most free bytes, so the main thread names the big content's temp file there; no inodes left by then
+  const [a, b] = tmpfsStores(t, d, 'size=64m,nr_inodes=40', 'size=32m');
+  const summary = await buildImage({ image, out: path.join(d, 'out.ub'), stores: [a, b] });
+  t.is(summary.objectsNew, 61);
+  t.true(fs.existsSync(objectPath(b, verityDigest(big))), 'the big content is an object of b');
+  t.is(await checkStore(t, a, b), 61);
+  for (const s of [a, b]) t.deepEqual(fs.readdirSync(path.join(s, 'objects')).filter((f) => !/^[0-9a-f]{2}$/.test(f)), [], `no temp file left in ${s}`);
+});
+
+test('stores: a streamed content whose store fills up mid-way moves, with the bytes written so far, to the other store', async (t) => {
+  const d = tmpdir(t);
+  const [a, b] = tmpfsStores(t, d, 'size=24m', 'size=16m');
+  const w = new StoreWriter([a, b], { startNow: true });
+  // The writer saw a as the roomier store; another program then takes 20 of its 24 MiB.
+  const other = crypto.randomBytes(20 << 20);
+  fs.writeFileSync(path.join(a, 'other-program'), other);
+  const big = crypto.randomBytes((10 << 20) + 4097);
+  async function* chunks() {
+    for (let at = 0; at < big.length; at += 1 << 20) yield big.subarray(at, at + (1 << 20));
+  }
+  const digest = await w.putStream(chunks(), big.length);
+  await w.sync();
+  await w.close();
+  t.deepEqual(digest, verityDigest(big));
+  t.true(fs.readFileSync(objectPath(b, digest)).equals(big), 'the object in b holds every byte, those written to a first included');
+  t.false(fs.existsSync(objectPath(a, digest)));
+  t.true(fs.readFileSync(path.join(a, 'other-program')).equals(other));
+  t.is(w.stats.objectsNew, 1);
+  for (const s of [a, b]) t.deepEqual(fs.readdirSync(path.join(s, 'objects')).filter((f) => !/^[0-9a-f]{2}$/.test(f)), [], `no temp file left in ${s}`);
+  // Both full: the error stands, and no temp file is left anywhere.
+  const w2 = new StoreWriter([a, b], { startNow: true });
+  const huge = crypto.randomBytes(12 << 20);
+  async function* hugeChunks() {
+    for (let at = 0; at < huge.length; at += 1 << 20) yield huge.subarray(at, at + (1 << 20));
+  }
+  await t.throwsAsync(w2.putStream(hugeChunks(), huge.length), { message: /ENOSPC|no space/i });
+  await w2.abort();
+  for (const s of [a, b]) t.deepEqual(fs.readdirSync(path.join(s, 'objects')).filter((f) => !/^[0-9a-f]{2}$/.test(f)), [], `no temp file left in ${s} after the failure`);
 });
 
 test('stores: the digest fast paths (one block; one Merkle level up to 512 KiB) equal the general fs-verity digest', (t) => {

@@ -851,3 +851,26 @@ function reseal(blob) {
   blob.writeUInt32LE(0, 8);
   blob.writeUInt32LE(crc32c(blob.subarray(0, 512)), 8);
 }
+
+// A parent blob corrupt where only a layer's entry reaches it (a directory's names, CRCs valid):
+// the error is the parent's (BlobError), and says which layer and entry reached it, rather than
+// blaming the layer as a LayerError would.
+test('a corrupt parent directory reached by a tar layer: a BlobError naming the layer and entry', async (t) => {
+  const { newTree } = await import('../dist/compiler/build.js');
+  const ctx = (layer) => ({ layer, inlineThreshold: 64, store: null, stats: { entries: 0 } });
+  const base = newTree();
+  const entries = [tarEntry({ name: 'd/', typeflag: '5', mode: 0o755 }), ...['a-file', 'b-file'].map((n) => tarEntry({ name: `d/${n}`, typeflag: '0', body: Buffer.from(`content of ${n}`.toUpperCase()) }))];
+  await applyLayerStream(base, Readable.from([Buffer.concat([...entries, Buffer.alloc(1024)])]), ctx('base'));
+  const blob = Buffer.from(encodeBlob(base, { inlineThreshold: 64 }));
+  const at = blob.indexOf('b-file');
+  t.true(at > 0 && blob.indexOf('b-file', at + 1) < 0);
+  blob.write('a', at); // two entries named a-file: names no longer strictly sorted
+  reseal(blob);
+  t.throws(() => decodeTree(openBlob(sourceFromBuffer(blob))), { name: 'BlobError' });
+  const layer = Buffer.concat([tarEntry({ name: 'd/c-file', typeflag: '0', body: Buffer.from('new') }), Buffer.alloc(1024)]);
+  for (const verify of [true, false]) {
+    const err = await t.throwsAsync(applyLayerStream(openLazyTree(blob, { verify }), Readable.from([layer]), ctx('top')));
+    t.is(err.name, 'BlobError', `verify ${verify}: ${err.message}`);
+    t.regex(err.message, /^corrupt blob: .* \(reached by layer top, entry d\/c-file\)$/);
+  }
+});
