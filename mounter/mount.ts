@@ -22,7 +22,7 @@ import { lockFile } from '../compiler/roots.js';
 import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, mountAttrFromFlags } from './addon.js';
 import { isMountPoint, isUnionblobType, mountsAt, readMountinfo } from './mountinfo.js';
 import {
-  type Backend, type MountState, ensureRunDirs, keyOf, lockPath, logPath, lowerPath, pidPath, readPid, readState,
+  type Backend, type MountState, ensureRunDirs, isRoot, keyOf, lockPath, logPath, lowerPath, pidPath, readPid, readState,
   removeState, writeState,
 } from './state.js';
 
@@ -170,6 +170,9 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
   if ((req.upper === undefined) !== (req.work === undefined)) {
     throw new MountError('--upper and --work go together (overlayfs needs both, on the same filesystem)');
   }
+  if (req.upper !== undefined && !isRoot()) {
+    throw new MountError('a writable upper needs root: overlayfs cannot be mounted without CAP_SYS_ADMIN (without root, mount read-only)');
+  }
   const stores = req.stores.flatMap((s) => s.split(':')).filter((s) => s !== '').map((s) => path.resolve(s));
   if (stores.length === 0) throw new MountError('at least one object store is needed (--store DIR, basedir=DIR)');
   for (const flag of req.flags ?? []) {
@@ -227,6 +230,12 @@ function kernelHasUnionblob(): boolean {
 
 /** auto: the kernel module when it is (or can be) loaded, else FUSE. */
 export function chooseBackend(choice: BackendChoice, log: (line: string) => void): Backend {
+  if (!isRoot()) {
+    // FUSE through the setuid fusermount3, as libfuse does for any user; mount(2) needs root
+    if (choice === 'kernel') throw new MountError('the kernel backend needs root (mounting a filesystem needs CAP_SYS_ADMIN); without root, cfs mount uses FUSE');
+    if (choice === 'auto') log('not root: using FUSE (unionblob-fuse, mounted through fusermount3; only this user sees the files)');
+    return 'fuse';
+  }
   if (choice !== 'auto') return choice;
   if (kernelHasUnionblob() || (run('modprobe', ['-q', 'unionblob'], 10_000).ok && kernelHasUnionblob())) {
     log('using the unionblob kernel module');
@@ -239,9 +248,13 @@ export function chooseBackend(choice: BackendChoice, log: (line: string) => void
 /** Access-time flags: no effect on a read-only mount, and libfuse refuses several of them. */
 const ATIME_FLAGS = new Set(['atime', 'noatime', 'relatime', 'norelatime', 'strictatime', 'nostrictatime', 'diratime', 'nodiratime']);
 
-/** FUSE mounts default to nosuid,nodev; a container image needs what the kernel module gives. */
+/**
+ * FUSE mounts default to nosuid,nodev; a container image needs what the kernel module gives.
+ * Not for a user other than root: fusermount3 makes such mounts nosuid,nodev whatever is asked.
+ */
 function fuseFlags(flags: string[]): string[] {
   const out = flags.filter((f) => !ATIME_FLAGS.has(f));
+  if (!isRoot()) return out.filter((f) => f !== 'suid' && f !== 'dev');
   if (!flags.includes('nosuid')) out.push('suid');
   if (!flags.includes('nodev')) out.push('dev');
   return out;
@@ -253,7 +266,8 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
     `basedir=${req.stores.join(':')}`,
     `verity=${req.verity ?? 'off'}`,
     `cache=${req.fuseCache ?? DEFAULT_FUSE_CACHE}`,
-    'allow_other',
+    // others (root included) see a user's mount only with user_allow_other in /etc/fuse.conf
+    ...(isRoot() ? ['allow_other'] : []),
     ...fuseFlags(flags),
     `pidfile=${pidPath(key)}`,
     `logfile=${logPath(key)}`,
@@ -321,10 +335,12 @@ function mountOverlay(lower: string, upper: string, work: string, target: string
  */
 function unmountPath(at: string, log: (line: string) => void): void {
   if (!isMountPoint(at)) return;
-  const r = run('umount', ['-c', at], 10_000);
+  // a user's FUSE mount is released by fusermount3 (umount(2) needs root); -z: lazily
+  const [cmd, now, lazily] = isRoot() ? ['umount', ['-c', at], ['-c', '-l', at]] : ['fusermount3', ['-u', at], ['-u', '-z', at]];
+  const r = run(cmd, now, 10_000);
   if (r.ok) return;
   log(`umount ${at}: ${r.timedOut ? 'timed out' : r.stderr || 'failed'}; detaching it lazily`);
-  const lazy = run('umount', ['-c', '-l', at], 10_000);
+  const lazy = run(cmd, lazily, 10_000);
   if (!lazy.ok && isMountPoint(at)) throw new MountError(`cannot unmount ${at}: ${lazy.stderr}`);
 }
 

@@ -11,9 +11,13 @@
 //                                       which uses the mounter's credentials, looks inside)
 //
 // <key> is a hash of the target's absolute path. /run is a tmpfs on most systems, so a reboot
-// forgets the state exactly when it forgets the mounts.
+// forgets the state exactly when it forgets the mounts. A user other than root (rootless FUSE
+// mounts) keeps the same tree in $XDG_RUNTIME_DIR/unionblob (/run/user/UID, also a tmpfs), or in
+// $TMPDIR/unionblob-UID where no runtime directory is set; either must be a private directory
+// of that user (another user could otherwise plant states and pid files for it to act on).
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 export type Backend = 'kernel' | 'fuse';
@@ -38,8 +42,17 @@ export interface MountState {
   mountedAt: string;
 }
 
+/** True when this process mounts as root (the kernel backend and overlayfs need it; FUSE does not). */
+export function isRoot(): boolean {
+  return process.geteuid?.() === 0;
+}
+
 export function runDir(): string {
-  return process.env.UNIONBLOB_RUN_DIR || '/run/unionblob';
+  if (process.env.UNIONBLOB_RUN_DIR) return process.env.UNIONBLOB_RUN_DIR;
+  if (isRoot()) return '/run/unionblob';
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  if (runtime && path.isAbsolute(runtime)) return path.join(runtime, 'unionblob');
+  return path.join(os.tmpdir(), `unionblob-${process.geteuid!()}`);
 }
 
 export function keyOf(target: string): string {
@@ -68,8 +81,20 @@ export function lowerPath(key: string): string {
 }
 
 export function ensureRunDirs(): void {
-  mkdirSync(path.join(runDir(), 'mounts'), { recursive: true, mode: 0o700 });
-  mkdirSync(path.join(runDir(), 'lower'), { recursive: true, mode: 0o700 });
+  const dir = runDir();
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if (!isRoot()) checkPrivate(dir);
+  mkdirSync(path.join(dir, 'mounts'), { recursive: true, mode: 0o700 });
+  mkdirSync(path.join(dir, 'lower'), { recursive: true, mode: 0o700 });
+}
+
+/** A non-root user's state directory must be its own, a real directory, closed to others. */
+function checkPrivate(dir: string): void {
+  const st = lstatSync(dir);
+  const uid = process.geteuid!();
+  if (!st.isDirectory() || st.uid !== uid || (st.mode & 0o077) !== 0) {
+    throw new Error(`${dir}: not a private directory of uid ${uid} (${st.isDirectory() ? `owner ${st.uid}, mode ${(st.mode & 0o777).toString(8)}` : 'not a directory'}); set XDG_RUNTIME_DIR or UNIONBLOB_RUN_DIR to one`);
+  }
 }
 
 export function readState(key: string): MountState | undefined {

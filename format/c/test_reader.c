@@ -293,6 +293,7 @@ static void test_xattrs_flags(const struct ub_blob *b, const struct ub_inode_inf
 		if (v > 1)	/* size 0 would be the size query */
 			EXPECT(ub_getxattr(b, i, flags, name, len, val, v - 1) == -ERANGE,
 			       "getxattr %s ERANGE", name);
+		EXPECT(!(flags & UB_XATTR_HIDE_TRUSTED) || !starts(name, len, "trusted."), "hidden %s listed", name);
 		if (flags & UB_XATTR_ESCAPE_OVERLAY) {
 			/* nothing shown escaped-only: every trusted.overlay.* name is escaped */
 			EXPECT(!starts(name, len, "trusted.overlay.") ||
@@ -322,14 +323,23 @@ static void test_xattrs(const struct ub_blob *b, const struct ub_inode_info *i)
 	long overlay = 0;
 	int r;
 
+	long hidden = ub_listxattr(b, i, UB_XATTR_ESCAPE_OVERLAY | UB_XATTR_HIDE_TRUSTED, NULL, 0);
+	long trusted = 0;
+
 	test_xattrs_flags(b, i, 0);
 	test_xattrs_flags(b, i, UB_XATTR_ESCAPE_OVERLAY);
+	test_xattrs_flags(b, i, UB_XATTR_ESCAPE_OVERLAY | UB_XATTR_HIDE_TRUSTED);
 	EXPECT(ub_xattr_iter_init(b, i, &it) == 0, "iter");
-	while ((r = ub_xattr_next(&it, &x)) > 0)
+	while ((r = ub_xattr_next(&it, &x)) > 0) {
 		overlay += x.overlay;
+		if (x.prefix_len == 8 && !memcmp(x.prefix, "trusted.", 8))
+			trusted += ub_xattr_name_len(&x, UB_XATTR_ESCAPE_OVERLAY) + 1;
+	}
 	EXPECT(r == 0, "iter end");
 	/* escaping lengthens each overlay name by "overlay." */
 	EXPECT(esc == plain + 8 * overlay, "escaped list size %ld vs %ld + 8 * %ld", esc, plain, overlay);
+	/* hiding trusted.* leaves the list without exactly those names */
+	EXPECT(hidden == esc - trusted, "list without trusted.*: %ld vs %ld - %ld", hidden, esc, trusted);
 }
 
 /* ---- driver ------------------------------------------------------------ */

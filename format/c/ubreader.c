@@ -1135,6 +1135,24 @@ int ub_xattr_copy_value(const struct ub_blob *b, const struct ub_xattr *x,
 	return err ? err : (int)x->value_len;
 }
 
+/* Is @x left out of a listing under @flags (UB_XATTR_HIDE_TRUSTED)? */
+static bool ub_xattr_hidden(const struct ub_blob *b, const struct ub_xattr *x, unsigned int flags)
+{
+	static const char trusted[] = "trusted.";
+	const u32 tl = sizeof(trusted) - 1;
+	char head[sizeof(trusted) - 1];
+
+	if (!(flags & UB_XATTR_HIDE_TRUSTED) || x->name_len < tl)
+		return false;
+	if (x->prefix_len >= tl)
+		return !memcmp(x->prefix, trusted, tl);
+	/* a prefix id shorter than "trusted." (id 0: none) followed by the rest of it */
+	memcpy(head, x->prefix, x->prefix_len);
+	if (ub_copy(b, x->suffix_off, head + x->prefix_len, tl - x->prefix_len))
+		return false;	/* listed; copying its name reports the error */
+	return !memcmp(head, trusted, tl);
+}
+
 long ub_listxattr(const struct ub_blob *b, const struct ub_inode_info *ino,
 		  unsigned int flags, char *buf, size_t size)
 {
@@ -1149,6 +1167,8 @@ long ub_listxattr(const struct ub_blob *b, const struct ub_inode_info *ino,
 	while ((err = ub_xattr_next(&it, &x)) > 0) {
 		u32 len = ub_xattr_name_len(&x, flags);
 
+		if (ub_xattr_hidden(b, &x, flags))
+			continue;
 		if (size) {
 			if (size - used < (size_t)len + 1)
 				return -ERANGE;

@@ -291,6 +291,12 @@ int ub_object_path(const u8 digest[UB_DIGEST_SIZE], char out[UB_OBJECT_PATH_LEN]
  * starting with "overlay.") is -ENODATA, as nothing is shown by that name.
  */
 #define UB_XATTR_ESCAPE_OVERLAY	0x1
+/*
+ * Flag for ub_listxattr: leave out trusted.* names, as a filesystem does for
+ * a caller without CAP_SYS_ADMIN (who would get -ENODATA reading them).  The
+ * FUSE server sets it per request; the kernel module filters in its handler.
+ */
+#define UB_XATTR_HIDE_TRUSTED	0x2
 
 /* Iterator over the xattr set of one inode. */
 struct ub_xattr_iter {

@@ -1034,6 +1034,39 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info 
 }
 
 /* Xattrs are shown with trusted.overlay.* escaped so overlayfs can stack on us. */
+/*
+ * Does the caller have CAP_SYS_ADMIN, as a filesystem asks before listing
+ * trusted.* names (reading one without it is -ENODATA in the VFS)?  Users
+ * other than root do not (a user's rootless mount included); root's own
+ * capabilities are read from /proc, since container runtimes drop this one.
+ */
+static bool caller_is_admin(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	char path[64], line[256];
+	bool admin = true;	/* uid 0 whose status is unreadable: as before */
+	FILE *f;
+
+	if (ctx->uid != 0)
+		return false;
+	if (ctx->pid <= 0)
+		return true;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return true;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long caps;
+
+		if (sscanf(line, "CapEff: %llx", &caps) == 1) {
+			admin = caps & (1ULL << 21);	/* CAP_SYS_ADMIN */
+			break;
+		}
+	}
+	fclose(f);
+	return admin;
+}
+
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct ubfs *fs = req_fs(req);
@@ -1051,7 +1084,8 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = ub_listxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, buf, size);
+	n = ub_listxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY |
+			 (caller_is_admin(req) ? 0 : UB_XATTR_HIDE_TRUSTED), buf, size);
 	if (blob_lost())
 		n = -EIO;
 	if (n < 0)
