@@ -5,9 +5,14 @@
 // OPTIONS: basedir=A[:B...] (required), digest=HEX, verity=off|try|require, upperdir=DIR,
 // workdir=DIR, backend=auto|kernel|fuse, fuse_cache=auto|private|shared, generic flags (nosuid, nodev, noexec, noatime, ...),
 // and fstab's bookkeeping options (defaults, noauto, nofail, x-*, ...), which are ignored.
+// Values may be double-quoted, as libmount allows (basedir="/a,b"). `remount` changes the
+// flags of the mount at TARGET (umount(8) and mount(8) reach a FUSE mount's helper as
+// mount.fuse.unionblob, which cfs install-helper links here). -N NS runs the helper in that
+// mount namespace. With nofail, a blob that does not exist is not an error (as for a device).
 // mounter/mount.unionblob (installed as /sbin/mount.unionblob) runs this file with node; the
 // mounting itself is mountBlob(), exactly what `cfs mount` does.
-import { realpathSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { GENERIC_FLAGS, MountError, mountBlob, type MountRequest } from './mount.js';
 
@@ -18,14 +23,45 @@ export const EX_FAIL = 32;
 export interface HelperArgs {
   request: MountRequest;
   verbose: boolean;
+  /** -o remount: change the flags of the mount at the target instead of mounting (bind: its own only). */
+  remount: boolean;
+  bind: boolean;
+  /** nofail: a missing blob is not an error. */
+  nofail: boolean;
+  /** -N: the mount namespace to run in (a path such as /proc/PID/ns/mnt or /proc/PID/fd/N). */
+  namespace?: string;
 }
 
 class UsageError extends Error {}
 
-/** Options of fstab and mount(8) that say nothing to the filesystem. */
+/**
+ * Options of fstab and mount(8) that say nothing to a read-only filesystem: bookkeeping,
+ * libmount's own markers (helper=, uhelper=, user=NAME), and inode-update policies.
+ */
 function isBookkeeping(name: string): boolean {
   return ['defaults', 'auto', 'noauto', 'nofail', 'user', 'nouser', 'users', 'owner', 'group', '_netdev', 'ro', 'rw',
-    'loud', 'silent'].includes(name) || name.startsWith('x-') || name.startsWith('comment=');
+    'loud', 'silent', 'lazytime', 'nolazytime', 'iversion', 'noiversion', 'mand', 'nomand', 'bind', 'remount'].includes(name)
+    || /^(x-|comment=|helper=|uhelper=|user=)/.test(name);
+}
+
+/**
+ * Split an option string as libmount does: commas inside double quotes belong to the value,
+ * and the quotes are dropped (basedir="/srv/a,b" is the directory /srv/a,b).
+ */
+export function splitOptions(text: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  let quoted = false;
+  for (const c of text) {
+    if (c === '"') quoted = !quoted;
+    else if (c === ',' && !quoted) {
+      out.push(cur);
+      cur = '';
+    } else cur += c;
+  }
+  if (quoted) throw new UsageError(`unbalanced double quote in options ${text}`);
+  out.push(cur);
+  return out.filter(Boolean);
 }
 
 function applyOption(req: MountRequest, opt: string, sloppy: boolean): void {
@@ -52,12 +88,13 @@ export function parseHelperArgs(argv: string[]): HelperArgs {
   let fake = false;
   let verbose = false;
   let readOnly = false;
+  let namespace: string | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '-o' || a === '-t' || a === '-N') {
       if (i + 1 >= argv.length) throw new UsageError(`${a} needs a value`);
       if (a === '-o') options.push(argv[i + 1]);
-      if (a === '-N') throw new UsageError('-N (mount namespaces) is not supported');
+      if (a === '-N') namespace = argv[i + 1];
       i++;
     } else if (/^-[sfnvrw]+$/.test(a)) {
       sloppy ||= a.includes('s');
@@ -73,16 +110,43 @@ export function parseHelperArgs(argv: string[]): HelperArgs {
   }
   if (positional.length !== 2) throw new UsageError('expected BLOB TARGET');
   const request: MountRequest = { blob: positional[0], target: positional[1], stores: [], flags: [], fake };
-  for (const opt of options.join(',').split(',').filter(Boolean)) {
+  const opts = options.flatMap(splitOptions);
+  // a remount is handed the mount's current options too (FUSE's user_id=, allow_other, ...)
+  if (opts.includes('remount')) sloppy = true;
+  for (const opt of opts) {
     if (opt === 'ro' || opt === 'rw') readOnly = opt === 'ro';
     applyOption(request, opt, sloppy);
   }
-  if (request.stores.length === 0) throw new UsageError('-o basedir=STORE[:STORE...] is required');
-  // the blob is read-only anyway; with an upper, ro would have been ignored: a writable overlay
-  if (readOnly && request.upper) {
-    throw new UsageError('ro with upperdir= would mount a writable overlay: leave out upperdir= and workdir= for a read-only mount');
+  const remount = opts.includes('remount');
+  if (request.stores.length === 0 && !remount) throw new UsageError('-o basedir=STORE[:STORE...] is required');
+  // the blob is read-only anyway; with an upper, ro makes the overlay read-only too (as overlayfs)
+  if (readOnly && request.upper) request.readOnly = true;
+  return { request, verbose, remount, bind: opts.includes('bind'), nofail: opts.includes('nofail'), namespace };
+}
+
+/**
+ * `mount -o remount,FLAGS TARGET` of one of our mounts (mount(8) runs the helper of its type):
+ * the same remount without the helper. The blob stays read-only whatever rw says.
+ */
+function remountFlags(args: HelperArgs): number {
+  const flags = ['remount', ...(args.bind ? ['bind'] : []), 'ro', ...args.request.flags!];
+  const r = spawnSync('mount', ['-i', '-o', flags.join(','), args.request.target], { stdio: ['ignore', 'inherit', 'inherit'] });
+  return r.status === 0 ? 0 : EX_FAIL;
+}
+
+/** -N: the same helper, run by nsenter inside that mount namespace. */
+function inNamespace(ns: string, argv: string[]): number {
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === '-N') i++;
+    else rest.push(argv[i]);
   }
-  return { request, verbose };
+  const r = spawnSync('nsenter', [`--mount=${ns}`, '--', process.execPath, fileURLToPath(import.meta.url), ...rest], { stdio: 'inherit' });
+  if (r.error) {
+    process.stderr.write(`mount.unionblob: nsenter: ${r.error.message}\n`);
+    return EX_FAIL;
+  }
+  return r.status ?? EX_FAIL;
 }
 
 export async function helperMain(argv: string[]): Promise<number> {
@@ -96,12 +160,19 @@ export async function helperMain(argv: string[]): Promise<number> {
       + '[,upperdir=DIR,workdir=DIR][,backend=auto|kernel|fuse][,fuse_cache=auto|private|shared]');
     return EX_USAGE;
   }
+  if (args.namespace !== undefined) return inNamespace(args.namespace, argv);
+  if (args.remount) return remountFlags(args);
+  if (args.nofail && !existsSync(args.request.blob)) {
+    if (args.verbose) say(`${args.request.blob}: no such file (nofail: not mounted)`);
+    return 0;
+  }
   try {
-    const state = await mountBlob({ ...args.request, log: say });
+    // what backend was chosen and why is said with -v only (boot logs get no line per mount)
+    const state = await mountBlob({ ...args.request, log: args.verbose ? say : () => {} });
     if (args.verbose) say(`${state.blob} mounted on ${state.target} (${state.backend}${state.upper ? ', overlay' : ''})`);
     return 0;
   } catch (err: any) {
-    say(err instanceof MountError ? err.message : String(err?.stack ?? err));
+    say(err?.message ?? String(err));
     return EX_FAIL;
   }
 }

@@ -6,12 +6,16 @@
 // Writable:    BLOB --(kernel | FUSE)--> /run/unionblob/lower/<key>  (hidden, 0700)
 //              overlay lowerdir=<that>,upperdir=U,workdir=W -------> TARGET
 //
+// Once the overlay is up, the hidden lower is detached: overlayfs keeps its own private clone
+// of each lower mount, so the blob's mount lives exactly as long as the overlay, and a plain
+// umount(8) of TARGET releases the whole stack (the FUSE server exits with its last mount).
+//
 // Every mount records a MountState (mounter/state.ts) keyed by the target, so `cfs umount
-// TARGET` finds the hidden lower and the FUSE server, and nothing stray remains. The same code
+// TARGET` finds the FUSE server, and nothing stray remains. The same code
 // serves the mount(8) helper (mounter/helper.ts), so `mount -t unionblob` and /etc/fstab
 // behave exactly like `cfs mount`.
 import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, renameSync, rmdirSync, rmSync, statSync, symlinkSync, writeFileSync, chmodSync } from 'node:fs';
 import * as path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
@@ -52,6 +56,8 @@ export interface MountRequest {
   flags?: string[];
   /** Validate everything, mount nothing (mount -f). */
   fake?: boolean;
+  /** With an upper: mount the overlay read-only (mount -r / -o ro with upperdir=, as overlayfs does). */
+  readOnly?: boolean;
   /** Progress and backend notes (stderr in the CLI). */
   log?: (line: string) => void;
 }
@@ -323,9 +329,13 @@ function mountKernelWithMount8(req: MountRequest, at: string, flags: string[]): 
   if (!r.ok) throw new MountError(`kernel mount of ${req.blob} on ${at} failed: ${r.stderr || 'mount failed'}`);
 }
 
-function mountOverlay(lower: string, upper: string, work: string, target: string, flags: string[]): void {
+/**
+ * The overlay's source is the blob, so the mount table (and `mount -a`, matching fstab lines
+ * by source and target) says what is mounted there.
+ */
+function mountOverlay(blob: string, lower: string, upper: string, work: string, target: string, flags: string[]): void {
   const opts = [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...flags];
-  const r = run('mount', ['-i', '-t', 'overlay', '-o', opts.join(','), 'overlay', target]);
+  const r = run('mount', ['-i', '-t', 'overlay', '-o', opts.join(','), blob, target]);
   if (!r.ok) throw new MountError(`overlay mount on ${target} failed: ${r.stderr || 'mount failed'}`);
 }
 
@@ -437,6 +447,23 @@ async function releaseMount(state: MountState, key: string, log: (line: string) 
   removeState(key);
 }
 
+/**
+ * The overlay holds a private clone of its lower mount: the hidden one can go, and the blob's
+ * mount then ends with the overlay's, whoever unmounts it (the FUSE server exits then).
+ */
+function detachLower(lower: string, log: (line: string) => void): void {
+  const r = run('umount', ['-c', '-l', lower], 10_000);
+  if (!r.ok && isMountPoint(lower)) {
+    log(`could not detach the hidden lower ${lower} (${r.stderr}); cfs umount releases it`);
+    return;
+  }
+  try {
+    rmdirSync(lower);
+  } catch {
+    // released with the state
+  }
+}
+
 /** Mounts the blob itself at `at` with the chosen backend. */
 function mountBlobAt(req: MountRequest, backend: Backend, at: string, key: string, flags: string[]): number | undefined {
   if (backend === 'kernel') {
@@ -509,10 +536,11 @@ async function mountLocked(req: ReturnType<typeof normalizeRequest>, target: str
     if (blobMount !== undefined) state.mountIds.push(blobMount);
     writeState(key, state);
     if (req.upper) {
-      mountOverlay(state.lower, req.upper, req.work!, target, req.flags);
+      mountOverlay(req.blob, state.lower, req.upper, req.work!, target, req.readOnly ? ['ro', ...req.flags] : req.flags);
       const overlay = topMountId(target);
       if (overlay !== undefined) state.mountIds.push(overlay);
       writeState(key, state);
+      detachLower(state.lower, log);
     }
   } catch (err) {
     // a mount that appeared although its step failed (a server that mounted, then failed) is ours too
@@ -582,6 +610,16 @@ export function installHelper(dest = '/sbin/mount.unionblob'): string {
   writeFileSync(tmp, script, { mode: 0o755 });
   chmodSync(tmp, 0o755);
   renameSync(tmp, dest);
+  // mount(8) and umount(8) run mount.fuse.unionblob for what they see as type fuse.unionblob
+  // (a remount of a FUSE-backed mount); without it, mount.fuse would look for a program
+  // called unionblob. A link beside the helper, when it is installed under its own name.
+  if (path.basename(dest) === 'mount.unionblob') {
+    const fuseLink = path.join(path.dirname(dest), 'mount.fuse.unionblob');
+    const linkTmp = `${fuseLink}.tmp-${process.pid}`;
+    rmSync(linkTmp, { force: true });
+    symlinkSync('mount.unionblob', linkTmp);
+    renameSync(linkTmp, fuseLink);
+  }
   return dest;
 }
 
@@ -630,7 +668,7 @@ export function registerMount(program: Command): void {
 
   program
     .command('install-helper')
-    .description('install the mount(8) helper, so mount -t unionblob and /etc/fstab work')
+    .description('install the mount(8) helper (and mount.fuse.unionblob beside it), so mount -t unionblob, remounts and /etc/fstab work')
     .option('--dest <path>', 'where to install it', '/sbin/mount.unionblob')
     .action((o: { dest: string }) => {
       process.stdout.write(`installed ${installHelper(o.dest)}\n`);

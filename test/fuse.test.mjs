@@ -404,12 +404,30 @@ unit('mount.unionblob parses mount(8) helper arguments and fstab options', async
   t.is(request.fuseCache, 'shared');
   t.deepEqual(request.flags, ['nosuid']);
   t.throws(() => parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,bogus']), { message: /unknown option bogus/ });
-  // ro (or -r) with an upper would have been a writable overlay: refused; without one, fine
+  // ro (or -r) with an upper: a read-only overlay, as overlayfs and mount.composefs do
   for (const args of [['-o', 'ro,basedir=/s,upperdir=/u,workdir=/w'], ['-r', '-o', 'basedir=/s,upperdir=/u,workdir=/w']]) {
-    t.throws(() => parseHelperArgs(['/b.ub', '/mnt', ...args]), { message: /ro with upperdir= would mount a writable overlay/ });
+    t.true(parseHelperArgs(['/b.ub', '/mnt', ...args]).request.readOnly);
   }
   t.is(parseHelperArgs(['/b.ub', '/mnt', '-o', 'ro,basedir=/s']).request.upper, undefined);
-  t.is(parseHelperArgs(['/b.ub', '/mnt', '-o', 'ro,rw,basedir=/s,upperdir=/u,workdir=/w']).request.upper, '/u');
+  const rw = parseHelperArgs(['/b.ub', '/mnt', '-o', 'ro,rw,basedir=/s,upperdir=/u,workdir=/w']).request;
+  t.is(rw.upper, '/u');
+  t.falsy(rw.readOnly);
+  // libmount's quoting: a quoted value keeps its commas, the quotes go
+  const quoted = parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir="/a,b":/c,upperdir="/u p",workdir=/w']).request;
+  t.deepEqual(quoted.stores, ['/a,b', '/c']);
+  t.is(quoted.upper, '/u p');
+  t.throws(() => parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir="/a']), { message: /unbalanced double quote/ });
+  // what mount(8) and fstab pass that says nothing to a read-only filesystem
+  const quiet = parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,lazytime,nolazytime,iversion,nomand,helper=unionblob,uhelper=x,user=bob,_netdev,comment=x']);
+  t.deepEqual(quiet.request.flags, []);
+  t.false(quiet.nofail);
+  // remount: the mount's current options come along (FUSE's own too); no basedir= needed
+  const re = parseHelperArgs(['/b.ub', '/mnt', '-o', 'ro,relatime,remount,nosuid,user_id=0,allow_other']);
+  t.true(re.remount);
+  t.false(re.bind);
+  t.true(re.request.flags.includes('nosuid'));
+  t.is(parseHelperArgs(['/b.ub', '/mnt', '-N', '/proc/1/ns/mnt', '-o', 'basedir=/s,nofail']).namespace, '/proc/1/ns/mnt');
+  t.true(parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,nofail']).nofail);
   t.notThrows(() => parseHelperArgs(['/b.ub', '/mnt', '-s', '-o', 'basedir=/s,bogus']));
   t.throws(() => parseHelperArgs(['/b.ub', '/mnt']), { message: /basedir/ });
   t.true(parseHelperArgs(['/b.ub', '/mnt', '-f', '-o', 'basedir=/s']).request.fake);
@@ -1301,7 +1319,12 @@ for (const cache of FUSE_CACHES) serial(`writable upper: changes go to the upper
     t.is(top.fsType, 'overlay');
     lower = JSON.parse(fs.readFileSync(statePath(keyOf(mnt)), 'utf8')).lower;
     t.true(lower.startsWith(path.join(runDir(), 'lower')));
-    t.is(readMountinfo().filter((e) => e.mountPoint === lower).at(-1).fsType, 'fuse.unionblob');
+    // the overlay holds its own clone of the blob's mount: the hidden one is detached and gone
+    t.regex(top.superOptions, new RegExp(`(^|,)lowerdir=${lower}(,|$)`));
+    t.is(top.source, S.blob, 'the overlay names the blob as its source');
+    t.deepEqual(mountsBelow(lower), []);
+    t.false(fs.existsSync(lower));
+    t.regex(fs.readFileSync(`/proc/${serverPid(mnt)}/cmdline`, 'latin1'), /unionblob-fuse/, 'its server still serves the overlay');
     fs.writeFileSync(path.join(mnt, 'new-file'), 'created');
     fs.appendFileSync(path.join(mnt, 'small'), 'appended\n');
     fs.chmodSync(path.join(mnt, 'just65'), 0o600);
@@ -1368,10 +1391,13 @@ serial('golden vectors: every .ub served through FUSE equals its .dump', (t) => 
 
 serial('mount.unionblob: mount -t unionblob and an fstab line (mount -T), via cfs install-helper', (t) => {
   const backup = fs.existsSync(HELPER_DEST) ? fs.readFileSync(HELPER_DEST) : null;
+  const fuseLink = path.join(path.dirname(HELPER_DEST), 'mount.fuse.unionblob');
+  const linkBackup = fs.lstatSync(fuseLink, { throwIfNoEntry: false }) ? fs.readlinkSync(fuseLink) : null;
   const mnt = mkTarget('helper');
   try {
     const inst = cfsOk(t, ['install-helper']);
     t.regex(inst.stdout, /installed \/sbin\/mount\.unionblob/);
+    t.is(fs.readlinkSync(fuseLink), 'mount.unionblob', 'mount.fuse.unionblob, for what mount(8) sees as fuse.unionblob');
     const r = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}:${S.storeB},verity=off,fuse_cache=shared`]);
     t.is(r.status, 0, r.stderr);
     t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
@@ -1395,8 +1421,69 @@ serial('mount.unionblob: mount -t unionblob and an fstab line (mount -T), via cf
     t.is(m.status, 0, m.stderr);
     fs.writeFileSync(path.join(mnt, 'via-fstab'), 'yes');
     t.is(fs.readFileSync(path.join(upper, 'via-fstab'), 'utf8'), 'yes');
+    // mount -a again: the overlay's source is the blob, so libmount sees the line is mounted
+    const again = sh('mount', ['-a', '-T', fstab]);
+    t.is(again.status, 0, again.stderr);
+    t.is(readMountinfo().filter((e) => e.mountPoint === mnt).length, 1);
+    t.deepEqual(fs.readdirSync(path.join(runDir(), 'lower')).filter((k) => k === keyOf(mnt)), [], 'the hidden lower is detached once the overlay holds it');
+    // a plain umount(8) of the writable mount releases the stack: the overlay's lower goes with it, the server exits
+    const pid = serverPid(mnt);
+    t.is(sh('umount', [mnt]).status, 0);
+    t.deepEqual(mountsBelow(mnt), []);
+    let alive = true;
+    for (let i = 0; i < 100 && alive; i++) {
+      const st = sh('sh', ['-c', `awk '{print $3}' /proc/${pid}/stat 2>/dev/null`]).stdout.trim();
+      alive = st !== '' && st !== 'Z';
+      if (alive) sh('sleep', ['0.1']);
+    }
+    t.false(alive, 'the FUSE server exited with its last mount');
+    t.is(readMountinfo().filter((e) => e.fsType === 'fuse.unionblob' && e.mountPoint.includes(keyOf(mnt))).length, 0);
+    cfsOk(t, ['umount', mnt]); // the stale state: released without complaint
+    t.deepEqual(leftovers(mnt), []);
+
+    // -r with an upper: the overlay is read-only
+    const ro = sh('mount', ['-r', '-T', fstab, mnt]);
+    t.is(ro.status, 0, ro.stderr);
+    t.is(errnoOf(() => fs.writeFileSync(path.join(mnt, 'nope'), 'x')), 'EROFS');
+    t.is(fs.readFileSync(path.join(mnt, 'via-fstab'), 'utf8'), 'yes');
     cfsOk(t, ['umount', mnt]);
     t.deepEqual(mountsBelow(mnt), []);
+    t.deepEqual(leftovers(mnt), []);
+
+    // remount of a FUSE-backed mount (mount(8) runs mount.fuse.unionblob with its options)
+    t.is(sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir="${S.storeA}"`]).status, 0);
+    const re = sh('mount', ['-o', 'remount,noexec', mnt]);
+    t.is(re.status, 0, re.stderr);
+    t.regex(readMountinfo().filter((e) => e.mountPoint === mnt).at(-1).mountOptions, /\bnoexec\b/);
+    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+    cfsOk(t, ['umount', mnt]);
+
+    // nofail: a blob that is not there is not an error (nothing mounted, nothing said)
+    const nofail = sh('mount', ['-t', 'unionblob', path.join(S.work, 'no-such.ub'), mnt, '-o', `basedir=${S.storeA},nofail`]);
+    t.is(nofail.status, 0, nofail.stderr);
+    t.is(nofail.stderr, '');
+    t.deepEqual(mountsBelow(mnt), []);
+    const fails = sh('mount', ['-t', 'unionblob', path.join(S.work, 'no-such.ub'), mnt, '-o', `basedir=${S.storeA}`]);
+    t.is(fails.status, 32);
+    t.is(fails.stderr.trim().split('\n').length, 1, 'one line');
+
+    // -N: the mount is made in that mount namespace, not in ours
+    const sleeper = spawn('unshare', ['-m', '--propagation', 'private', 'sleep', '60'], { stdio: 'ignore' });
+    t.teardown(() => sleeper.kill('SIGKILL'));
+    let nsReady = false;
+    for (let i = 0; i < 100 && !nsReady; i++) {
+      nsReady = fs.existsSync(`/proc/${sleeper.pid}/ns/mnt`) && fs.readlinkSync(`/proc/${sleeper.pid}/ns/mnt`) !== fs.readlinkSync('/proc/self/ns/mnt')
+        && sh('sh', ['-c', `cat /proc/${sleeper.pid}/comm`]).stdout.trim() === 'sleep';
+      if (!nsReady) sh('sleep', ['0.05']);
+    }
+    t.true(nsReady, 'unshare made its namespace');
+    const inNs = sh('mount', ['-N', String(sleeper.pid), '-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}`]);
+    t.is(inNs.status, 0, inNs.stderr);
+    t.deepEqual(mountsBelow(mnt), [], 'not in our namespace');
+    t.true(fs.readFileSync(`/proc/${sleeper.pid}/mountinfo`, 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt), 'in its namespace');
+    const outNs = sh('nsenter', [`--mount=/proc/${sleeper.pid}/ns/mnt`, process.execPath, CFS, 'umount', mnt]);
+    t.is(outNs.status, 0, outNs.stderr);
+    t.false(fs.readFileSync(`/proc/${sleeper.pid}/mountinfo`, 'utf8').split('\n').some((l) => l.split(' ')[4] === mnt));
     t.deepEqual(leftovers(mnt), []);
 
     const bad = sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA},bogus`]);
@@ -1408,6 +1495,8 @@ serial('mount.unionblob: mount -t unionblob and an fstab line (mount -T), via cf
   } finally {
     if (backup) fs.writeFileSync(HELPER_DEST, backup, { mode: 0o755 });
     else fs.rmSync(HELPER_DEST, { force: true });
+    fs.rmSync(fuseLink, { force: true });
+    if (linkBackup) fs.symlinkSync(linkBackup, fuseLink);
   }
 });
 

@@ -274,7 +274,11 @@ await check('verity-require-store-with-fs-verity', () => {
     eq(top(mnt)?.fsType, 'overlay', 'fs type at the target');
     lower = JSON.parse(fs.readFileSync(path.join(RUN, 'mounts', states().find((f) => f.endsWith('.json'))), 'utf8')).lower;
     expect(lower.startsWith(path.join(RUN, 'lower')), `lower ${lower}`);
-    eq(top(lower)?.fsType, 'unionblob', 'fs type of the hidden lower');
+    // the overlay holds its own clone of the blob's mount: the hidden one is detached
+    expect(top(mnt).superOptions.split(',').includes(`lowerdir=${lower}`), `overlay options ${top(mnt).superOptions}`);
+    eq(top(mnt).source, BLOB, 'source of the overlay');
+    eq(top(lower), undefined, 'a mount left at the hidden lower');
+    expect(!fs.existsSync(lower), 'the hidden lower directory is removed once detached');
   });
   if (mounted) {
     await check('upper-create-write-chmod-delete-rename', () => {
@@ -291,8 +295,15 @@ await check('verity-require-store-with-fs-verity', () => {
       fs.unlinkSync(J('new-dir/f'));
       eq(fs.readFileSync(J('bin/hello'), 'utf8'), fs.readFileSync(path.join(reference, 'bin/hello'), 'utf8'), 'the other name of the hardlink');
       eq(getfattr(J('app/config.renamed'), 'user.origin'), 'layer2', 'xattr of the renamed (copied-up) file');
-      eq(fs.readFileSync(path.join(lower, 'etc/hostname'), 'utf8'), 'example\n', 'the lower is unchanged');
-      expect(fs.existsSync(path.join(lower, 'etc/os-release')), 'the lower still has etc/os-release');
+      // the blob itself, mounted once more read-only, is unchanged
+      const view = mkdir('rw-view');
+      ok(cfs('mount', BLOB, view, '--store', STORE, '--backend', 'kernel'), 'cfs mount (a read-only view)');
+      try {
+        eq(fs.readFileSync(path.join(view, 'etc/hostname'), 'utf8'), 'example\n', 'the lower is unchanged');
+        expect(fs.existsSync(path.join(view, 'etc/os-release')), 'the lower still has etc/os-release');
+      } finally {
+        ok(cfs('umount', view), 'cfs umount (the view)');
+      }
     });
   }
   await check('upper-umount-releases-overlay-and-lower', () => {
@@ -368,8 +379,16 @@ await check('fstab-mount-target', () => {
       eq(top(rw)?.fsType, 'overlay', 'fs type of the writable fstab mount');
       fs.writeFileSync(path.join(rw, 'via-fstab'), 'yes');
       eq(fs.readFileSync(path.join(upper, 'via-fstab'), 'utf8'), 'yes', 'the write reached the upper');
+      const lines = fs.readFileSync('/etc/fstab', 'utf8').split('\n').filter((l) => l.startsWith(`${BLOB} `));
+      const ours = path.join(T, 'fstab-ours');
+      fs.writeFileSync(ours, `${lines.join('\n')}\n`);
+      ok(sh('mount', ['-a', '-T', ours]), 'mount -a with both lines mounted already');
+      eq(readMountinfo().filter((e) => e.mountPoint === rw).length, 1, 'mounts at the writable target after mount -a');
+      // a plain umount(8) releases the whole stack: the blob's mount lived only in the overlay
+      ok(sh('umount', [rw]), `umount ${rw}`);
+      eq(readMountinfo().filter((e) => e.fsType === 'unionblob' && e.mountPoint !== ro).map((e) => e.mountPoint), [], 'unionblob mounts left after umount(8) of the overlay');
     } finally {
-      ok(cfs('umount', rw), `cfs umount ${rw}`);
+      ok(cfs('umount', rw), `cfs umount ${rw} (releases the stale state)`);
     }
   } finally {
     ok(cfs('umount', ro), `cfs umount ${ro}`);
