@@ -9,6 +9,7 @@
 #include <linux/highmem.h>
 #include <linux/shmem_fs.h>
 #include <linux/fsverity.h>
+#include <linux/namei.h>
 #include "internal.h"
 
 /* Blob pages are 4096 bytes; PAGE_SIZE may be larger (arm64 64K). */
@@ -137,9 +138,24 @@ int ubfs_blob_open(struct super_block *sb, struct ubfs_sb_info *sbi,
 		   struct fs_context *fc)
 {
 	struct file *file;
+	struct path path;
 	int err;
 
-	file = filp_open(sbi->blob_name, O_RDONLY | O_LARGEFILE, 0);
+	/*
+	 * Looked up and checked before it is opened: opening a FIFO would
+	 * block the mount, and opening a device can do things (rewind a tape).
+	 */
+	err = kern_path(sbi->blob_name, LOOKUP_FOLLOW, &path);
+	if (err) {
+		errorfc(fc, "cannot open blob %s: %d", sbi->blob_name, err);
+		return err;
+	}
+	if (!d_is_reg(path.dentry)) {
+		path_put(&path);
+		return invalfc(fc, "blob %s is not a regular file", sbi->blob_name);
+	}
+	file = dentry_open(&path, O_RDONLY | O_LARGEFILE, current_cred());
+	path_put(&path);
 	if (IS_ERR(file)) {
 		errorfc(fc, "cannot open blob %s: %ld", sbi->blob_name, PTR_ERR(file));
 		return PTR_ERR(file);

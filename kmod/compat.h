@@ -35,6 +35,11 @@ static inline void ubfs_set_times(struct inode *inode, struct timespec64 ts)
 	inode_set_atime_to_ts(inode, ts);
 	inode_set_mtime_to_ts(inode, ts);
 	inode_set_ctime_to_ts(inode, ts);
+#elif LINUX_VERSION_CODE >= KERNEL_VERSION(6, 6, 0)
+	/* 6.6 hid i_ctime (__i_ctime) a release before the other two */
+	inode->i_atime = ts;
+	inode->i_mtime = ts;
+	inode_set_ctime_to_ts(inode, ts);
 #else
 	inode->i_atime = ts;
 	inode->i_mtime = ts;
@@ -65,8 +70,8 @@ static inline void ubfs_set_times(struct inode *inode, struct timespec64 ts)
 #define UBFS_HAVE_BACKING_FILE 1
 #endif
 
-/* fsverity_get_digest() is exported (and has this signature) from 6.4 on. */
-#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 4, 0)
+/* fsverity_get_digest() is exported (and has this signature) from 6.5 on. */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
 #define UBFS_HAVE_FSVERITY_GET_DIGEST 1
 #endif
 

@@ -65,9 +65,28 @@ const struct address_space_operations ubfs_inline_aops = {
 	.read_folio	= ubfs_read_inline_folio,
 };
 
+/*
+ * O_DIRECT on an inline file (at most a page, inside the blob) is served
+ * from the page cache, as tmpfs does: there is no device to go direct to,
+ * and refusing the open (EINVAL) would break readers that ask for it on
+ * every file, as they may on ext4.
+ */
+static int ubfs_open_inline(struct inode *inode, struct file *file)
+{
+	file->f_mode |= FMODE_CAN_ODIRECT;
+	return 0;
+}
+
+static ssize_t ubfs_read_inline_iter(struct kiocb *iocb, struct iov_iter *iter)
+{
+	iocb->ki_flags &= ~IOCB_DIRECT;
+	return generic_file_read_iter(iocb, iter);
+}
+
 const struct file_operations ubfs_inline_fops = {
+	.open		= ubfs_open_inline,
 	.llseek		= generic_file_llseek,
-	.read_iter	= generic_file_read_iter,
+	.read_iter	= ubfs_read_inline_iter,
 	.mmap		= generic_file_readonly_mmap,
 	.splice_read	= ubfs_generic_splice_read,
 };
@@ -193,7 +212,10 @@ static int ubfs_open_external(struct inode *inode, struct file *file)
 		err = -EIO;
 		goto fail;
 	}
+	/* Read as the mounter too: an opener confined by an LSM may not read the store. */
+	old_cred = override_creds(sbi->creds);
 	err = ubfs_verify_object(inode, realfile, digest);
+	revert_creds(old_cred);
 	if (err)
 		goto fail;
 
@@ -223,6 +245,28 @@ static int ubfs_release_external(struct inode *inode, struct file *file)
 
 /* ---- delegation to the object ------------------------------------------ */
 
+/*
+ * O_DIRECT of our file may have changed since open (fcntl F_SETFL): the
+ * object file follows before each read, as overlayfs's real files do, so
+ * reads are direct exactly when the user's file says so.
+ */
+static int ubfs_sync_odirect(struct file *file)
+{
+	struct file *real = file->private_data;
+	unsigned int want = file->f_flags & O_DIRECT;
+
+	if ((READ_ONCE(real->f_flags) & O_DIRECT) == want)
+		return 0;
+	if (want && !(real->f_mode & FMODE_CAN_ODIRECT))
+		return -EINVAL;
+	spin_lock(&real->f_lock);
+	real->f_flags = (real->f_flags & ~O_DIRECT) | want;
+	/* what a kiocb of the file starts from (init_sync_kiocb), as setfl() refreshes it */
+	real->f_iocb_flags = iocb_flags(real);
+	spin_unlock(&real->f_lock);
+	return 0;
+}
+
 #ifdef UBFS_HAVE_BACKING_FILE
 static void ubfs_backing_ctx(struct file *file, struct backing_file_ctx *ctx)
 {
@@ -235,7 +279,10 @@ static void ubfs_backing_ctx(struct file *file, struct backing_file_ctx *ctx)
 static ssize_t ubfs_read_iter(struct kiocb *iocb, struct iov_iter *iter)
 {
 	struct backing_file_ctx ctx;
+	int err = ubfs_sync_odirect(iocb->ki_filp);
 
+	if (err)
+		return err;
 	ubfs_backing_ctx(iocb->ki_filp, &ctx);
 	return backing_file_read_iter(iocb->ki_filp->private_data, iter, iocb,
 				      iocb->ki_flags, &ctx);
@@ -283,6 +330,9 @@ static ssize_t ubfs_read_iter(struct kiocb *iocb, struct iov_iter *iter)
 
 	if (!iov_iter_count(iter))
 		return 0;
+	ret = ubfs_sync_odirect(file);
+	if (ret)
+		return ret;
 	old_cred = override_creds(UBFS_SB(file_inode(file)->i_sb)->creds);
 	ret = vfs_iter_read(file->private_data, iter, &iocb->ki_pos,
 			    ubfs_iocb_rwf(iocb));
@@ -290,8 +340,15 @@ static ssize_t ubfs_read_iter(struct kiocb *iocb, struct iov_iter *iter)
 	return ret;
 }
 
-/* Goes through ubfs_read_iter(), i.e. through the object's page cache. */
+/*
+ * Goes through ubfs_read_iter(), i.e. through the object's page cache (not
+ * through ours, which external files leave empty: hence not filemap's).
+ */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 5, 0)
+#define ubfs_splice_read copy_splice_read
+#else
 #define ubfs_splice_read generic_file_splice_read
+#endif
 
 static int ubfs_mmap(struct file *file, struct vm_area_struct *vma)
 {

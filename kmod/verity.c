@@ -264,7 +264,12 @@ static int ubfs_verify_verity_object(struct inode *inode, struct file *real,
 	bool measured;
 	int err = 0;
 
-	mutex_lock(&ui->verify_lock);
+	/*
+	 * Killable: hashing a big object (6.1 has no fs-verity digest to
+	 * ask for) may take long, and other openers of the file wait here.
+	 */
+	if (mutex_lock_killable(&ui->verify_lock))
+		return -EINTR;
 	if (ubfs_already_verified(ui, rinode))
 		goto out;
 	err = ubfs_file_verity_digest(real, got, &measured);

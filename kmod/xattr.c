@@ -60,27 +60,32 @@ const struct xattr_handler *ubfs_xattr_handlers[] = {
 };
 
 /*
- * Names we can also get: user., security., trusted. (CAP_SYS_ADMIN only, as
- * on every other filesystem) and the ACLs.  A name in another namespace (a
- * blob may store one with prefix id 0) is not listed: no handler serves it.
+ * Names we can also get: user. (regular files and directories only: the
+ * VFS answers -ENODATA for others, and overlayfs's copy-up stops at the
+ * first listed name it cannot read), security., trusted. (CAP_SYS_ADMIN
+ * only, as on every other filesystem) and the ACLs (not on symlinks).  A
+ * name in another namespace (a blob may store one with prefix id 0) is not
+ * listed: no handler serves it.
  */
-static bool ubfs_xattr_listable(const char *name)
+static bool ubfs_xattr_listable(const struct inode *inode, const char *name)
 {
-	if (!strncmp(name, XATTR_USER_PREFIX, XATTR_USER_PREFIX_LEN) ||
-	    !strncmp(name, XATTR_SECURITY_PREFIX, XATTR_SECURITY_PREFIX_LEN))
+	if (!strncmp(name, XATTR_USER_PREFIX, XATTR_USER_PREFIX_LEN))
+		return S_ISREG(inode->i_mode) || S_ISDIR(inode->i_mode);
+	if (!strncmp(name, XATTR_SECURITY_PREFIX, XATTR_SECURITY_PREFIX_LEN))
 		return true;
 	if (!strncmp(name, XATTR_TRUSTED_PREFIX, XATTR_TRUSTED_PREFIX_LEN))
 		return capable(CAP_SYS_ADMIN);
 #ifdef CONFIG_FS_POSIX_ACL
-	return !strcmp(name, XATTR_NAME_POSIX_ACL_ACCESS) ||
-	       !strcmp(name, XATTR_NAME_POSIX_ACL_DEFAULT);
+	return !S_ISLNK(inode->i_mode) &&
+	       (!strcmp(name, XATTR_NAME_POSIX_ACL_ACCESS) ||
+		!strcmp(name, XATTR_NAME_POSIX_ACL_DEFAULT));
 #else
 	return false;
 #endif
 }
 
-static int ubfs_list_one(const struct ub_blob *b, const struct ub_xattr *x,
-			 char *buffer, size_t size, size_t *used)
+static int ubfs_list_one(const struct inode *inode, const struct ub_blob *b,
+			 const struct ub_xattr *x, char *buffer, size_t size, size_t *used)
 {
 	char name[UBFS_XATTR_NAME_BUF];
 	int len;
@@ -89,7 +94,7 @@ static int ubfs_list_one(const struct ub_blob *b, const struct ub_xattr *x,
 	if (len < 0)
 		return len == -ERANGE ? -EUCLEAN : len;
 	name[len] = '\0';
-	if (!ubfs_xattr_listable(name))
+	if (!ubfs_xattr_listable(inode, name))
 		return 0;
 	if (buffer) {
 		if (*used + len + 1 > size)
@@ -111,7 +116,7 @@ ssize_t ubfs_listxattr(struct dentry *dentry, char *buffer, size_t size)
 
 	ret = ub_xattr_iter_init(b, &UBFS_I(inode)->info, &it);
 	while (!ret && (ret = ub_xattr_next(&it, &x)) == 1)
-		ret = ubfs_list_one(b, &x, size ? buffer : NULL, size, &used);
+		ret = ubfs_list_one(inode, b, &x, size ? buffer : NULL, size, &used);
 	if (ret == -ERANGE)
 		return ret;
 	if (ret < 0)

@@ -34,7 +34,7 @@ static void poke_xattrs(const struct ub_blob *b, const struct ub_inode_info *i)
 	static u8 value[UB_XATTR_VALUE_MAX];
 	unsigned int flags;
 
-	for (flags = 0; flags <= (UB_XATTR_ESCAPE_OVERLAY | UB_XATTR_HIDE_TRUSTED); flags++) {
+	for (flags = 0; flags <= (UB_XATTR_ESCAPE_OVERLAY | UB_XATTR_HIDE_TRUSTED | UB_XATTR_HIDE_UNREADABLE_USER); flags++) {
 		long n = ub_listxattr(b, i, flags, NULL, 0);
 		long m, off;
 

@@ -294,6 +294,9 @@ static void test_xattrs_flags(const struct ub_blob *b, const struct ub_inode_inf
 			EXPECT(ub_getxattr(b, i, flags, name, len, val, v - 1) == -ERANGE,
 			       "getxattr %s ERANGE", name);
 		EXPECT(!(flags & UB_XATTR_HIDE_TRUSTED) || !starts(name, len, "trusted."), "hidden %s listed", name);
+		EXPECT(!(flags & UB_XATTR_HIDE_UNREADABLE_USER) || ub_inode_is_reg(i) || ub_inode_is_dir(i) ||
+		       !starts(name, len, "user."), "user xattr %s listed on inode %llu of mode %o",
+		       name, (unsigned long long)i->index, i->mode);
 		if (flags & UB_XATTR_ESCAPE_OVERLAY) {
 			/* nothing shown escaped-only: every trusted.overlay.* name is escaped */
 			EXPECT(!starts(name, len, "trusted.overlay.") ||
@@ -329,6 +332,7 @@ static void test_xattrs(const struct ub_blob *b, const struct ub_inode_info *i)
 	test_xattrs_flags(b, i, 0);
 	test_xattrs_flags(b, i, UB_XATTR_ESCAPE_OVERLAY);
 	test_xattrs_flags(b, i, UB_XATTR_ESCAPE_OVERLAY | UB_XATTR_HIDE_TRUSTED);
+	test_xattrs_flags(b, i, UB_XATTR_ESCAPE_OVERLAY | UB_XATTR_HIDE_UNREADABLE_USER);
 	EXPECT(ub_xattr_iter_init(b, i, &it) == 0, "iter");
 	while ((r = ub_xattr_next(&it, &x)) > 0) {
 		overlay += x.overlay;

@@ -1135,22 +1135,33 @@ int ub_xattr_copy_value(const struct ub_blob *b, const struct ub_xattr *x,
 	return err ? err : (int)x->value_len;
 }
 
-/* Is @x left out of a listing under @flags (UB_XATTR_HIDE_TRUSTED)? */
-static bool ub_xattr_hidden(const struct ub_blob *b, const struct ub_xattr *x, unsigned int flags)
+/* Does the full name of @x start with @start (@len bytes, at most 8)? */
+static bool ub_xattr_starts(const struct ub_blob *b, const struct ub_xattr *x,
+			    const char *start, u32 len)
 {
-	static const char trusted[] = "trusted.";
-	const u32 tl = sizeof(trusted) - 1;
-	char head[sizeof(trusted) - 1];
+	char head[8];
 
-	if (!(flags & UB_XATTR_HIDE_TRUSTED) || x->name_len < tl)
+	if (x->name_len < len)
 		return false;
-	if (x->prefix_len >= tl)
-		return !memcmp(x->prefix, trusted, tl);
-	/* a prefix id shorter than "trusted." (id 0: none) followed by the rest of it */
+	if (x->prefix_len >= len)
+		return !memcmp(x->prefix, start, len);
+	/* a shorter prefix (id 0: none) followed by the rest of it */
 	memcpy(head, x->prefix, x->prefix_len);
-	if (ub_copy(b, x->suffix_off, head + x->prefix_len, tl - x->prefix_len))
+	if (ub_copy(b, x->suffix_off, head + x->prefix_len, len - x->prefix_len))
 		return false;	/* listed; copying its name reports the error */
-	return !memcmp(head, trusted, tl);
+	return !memcmp(head, start, len);
+}
+
+/* Is @x of inode @ino left out of a listing under @flags? */
+static bool ub_xattr_hidden(const struct ub_blob *b, const struct ub_inode_info *ino,
+			    const struct ub_xattr *x, unsigned int flags)
+{
+	if ((flags & UB_XATTR_HIDE_TRUSTED) && ub_xattr_starts(b, x, "trusted.", 8))
+		return true;
+	if ((flags & UB_XATTR_HIDE_UNREADABLE_USER) && ub_inode_type(ino) != UB_S_IFREG &&
+	    ub_inode_type(ino) != UB_S_IFDIR && ub_xattr_starts(b, x, "user.", 5))
+		return true;
+	return false;
 }
 
 long ub_listxattr(const struct ub_blob *b, const struct ub_inode_info *ino,
@@ -1167,7 +1178,7 @@ long ub_listxattr(const struct ub_blob *b, const struct ub_inode_info *ino,
 	while ((err = ub_xattr_next(&it, &x)) > 0) {
 		u32 len = ub_xattr_name_len(&x, flags);
 
-		if (ub_xattr_hidden(b, &x, flags))
+		if (ub_xattr_hidden(b, ino, &x, flags))
 			continue;
 		if (size) {
 			if (size - used < (size_t)len + 1)

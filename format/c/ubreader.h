@@ -297,6 +297,12 @@ int ub_object_path(const u8 digest[UB_DIGEST_SIZE], char out[UB_OBJECT_PATH_LEN]
  * FUSE server sets it per request; the kernel module filters in its handler.
  */
 #define UB_XATTR_HIDE_TRUSTED	0x2
+/*
+ * Flag for ub_listxattr: leave out user.* names of inodes other than regular
+ * files and directories, which the VFS will not let anyone read (-ENODATA;
+ * overlayfs's copy-up stops at the first listed name it cannot read).
+ */
+#define UB_XATTR_HIDE_UNREADABLE_USER	0x4
 
 /* Iterator over the xattr set of one inode. */
 struct ub_xattr_iter {

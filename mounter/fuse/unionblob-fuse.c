@@ -1084,7 +1084,7 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = ub_listxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY |
+	n = ub_listxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY | UB_XATTR_HIDE_UNREADABLE_USER |
 			 (caller_is_admin(req) ? 0 : UB_XATTR_HIDE_TRUSTED), buf, size);
 	if (blob_lost())
 		n = -EIO;

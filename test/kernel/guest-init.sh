@@ -131,7 +131,13 @@ expect xattr-overlay-escaped "79" "$(ubt getxattr /a/opq trusted.overlay.overlay
 expect xattr-capability "0000000220000000000000000000000000000000" "$(ubt getxattr /a/bin/ping security.capability)"
 expect xattr-absent "ERR ENODATA" "$(ubt getxattr /a/etc/hostname user.nothing)"
 expect acl-access "$(ubt getxattr /a/x/acl system.posix_acl_access)" "$(ubt getxattr /a/x/acl system.posix_acl_default)"
+expect xattr-user-on-symlink-not-listed "security.selinux" "$(ubt listxattr /a/x/xlink)"
+expect xattr-user-on-fifo-not-listed "" "$(ubt listxattr /a/x/xfifo)"
 expect odirect-read "$(dd if=/a/data/big.bin bs=4096 count=64 2>/dev/null | md5sum)" "$(dd if=/a/data/big.bin bs=4096 count=64 iflag=direct 2>/dev/null | md5sum)"
+# O_DIRECT follows fcntl(F_SETFL) (the store is ext4: an unaligned direct read is EINVAL, a buffered one is not)
+expect odirect-fcntl-external "OK OK ERR EINVAL" "$(ubt odirect /a/data/big.bin)"
+# an inline file takes O_DIRECT (served from the page cache, as tmpfs does) instead of refusing the open
+expect odirect-inline "OK OK OK" "$(ubt odirect /a/etc/hostname)"
 expect lseek-tail "$(tail -c 100 "/d/$SHARED_OBJ" | md5sum)" "$(tail -c 100 /a/data/shared.bin | md5sum)"
 expect acl-grants "$(ubt sha /a/perm/acl-file)" "$(ubt as 1000 1000 /bin/ubt sha /a/perm/acl-file)"
 expect acl-denies "ERR EACCES" "$(ubt as 1001 1001 /bin/ubt sha /a/perm/acl-file)"
@@ -164,6 +170,12 @@ else
 fi
 umount /m/fs 2>/dev/null
 grep -q "^t1 /a unionblob ro,.*basedir=/d/store" /proc/mounts && ok show-options || fail show-options "$(grep ' /a ' /proc/mounts)"
+# a FIFO named as the blob: refused before it is opened (opening it would block the mount)
+mkfifo /tmp/fifo.ub
+timeout 20 ubt fsmount /tmp/fifo.ub basedir=/d/store >/tmp/fifo.out 2>&1
+if grep -q '^ERR EINVAL' /tmp/fifo.out && grep -q 'not a regular file' /tmp/fifo.out; then ok blob-fifo-refused; else
+	fail blob-fifo-refused "$(tr '\n' '|' </tmp/fifo.out)"
+fi
 
 # ---- digest= -------------------------------------------------------------------
 stamp digest
@@ -277,6 +289,12 @@ if mount -t overlay ov -o lowerdir=/a:/b,upperdir=/u/up,workdir=/u/wk /o; then
 	mkdir /o/newdir && ok overlay-mkdir || fail overlay-mkdir ""
 	chmod 600 /o/bin/ping && expect overlay-chmod-copyup 100600 "$(ubt stat /o/bin/ping | cut -d' ' -f3)"
 	expect overlay-xattr-copied-up "0000000220000000000000000000000000000000" "$(ubt getxattr /o/bin/ping security.capability)"
+	# copy-up of a symlink and a fifo that carry user.* in the blob (it stopped at the first unreadable name)
+	if chown -h 5:5 /o/x/xlink 2>/tmp/chown.err && chown 6:6 /o/x/xfifo 2>>/tmp/chown.err; then
+		expect overlay-copyup-symlink-with-user-xattr "5 5 zoo" "$(stat -c '%u %g' /o/x/xlink) $(readlink /o/x/xlink)"
+	else
+		fail overlay-copyup-symlink-with-user-xattr "$(cat /tmp/chown.err)"
+	fi
 	umount /o && ok overlay-umount || fail overlay-umount ""
 	walk_check overlay-lower-intact /a /d/expect/t1.walk
 else

@@ -11,6 +11,10 @@
  *                             resumed reads, lookups of present/absent names
  *   ubt sha FILE              sha256 of read()
  *   ubt splice FILE           sha256 of the file through splice() to a pipe
+ *   ubt odirect FILE          open O_DIRECT, read 4096 aligned bytes; clear
+ *                             O_DIRECT with fcntl, read 1 byte at offset 1; set
+ *                             it again, read 1 byte at offset 1; prints the
+ *                             three results ("OK", "ERR ENAME") on one line
  *   ubt pfn FILE [PAGE]       physical frame of a mapped page (/proc/self/pagemap)
  *   ubt mincore FILE          resident pages of a mapping: "RES TOTAL"
  *   ubt verity-enable FILE..  FS_IOC_ENABLE_VERITY (sha256, 4096)
@@ -872,6 +876,40 @@ static int cmd_sha(int argc, char **argv)
 	return 0;
 }
 
+/* One pread of @len bytes at @off into an aligned buffer: "OK" or "ERR ENAME". */
+static const char *pread_result(int fd, size_t len, off_t off)
+{
+	static char buf[8192] __attribute__((aligned(4096)));
+
+	return pread(fd, buf, len, off) >= 0 ? "OK" : ename(errno);
+}
+
+static int cmd_odirect(int argc, char **argv)
+{
+	int fd = open(argv[1], O_RDONLY | O_DIRECT);
+	const char *a, *b, *c;
+	static char eb[2][32];
+	int fl;
+
+	if (fd < 0) {
+		printf("ERR %s\n", ename(errno));
+		return 1;
+	}
+	a = pread_result(fd, 4096, 0);
+	fl = fcntl(fd, F_GETFL);
+	fcntl(fd, F_SETFL, fl & ~O_DIRECT);
+	b = pread_result(fd, 1, 1);
+	if (strcmp(b, "OK"))
+		b = (snprintf(eb[0], sizeof(eb[0]), "ERR %s", b), eb[0]);
+	fcntl(fd, F_SETFL, fl | O_DIRECT);
+	c = pread_result(fd, 1, 1);
+	if (strcmp(c, "OK"))
+		c = (snprintf(eb[1], sizeof(eb[1]), "ERR %s", c), eb[1]);
+	printf("%s%s %s %s\n", strcmp(a, "OK") ? "ERR " : "", a, b, c);
+	close(fd);
+	return 0;
+}
+
 static int cmd_splice(int argc, char **argv)
 {
 	char h[65];
@@ -1102,7 +1140,7 @@ int main(int argc, char **argv)
 		int args;
 	} cmds[] = {
 		{ "walk", cmd_walk, 1 }, { "dirtest", cmd_dirtest, 1 },
-		{ "sha", cmd_sha, 1 }, { "splice", cmd_splice, 1 },
+		{ "sha", cmd_sha, 1 }, { "splice", cmd_splice, 1 }, { "odirect", cmd_odirect, 1 },
 		{ "pfn", cmd_pfn, 1 }, { "mincore", cmd_mincore, 1 },
 		{ "verity-enable", cmd_verity_enable, 1 },
 		{ "verity-measure", cmd_verity_measure, 1 },
