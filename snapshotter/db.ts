@@ -79,9 +79,22 @@ function rowOf(r: RawRow): SnapshotRow {
   };
 }
 
+/**
+ * Wall-clock time in nanoseconds, at the monotonic clock's resolution (Date.now() has
+ * milliseconds; containerd compares snapshot times with its own clock in nanoseconds).
+ */
+let clockBase: bigint | null = null;
+
 export function nowNs(): bigint {
-  return BigInt(Date.now()) * 1_000_000n;
+  const hr = process.hrtime.bigint();
+  clockBase ??= BigInt(Math.round((performance.timeOrigin + performance.now()) * 1e6)) - hr;
+  const wall = BigInt(Date.now()) * 1_000_000n;
+  // the wall clock was set since: follow it (more than 2 ms away from the estimate)
+  if (absNs(clockBase + hr - wall) > 2_000_000n) clockBase = wall - hr;
+  return clockBase + hr;
 }
+
+const absNs = (n: bigint): bigint => (n < 0n ? -n : n);
 
 export class MetaStore {
   readonly db: Database.Database;
@@ -142,11 +155,16 @@ export class MetaStore {
     return Number(r.lastInsertRowid);
   }
 
-  /** Active `id` becomes committed under `name`, with its labels and usage. */
+  /**
+   * Active `id` becomes committed under `name`, with its labels and usage. A committed
+   * snapshot is created when it is committed (containerd's storage.CommitActive: created =
+   * updated = now).
+   */
   markCommitted(id: number, name: string, labels: Record<string, string>, size: number, inodes: number): void {
+    const t = nowNs();
     this.db
-      .prepare('UPDATE snapshots SET key = ?, kind = 3, labels = ?, size = ?, inodes = ?, updated_ns = ? WHERE id = ?')
-      .run(name, JSON.stringify(labels), size, inodes, nowNs(), id);
+      .prepare('UPDATE snapshots SET key = ?, kind = 3, labels = ?, size = ?, inodes = ?, created_ns = ?, updated_ns = ? WHERE id = ?')
+      .run(name, JSON.stringify(labels), size, inodes, t, t, id);
   }
 
   setLabels(id: number, labels: Record<string, string>): void {

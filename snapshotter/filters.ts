@@ -2,7 +2,8 @@
 //   filters   := selector ("," selector)*        (AND; several filter strings are ORed)
 //   selector  := fieldpath [op value]            (no op: the field must be present)
 //   fieldpath := field ("." field)*              field: [A-Za-z0-9_]+ or a "quoted string"
-//   op        := "==" | "!=" | "~="               value: "quoted" or bare up to "," (or /regex/)
+//   op        := "==" | "!=" | "~="               value: "quoted" or bare up to "," (or /regex/, |regex|)
+// An empty filter string matches everything (containerd's Parse("") is "always").
 // Snapshot fields: name, parent, kind (active|view|committed), labels.<key>.
 
 export interface Selector {
@@ -59,7 +60,7 @@ export function parseFilter(s: string): Filter {
       sel.op = op;
       i += 2;
       ws();
-      if (s[i] === '"' || s[i] === '`' || (op === '~=' && s[i] === '/')) {
+      if (s[i] === '"' || s[i] === '`' || (op === '~=' && (s[i] === '/' || s[i] === '|'))) {
         const [v, j] = readQuoted(s, i, s[i]);
         sel.value = v;
         i = j;
@@ -82,7 +83,7 @@ export function parseFilter(s: string): Filter {
 
 export function parseFilters(filters: string[]): Filter[] {
   try {
-    return filters.filter((f) => f.trim() !== '').map(parseFilter);
+    return filters.map((f) => (f.trim() === '' ? [] : parseFilter(f)));
   } catch (err) {
     if (err instanceof FilterSyntaxError) throw Object.assign(new Error(err.message), { invalidArgument: true });
     throw err;
@@ -101,7 +102,10 @@ function fieldOf(x: Filterable, path: string[]): string | undefined {
     // Always present: containerd's unpacker looks for base layers with parent=="".
     return x[path[0]];
   }
-  if (path[0] === 'labels' && path.length >= 2) return x.labels[path.slice(1).join('.')];
+  if (path[0] === 'labels' && path.length >= 2) {
+    const key = path.slice(1).join('.');
+    return Object.hasOwn(x.labels, key) ? x.labels[key] : undefined; // not labels.constructor
+  }
   return undefined;
 }
 

@@ -103,7 +103,8 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
         for (let i = 0; i < infos.length; i += 100) call.write({ info: infos.slice(i, i + 100).map(wireInfo) });
         call.end();
       } catch (err) {
-        call.destroy(grpcError(err, log, 'List'));
+        // emit, not destroy: destroy() ends the stream without a status, and the client waits
+        call.emit('error', grpcError(err, log, 'List'));
       }
     },
   });

@@ -106,6 +106,7 @@ interface Speculated {
   blob: Buffer;
   entries: number;
   objectsNew: number;
+  bytesNew: number;
   /** The stores' shared lock, held until the result is used or dropped: the objects have no gc root yet. */
   lock: StoreLock;
   phases: Phases;
@@ -132,6 +133,7 @@ interface AheadResult {
   entries: number;
   tarBytes: number;
   objectsNew: number;
+  bytesNew: number;
   /** The stores' shared lock, held until the Commit or Remove: the objects have no gc root yet. */
   lock: StoreLock;
   phases: Phases;
@@ -283,7 +285,15 @@ export class Snapshotter {
   }
 
   mounts(key: string): Promise<Mount[]> {
-    // under the lock: a Remove queued before this call must not have the parent mounted again
+    // containerd asks for the mounts of every container it starts: while its parent is mounted
+    // (it stays mounted while it has open children) the answer needs no lock, so a start does
+    // not wait behind a layer being compiled (seconds) for another image.
+    const quick = this.db.get(key);
+    if (quick && (quick.kind === Kind.ACTIVE || quick.kind === Kind.VIEW) &&
+        (quick.parentId === null || isMountPoint(this.mountPoint(quick.parentId)))) {
+      return Promise.resolve(this.mountsOf(quick));
+    }
+    // else under the lock: a Remove queued before this call must not have the parent mounted again
     return this.lock.run(async () => {
       const row = this.db.mustGet(key);
       if (row.kind !== Kind.ACTIVE && row.kind !== Kind.VIEW) {
@@ -335,6 +345,7 @@ export class Snapshotter {
 
   private async create(kind: KindValue, key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
     if (!key) throw new SnapshotError('InvalidArgument', 'empty snapshot key');
+    checkLabels(labels);
     const target = labels[LABEL_SNAPSHOT_REF];
     if (kind === Kind.ACTIVE && target && this.content) {
       const done = this.db.get(target);
@@ -347,6 +358,9 @@ export class Snapshotter {
     }
     if (this.db.get(key)) throw new SnapshotError('AlreadyExists', `snapshot ${key} already exists`);
     const p = this.parentRow(parent);
+    // Before anything is created: a parent that cannot be mounted fails the call and leaves no
+    // snapshot behind (a retry with the key would get AlreadyExists), as overlay's rolls back.
+    if (p) await this.ensureMounted(p.id);
     const needsDir = kind === Kind.ACTIVE || p === null;
     const tmp = this.tmpPath('new');
     if (needsDir) {
@@ -380,7 +394,6 @@ export class Snapshotter {
       started.catch(() => {}); // compileAhead answers null on failure; this only keeps a bug from going unhandled
       this.ahead.set(id, started);
     }
-    if (p) await this.ensureMounted(p.id);
     const row = this.db.byId(id)!;
     this.log(`${kind === Kind.ACTIVE ? 'prepare' : 'view'} ${key} (id ${id}) on ${parent || '(no parent)'}`);
     return this.mountsOf(row);
@@ -478,7 +491,7 @@ export class Snapshotter {
       synced.catch(() => {}); // awaited below; an early failure must not go unhandled meanwhile
       const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
-      const id = await this.publishLayer(target, p, labels, blob, tmp, synced, reading.tarBytes, stats.entries, phases);
+      const id = await this.publishLayer(target, p, labels, blob, tmp, synced, committedUsage(blob, store.stats), phases);
       this.keepTree(id, blob);
       this.counters.fastPath++;
       this.log(`fast path: ${target} (id ${id}) compiled from ${layer.digest} (${reading.source}): ${stats.entries} entries, ` +
@@ -499,7 +512,7 @@ export class Snapshotter {
    * in one transaction.
    */
   private async publishLayer(target: string, p: SnapshotRow | null, labels: Record<string, string>, blob: Buffer, tmp: string,
-    synced: Promise<void>, size: number, entries: number, phases: Phases): Promise<number> {
+    synced: Promise<void>, usage: Usage, phases: Phases): Promise<number> {
     writeFileDurable(tmp, blob);
     phases.mark('blob written');
     await synced;
@@ -507,7 +520,7 @@ export class Snapshotter {
     const id = this.db.tx(() => {
       if (this.db.get(target)) throw new SnapshotError('AlreadyExists', `snapshot ${target} already exists`);
       const newId = this.db.insert(target, p?.id ?? null, Kind.COMMITTED, labels);
-      this.db.markCommitted(newId, target, labels, size, entries);
+      this.db.markCommitted(newId, target, labels, usage.size, usage.inodes);
       fs.rmSync(this.dir(newId), { recursive: true, force: true });
       fs.mkdirSync(this.dir(newId), { mode: 0o700 });
       this.addRoots(newId);
@@ -594,7 +607,7 @@ export class Snapshotter {
       synced.catch(() => {});
       const encoded = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
-      return { digest: blob.digest, size: blob.size, tree, blob: encoded, entries: stats.entries, objectsNew: store.stats.objectsNew, lock, phases, synced };
+      return { digest: blob.digest, size: blob.size, tree, blob: encoded, entries: stats.entries, objectsNew: store.stats.objectsNew, bytesNew: store.stats.bytesNew, lock, phases, synced };
     } catch (err) {
       await store.abort();
       lock.release();
@@ -640,7 +653,7 @@ export class Snapshotter {
       // the syncfs the speculation started; a failed one is tried again (its error may have passed)
       const synced = r.synced.catch(() => this.syncStores());
       synced.catch(() => {});
-      id = await this.publishLayer(target, null, labels, r.blob, tmp, synced, r.size, r.entries, phases);
+      id = await this.publishLayer(target, null, labels, r.blob, tmp, synced, committedUsage(r.blob, r), phases);
     } catch (err) {
       await fsp.rm(tmp, { force: true });
       throw err;
@@ -700,7 +713,7 @@ export class Snapshotter {
     const spec = p ? null : await this.takeSpeculation(layer);
     if (spec) {
       this.log(`compile ahead of snapshot ${id}: ${layer.digest} was compiled while containerd ingested it`);
-      return { chain, layer, tree: spec.tree, blob: spec.blob, entries: spec.entries, tarBytes: spec.size, objectsNew: spec.objectsNew, lock: spec.lock, phases: spec.phases, synced: spec.synced };
+      return { chain, layer, tree: spec.tree, blob: spec.blob, entries: spec.entries, tarBytes: spec.size, objectsNew: spec.objectsNew, bytesNew: spec.bytesNew, lock: spec.lock, phases: spec.phases, synced: spec.synced };
     }
     let lock: StoreLock;
     try {
@@ -718,7 +731,7 @@ export class Snapshotter {
       phases.mark('objects written');
       const blob = encodeBlob(tree, { inlineThreshold: this.inlineThreshold });
       phases.mark('encode');
-      return { chain, layer, tree, blob, entries: stats.entries, tarBytes: reading.tarBytes, objectsNew: store.stats.objectsNew, lock, phases };
+      return { chain, layer, tree, blob, entries: stats.entries, tarBytes: reading.tarBytes, objectsNew: store.stats.objectsNew, bytesNew: store.stats.bytesNew, lock, phases };
     } catch (err: any) {
       await store.abort();
       lock.release();
@@ -762,7 +775,7 @@ export class Snapshotter {
       phases.mark('blob written');
       await synced;
       phases.mark('syncfs');
-      this.markCommitted(row, name, key, labels, r.tarBytes, r.entries);
+      this.markCommitted(row, name, key, labels, committedUsage(r.blob, r));
       phases.mark('committed');
     } finally {
       r.lock.release();
@@ -803,9 +816,11 @@ export class Snapshotter {
 
   commit(name: string, key: string, labels: Record<string, string>): Promise<void> {
     return this.lock.run(async () => {
+      checkLabels(labels);
+      // the name first, as containerd's storage.CommitActive checks it
+      if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const row = this.db.mustGet(key);
       if (row.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active`);
-      if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const started = performance.now();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
       const pending = this.ahead.get(row.id);
@@ -898,20 +913,20 @@ export class Snapshotter {
       await store.close();
       this.adoptJournal(journal);
     }
-    this.markCommitted(row, name, key, labels, diff.diskBytes, diff.inodes);
+    this.markCommitted(row, name, key, labels, committedUsage(blob, store.stats));
     phases.mark('committed');
     this.keepTree(row.id, blob);
     return { diff, created: store.stats.objectsNew };
   }
 
   /** The row of active snapshot `key` becomes committed snapshot `name` (its blob is durable). */
-  private markCommitted(row: SnapshotRow, name: string, key: string, labels: Record<string, string>, size: number, inodes: number): void {
+  private markCommitted(row: SnapshotRow, name: string, key: string, labels: Record<string, string>, usage: Usage): void {
     this.db.tx(() => {
       const again = this.db.get(key);
       if (!again || again.id !== row.id || again.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} changed during commit`);
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       // containerd replaces the labels at commit, it does not inherit the active snapshot's
-      this.db.markCommitted(row.id, name, labels, size, inodes);
+      this.db.markCommitted(row.id, name, labels, usage.size, usage.inodes);
     });
   }
 
@@ -983,6 +998,7 @@ export class Snapshotter {
 
   update(name: string, labels: Record<string, string>, paths: string[]): Promise<SnapshotInfo> {
     return this.lock.run(async () => {
+      checkLabels(labels);
       const row = this.db.mustGet(name);
       let next: Record<string, string>;
       if (paths.length === 0) {
@@ -1023,12 +1039,19 @@ export class Snapshotter {
         throw err;
       }
       if (this.lastTree?.id === row.id) this.lastTree = null;
-      if (row.kind === Kind.COMMITTED) {
-        this.removeRoots(row.id);
-        await this.unmount(row.id);
+      // The key is gone: what fails from here is logged and left to Cleanup (sweepDirs,
+      // sweepMounts), as containerd's overlay snapshotter does; an error would tell containerd's
+      // GC (which tolerates FailedPrecondition only) the Remove failed, and stop its run.
+      try {
+        if (row.kind === Kind.COMMITTED) {
+          this.removeRoots(row.id);
+          await this.unmount(row.id);
+        }
+        await fsp.rm(trash, { recursive: true, force: true });
+        if (row.parentId !== null && this.db.openChildren(row.parentId) === 0) await this.unmount(row.parentId);
+      } catch (err) {
+        this.log(`remove ${key} (id ${row.id}): ${(err as Error).message}; left to Cleanup`);
       }
-      await fsp.rm(trash, { recursive: true, force: true });
-      if (row.parentId !== null && this.db.openChildren(row.parentId) === 0) await this.unmount(row.parentId);
       this.log(`remove ${key} (id ${row.id})`);
     });
   }
@@ -1270,6 +1293,32 @@ function digestCheck(layer: LayerRef, fromContentFile: boolean): LayerDigestChec
 }
 
 /** containerd does not keep labels with empty values (boltutil.WriteLabels): neither do we. */
+interface Usage {
+  size: number;
+  inodes: number;
+}
+
+/**
+ * What a committed snapshot itself takes on disk, the same whichever path committed it: its
+ * blob (in 4 KiB blocks) and the objects it added to the store (files of content no earlier
+ * image had: deduplicated content costs a layer nothing), one inode each.
+ */
+function committedUsage(blob: Buffer, added: { objectsNew: number; bytesNew: number }): Usage {
+  return { size: Math.ceil(blob.length / 4096) * 4096 + added.bytesNew, inodes: 1 + added.objectsNew };
+}
+
+/** containerd's label limit (labels.Validate): a key and its value, 4096 bytes together. */
+const LABEL_MAX_BYTES = 4096;
+
+function checkLabels(labels: Record<string, string>): void {
+  for (const [k, v] of Object.entries(labels)) {
+    const size = Buffer.byteLength(k) + Buffer.byteLength(v ?? '');
+    if (size > LABEL_MAX_BYTES) {
+      throw new SnapshotError('InvalidArgument', `label ${JSON.stringify(k.slice(0, 64))}: key and value of ${size} bytes, more than ${LABEL_MAX_BYTES}`);
+    }
+  }
+}
+
 function storedLabels(labels: Record<string, string>): Record<string, string> {
   return Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== ''));
 }

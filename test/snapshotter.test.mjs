@@ -551,7 +551,10 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.is((await call('Remove', { key: 'ns/3/c' })).code, S.FAILED_PRECONDITION); // has a child
     t.is((await call('Update', { info: { name: 'ns/3/c', labels: { x: 'y' } }, update_mask: { paths: ['kind'] } })).code, S.INVALID_ARGUMENT);
     t.deepEqual((await call('Update', { info: { name: 'ns/3/c', labels: { x: 'y' } }, update_mask: { paths: ['labels.x'] } })).res.info.labels, { x: 'y' });
-    t.is((await call('Usage', { key: 'ns/3/c' })).res.inodes, 1);
+    // a committed snapshot's usage: its blob (4 KiB blocks) and the objects it added (one: hello)
+    const blobBytes = fs.statSync(path.join(committedDir, 'blob')).size;
+    const cUsage = (await call('Usage', { key: 'ns/3/c' })).res;
+    t.deepEqual([Number(cUsage.size), Number(cUsage.inodes)], [Math.ceil(blobBytes / 4096) * 4096 + 120, 2]);
     t.is(fs.readdirSync(path.join(dir, 'root/store/objects')).filter((n) => !n.startsWith('.')).length, 1);
 
     // what containerd's own snapshotters do (snapshots/storage, filters): labels with empty
@@ -641,6 +644,89 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.truthy((await call('Remove', { key: 'ns/9/kc' })).res);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/snapshots')), []);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/tmp')), []);
+  } finally {
+    client.close();
+    await running.stop();
+    for (const m of mountsUnder(dir).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// What a review against containerd's snapshots package (storage, filters, labels, the testsuite)
+// found: each of these failed before.
+test.serial('gRPC: List errors reach the client, commit times, filters, label limits, Commit and Prepare checks', async (t) => {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadApi, lookup } = await import('../dist/snapshotter/proto.js');
+  const { serve } = await import('../dist/snapshotter/server.js');
+  const dir = fs.mkdtempSync('/tmp/ubsn-semantics-');
+  const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: () => {} });
+  const Snapshots = lookup(loadApi().snapshots, 'containerd.services.snapshots.v1.Snapshots');
+  const client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
+  const call = (m, req) => new Promise((resolve) => client[m](req, (err, res) => resolve(err ? { code: err.code } : { res })));
+  const list = (filters) => new Promise((resolve) => {
+    const names = [];
+    client.List({ filters }, { deadline: Date.now() + 5000 })
+      .on('data', (r) => names.push(...r.info.map((i) => i.name)))
+      .on('end', () => resolve(names.sort()))
+      .on('error', (err) => resolve({ code: err.code }));
+  });
+  const ns = (ts) => BigInt(ts.seconds) * 1_000_000_000n + BigInt(ts.nanos);
+  try {
+    const S = grpc.status;
+    // a bad filter is InvalidArgument, not a call that never ends (it hung to the deadline)
+    t.deepEqual(await list(['labels."unterminated']), { code: S.INVALID_ARGUMENT });
+
+    // Commit: created = updated = the commit's time (storage.CommitActive), in nanoseconds
+    t.truthy((await call('Prepare', { key: 'ns/1/a', parent: '', labels: { constructor: 'x' } })).res);
+    await new Promise((r) => setTimeout(r, 20));
+    const before = BigInt(Date.now()) * 1_000_000n;
+    t.truthy((await call('Commit', { name: 'ns/2/c', key: 'ns/1/a', labels: { keep: 'yes' } })).res);
+    const after = (BigInt(Date.now()) + 1n) * 1_000_000n;
+    const info = (await call('Stat', { key: 'ns/2/c' })).res.info;
+    t.is(ns(info.created_at), ns(info.updated_at));
+    t.true(ns(info.created_at) >= before && ns(info.created_at) <= after, `${ns(info.created_at)} in [${before}, ${after}]`);
+    const u1 = BigInt(Date.now()) * 1_000_000n;
+    const updated = (await call('Update', { info: { name: 'ns/2/c', labels: { more: '1' } }, update_mask: { paths: ['labels.more'] } })).res.info;
+    t.true(ns(updated.updated_at) >= u1 && ns(updated.created_at) === ns(info.created_at));
+    t.true([info.created_at, updated.updated_at].some((ts) => Number(ts.nanos) % 1_000_000 !== 0), 'sub-millisecond times');
+
+    // filters as containerd's package reads them
+    t.truthy((await call('View', { key: 'ns/3/v', parent: 'ns/2/c' })).res);
+    t.deepEqual(await list(['labels.constructor']), [], 'an object\'s own property, not a label');
+    t.deepEqual(await list(['labels.toString', 'labels.__proto__']), []);
+    t.deepEqual(await list(['name~=|^ns/3/|']), ['ns/3/v'], '|regexp| quoting');
+    t.deepEqual(await list(['', 'kind==view']), ['ns/2/c', 'ns/3/v'], 'an empty filter matches everything');
+
+    // labels: a key and its value of more than 4096 bytes are refused (labels.Validate)
+    const big = { big: 'x'.repeat(4094) };
+    t.is((await call('Prepare', { key: 'ns/4/a', parent: '', labels: big })).code, S.INVALID_ARGUMENT);
+    t.is((await call('Update', { info: { name: 'ns/2/c', labels: big }, update_mask: { paths: ['labels.big'] } })).code, S.INVALID_ARGUMENT);
+    t.truthy((await call('Prepare', { key: 'ns/4/a', parent: '', labels: { big: 'x'.repeat(4093) } })).res, '4096 bytes are fine');
+
+    // Commit to a name that exists: AlreadyExists, whether or not the key does
+    t.is((await call('Commit', { name: 'ns/2/c', key: 'no-such-key' })).code, S.ALREADY_EXISTS);
+
+    // a Prepare whose parent cannot be mounted leaves no snapshot (a retry got AlreadyExists)
+    t.truthy((await call('Remove', { key: 'ns/3/v' })).res); // the parent is unmounted with its last child
+    const snaps = path.join(dir, 'root/snapshots');
+    const parentDir = fs.readdirSync(snaps).map((n) => path.join(snaps, n)).find((d) => fs.existsSync(path.join(d, 'blob')));
+    fs.renameSync(path.join(parentDir, 'blob'), path.join(parentDir, 'blob.away'));
+    const failed = await call('Prepare', { key: 'ns/5/x', parent: 'ns/2/c' });
+    t.truthy(failed.code, 'the Prepare fails');
+    t.is((await call('Stat', { key: 'ns/5/x' })).code, S.NOT_FOUND, 'and leaves nothing behind');
+    fs.renameSync(path.join(parentDir, 'blob.away'), path.join(parentDir, 'blob'));
+    t.truthy((await call('Prepare', { key: 'ns/5/x', parent: 'ns/2/c' })).res, 'the retry works');
+
+    // Mounts of a snapshot whose parent is mounted does not wait for the lock a long Commit or
+    // fast-path compile holds (containerd asks for the mounts of every container it starts)
+    let release;
+    const held = running.snapshotter.lock.run(() => new Promise((r) => { release = r; }));
+    const mounts = await Promise.race([call('Mounts', { key: 'ns/5/x' }), new Promise((r) => setTimeout(() => r('waited'), 10_000))]);
+    release();
+    await held;
+    t.not(mounts, 'waited', 'Mounts waited for the lock');
+    t.is(mounts.res?.mounts[0].type, 'overlay');
+    for (const key of ['ns/5/x', 'ns/4/a', 'ns/2/c']) t.truthy((await call('Remove', { key })).res, key);
   } finally {
     client.close();
     await running.stop();
