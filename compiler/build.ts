@@ -17,10 +17,11 @@ import { HDR, INO, Layout, SEC, SECTION_ENTRY_SIZE, SectionId, inodeOffset } fro
 import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from './image.js';
 import { LayerFileReader, LayerReading, layerTar, shortDigest } from './layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
-import { StoreWriter, hasObject, objectPath, pidAlive } from './store.js';
+import { StoreWriter, findObject, hasObject, objectPath, pidAlive } from './store.js';
 import { childrenDeferred, lazyBlobOf, openLazyTree } from '../format/lazy.js';
 import { applyOverlayDiff } from './overlaydiff.js';
 import { addonBuilt, fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
+import { verityDigestOfFile } from '../format/verity.js';
 
 export { applyLayerStream, newTree, LayerError } from './layers.js';
 export { loadImage } from './image.js';
@@ -56,6 +57,8 @@ export interface BuildSummary {
   verityEnabled?: number;
   verityPresent?: number;
   verityUnsupported?: number;
+  /** --from: objects of the parent in none of the given stores (readers need the parent's stores too). */
+  parentObjectsMissing?: number;
 }
 
 export interface BuildOptions {
@@ -225,6 +228,12 @@ export function blobStats(blob: Buffer): { inodes: number; bytes: number; inline
   return { inodes, bytes: Number(blob.readBigUInt64LE(HDR.dataBytes)), inlineFiles };
 }
 
+/** OUT is replaced by rename(): it may be absent or a regular file, nothing else (a directory: EISDIR after the whole build). */
+export function checkOutput(out: string): void {
+  const st = fs.lstatSync(out, { throwIfNoEntry: false });
+  if (st && !st.isFile()) throw new Error(`${out}: exists and is not a regular file (-o names the blob file to write)`);
+}
+
 /** Remove `OUT.tmp-<pid>` files that killed builds of the same OUT left behind. */
 function removeStaleBlobTemps(out: string): void {
   const dir = path.dirname(out);
@@ -269,6 +278,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   const out = path.resolve(opts.out);
   const outDir = path.dirname(out);
   if (!fs.statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${outDir}: no such directory`);
+  checkOutput(out);
   removeStaleBlobTemps(out);
   if (opts.verity) loadAddon(); // not built: say so before the work, not after
   const image = opts.from === undefined ? loadImage(opts.image, { platform: opts.platform }) : null;
@@ -276,12 +286,16 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   try {
     store = new StoreWriter(opts.stores, { startNow: true });
     let compiled: { root: TreeNode; entries: number };
+    let parentMissing = 0;
+    let parentFirstMissing = '';
     if (image) {
       compiled = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress });
     } else {
       const applied = await applyUpperOnto(opts.from!, opts.image, store, opts.inlineThreshold);
       inlineThreshold = applied.inlineThreshold;
       compiled = applied;
+      parentMissing = applied.parentMissing.count;
+      parentFirstMissing = applied.parentMissing.first;
     }
     const { root, entries } = compiled;
     const layers = image?.layers.length ?? 0;
@@ -304,6 +318,10 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     }
     await synced;
     await writeFileAtomic(out, blob);
+    if (parentMissing > 0) {
+      // said once the blob is written (a failed build says only why it failed)
+      process.stderr.write(`cfs: warning: ${parentMissing} of the parent's objects ${parentMissing === 1 ? 'is' : 'are'} in none of the given stores (first: ${parentFirstMissing}): mount ${path.basename(out)} with the parent's stores too\n`);
+    }
     const st = blobStats(blob);
     return {
       entries,
@@ -315,6 +333,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
       blobBytes: blob.length,
       seconds: Math.round(performance.now() - started) / 1000,
       layers,
+      ...(opts.from !== undefined ? { parentObjectsMissing: parentMissing } : {}),
       ...verity,
     };
   } catch (err) {
@@ -333,7 +352,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
  */
 async function applyUpperOnto(
   parentBlob: string, upper: string, store: StoreWriter, threshold: number | undefined,
-): Promise<{ root: TreeNode; entries: number; inlineThreshold: number }> {
+): Promise<{ root: TreeNode; entries: number; inlineThreshold: number; parentMissing: { count: number; first: string } }> {
   let bytes: Buffer;
   try {
     bytes = fs.readFileSync(parentBlob);
@@ -345,7 +364,24 @@ async function applyUpperOnto(
   const inlineThreshold = threshold ?? bytes.readUInt32LE(HDR.inlineThreshold); // checked by openLazyTree
   if (!fs.statSync(upper, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${upper}: not a directory`);
   const stats = await applyOverlayDiff(root, upper, { store, inlineThreshold, whiteouts: true });
-  return { root, entries: stats.entries, inlineThreshold };
+  return { root, entries: stats.entries, inlineThreshold, parentMissing: parentObjectsMissing(root, store.stores) };
+}
+
+/**
+ * The new blob names the parent's objects: those in none of the given stores must be in a store
+ * its readers are given (a new store for the diff's objects only is a fair use), or reads give
+ * EIO and only fsck says why; `cfs build` warns. One lstat per object of the parent (what the
+ * writer pays to see an object is present).
+ */
+function parentObjectsMissing(root: TreeNode, stores: string[]): { count: number; first: string } {
+  const lazy = lazyBlobOf(root);
+  let count = 0;
+  let first = '';
+  for (const hex of lazy?.reader.digestsHex() ?? []) {
+    if (findObject(stores, hex) !== null) continue;
+    if (count++ === 0) first = hex;
+  }
+  return { count, first };
 }
 
 /** Digests of the objects a tree uses, each once (hardlinks share a node). */
@@ -466,6 +502,7 @@ export function registerBuild(program: Command): void {
       } finally {
         progress.clear();
       }
-      if (o.json) process.stdout.write(JSON.stringify(summary) + '\n');
+      // the blob's fs-verity digest: what cfs mount --digest / -o digest= pin
+      if (o.json) process.stdout.write(JSON.stringify({ ...summary, out: path.resolve(o.output), digest: (await verityDigestOfFile(o.output)).toString('hex') }) + '\n');
     });
 }

@@ -3,7 +3,8 @@
 import fs from 'node:fs';
 import { Command, Option } from 'commander';
 import { VERSION_MAJOR, VERSION_MINOR } from '../format/layout.js';
-import { registerBuild } from './build.js';
+import path from 'node:path';
+import { checkOutput, registerBuild } from './build.js';
 import { registerInspect } from './inspect.js';
 import { registerExtract } from './extract.js';
 import { registerFsck } from './fsck.js';
@@ -24,6 +25,8 @@ export async function main(argv: string[]): Promise<void> {
     .description('unionblob: compile container images into one metadata blob plus a content-addressed store')
     .version(versionLine(), '-V, --version', 'print the version of cfs and of the blob format it writes')
     .showHelpAfterError(false)
+    // usage errors in the form of every other error: "cfs: ..." (subcommands inherit this)
+    .configureOutput({ outputError: (text, write) => write(`cfs: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
   registerBuild(program);
   const buildHold = plumbBuildRoots(program);
@@ -37,9 +40,10 @@ export async function main(argv: string[]): Promise<void> {
     await program.parseAsync(argv);
   } catch (err: any) {
     await buildHold.failed();
-    // commander reports usage errors itself and throws to let us choose the exit code.
+    // commander reports usage errors itself and throws to let us choose the exit code: 0 for
+    // --help and --version, 2 for a usage error (as most tools), 1 stays for failures.
     if (err && typeof err.code === 'string' && err.code.startsWith('commander.')) {
-      process.exit(err.exitCode ?? 2);
+      process.exit(err.exitCode === 0 ? 0 : 2);
     }
     throw err;
   }
@@ -59,6 +63,7 @@ function plumbBuildRoots(program: Command): { failed(): Promise<void> } {
     .hook('preAction', async (cmd) => {
       const o = cmd.opts() as { output: string; store?: string[]; root: boolean };
       if (!o.store || o.store.length === 0) return; // the build itself says what is missing
+      if (o.output) checkOutput(path.resolve(o.output)); // before a root names it
       const onWait = (s: string) => process.stderr.write(`cfs build: waiting for the gc running on ${s}\n`);
       hold = await holdStoresForBuild(o.store, o.output, o.root, onWait);
     })

@@ -9,6 +9,7 @@ import { escapeBytes, dumpBlob } from '../format/dump.js';
 import { Layout, SECTION_NAMES, SectionId } from '../format/layout.js';
 import type { FileType } from '../format/tree.js';
 import { findObject } from './store.js';
+import { verityDigestOfFile } from '../format/verity.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
@@ -159,6 +160,8 @@ export interface BlobInfo {
   xattrSets: number;
   features: { compat: number; roCompat: number; incompat: number };
   sections: SectionSummary[];
+  /** fs-verity SHA-256 digest of the blob file (what `cfs mount --digest` and `-o digest=` pin). */
+  digest?: string;
 }
 
 /** Header fields plus counts by type and payload layout (reads every inode record once). */
@@ -215,6 +218,7 @@ export function formatInfo(info: BlobInfo): string {
   const f = info.features;
   const rows: [string, string][] = [
     ['file', info.file],
+    ...(info.digest ? [['fs-verity digest', info.digest] as [string, string]] : []),
     ['version', info.version],
     ['blob size', `${info.blobSize} bytes`],
     ['block size', `${info.blockSize}`],
@@ -445,6 +449,7 @@ export function registerInspect(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (blob: string, o: { json?: boolean }) => {
       const info = await withBlob(blob, (r) => blobInfo(r, blob));
+      info.digest = (await verityDigestOfFile(blob)).toString('hex');
       await writeStdout(o.json ? JSON.stringify(info) + '\n' : formatInfo(info));
     });
 

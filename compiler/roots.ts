@@ -288,10 +288,10 @@ export function readRoots(stores: string[]): StoreRoots {
   return out;
 }
 
+/** A root is live while it names a blob: a regular file (a directory there is no blob of ours). */
 function blobExists(blob: string): boolean {
   try {
-    fs.statSync(blob);
-    return true;
+    return fs.statSync(blob).isFile();
   } catch (err: any) {
     if (err.code === 'ENOENT' || err.code === 'ENOTDIR') return false;
     throw err;

@@ -134,6 +134,39 @@ test('info: text and --json', (t) => {
   t.is(info.emptyFiles, 1);
   t.is(info.sections.length, 6);
   t.is(info.blobSize, f.blobBuf.length);
+  // the blob's fs-verity digest, as cfs mount --digest and -o digest= take it
+  const digest = verityDigest(f.blobBuf).toString('hex');
+  t.is(info.digest, digest);
+  t.regex(text.out, new RegExp(`^fs-verity digest: ${digest}$`, 'm'));
+});
+
+test('usage errors exit 2 with a cfs: line; -o naming a directory is refused before a gc root names it', (t) => {
+  for (const args of [['ls'], ['build', 'x', '--bogus'], ['info', 'a', 'b']]) {
+    const r = cfs(...args);
+    t.is(r.code, 2, `${args.join(' ')}: ${r.err}`);
+    t.regex(r.err, /^cfs: \S/);
+    t.is(r.err.trim().split('\n').length, 1, r.err);
+  }
+  t.is(cfs('--version').code, 0);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-outdir-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const store = path.join(dir, 'store');
+  const outDir = path.join(dir, 'out.ub');
+  fs.mkdirSync(outDir);
+  const r = cfs('build', debian('b'), '-o', outDir, '--store', store);
+  t.is(r.code, 1);
+  t.is(r.err, `cfs: ${outDir}: exists and is not a regular file (-o names the blob file to write)\n`);
+  t.false(fs.existsSync(store), 'no store made, no root left');
+  // a root that names a directory (left by an older cfs) is dangling, not a blob gc cannot read
+  t.is(cfs('build', debian('b'), '-o', path.join(dir, 'b.ub'), '--store', store, '--json').code, 0);
+  fs.symlinkSync(outDir, path.join(store, 'roots', 'from-an-old-cfs'));
+  const gc = cfs('gc', '--store', store, '--dry-run');
+  t.is(gc.code, 0, gc.err);
+  t.regex(gc.out, new RegExp(`^would drop dangling root \\S+ -> ${outDir}$`, 'm'));
+  // build --json names the blob and its fs-verity digest
+  const j = JSON.parse(cfs('build', debian('b'), '-o', path.join(dir, 'b2.ub'), '--store', store, '--json').out);
+  t.is(j.out, path.join(dir, 'b2.ub'));
+  t.is(j.digest, verityDigest(fs.readFileSync(path.join(dir, 'b2.ub'))).toString('hex'));
 });
 
 test('--version names the package and the blob format version that a built blob carries', (t) => {

@@ -157,6 +157,10 @@ test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of 
   t.true(fs.readFileSync(cliBlob).equals(fs.readFileSync(childBlob)), 'cfs build --from gives the same blob');
   t.deepEqual([...storedDigests(cliStore)].sort(), upperContents.sort());
   t.is(JSON.parse(r.stdout).entries, 15, "the upper's entries");
+  // the parent's objects are in parentStore, not in the one store given: fine (a store of the
+  // diff's objects only), but said, since readers need the parent's stores too
+  t.true(JSON.parse(r.stdout).parentObjectsMissing > 0);
+  t.regex(r.stderr, /^cfs: warning: \d+ of the parent's objects (is|are) in none of the given stores \(first: [0-9a-f]{64}\): mount child-cli\.ub with the parent's stores too\n$/);
   // a parent that is not a blob, or an upper that is not a directory: one line, no output left
   const cases = [
     [path.join(upper, 'n'), upper, /corrupt blob: bad magic/],
@@ -172,6 +176,8 @@ test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of 
   // --verity goes over every object the blob names: the parent's too, so both stores
   const k = spawnSync(process.execPath, [CFS, 'build', '--from', wideBlob, upper, '-o', kept, '--store', cliStore, '--store', parentStore, '--no-root', '--verity', '--json'], { encoding: 'utf8' });
   t.is(k.status, 0, k.stderr);
+  t.is(JSON.parse(k.stdout).parentObjectsMissing, 0, 'both stores given: nothing missing');
+  t.is(k.stderr, '');
   t.is(fs.readFileSync(kept).readUInt32LE(36), 4096, "the parent's inline threshold");
   t.true(openBlobFile(kept).readInline(openBlobFile(kept).resolvePath('/inline-100')).equals(Buffer.alloc(100, 'w')));
   t.is(JSON.parse(k.stdout).verityEnabled + JSON.parse(k.stdout).verityPresent + JSON.parse(k.stdout).verityUnsupported > 0, true, '--verity went over the objects');
