@@ -268,10 +268,53 @@ export interface LsEntry {
   target?: string;
 }
 
-/** Like ls: a directory lists its entries (name order), anything else lists itself. */
+/** As the kernel follows symlinks (MAXSYMLINKS): more in one path is ELOOP. */
+const MAX_SYMLINKS = 40;
+
+/**
+ * Inode of `path` inside the image, resolved as a path is inside a chroot of it: symlinks in
+ * the middle are followed (an absolute target starts again at the image's root, `..` never
+ * leaves it), the last one only when `followLast` or when the path ends with "/" (which also
+ * asks for a directory, as POSIX says). Errors read as the kernel's.
+ */
+export function resolveInImage(reader: BlobReader, path: string, followLast: boolean): number {
+  const shown = displayName(path);
+  const root = reader.header.rootIno;
+  const trailingSlash = path.endsWith('/') && path.replace(/\/+$/, '') !== '';
+  const todo = path.split('/').filter((p) => p !== '' && p !== '.').reverse();
+  let ino = root;
+  let links = 0;
+  while (todo.length > 0) {
+    const part = todo.pop()!;
+    const dir = reader.inode(ino);
+    if (dir.type !== 'dir') throw new Error(`${shown}: not a directory`);
+    if (part === '..') {
+      ino = ino === root ? root : dir.aux;
+      continue;
+    }
+    const next = reader.lookup(ino, part);
+    if (next === undefined) throw new Error(`${shown}: no such file or directory`);
+    const inode = reader.inode(next);
+    if (inode.type === 'lnk' && (todo.length > 0 || followLast || trailingSlash)) {
+      if (++links > MAX_SYMLINKS) throw new Error(`${shown}: too many levels of symbolic links`);
+      const target = reader.readlink(next);
+      if (target.startsWith('/')) ino = root;
+      todo.push(...target.split('/').filter((p) => p !== '' && p !== '.').reverse());
+      continue;
+    }
+    ino = next;
+  }
+  if (trailingSlash && reader.inode(ino).type !== 'dir') throw new Error(`${shown}: not a directory`);
+  return ino;
+}
+
+/**
+ * Like ls: a directory lists its entries (name order), anything else lists itself. Symlinks
+ * on the way are followed inside the image; the last one is listed, not followed, unless the
+ * path ends with "/".
+ */
 export function listPath(reader: BlobReader, path: string): LsEntry[] {
-  const ino = reader.resolvePath(path);
-  if (ino === undefined) throw new Error(`${displayName(path)}: no such file or directory`);
+  const ino = resolveInImage(reader, path, false);
   const entry = (name: string, i: number): LsEntry => {
     const inode = reader.inode(i);
     return { name, ino: i, inode, target: inode.type === 'lnk' ? reader.readlink(i) : undefined };
@@ -322,15 +365,14 @@ export type FileContent =
 
 /**
  * Where the content of the regular file at `path` comes from: the blob (inline, empty) or the
- * first store holding its object. Symlinks are not followed; anything but a regular file is an error.
+ * first store holding its object. Symlinks are followed as in a chroot of the image (never out
+ * of it); anything but a regular file is an error.
  */
 export function locateContent(reader: BlobReader, path: string, stores: string[]): FileContent {
   const shown = displayName(path);
-  const ino = reader.resolvePath(path);
-  if (ino === undefined) throw new Error(`${shown}: no such file or directory`);
+  const ino = resolveInImage(reader, path, true);
   const inode = reader.inode(ino);
   if (inode.type === 'dir') throw new Error(`${shown}: is a directory`);
-  if (inode.type === 'lnk') throw new Error(`${shown}: is a symbolic link (not followed)`);
   if (inode.type !== 'reg') throw new Error(`${shown}: not a regular file`);
   if (inode.layout === Layout.NONE) return { kind: 'bytes', data: Buffer.alloc(0) };
   if (inode.layout === Layout.INLINE) return { kind: 'bytes', data: reader.readInline(ino) };
@@ -468,7 +510,7 @@ export function registerInspect(program: Command): void {
     .command('cat')
     .description('print the content of a regular file (inline, or its object from the first store that has it)')
     .argument('<blob>')
-    .argument('<path>', 'path inside the image (symlinks are not followed)')
+    .argument('<path>', 'path inside the image (symlinks followed as in a chroot of it)')
     .option('--store <dir>', 'object store (repeatable; searched in order)', collectStore, [])
     .action(async (blob: string, path: string, o: { store: string[] }) => {
       await catToStdout(blob, path, o.store);

@@ -217,6 +217,40 @@ test('ls: names, long format, single entry, errors', (t) => {
   t.is(displayName(bin('a\\b\x7f\xc3')), 'a\\\\b\\x7f\\xc3');
 });
 
+test('ls and cat resolve symlinks as in a chroot of the image: followed in the middle, never out of it', (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'cfs-chroot-'));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  const lnk = (target) => node(S.LNK | 0o777, { target, size: Buffer.byteLength(target) });
+  const text = (s) => node(S.REG | 0o644, { size: s.length, inline: Buffer.from(s) });
+  const tree = dir(0o755, {
+    usr: dir(0o755, { bin: dir(0o755, { sh: text('the shell\n') }), lib: dir(0o755, { 'os-release': text('NAME=test\n') }) }),
+    bin: lnk('usr/bin'),
+    etc: dir(0o755, { 'os-release': lnk('../usr/lib/os-release'), abs: lnk('/usr/bin/sh'), up: lnk('../../../../usr/bin/sh'), plain: text('plain\n') }),
+    loop: lnk('loop'),
+    ping: lnk('pong'),
+    pong: lnk('ping'),
+  });
+  const blob = path.join(d, 'c.ub');
+  fs.writeFileSync(blob, encodeBlob(tree));
+  const cat = (p) => cfs('cat', blob, p);
+  t.is(cat('/etc/os-release').out, 'NAME=test\n', 'a relative symlink, followed');
+  t.is(cat('etc/abs').out, 'the shell\n', 'an absolute target starts at the image root');
+  t.is(cat('/etc/up').out, 'the shell\n', '.. never leaves the image');
+  t.is(cat('/bin/sh').out, 'the shell\n', 'a symlink in the middle');
+  t.is(cat('/bin/../lib/os-release').out, 'NAME=test\n', '.. after a followed link is the target\'s parent (usr)');
+  t.is(cat('/bin/../etc/plain').err, 'cfs: /bin/../etc/plain: no such file or directory\n', 'not the link\'s own parent');
+  t.is(cat('/loop').err, 'cfs: /loop: too many levels of symbolic links\n');
+  t.is(cat('/ping').err, 'cfs: /ping: too many levels of symbolic links\n');
+  t.is(cat('/etc/plain/x').err, 'cfs: /etc/plain/x: not a directory\n');
+  t.is(cat('/bin').err, 'cfs: /bin: is a directory\n');
+  t.regex(cfs('ls', '-l', blob, '/bin').out, /^lrwxrwxrwx .* \/bin -> usr\/bin\n$/, 'the last link is listed, not followed');
+  t.is(cfs('ls', blob, '/bin/').out, 'sh\n', 'a trailing / follows it');
+  t.regex(cfs('ls', '-l', blob, '/bin/sh').out, /^-rw-r--r-- .* \/bin\/sh\n$/);
+  const notDir = cfs('ls', blob, '/etc/plain/');
+  t.is(notDir.code, 1);
+  t.is(notDir.err, 'cfs: /etc/plain/: not a directory\n');
+});
+
 test('cat: inline, external, store order, errors', async (t) => {
   const f = fixture(t);
   t.is(cfs('cat', f.blob, '/etc/hostname').out, 'unionblob\n');
@@ -236,7 +270,7 @@ test('cat: inline, external, store order, errors', async (t) => {
   t.is(noStore.code, 1);
   t.regex(noStore.err, /^cfs: \/bin\/ping: object [0-9a-f]{64} not found in any store\n$/);
   t.is(cfs('cat', f.blob, '/bin').err, 'cfs: /bin: is a directory\n');
-  t.is(cfs('cat', f.blob, '/etc/link', '--store', f.store).err, 'cfs: /etc/link: is a symbolic link (not followed)\n');
+  t.true(cfs('cat', f.blob, '/etc/link', '--store', f.store).stdout.equals(content(70000, 1)), 'a symlink is followed (inside the image)');
   t.is(cfs('cat', f.blob, '/dev/null').err, 'cfs: /dev/null: not a regular file\n');
   t.not(cfs('cat', f.blob, '/bin').code, 0);
   // Output through a closed pipe ends quietly.
