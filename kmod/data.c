@@ -100,31 +100,39 @@ const struct file_operations ubfs_inline_fops = {
  * Look the object up under each store in turn.  The walk is confined to the
  * store (LOOKUP_BENEATH) and follows no symlink at all, so a planted link
  * cannot send us out of the basedir.  A store where the name is missing, a
- * symlink or not a regular file is skipped.
+ * symlink or not a regular file is skipped; so is one whose lookup fails
+ * otherwise (EIO, EACCES): the object is named by its content, so any
+ * store's copy will do, as mergerfs moves on to the next branch.  The first
+ * such error is returned when no store has the object.
  */
 static int ubfs_find_object(struct ubfs_sb_info *sbi, const char *rel,
 			    struct path *path)
 {
 	unsigned int flags = LOOKUP_BENEATH | LOOKUP_NO_SYMLINKS |
 			     LOOKUP_NO_MAGICLINKS;
-	int err = -ENOENT;
+	int first_err = 0;
 	unsigned int i;
 
 	for (i = 0; i < sbi->nr_stores; i++) {
 		struct path *store = &sbi->stores[i];
+		int err;
 
+		if (fatal_signal_pending(current))
+			return -EINTR;
 		err = vfs_path_lookup(store->dentry, store->mnt, rel, flags, path);
 		if (err == -ENOENT || err == -ELOOP || err == -ENOTDIR ||
 		    err == -EXDEV)
 			continue;
-		if (err)
-			return err;
+		if (err) {
+			if (!first_err)
+				first_err = err;
+			continue;
+		}
 		if (d_is_reg(path->dentry))
 			return 0;
 		path_put(path);
-		err = -ENOENT;
 	}
-	return err;
+	return first_err ? first_err : -ENOENT;
 }
 
 static struct file *ubfs_open_real(struct file *file, const struct path *real,
