@@ -502,6 +502,9 @@ export function registerBuild(program: Command): void {
       } finally {
         progress.clear();
       }
+      if (summary.verityUnsupported) {
+        process.stderr.write(`cfs: warning: --verity: ${summary.verityUnsupported} objects are on a filesystem without fs-verity (or read-only): left without it\n`);
+      }
       // the blob's fs-verity digest: what cfs mount --digest / -o digest= pin
       if (o.json) process.stdout.write(JSON.stringify({ ...summary, out: path.resolve(o.output), digest: (await verityDigestOfFile(o.output)).toString('hex') }) + '\n');
     });

@@ -123,7 +123,9 @@ export async function rootDigests(roots: Root[], into: Set<string>): Promise<Unr
 }
 
 /** Remove unreferenced objects, dangling roots and stale temp files from every store. */
-export async function gcStores(opts: GcOptions): Promise<GcResult> {
+export async function gcStores(options: GcOptions): Promise<GcResult> {
+  // one store named twice (or by two paths) is one store: its objects and roots counted once
+  const opts = { ...options, stores: distinctPaths(options.stores) };
   if (opts.stores.length === 0) throw new Error('gc: at least one --store DIR is required');
   for (const s of opts.stores) if (!fs.statSync(s, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`gc: ${s}: no such store directory`);
   const lock = await lockStores(opts.stores, 'exclusive', { wait: opts.wait, onWait: opts.onWait });
@@ -212,4 +214,20 @@ export function registerGc(program: Command): void {
       }
       if (r.unreadable.length > 0) process.exitCode = 1;
     });
+}
+
+/** Paths in their order, each real path once. */
+function distinctPaths(paths: string[]): string[] {
+  const seen = new Set<string>();
+  return paths.filter((p) => {
+    let real: string;
+    try {
+      real = fs.realpathSync(p);
+    } catch {
+      real = path.resolve(p);
+    }
+    if (seen.has(real)) return false;
+    seen.add(real);
+    return true;
+  });
 }

@@ -16,6 +16,9 @@ import { verityDigestOfFile } from '../format/verity.js';
 
 /** Open a blob file; errors name the file ("x.ub: corrupt blob: ...", "x.ub: no such file"). */
 export function openBlobFile(blobPath: string): BlobReader {
+  // not opened unless a regular file: a FIFO would block the open, a directory says EISDIR
+  const st = fs.statSync(blobPath, { throwIfNoEntry: false });
+  if (st && !st.isFile()) throw Object.assign(new Error(`${blobPath}: not a regular file (a blob is a file)`), { code: 'EINVAL' });
   let src;
   try {
     src = sourceFromFile(blobPath);

@@ -389,7 +389,7 @@ function build(store, extra = []) {
   const out = path.join(tmpdir('blob'), 'image.ub');
   const r = cfs(['build', image, '-o', out, '--store', store, '--json', ...extra]);
   if (r.status !== 0) throw new Error(`cfs build failed: ${r.stderr}`);
-  return { out, summary: JSON.parse(r.stdout) };
+  return { out, summary: JSON.parse(r.stdout), stderr: r.stderr };
 }
 
 verityTest('cfs build --verity: objects get fs-verity on a verity store; fsck passes; a rebuild finds them', (t) => {
@@ -412,8 +412,9 @@ verityTest('cfs build --verity: objects get fs-verity on a verity store; fsck pa
 
 serial('cfs build --verity on a store without fs-verity: built, skipped and counted; no flag, no counts', (t) => {
   const store = path.join(mountTmpfs(t), 'store');
-  const { out, summary } = build(store, ['--verity']);
+  const { out, summary, stderr } = build(store, ['--verity']);
   t.like(summary, { objectsNew: IMAGE_OBJECTS, verityEnabled: 0, verityPresent: 0, verityUnsupported: IMAGE_OBJECTS });
+  t.is(stderr, `cfs: warning: --verity: ${IMAGE_OBJECTS} objects are on a filesystem without fs-verity (or read-only): left without it\n`, 'said, not only counted');
   for (const [file] of storeObjects(store)) t.is(fsverityMeasure(file), null);
   t.is(cfs(['fsck', out, '--store', store]).status, 0);
 

@@ -167,6 +167,17 @@ test('usage errors exit 2 with a cfs: line; -o naming a directory is refused bef
   const j = JSON.parse(cfs('build', debian('b'), '-o', path.join(dir, 'b2.ub'), '--store', store, '--json').out);
   t.is(j.out, path.join(dir, 'b2.ub'));
   t.is(j.digest, verityDigest(fs.readFileSync(path.join(dir, 'b2.ub'))).toString('hex'));
+  // a store named twice is one store (gc counted its objects and roots twice)
+  const once = cfs('gc', '--store', store, '--dry-run').out.trim().split('\n').at(-1);
+  t.is(cfs('gc', '--store', store, '--store', `${store}/`, '--dry-run').out.trim().split('\n').at(-1), once);
+  // a FIFO as the blob: one line, no hang (it blocked in open())
+  const fifo = path.join(dir, 'fifo.ub');
+  t.is(spawnSync('mkfifo', [fifo]).status, 0);
+  for (const cmd of ['info', 'ls', 'dump']) {
+    const r = spawnSync(process.execPath, [CFS, cmd, fifo], { encoding: 'utf8', timeout: 20_000 });
+    t.is(r.status, 1, `${cmd}: ${r.error?.message ?? r.stderr}`);
+    t.is(r.stderr, `cfs: ${fifo}: not a regular file (a blob is a file)\n`);
+  }
 });
 
 test('--version names the package and the blob format version that a built blob carries', (t) => {

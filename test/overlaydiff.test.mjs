@@ -177,7 +177,7 @@ test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of 
   const k = spawnSync(process.execPath, [CFS, 'build', '--from', wideBlob, upper, '-o', kept, '--store', cliStore, '--store', parentStore, '--no-root', '--verity', '--json'], { encoding: 'utf8' });
   t.is(k.status, 0, k.stderr);
   t.is(JSON.parse(k.stdout).parentObjectsMissing, 0, 'both stores given: nothing missing');
-  t.is(k.stderr, '');
+  t.notRegex(k.stderr, /parent's objects/);
   t.is(fs.readFileSync(kept).readUInt32LE(36), 4096, "the parent's inline threshold");
   t.true(openBlobFile(kept).readInline(openBlobFile(kept).resolvePath('/inline-100')).equals(Buffer.alloc(100, 'w')));
   t.is(JSON.parse(k.stdout).verityEnabled + JSON.parse(k.stdout).verityPresent + JSON.parse(k.stdout).verityUnsupported > 0, true, '--verity went over the objects');
