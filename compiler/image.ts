@@ -449,6 +449,20 @@ export interface OpenedImage extends LoadedImage {
   close(): void;
 }
 
+/**
+ * An image of one platform (a docker-archive, an OCI manifest without an index of platforms)
+ * says its platform in its config: a --platform it is not is an error, not a silent build of
+ * another architecture. A config that names no os/architecture is taken as it is.
+ */
+function checkConfigPlatform(img: LoadedImage, want: Platform, file: string): void {
+  const c = img.config;
+  if (typeof c?.os !== 'string' || typeof c?.architecture !== 'string') return;
+  // a config without a variant (most arm ones) is checked on os and architecture only
+  if (!platformMatches(c.variant === undefined ? { ...want, variant: undefined } : want, c)) {
+    throw new ImageError(`${file}: the image is ${formatPlatform(c)}, not ${formatPlatform(want)} (--platform)`);
+  }
+}
+
 /** Open an image: "PATH", "PATH:TAG" (OCI) or "PATH:REPO:TAG" (docker-archive). */
 export function loadImage(image: string, opts: LoadOptions = {}): OpenedImage {
   const want = opts.platform ? parsePlatform(opts.platform) : defaultPlatform();
@@ -457,6 +471,7 @@ export function loadImage(image: string, opts: LoadOptions = {}): OpenedImage {
   if (st.isDirectory()) {
     if (!fs.existsSync(path.join(file, 'oci-layout'))) throw new ImageError(`${file}: not an OCI layout (no oci-layout file)`);
     const img = loadOci(new DirContainer(file), 'oci-layout', file, ref, want);
+    if (opts.platform) checkConfigPlatform(img, want, file);
     return { ...img, close: () => {} };
   }
   const c = new TarContainer(file);
@@ -465,6 +480,7 @@ export function loadImage(image: string, opts: LoadOptions = {}): OpenedImage {
     if (c.size('manifest.json') !== undefined) img = loadDocker(c, file, ref);
     else if (c.size('oci-layout') !== undefined && c.size('index.json') !== undefined) img = loadOci(c, 'oci-archive', file, ref, want);
     else throw new ImageError(`${file}: neither a docker-archive (manifest.json) nor an oci-archive (oci-layout, index.json)`);
+    if (opts.platform) checkConfigPlatform(img, want, file);
     return { ...img, close: () => c.close() };
   } catch (err) {
     c.close();

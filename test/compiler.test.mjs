@@ -774,6 +774,12 @@ test('images: multi-platform indexes (nested) are resolved by --platform', async
   t.is(await arch('linux/arm/v7'), 'armv7');
   await t.throwsAsync(arch('linux/riscv64'), { message: /no image for platform linux\/riscv64 \(available: linux\/amd64, unknown\/unknown, linux\/arm64\/v8, linux\/arm\/v7, linux\/arm\/v6\)/ });
   await t.throwsAsync(arch('linux'), { message: /invalid platform/ });
+  // an image of one platform (no index of platforms) is checked against its config
+  const single = path.join(tmpdir(t), 'single');
+  fs.mkdirSync(single);
+  writeLayout(single, [tagged(putImage(single, [tar([file('arch', 'arm64')])], { platform: plat('linux', 'arm64') }), 'latest')]);
+  t.is(lookup((await buildTree({ image: single, platform: 'linux/arm64/v8' })).root, 'arch').inline.toString(), 'arm64');
+  await t.throwsAsync(buildTree({ image: single, platform: 'linux/amd64' }), { message: /the image is linux\/arm64, not linux\/amd64 \(--platform\)/ });
 });
 
 test('stores: objects already in any store are reused; new ones land in one store', async (t) => {
