@@ -1069,7 +1069,9 @@ test('cli: build --json prints a summary; stderr stays silent when it is not a t
   t.is(r.code, 0, r.stderr);
   t.is(r.stderr, '');
   const s = JSON.parse(r.stdout);
-  t.deepEqual(Object.keys(s).sort(), ['blobBytes', 'bytes', 'entries', 'inlineFiles', 'inodes', 'layers', 'objectsNew', 'objectsPresent', 'seconds'].sort());
+  t.deepEqual(Object.keys(s).sort(), ['blobBytes', 'bytes', 'digest', 'entries', 'inlineFiles', 'inodes', 'layers', 'objectsNew', 'objectsPresent', 'out', 'seconds'].sort());
+  t.is(s.out, path.join(d, 'x.ub'));
+  t.is(s.digest, verityDigest(fs.readFileSync(path.join(d, 'x.ub'))).toString('hex'), "the blob's fs-verity digest");
   t.is(s.objectsNew, 20);
   t.is(s.layers, 2);
   t.is(s.blobBytes, fs.statSync(path.join(d, 'x.ub')).size);
