@@ -22,6 +22,7 @@ import { childrenDeferred, lazyBlobOf, openLazyTree } from '../format/lazy.js';
 import { applyOverlayDiff } from './overlaydiff.js';
 import { addonBuilt, fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
 import { verityDigestOfFile } from '../format/verity.js';
+import { collectStores } from './options.js';
 
 export { applyLayerStream, newTree, LayerError } from './layers.js';
 export { loadImage } from './image.js';
@@ -460,10 +461,6 @@ function progressDisplay(): { onProgress?: (p: BuildProgress) => void; clear: ()
   };
 }
 
-function collectStores(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
 function parseThreshold(value: string): number {
   const n = /^[0-9]+$/.test(value) ? Number(value) : NaN;
   if (!(n <= MAX_INLINE_THRESHOLD)) throw new InvalidArgumentError(`expected an integer in 0..${MAX_INLINE_THRESHOLD}`);
@@ -474,7 +471,7 @@ export function registerBuild(program: Command): void {
   program
     .command('build')
     .description('compile a container image (docker-archive, oci-archive or OCI layout) into a blob and objects')
-    .argument('<image>', 'PATH, PATH:TAG (OCI) or PATH:REPO:TAG (docker-archive)')
+    .argument('<image>', 'PATH, PATH:TAG (OCI) or PATH:REPO:TAG (docker-archive); skopeo\'s oci:, oci-archive: and docker-archive: prefixes are accepted')
     .requiredOption('-o, --output <file>', 'blob to write')
     .option('--store <dir>', 'object store (repeatable; new objects go to the one with most free space)', collectStores)
     .option('--inline-threshold <n>', 'inline files of 1..N bytes into the blob (0..4096)', parseThreshold, DEFAULT_INLINE_THRESHOLD)

@@ -86,9 +86,4 @@ function versionLine(): string {
   return `cfs ${pkg.version} (blob format ${VERSION_MAJOR}.${VERSION_MINOR})`;
 }
 
-/** Repeatable option collector: `--store A --store B` -> ['A', 'B']. */
-export function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
 export { Option };

@@ -11,6 +11,9 @@
 // `mkfifo`, sockets from a python3 one-liner binding an AF_UNIX socket (skipped with a warning
 // when python3 is missing); these tools get an ASCII name in a staging directory inside DEST
 // and the result is renamed into place, so no argv ever has to carry a non-UTF-8 path.
+// Without root (as tar does for a user): files belong to the caller, device nodes and trusted.* /
+// security.* xattrs are skipped, each kind named in a warning; the rest is the image's. user.*
+// xattrs on other than files and directories cannot exist on Linux: skipped with a warning.
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -21,7 +24,8 @@ import type { BlobReader, Inode } from '../format/decode.js';
 import { Layout } from '../format/layout.js';
 import { nativeSetTimes } from '../mounter/addon.js';
 import { findObject } from './store.js';
-import { collectStore, displayName, withBlob } from './inspect.js';
+import { displayName, withBlob } from './inspect.js';
+import { checkStoresExist, collectStores } from './options.js';
 
 export interface ExtractOptions {
   /** Called for things that could not be restored but do not fail the extraction. */
@@ -40,6 +44,8 @@ export interface ExtractResult {
 interface Created {
   path: Buffer;
   inode: Inode;
+  /** The path in the image, for messages. */
+  displayPath: string;
 }
 
 /** Run a program; rejects with its stderr's first line. */
@@ -81,10 +87,36 @@ async function prepareDest(dest: string): Promise<{ abs: string; created: boolea
 /** After a failure: no half-written tree. DEST goes if we made it, else back to empty. */
 async function undoDest(dest: { abs: string; created: boolean }): Promise<void> {
   if (dest.created) {
-    await fsp.rm(dest.abs, { recursive: true, force: true });
+    removeTree(dest.abs);
     return;
   }
-  for (const name of await fsp.readdir(dest.abs)) await fsp.rm(path.join(dest.abs, name), { recursive: true, force: true });
+  for (const name of await fsp.readdir(dest.abs)) removeTree(path.join(dest.abs, name));
+}
+
+/**
+ * rm -rf that also works where step 2 already gave directories their image modes: without root,
+ * a 0555 directory's entries cannot be removed until it is made writable again. Synchronous:
+ * fs.promises.rm removes siblings in parallel and rejects at the first error while the others
+ * go on, so the retry would race with it.
+ */
+function removeTree(p: string): void {
+  try {
+    fs.rmSync(p, { recursive: true, force: true });
+    return;
+  } catch (err: any) {
+    if (err.code !== 'EACCES' && err.code !== 'EPERM') throw err;
+  }
+  const makeWritable = (dir: string): void => {
+    fs.chmodSync(dir, 0o700);
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) makeWritable(path.join(dir, e.name));
+  };
+  if (fs.lstatSync(p).isDirectory()) makeWritable(p);
+  fs.rmSync(p, { recursive: true, force: true });
+}
+
+/** Without root, xattrs of these namespaces cannot be set (trusted.*: CAP_SYS_ADMIN, security.capability: CAP_SETFCAP). */
+function needsPrivilege(name: string): boolean {
+  return name.startsWith('trusted.') || name.startsWith('security.');
 }
 
 /** Linux's PATH_MAX: longer paths cannot be given to a system call (Node has no openat). */
@@ -174,34 +206,44 @@ class Staging {
 
 let python3Missing = false;
 
-/** Create a device, fifo or socket at `target`. False when skipped (socket without python3). */
-async function makeSpecial(staging: Staging, target: Buffer, inode: Inode): Promise<boolean> {
+/**
+ * Create a device, fifo or socket at `target`. Returns why it was skipped (a socket without
+ * python3, a device node without root: mknod needs CAP_MKNOD), or null once it is there.
+ */
+async function makeSpecial(staging: Staging, target: Buffer, inode: Inode, isRoot: boolean): Promise<string | null> {
   const { dir, name, full } = await staging.newName();
   switch (inode.type) {
     case 'chr':
     case 'blk':
-      await run('mknod', [full, inode.type === 'chr' ? 'c' : 'b', String(inode.rdevMajor), String(inode.rdevMinor)]);
+      try {
+        await run('mknod', [full, inode.type === 'chr' ? 'c' : 'b', String(inode.rdevMajor), String(inode.rdevMinor)]);
+      } catch (err: any) {
+        if (isRoot || !/Operation not permitted/.test(err.message)) throw err;
+        return `${inode.type === 'chr' ? 'character' : 'block'} device skipped (not running as root)`;
+      }
       break;
     case 'fifo':
       await run('mkfifo', [full]);
       break;
     case 'sock':
-      if (python3Missing) return false;
+      if (python3Missing) return SOCKET_SKIPPED;
       try {
         // chdir + relative name: AF_UNIX paths are limited to 108 bytes.
         await run('python3', ['-c', 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])', name], { cwd: dir });
       } catch (err: any) {
         if (!/python3 not found/.test(err.message)) throw err;
         python3Missing = true;
-        return false;
+        return SOCKET_SKIPPED;
       }
       break;
     default:
       throw new Error(`unexpected ${inode.type}`);
   }
   await fsp.rename(full, target);
-  return true;
+  return null;
 }
+
+const SOCKET_SKIPPED = 'socket skipped (python3 not found)';
 
 async function writeRegular(reader: BlobReader, inode: Inode, target: Buffer, stores: string[], shown: string): Promise<number> {
   if (inode.layout !== Layout.EXTERNAL) {
@@ -248,7 +290,7 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
       const shown = displayName(entryPath);
       if (entryPath === '/') {
         dirPaths.set(ino, root);
-        created.set(ino, { path: root, inode });
+        created.set(ino, { path: root, inode, displayPath: entryPath });
         continue;
       }
       result.dirents++;
@@ -273,14 +315,16 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
         case 'lnk':
           await fsp.symlink(Buffer.from(reader.readlink(ino), 'latin1'), target);
           break;
-        default:
-          if (!(await makeSpecial(staging, target, inode))) {
-            warn(`${shown}: socket skipped (python3 not found)`);
+        default: {
+          const skipped = await makeSpecial(staging, target, inode, isRoot);
+          if (skipped !== null) {
+            warn(`${shown}: ${skipped}`);
             result.skipped.push(shown);
             continue;
           }
+        }
       }
-      created.set(ino, { path: target, inode });
+      created.set(ino, { path: target, inode, displayPath: entryPath });
     }
   } finally {
     await staging.remove();
@@ -301,9 +345,22 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
   }
 
   // 3. Xattrs, all in one setfattr run (-h: a symlink's own xattrs, never its target's).
+  let privileged = 0;
+  const settable = (c: Created): Map<string, Buffer> => {
+    const xattrs = reader.xattrs(c.inode.index);
+    const kept = new Map<string, Buffer>();
+    for (const [name, value] of xattrs) {
+      if (!isRoot && needsPrivilege(name)) privileged++;
+      // the kernel takes user.* on files and directories only (what the kernel module lists too)
+      else if (name.startsWith('user.') && c.inode.type !== 'reg' && c.inode.type !== 'dir') warn(`${displayName(c.displayPath)}: xattr ${name} not restored (user.* on a ${c.inode.type})`);
+      else kept.set(name, value);
+    }
+    return kept;
+  };
   const withXattrs = [...created.values()]
-    .map((c) => ({ path: c.path, xattrs: c.inode.xattrSet !== 0 ? reader.xattrs(c.inode.index) : new Map<string, Buffer>() }))
+    .map((c) => ({ path: c.path, xattrs: c.inode.xattrSet !== 0 ? settable(c) : new Map<string, Buffer>() }))
     .filter((f) => f.xattrs.size > 0);
+  if (privileged > 0) warn(`not running as root: ${privileged} trusted.* and security.* xattr${privileged === 1 ? '' : 's'} not restored`);
   if (withXattrs.length > 0) {
     try {
       await run('setfattr', ['-h', '--restore=-'], { input: restoreText(withXattrs) });
@@ -332,8 +389,9 @@ export function registerExtract(program: Command): void {
     .description('materialize the image tree of a blob into DEST (absent or empty): contents, owners, modes, times, xattrs')
     .argument('<blob>')
     .argument('<dest>')
-    .option('--store <dir>', 'object store (repeatable; searched in order)', collectStore, [])
+    .option('--store <dir>', 'object store (repeatable; searched in order)', collectStores, [])
     .action(async (blob: string, dest: string, o: { store: string[] }) => {
+      checkStoresExist(o.store);
       await extractBlob(blob, o.store, dest);
     });
 }

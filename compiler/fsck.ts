@@ -18,7 +18,8 @@ import { crc32c } from '../format/crc32c.js';
 import { Layout, SECTION_NAMES, SectionId } from '../format/layout.js';
 import { VerityHasher } from '../format/verity.js';
 import { findObject } from './store.js';
-import { collectStore, openBlobFile, writeStdout } from './inspect.js';
+import { openBlobFile, writeStdout } from './inspect.js';
+import { checkStoresExist, collectStores } from './options.js';
 
 export interface FsckOptions {
   stores: string[];
@@ -222,9 +223,10 @@ export function registerFsck(program: Command): void {
     .command('fsck')
     .description('check a blob (header, section CRCs, every inode and dirent) and its objects (present, size, fs-verity digest)')
     .argument('<blob>')
-    .option('--store <dir>', 'object store (repeatable; searched in order)', collectStore, [])
+    .option('--store <dir>', 'object store (repeatable; searched in order)', collectStores, [])
     .option('--no-content', 'check objects for presence and size only, without rehashing them')
     .action(async (blob: string, o: { store: string[]; content: boolean }) => {
+      checkStoresExist(o.store);
       const r = await fsckBlob(blob, { stores: o.store, content: o.content });
       if (o.store.length === 0 && r.objects > 0) process.stderr.write(`cfs: fsck: no --store given, ${plural(r.objects, 'object')} not checked\n`);
       for (const p of r.problems) await writeStdout(p + '\n');

@@ -27,7 +27,8 @@ import path from 'node:path';
 import type { Command } from 'commander';
 import { OBJECTS_DIR, isTempName } from './store.js';
 import { dropDeadRoots, lockStores, readRoots, type Root, type UnreadableRoot } from './roots.js';
-import { collectStore, withBlob, writeStdout } from './inspect.js';
+import { withBlob, writeStdout } from './inspect.js';
+import { collectStores } from './options.js';
 
 export interface GcOptions {
   stores: string[];
@@ -193,7 +194,7 @@ export function registerGc(program: Command): void {
     .description('delete the objects that no gc root of the stores (STORE/roots/: blobs cfs build and the ' +
       'snapshotter registered) and no listed blob references; drop roots whose blob is gone; remove stale temp files')
     .argument('[blobs...]', 'more blobs whose objects must be kept, besides the roots')
-    .option('--store <dir>', 'object store (repeatable)', collectStore, [])
+    .option('--store <dir>', 'object store (repeatable)', collectStores, [])
     .option('-n, --dry-run', 'list what would be removed, remove nothing')
     .option('--no-wait', 'fail at once instead of waiting while a build writes to a store')
     .option('--all-unreferenced', 'allow running with no blob and no live root: remove every object')

@@ -463,13 +463,40 @@ function checkConfigPlatform(img: LoadedImage, want: Platform, file: string): vo
   }
 }
 
-/** Open an image: "PATH", "PATH:TAG" (OCI) or "PATH:REPO:TAG" (docker-archive). */
+/** skopeo's and umoci's transport names for the three formats cfs reads. */
+const TRANSPORTS = ['oci', 'oci-archive', 'docker-archive'] as const;
+type Transport = (typeof TRANSPORTS)[number];
+
+/**
+ * "oci:PATH[:TAG]", "oci-archive:PATH[:TAG]", "docker-archive:PATH[:REPO:TAG]" (skopeo's image
+ * names): the transport, which must then match the format found, and the rest. A path that
+ * exists as written is a path, even if it starts with "oci:".
+ */
+export function splitTransport(image: string): { transport?: Transport; rest: string } {
+  const colon = image.indexOf(':');
+  const name = image.slice(0, colon);
+  if (colon <= 0 || !(TRANSPORTS as readonly string[]).includes(name) || fs.existsSync(image)) return { rest: image };
+  return { transport: name as Transport, rest: image.slice(colon + 1) };
+}
+
+const TRANSPORT_FORMAT: Record<Transport, string> = { oci: 'an OCI layout', 'oci-archive': 'an oci-archive', 'docker-archive': 'a docker-archive' };
+
+function checkTransport(transport: Transport | undefined, found: Transport, file: string): void {
+  if (transport !== undefined && transport !== found) throw new ImageError(`${file}: is ${TRANSPORT_FORMAT[found]}, not ${TRANSPORT_FORMAT[transport]} (${transport}:)`);
+}
+
+/**
+ * Open an image: "PATH", "PATH:TAG" (OCI) or "PATH:REPO:TAG" (docker-archive), optionally
+ * prefixed by its transport as skopeo names it ("oci:", "oci-archive:", "docker-archive:").
+ */
 export function loadImage(image: string, opts: LoadOptions = {}): OpenedImage {
   const want = opts.platform ? parsePlatform(opts.platform) : defaultPlatform();
-  const { file, ref } = splitImageRef(image);
+  const { transport, rest } = splitTransport(image);
+  const { file, ref } = splitImageRef(rest);
   const st = fs.statSync(file);
   if (st.isDirectory()) {
     if (!fs.existsSync(path.join(file, 'oci-layout'))) throw new ImageError(`${file}: not an OCI layout (no oci-layout file)`);
+    checkTransport(transport, 'oci', file);
     const img = loadOci(new DirContainer(file), 'oci-layout', file, ref, want);
     if (opts.platform) checkConfigPlatform(img, want, file);
     return { ...img, close: () => {} };
@@ -477,9 +504,13 @@ export function loadImage(image: string, opts: LoadOptions = {}): OpenedImage {
   const c = new TarContainer(file);
   try {
     let img: LoadedImage;
-    if (c.size('manifest.json') !== undefined) img = loadDocker(c, file, ref);
-    else if (c.size('oci-layout') !== undefined && c.size('index.json') !== undefined) img = loadOci(c, 'oci-archive', file, ref, want);
-    else throw new ImageError(`${file}: neither a docker-archive (manifest.json) nor an oci-archive (oci-layout, index.json)`);
+    if (c.size('manifest.json') !== undefined) {
+      checkTransport(transport, 'docker-archive', file);
+      img = loadDocker(c, file, ref);
+    } else if (c.size('oci-layout') !== undefined && c.size('index.json') !== undefined) {
+      checkTransport(transport, 'oci-archive', file);
+      img = loadOci(c, 'oci-archive', file, ref, want);
+    } else throw new ImageError(`${file}: neither a docker-archive (manifest.json) nor an oci-archive (oci-layout, index.json)`);
     if (opts.platform) checkConfigPlatform(img, want, file);
     return { ...img, close: () => c.close() };
   } catch (err) {

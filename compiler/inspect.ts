@@ -9,6 +9,7 @@ import { escapeBytes, dumpBlob } from '../format/dump.js';
 import { Layout, SECTION_NAMES, SectionId } from '../format/layout.js';
 import type { FileType } from '../format/tree.js';
 import { findObject } from './store.js';
+import { checkStoresExist, collectStores } from './options.js';
 import { verityDigestOfFile } from '../format/verity.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -118,11 +119,6 @@ export function guardStdout(): void {
 export async function writeStdout(data: string | Buffer): Promise<void> {
   guardStdout();
   if (!process.stdout.write(data)) await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
-}
-
-/** `--store DIR` repeatable collector. */
-export function collectStore(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
 }
 
 const FILE_TYPES: readonly FileType[] = ['reg', 'dir', 'lnk', 'chr', 'blk', 'fifo', 'sock'];
@@ -514,8 +510,9 @@ export function registerInspect(program: Command): void {
     .description('print the content of a regular file (inline, or its object from the first store that has it)')
     .argument('<blob>')
     .argument('<path>', 'path inside the image (symlinks followed as in a chroot of it)')
-    .option('--store <dir>', 'object store (repeatable; searched in order)', collectStore, [])
+    .option('--store <dir>', 'object store (repeatable; searched in order)', collectStores, [])
     .action(async (blob: string, path: string, o: { store: string[] }) => {
+      checkStoresExist(o.store);
       await catToStdout(blob, path, o.store);
     });
 

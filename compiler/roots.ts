@@ -19,6 +19,7 @@ import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { makeDirs } from './mkdirs.js';
 import { isTempName, TEMP_PREFIX } from './store.js';
 
 export const ROOTS_DIR = 'roots';
@@ -130,7 +131,7 @@ async function lockStore(store: string, mode: LockMode, opts: LockOptions): Prom
   const file = path.join(store, LOCK_FILE);
   let waited = false;
   for (;;) {
-    fs.mkdirSync(store, { recursive: true });
+    makeDirs(store);
     const fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_CREAT, 0o644);
     try {
       if (!(await flockFd(fd, mode, false))) {

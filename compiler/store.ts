@@ -16,6 +16,7 @@ import { Worker } from 'node:worker_threads';
 import type { BatchMessage, ControlMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
 import { verityDigest, verityDigestOfFile } from '../format/verity.js';
 import { addonBuilt, nativeVerityDigest } from '../mounter/addon.js';
+import { makeDirs } from './mkdirs.js';
 
 export const OBJECTS_DIR = 'objects';
 export const TEMP_PREFIX = '.tmp-';
@@ -374,7 +375,7 @@ export class StoreWriter {
     this.tmpfile = opts.tmpfile ?? true;
     this.writerBehindBatches = opts.writerBehindBatches ?? WRITER_BEHIND_BATCHES;
     for (const s of this.stores) {
-      fs.mkdirSync(path.join(s, OBJECTS_DIR), { recursive: true });
+      makeDirs(path.join(s, OBJECTS_DIR));
       cleanStaleTemps(s);
     }
     this.freeBytes = this.stores.map(freeSpace);

@@ -23,6 +23,7 @@ import { Option, type Command } from 'commander';
 import { openBlob, sourceFromFile, BlobError } from '../format/decode.js';
 import { verityDigestOfFile } from '../format/verity.js';
 import { lockFile } from '../compiler/roots.js';
+import { checkDirectory as checkDirectoryOr, collectStores } from '../compiler/options.js';
 import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, mountAttrFromFlags } from './addon.js';
 import { isMountPoint, isUnionblobType, mountsAt, readMountinfo } from './mountinfo.js';
 import {
@@ -127,13 +128,7 @@ function checkOptionSafe(what: string, p: string): void {
 }
 
 function checkDirectory(what: string, p: string): void {
-  let st;
-  try {
-    st = statSync(p);
-  } catch (err: any) {
-    throw new MountError(`${what} ${p}: ${err.code === 'ENOENT' ? 'no such directory' : err.message}`);
-  }
-  if (!st.isDirectory()) throw new MountError(`${what} ${p}: not a directory`);
+  checkDirectoryOr(what, p, (message) => new MountError(message));
 }
 
 /** Refuses a bad blob with one clear line before anything is mounted. */
@@ -626,10 +621,6 @@ export function installHelper(dest = '/sbin/mount.unionblob'): string {
 // ---------------------------------------------------------------------------------------------
 // CLI
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
-
 function stderrLog(line: string): void {
   process.stderr.write(`cfs: ${line}\n`);
 }
@@ -640,7 +631,7 @@ export function registerMount(program: Command): void {
     .description('mount a blob read-only (kernel module or FUSE), or writable with an overlayfs upper')
     .argument('<blob>', 'the metadata blob (cfs build -o)')
     .argument('<target>', 'directory to mount on')
-    .option('--store <dir>', 'object store; repeat (or A:B) to search several in order', collect, [])
+    .option('--store <dir>', 'object store; repeat (or A:B) to search several in order', collectStores, [])
     .option('--upper <dir>', 'overlayfs upper directory: makes the mount writable')
     .option('--work <dir>', 'overlayfs work directory (same filesystem as --upper)')
     .addOption(new Option('--backend <name>', 'kernel module, FUSE, or whichever is available').choices(BACKENDS).default('auto'))

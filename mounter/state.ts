@@ -16,9 +16,10 @@
 // $TMPDIR/unionblob-UID where no runtime directory is set; either must be a private directory
 // of that user (another user could otherwise plant states and pid files for it to act on).
 import { createHash } from 'node:crypto';
-import { lstatSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { lstatSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { makeDirs } from '../compiler/mkdirs.js';
 
 export type Backend = 'kernel' | 'fuse';
 
@@ -82,10 +83,10 @@ export function lowerPath(key: string): string {
 
 export function ensureRunDirs(): void {
   const dir = runDir();
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  makeDirs(dir, 0o700);
   if (!isRoot()) checkPrivate(dir);
-  mkdirSync(path.join(dir, 'mounts'), { recursive: true, mode: 0o700 });
-  mkdirSync(path.join(dir, 'lower'), { recursive: true, mode: 0o700 });
+  makeDirs(path.join(dir, 'mounts'), 0o700);
+  makeDirs(path.join(dir, 'lower'), 0o700);
 }
 
 /** A non-root user's state directory must be its own, a real directory, closed to others. */

@@ -1,10 +1,8 @@
 // The `cfs snapshotter` command. Kept apart from server.ts so that every other `cfs` command
 // starts without loading gRPC and protobufjs (hundreds of milliseconds on a slow machine).
 import type { Command } from 'commander';
+import { collectStores } from '../compiler/options.js';
 
-function collect(value: string, previous: string[] = []): string[] {
-  return [...previous, value];
-}
 
 export function registerSnapshotter(program: Command): void {
   program
@@ -12,7 +10,7 @@ export function registerSnapshotter(program: Command): void {
     .description('serve the containerd snapshots API (proxy plugin): image chains as unionblob blobs')
     .requiredOption('--root <dir>', 'state directory (metadata.db, snapshots/, mounts/)')
     .requiredOption('--address <sock>', 'unix socket to listen on')
-    .option('--store <dir>', 'object store, shared with cfs build (repeatable; default ROOT/store)', collect, [])
+    .option('--store <dir>', 'object store, shared with cfs build (repeatable, or A:B; default ROOT/store)', collectStores, [])
     .option('--containerd-address <sock>', "containerd's gRPC socket: enables the fast path (layers read from its content store)")
     .option('--containerd-root <dir>', "containerd's root directory: the fast path reads layer blobs straight from its content store's files (else through --containerd-address)")
     .option('--backend <b>', 'auto | kernel | fuse', 'auto')

@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { makeDirs } from '../compiler/mkdirs.js';
 import { ContentClient } from './content.js';
 import { SnapshotError } from './db.js';
 import { loadApi, lookup } from './proto.js';
@@ -110,7 +111,7 @@ export async function serve(opts: ServeOptions): Promise<RunningServer> {
   });
 
   const sock = path.resolve(opts.address);
-  fs.mkdirSync(path.dirname(sock), { recursive: true });
+  makeDirs(path.dirname(sock));
   fs.rmSync(sock, { force: true });
   await new Promise<void>((resolve, reject) => {
     server.bindAsync(`unix://${sock}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve()));

@@ -42,6 +42,7 @@ import { referencedDigests, rootDigests } from '../compiler/gc.js';
 import { openBlobFile } from '../compiler/inspect.js';
 import { LayerFileReader, LayerReading, layerTar, parseDigest, type LayerDigestCheck } from '../compiler/layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, applyLayerStream, newTree } from '../compiler/layers.js';
+import { makeDirs } from '../compiler/mkdirs.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
 import { ROOTS_DIR, addRoot, fsyncDir, lockStores, readRoots, removeRoot, type StoreLock } from '../compiler/roots.js';
 import { StoreWriter, objectPath, syncStores } from '../compiler/store.js';
@@ -215,9 +216,9 @@ export class Snapshotter {
   constructor(opts: SnapshotterOptions) {
     this.root = path.resolve(opts.root);
     this.log = opts.log ?? (() => {});
-    for (const d of ['snapshots', 'mounts', 'tmp', 'journal']) fs.mkdirSync(path.join(this.root, d), { recursive: true, mode: 0o700 });
+    for (const d of ['snapshots', 'mounts', 'tmp', 'journal']) makeDirs(path.join(this.root, d), 0o700);
     this.stores = (opts.stores && opts.stores.length > 0 ? opts.stores : [path.join(this.root, 'store')]).map((s) => path.resolve(s));
-    for (const s of this.stores) fs.mkdirSync(s, { recursive: true });
+    for (const s of this.stores) makeDirs(s);
     this.db = new MetaStore(path.join(this.root, 'metadata.db'));
     this.backend = chooseBackend(opts.backend ?? 'auto', (l) => this.log(`mount backend: ${l}`));
     this.content = opts.contentClient ?? null;

@@ -289,6 +289,30 @@ test('cat: inline, external, store order, errors', async (t) => {
   t.is(head.stdout.trim(), '0', head.stderr);
 });
 
+test('stores: A:B is two stores in order; a store that is not a directory is one line for cat, fsck and extract (gc: below); one that cannot be made is one line for build', (t) => {
+  const f = fixture(t);
+  const empty = path.join(f.dir, 'empty-store');
+  fs.mkdirSync(empty);
+  t.true(cfs('cat', f.blob, '/bin/ping', '--store', `${empty}:${f.store}`).stdout.equals(content(5000, 2)));
+  t.is(cfs('fsck', f.blob, '--store', `${empty}:${f.store}`).code, 0);
+  const missing = path.join(f.dir, 'typo');
+  for (const args of [['cat', f.blob, '/bin/ping'], ['fsck', f.blob], ['extract', f.blob, path.join(f.dir, 'out')]]) {
+    const r = cfs(...args, '--store', f.store, '--store', missing);
+    t.is(r.code, 1, args[0]);
+    t.is(r.err, `cfs: store ${missing}: no such directory\n`, args[0]);
+  }
+  t.false(fs.existsSync(path.join(f.dir, 'out')));
+  t.is(cfs('fsck', f.blob, '--store', f.blob).err, `cfs: store ${f.blob}: not a directory\n`);
+  // Node's recursive mkdir loops forever where the parent refuses new entries with ENOENT
+  const image = path.join(f.dir, 'image');
+  fs.mkdirSync(image);
+  fs.writeFileSync(path.join(image, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}');
+  const proc = spawnSync(process.execPath, [CFS, 'build', image, '-o', path.join(f.dir, 'x.ub'), '--store', '/proc/unionblob-no-such'], { encoding: 'utf8', timeout: 20000 });
+  t.is(proc.signal, null, 'no hang');
+  t.is(proc.status, 1);
+  t.is(proc.stderr, "cfs: ENOENT: no such file or directory, mkdir '/proc/unionblob-no-such'\n");
+});
+
 test('dump: text is dumpBlob, --json is one stable object per dirent', (t) => {
   const f = fixture(t);
   const text = cfs('dump', f.blob);
@@ -388,6 +412,56 @@ test('extract: the tree comes back with types, modes, owners, contents, devices,
   if (facl.error === undefined) t.regex(facl.stdout, /^user:1000:r--$/m);
   const cap = spawnSync('getcap', [path.join(dest, 'bin/ping')], { encoding: 'utf8' });
   if (cap.error === undefined) t.regex(cap.stdout, /cap_net_raw[=+]ep/);
+});
+
+test('extract without root: owners, device nodes and privileged xattrs are skipped with warnings, the rest is the image; a failure leaves nothing', (t) => {
+  const f = fixture(t);
+  fs.chmodSync(f.dir, 0o755);
+  const out = path.join(f.dir, 'user');
+  fs.mkdirSync(out, { mode: 0o777 });
+  fs.chmodSync(out, 0o777);
+  const asNobody = (...args) => spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CFS, ...args], { encoding: 'utf8' });
+  const r = asNobody('extract', f.blob, '--store', f.store, path.join(out, 'tree'));
+  t.is(r.status, 0, r.stderr);
+  t.is(r.stderr, [
+    'cfs: warning: /dev/big: character device skipped (not running as root)',
+    'cfs: warning: /dev/loop0: block device skipped (not running as root)',
+    'cfs: warning: /dev/null: character device skipped (not running as root)',
+    'cfs: warning: not running as root: file owners not restored',
+    'cfs: warning: not running as root: 4 trusted.* and security.* xattrs not restored',
+  ].join('\n') + '\n');
+  // The tree as the image has it, but for what a user cannot make.
+  const dev = f.tree.children.get('dev').children;
+  for (const name of ['big', 'loop0', 'null']) dev.delete(name);
+  if (!hasPython) dev.delete('sock');
+  const strip = (n) => {
+    n.uid = 65534;
+    n.gid = 65534;
+    n.xattrs = new Map([...(n.xattrs ?? new Map())].filter(([k]) => !k.startsWith('trusted.') && !k.startsWith('security.')));
+    for (const c of n.children?.values() ?? []) strip(c);
+  };
+  strip(f.tree);
+  compareTree(t, f.tree, path.join(out, 'tree'));
+  // A failure once directories have their image modes (0555 here): nothing is left behind.
+  const { tree, objects } = makeTree();
+  tree.children.get('bin').mode = S.DIR | 0o555;
+  tree.children.get('etc').children.set('user-on-fifo', node(S.FIFO | 0o644, { xattrs: new Map([['user.x', Buffer.from('1')]]) }));
+  const blob2 = path.join(f.dir, 'ro.ub');
+  fs.writeFileSync(blob2, encodeBlob(tree, { inlineThreshold: 64 }));
+  fs.chmodSync(blob2, 0o644);
+  const bad = asNobody('extract', blob2, '--store', f.store, path.join(out, 'ro'));
+  t.is(bad.status, 0, bad.stderr);
+  t.regex(bad.stderr, /^cfs: warning: \/etc\/user-on-fifo: xattr user\.x not restored \(user\.\* on a fifo\)$/m);
+  // An ACL the kernel refuses fails step 3, after bin/ got its image mode 0555: undone all the same.
+  tree.children.get('etc').children.get('acl').xattrs = new Map([['system.posix_acl_access', Buffer.from('not an acl')]]);
+  const blob3 = path.join(f.dir, 'bad-acl.ub');
+  fs.writeFileSync(blob3, encodeBlob(tree, { inlineThreshold: 64 }));
+  fs.chmodSync(blob3, 0o644);
+  const gone = asNobody('extract', blob3, '--store', f.store, path.join(out, 'undone'));
+  t.is(gone.status, 1);
+  t.regex(gone.stderr, /^cfs: setting xattrs: setfattr failed: setfattr: .*\/undone\/etc\/acl: /m);
+  t.false(fs.existsSync(path.join(out, 'undone')));
+  t.is(objects.size, f.objects.size);
 });
 
 test('extract via the CLI: DEST must be empty, objects must exist', (t) => {

@@ -733,6 +733,19 @@ test('images: tags in OCI layouts and docker archives, paths containing ":"', as
   t.is(await which(`${docker}:debian:12`), 'deb');
   t.is(await which(`${docker}:localhost:5000/x/y`), 'reg');
   await t.throwsAsync(which(docker), { message: /several images.*docker\.io\/library\/debian:12/ });
+
+  // skopeo's transport prefixes name the format, which must be the one found
+  t.is(await which(`oci:${layout}:v:b`), 'b');
+  t.is(await which(`docker-archive:${docker}:debian:12`), 'deb');
+  await t.throwsAsync(which(`oci-archive:${layout}:a`), { message: /is an OCI layout, not an oci-archive \(oci-archive:\)/ });
+  await t.throwsAsync(which(`oci:${docker}:debian:12`), { message: /is a docker-archive, not an OCI layout \(oci:\)/ });
+  // ...and a path that exists as written is a path
+  const named = path.join(d, 'oci:dir');
+  fs.mkdirSync(named);
+  writeLayout(named, [putImage(named, [tar([file('which', 'named')])])]);
+  const run = spawnSync(process.execPath, [path.join(ROOT, 'bin/cfs'), 'build', 'oci:dir', '-o', 'named.ub', '--store', 'store', '--no-root'], { cwd: d, encoding: 'utf8' });
+  t.is(run.status, 0, run.stderr);
+  t.is(execFileSync(process.execPath, [path.join(ROOT, 'bin/cfs'), 'cat', 'named.ub', '/which'], { cwd: d, encoding: 'utf8' }), 'named');
 });
 
 test('images: docker-archive members that are symlinks or hardlinks (docker save dedup) are followed', async (t) => {
