@@ -87,31 +87,34 @@ async function prepareDest(dest: string): Promise<{ abs: string; created: boolea
 /** After a failure: no half-written tree. DEST goes if we made it, else back to empty. */
 async function undoDest(dest: { abs: string; created: boolean }): Promise<void> {
   if (dest.created) {
-    removeTree(dest.abs);
+    await removeTree(dest.abs);
     return;
   }
-  for (const name of await fsp.readdir(dest.abs)) removeTree(path.join(dest.abs, name));
+  for (const name of await fsp.readdir(dest.abs)) await removeTree(path.join(dest.abs, name));
 }
 
 /**
  * rm -rf that also works where step 2 already gave directories their image modes: without root,
- * a 0555 directory's entries cannot be removed until it is made writable again. Synchronous:
- * fs.promises.rm removes siblings in parallel and rejects at the first error while the others
- * go on, so the retry would race with it.
+ * a 0555 directory's entries cannot be removed until it is made writable again, so every
+ * directory is made writable first (iteratively: a tree can be ~2,000 levels deep), then removed.
+ * Not a retry after a failed rm: fs.promises.rm removes siblings in parallel and rejects at the
+ * first error while the others go on, so a retry would race with it.
  */
-function removeTree(p: string): void {
-  try {
-    fs.rmSync(p, { recursive: true, force: true });
-    return;
-  } catch (err: any) {
-    if (err.code !== 'EACCES' && err.code !== 'EPERM') throw err;
+async function removeTree(p: string): Promise<void> {
+  if (process.getuid?.() !== 0) {
+    const dirs = [p];
+    while (dirs.length > 0) {
+      const dir = dirs.pop()!;
+      try {
+        if (!(await fsp.lstat(dir)).isDirectory()) continue;
+        await fsp.chmod(dir, 0o700);
+        for (const e of await fsp.readdir(dir, { withFileTypes: true })) if (e.isDirectory()) dirs.push(path.join(dir, e.name));
+      } catch (err: any) {
+        if (err.code !== 'ENOENT') throw err;
+      }
+    }
   }
-  const makeWritable = (dir: string): void => {
-    fs.chmodSync(dir, 0o700);
-    for (const e of fs.readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) makeWritable(path.join(dir, e.name));
-  };
-  if (fs.lstatSync(p).isDirectory()) makeWritable(p);
-  fs.rmSync(p, { recursive: true, force: true });
+  await fsp.rm(p, { recursive: true, force: true });
 }
 
 /** Without root, xattrs of these namespaces cannot be set (trusted.*: CAP_SYS_ADMIN, security.capability: CAP_SETFCAP). */

@@ -6,7 +6,13 @@
 // is re-read. Overlayfs conventions:
 // - a character device 0/0 is a whiteout: the name (and its subtree) disappears;
 // - a directory with xattr trusted.overlay.opaque=y hides everything the parent had below it;
-// - other trusted.overlay.* xattrs are overlayfs bookkeeping, never image content.
+// - other trusted.overlay.* xattrs are overlayfs bookkeeping, never image content, except the
+//   escaped trusted.overlay.overlay.X, which is the image's own trusted.overlay.X (nested overlays);
+// - what an upper cannot say on its own is refused, never guessed: a renamed directory
+//   (redirect_dir: trusted.overlay.redirect), a file whose data stayed below (metacopy), a file
+//   hardlinked from outside the upper (index=on keeps a link under the workdir), the user.overlay.*
+//   bookkeeping of a userxattr mount. Every writable mount we make pins these features off
+//   (OVERLAY_MOUNT_OPTIONS in mounter/mount.ts), whatever the kernel's defaults.
 // Everything else in the upper replaces what the parent had under that name (directories are
 // merged: their metadata comes from the upper, their children from both). Hardlinks inside the
 // upper stay hardlinks (one TreeNode). With `whiteouts: false` the upper is taken literally
@@ -20,9 +26,20 @@ import {
 } from '../format/tree.js';
 import { MEMORY_OBJECT_LIMIT, hashBuffer, type StoreWriter } from './store.js';
 import { verityDigestOfFile } from '../format/verity.js';
+import { displayName } from './inspect.js';
 
 export const OPAQUE_XATTR = 'trusted.overlay.opaque';
 const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
+/** An image's own trusted.overlay.X, escaped by the overlay that wrote the upper. */
+const ESCAPED_XATTR_PREFIX = 'trusted.overlay.overlay.';
+/** Features that put part of the merged view outside the upper: refused (see the header). */
+const UNREADABLE_XATTRS = new Map([
+  ['trusted.overlay.redirect', 'a renamed directory (overlay redirect_dir=on)'],
+  ['trusted.overlay.metacopy', 'a metadata-only copy-up (overlay metacopy=on)'],
+]);
+/** What a userxattr (unprivileged) overlay writes instead of trusted.overlay.*. */
+const USER_OVERLAY_XATTRS = new Set(['opaque', 'redirect', 'metacopy', 'origin', 'impure', 'nlink', 'upper', 'uuid', 'whiteout', 'whiteouts'].map((n) => `user.overlay.${n}`));
+
 
 export interface OverlayDiffOptions {
   /** Regular files of 1..inlineThreshold bytes are inlined. */
@@ -132,15 +149,28 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
   const stats: OverlayDiffStats = { entries: 0, whiteouts: 0, opaques: 0, files: 0, fileBytes: 0, diskBytes: 0, inodes: 0 };
   const xattrs = await readXattrs(upperDir);
   const seen = new Map<string, TreeNode>(); // dev:ino -> node, for hardlinks and disk usage
+  const linksSeen = new Map<string, { names: number; nlink: bigint; rel: string }>(); // dev:ino of non-directories with nlink > 1
   const base = Buffer.from(upperDir.replace(/\/+$/, ''));
+  const shownPath = (rel: string): string => displayName(`${base.toString('latin1')}${rel === '' ? '' : '/'}${rel}`);
 
   const xattrsOf = (rel: string): Map<string, Buffer> => {
     const all = xattrs.get(rel);
     const out = new Map<string, Buffer>();
     if (!all) return out;
-    for (const name of [...all.keys()].sort()) {
-      if (!name.startsWith(OVERLAY_XATTR_PREFIX)) out.set(name, all.get(name)!);
+    const names = [...all.keys()];
+    if (whiteouts) {
+      for (const name of names) {
+        const what = UNREADABLE_XATTRS.get(name) ?? (USER_OVERLAY_XATTRS.has(name) ? `${name}: the upper of an overlay mounted with userxattr` : undefined);
+        if (what !== undefined) throw new Error(`${shownPath(rel)}: ${what}: cannot be compiled from the upper alone`);
+      }
     }
+    const kept: [string, Buffer][] = [];
+    for (const name of names) {
+      if (!name.startsWith(OVERLAY_XATTR_PREFIX)) kept.push([name, all.get(name)!]);
+      else if (whiteouts && name.startsWith(ESCAPED_XATTR_PREFIX)) kept.push([OVERLAY_XATTR_PREFIX + name.slice(ESCAPED_XATTR_PREFIX.length), all.get(name)!]);
+    }
+    kept.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+    for (const [name, value] of kept) out.set(name, value);
     return out;
   };
 
@@ -189,6 +219,11 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
         continue;
       }
       // Non-directories: a new inode, unless it is a hardlink to one already seen in the upper.
+      if (st.nlink > 1n) {
+        const links = linksSeen.get(inoKey);
+        if (links) links.names++;
+        else linksSeen.set(inoKey, { names: 1, nlink: st.nlink, rel: childRel });
+      }
       const linked = st.nlink > 1n ? seen.get(inoKey) : undefined;
       if (linked) {
         dirNode.children!.set(name, linked);
@@ -227,10 +262,25 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
 
   const rootSt = fs.lstatSync(base, { bigint: true });
   if (!rootSt.isDirectory()) throw new Error(`${upperDir}: not a directory`);
+  // trusted.* xattrs are invisible without CAP_SYS_ADMIN: opaque directories would read as plain ones
+  if (whiteouts && !hasCapSysAdmin()) throw new Error(`${upperDir}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others`);
   const rootOpaque = whiteouts && xattrs.get('')?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
   if (rootOpaque) tree.children = new Map();
   metadata(tree, rootSt, '');
   tree.mode = S_IFDIR | (tree.mode & 0o7777);
   await visitDir(tree, base, '');
+  if (whiteouts) {
+    for (const links of linksSeen.values()) {
+      if (BigInt(links.names) < links.nlink) {
+        throw new Error(`${shownPath(links.rel)}: has ${links.nlink} links, ${links.names} in the upper (hardlinked from outside it, as overlay index=on does): cannot be compiled from the upper alone`);
+      }
+    }
+  }
   return stats;
+}
+
+/** CAP_SYS_ADMIN (bit 21) in this process's effective set, from /proc/self/status. */
+function hasCapSysAdmin(): boolean {
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'latin1'));
+  return m !== null && (BigInt('0x' + m[1]) & (1n << 21n)) !== 0n;
 }

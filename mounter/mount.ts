@@ -325,11 +325,20 @@ function mountKernelWithMount8(req: MountRequest, at: string, flags: string[]): 
 }
 
 /**
+ * Options for every overlay whose upper may be compiled with applyOverlayDiff: the features
+ * compiler/overlaydiff.ts refuses, off whatever the kernel's module defaults
+ * (CONFIG_OVERLAY_FS_REDIRECT_DIR, _INDEX, _METACOPY). containerd's overlay snapshotter pins
+ * index=off the same way.
+ */
+export const OVERLAY_MOUNT_OPTIONS: readonly string[] = ['index=off', 'redirect_dir=off', 'metacopy=off'];
+
+/**
  * The overlay's source is the blob, so the mount table (and `mount -a`, matching fstab lines
  * by source and target) says what is mounted there.
  */
 function mountOverlay(blob: string, lower: string, upper: string, work: string, target: string, flags: string[]): void {
-  const opts = [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...flags];
+  // an upper that `cfs build --from` can compile: no redirects, metacopy or index links (compiler/overlaydiff.ts)
+  const opts = [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...OVERLAY_MOUNT_OPTIONS, ...flags];
   const r = run('mount', ['-i', '-t', 'overlay', '-o', opts.join(','), blob, target]);
   if (!r.ok) throw new MountError(`overlay mount on ${target} failed: ${r.stderr || 'mount failed'}`);
 }

@@ -46,7 +46,7 @@ import { makeDirs } from '../compiler/mkdirs.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
 import { ROOTS_DIR, addRoot, fsyncDir, lockStores, readRoots, removeRoot, type StoreLock } from '../compiler/roots.js';
 import { StoreWriter, objectPath, syncStores } from '../compiler/store.js';
-import { chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
+import { OVERLAY_MOUNT_OPTIONS, chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
 import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
@@ -202,6 +202,10 @@ export class Snapshotter {
   private readonly liveJournals = new Set<string>();
   /** Compiles started by Prepare for extraction snapshots, by snapshot id (see compileAhead). */
   private readonly ahead = new Map<number, Promise<AheadResult | null>>();
+  /** Names in tmp/ of snapshot directories createUnlocked is preparing: Cleanup leaves them. */
+  private readonly creating = new Set<string>();
+  /** Mount points being unmounted: createUnlocked does not put a child on them. */
+  private readonly unmounting = new Set<string>();
   /** Directories trash() is deleting in the background. */
   private readonly trashing = new Set<Promise<void>>();
   private readonly compileAheadOn: boolean;
@@ -317,7 +321,8 @@ export class Snapshotter {
       return [{ type: 'bind', source: src, options: ['ro', 'rbind'] }];
     }
     if (row.parentId === null) return [{ type: 'bind', source: this.upper(row.id), options: ['rw', 'rbind'] }];
-    const options = [`workdir=${this.work(row.id)}`, `upperdir=${this.upper(row.id)}`, `lowerdir=${this.mountPoint(row.parentId)}`];
+    // features that would put part of a Commit's diff outside the upper, off (compiler/overlaydiff.ts)
+    const options = [`workdir=${this.work(row.id)}`, `upperdir=${this.upper(row.id)}`, `lowerdir=${this.mountPoint(row.parentId)}`, ...OVERLAY_MOUNT_OPTIONS];
     // containerd applies a layer straight into an overlay's upperdir when it can find that
     // option, and then fails on a hardlink whose target is in a lower layer (its own overlayfs
     // snapshotter too). For layer extraction we hand the options over as ONE string (the kernel
@@ -329,11 +334,90 @@ export class Snapshotter {
   // ------------------------------------------------------------------------------- Prepare / View
 
   prepare(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    return this.lock.run(() => this.create(Kind.ACTIVE, key, parent, storedLabels(labels)));
+    return this.createOrQueue(Kind.ACTIVE, key, parent, storedLabels(labels));
   }
 
   view(key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
-    return this.lock.run(() => this.create(Kind.VIEW, key, parent, storedLabels(labels)));
+    return this.createOrQueue(Kind.VIEW, key, parent, storedLabels(labels));
+  }
+
+  /**
+   * A container's snapshot (or a view) on an image whose blob is mounted needs nothing the call
+   * lock guards: it is created at once, so a container start does not wait behind another
+   * image's layer being compiled (seconds). Everything else, and this too when its parent is not
+   * mounted or being unmounted, queues for the lock.
+   */
+  private async createOrQueue(kind: KindValue, key: string, parent: string, labels: Record<string, string>): Promise<Mount[]> {
+    const quick = await this.createUnlocked(kind, key, parent, labels);
+    return quick ?? this.lock.run(() => this.create(kind, key, parent, labels));
+  }
+
+  /** What createOrQueue creates without the lock; null when the call must queue for it instead. */
+  private async createUnlocked(kind: KindValue, key: string, parent: string, labels: Record<string, string>): Promise<Mount[] | null> {
+    if (!key || !parent || isExtractKey(key) || (kind === Kind.ACTIVE && labels[LABEL_SNAPSHOT_REF] && this.content)) return null;
+    const p = this.db.get(parent);
+    const parentUsable = (): boolean => {
+      const now = this.db.get(parent);
+      return now !== undefined && p !== undefined && now.id === p.id && now.kind === Kind.COMMITTED &&
+        !this.unmounting.has(this.mountPoint(p.id)) && isMountPoint(this.mountPoint(p.id));
+    };
+    if (!parentUsable() || this.db.get(key)) return null;
+    checkLabels(labels);
+    let tmp: string | null = null;
+    if (kind === Kind.ACTIVE) {
+      tmp = this.tmpPath('new');
+      this.creating.add(path.basename(tmp));
+      try {
+        await fsp.mkdir(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
+        await fsp.mkdir(path.join(tmp, 'work'), { mode: 0o700 });
+        copyRootMetadata(this.rootOf(p!), path.join(tmp, 'fs'));
+      } catch {
+        await this.dropCreating(tmp);
+        return null; // the parent went meanwhile, or worse: the locked path says what
+      }
+    }
+    // From here to the insert nothing awaits: the checks and the row are one step for every
+    // other call (a Remove of the parent, an unmount deciding no open child needs it).
+    if (!parentUsable() || this.db.get(key)) {
+      if (tmp) await this.dropCreating(tmp);
+      return null;
+    }
+    let id: number;
+    try {
+      id = this.insertWithDir(kind, key, p!, labels, tmp);
+    } finally {
+      if (tmp) this.creating.delete(path.basename(tmp));
+    }
+    if (tmp) this.counters.upperDirs++;
+    this.log(`${kind === Kind.ACTIVE ? 'prepare' : 'view'} ${key} (id ${id}) on ${parent} (parent mounted: no lock)`);
+    return this.mountsOf(this.db.byId(id)!);
+  }
+
+  private async dropCreating(tmp: string): Promise<void> {
+    await fsp.rm(tmp, { recursive: true, force: true });
+    this.creating.delete(path.basename(tmp));
+  }
+
+  /**
+   * The row and, for a snapshot with a directory (tmp: prepared in tmp/), its directory under
+   * the row's id, in one transaction; the directory is durable before the row is (after a power
+   * cut, no active row without its upper). tmp is removed if the insert fails.
+   */
+  private insertWithDir(kind: KindValue, key: string, p: SnapshotRow | null, labels: Record<string, string>, tmp: string | null): number {
+    try {
+      return this.db.tx(() => {
+        const newId = this.db.insert(key, p?.id ?? null, kind, labels);
+        if (tmp) {
+          fs.rmSync(this.dir(newId), { recursive: true, force: true }); // an orphan of a rolled-back insert
+          fs.renameSync(tmp, this.dir(newId));
+          fsyncDir(path.dirname(this.dir(newId)));
+        }
+        return newId;
+      });
+    } catch (err) {
+      if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+      throw err;
+    }
   }
 
   private parentRow(parent: string): SnapshotRow | null {
@@ -372,22 +456,7 @@ export class Snapshotter {
         copyRootMetadata(this.rootOf(p), path.join(tmp, 'fs'));
       }
     }
-    let id: number;
-    try {
-      id = this.db.tx(() => {
-        const newId = this.db.insert(key, p?.id ?? null, kind, labels);
-        if (needsDir) {
-          fs.rmSync(this.dir(newId), { recursive: true, force: true }); // an orphan of a rolled-back insert
-          fs.renameSync(tmp, this.dir(newId));
-          // durable before the row is: after a power cut, no active row without its upper
-          fsyncDir(path.dirname(this.dir(newId)));
-        }
-        return newId;
-      });
-    } catch (err) {
-      await fsp.rm(tmp, { recursive: true, force: true });
-      throw err;
-    }
+    const id = this.insertWithDir(kind, key, p, labels, needsDir ? tmp : null);
     if (needsDir && kind === Kind.ACTIVE) this.counters.upperDirs++;
     const chain = kind === Kind.ACTIVE && this.content && this.compileAheadOn ? extractChain(key) : null;
     if (chain) {
@@ -1125,6 +1194,7 @@ export class Snapshotter {
       }
     }
     for (const name of await fsp.readdir(path.join(this.root, 'tmp'))) {
+      if (this.creating.has(name)) continue; // a snapshot directory being prepared without the lock
       // a Remove killed before its transaction committed: the row is still there, so is its directory
       const removed = /^rm-(\d+)-/.exec(name);
       const row = removed ? rows.get(removed[1]) : undefined;
@@ -1139,10 +1209,10 @@ export class Snapshotter {
 
   /** Unmount every blob mount that no active or view snapshot needs. */
   private async sweepMounts(): Promise<void> {
-    const needed = new Set<string>();
-    for (const r of this.db.all()) if (r.kind !== Kind.COMMITTED && r.parentId !== null) needed.add(String(r.parentId));
     for (const name of await fsp.readdir(path.join(this.root, 'mounts'))) {
-      if (!needed.has(name)) await this.unmountPath(path.join(this.root, 'mounts', name));
+      // asked again right before each unmount (no await between): a child created meanwhile without the lock keeps it
+      const needed = /^\d+$/.test(name) && this.db.openChildren(Number(name)) > 0;
+      if (!needed) await this.unmountPath(path.join(this.root, 'mounts', name));
     }
   }
 
@@ -1265,16 +1335,23 @@ export class Snapshotter {
     await this.unmountPath(this.mountPoint(id));
   }
 
+  /**
+   * Marks `at` as going before its first await: a caller that found no open child of the mount
+   * and calls this in the same step cannot have createUnlocked put one on it meanwhile.
+   */
   private async unmountPath(at: string): Promise<void> {
     if (!fs.existsSync(at)) return;
-    if (isMountPoint(at, readMountinfo())) {
-      await umountTarget(at, { log: (l) => this.log(l) });
-      this.log(`unmounted ${at}`);
-    }
+    this.unmounting.add(at);
     try {
+      if (isMountPoint(at, readMountinfo())) {
+        await umountTarget(at, { log: (l) => this.log(l) });
+        this.log(`unmounted ${at}`);
+      }
       await fsp.rmdir(at);
     } catch (err: any) {
       if (err.code !== 'ENOENT') this.log(`cannot remove ${at}: ${err.message}`);
+    } finally {
+      this.unmounting.delete(at);
     }
   }
 }

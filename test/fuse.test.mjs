@@ -1001,7 +1001,14 @@ serial('an object changed after an earlier open: verity=require checks the new f
     fs.renameSync(forged, objectOf('f0'));
     dropPages('f0');
     t.is(errnoOf(() => fs.readFileSync(file('f0'))), 'EIO', 'a replaced object was served unchecked');
-    // f3's descriptor is the cached one: its object truncated in place must not shrink the file
+    // f3's descriptor is the cached one: its object changed in place (same size, same inode)
+    // is hashed again since its ctime moved, not served from the descriptor checked before
+    const fd3 = fs.openSync(objectOf('f3'), 'r+');
+    fs.writeSync(fd3, Buffer.from('XXXX'), 0, 4, 10);
+    fs.closeSync(fd3);
+    dropPages('f3');
+    t.is(errnoOf(() => fs.readFileSync(file('f3'))), 'EIO', 'an object changed in place was served unchecked');
+    // ...and truncated in place it must not shrink the file
     fs.truncateSync(objectOf('f3'), 50);
     dropPages('f3');
     t.is(errnoOf(() => fs.readFileSync(file('f3'))), 'EIO', 'a truncated object was served short');
@@ -1017,6 +1024,65 @@ serial('an object changed after an earlier open: verity=require checks the new f
     t.true(fs.readFileSync(file('f1')).equals(contents.get('f1')), 'a sound object still reads');
   } finally {
     t.is(sh('umount', [mnt]).status, 0);
+  }
+});
+
+// Opens FILE (expecting an error) while watching NODE with inotify: did anything open NODE?
+const OPENED_PY = String.raw`
+import ctypes, os, select, sys
+libc = ctypes.CDLL(None, use_errno=True)
+ifd = libc.inotify_init1(os.O_NONBLOCK)
+if ifd < 0 or libc.inotify_add_watch(ifd, sys.argv[2].encode(), 0x20) < 0:
+    print('ERR inotify ' + os.strerror(ctypes.get_errno())); sys.exit(0)
+try:
+    open(sys.argv[1], 'rb').read()
+    result = 'read'
+except OSError as e:
+    result = os.strerror(e.errno)
+r, _, _ = select.select([ifd], [], [], 0.5)
+print(result + (' opened' if r else ' not-opened'))
+`;
+
+for (const cache of FUSE_CACHES) serial(`an inode naming an object of another size is EIO, the inode sharing it reads; a device node in a store is never opened; names over 255 bytes (cache=${cache})`, (t) => {
+  const store = path.join(S.work, `store-liar-${cache}`);
+  fs.rmSync(store, { recursive: true, force: true });
+  fs.mkdirSync(store);
+  const good = crypto.randomBytes(100_000);
+  const root = newDir(0o755);
+  root.children.set('good', reg(good, 0o644, {}, store));
+  // a corrupt blob: the same digest, one byte less (the kernel would read past its end)
+  root.children.set('liar', meta(S_IFREG | 0o644, { size: good.length - 1, digest: verityDigest(good) }));
+  const devContent = crypto.randomBytes(9000);
+  root.children.set('dev', reg(devContent, 0o644, {}, store));
+  root.children.set('tiny', reg('ten bytes!'));
+  const blob = path.join(S.work, `liar-${cache}.ub`);
+  fs.writeFileSync(blob, encodeBlob(root));
+  const devObject = objectFile([store], verityDigest(devContent).toString('hex'));
+  fs.rmSync(devObject);
+  t.is(sh('mknod', [devObject, 'c', '1', '3']).status, 0);
+  for (const order of [['good', 'liar'], ['liar', 'good']]) {
+    const mnt = mkTarget(`liar-${cache}-${order[0]}`);
+    const r = sh(SERVER, [blob, mnt, '-o', `basedir=${store},cache=${cache},passthrough_min=4096`]);
+    t.is(r.status, 0, r.stderr);
+    try {
+      for (const name of order) {
+        if (name === 'good') t.true(fs.readFileSync(path.join(mnt, 'good')).equals(good), `${order}: good reads`);
+        else {
+          // cat's big reads (Node's readFileSync stops at the stat size) would get the object's bytes past the inode's end
+          const cat = sh('cat', [path.join(mnt, 'liar')], { encoding: 'buffer' });
+          t.is(cat.status, 1, `${order}: liar read ${cat.stdout.length} bytes`);
+          t.regex(cat.stderr.toString(), /Input\/output error/);
+        }
+      }
+      t.true(fs.readFileSync(path.join(mnt, 'good')).equals(good), 'good still reads: the failure was the inode\'s, not the object\'s');
+      t.is(py(OPENED_PY, [path.join(mnt, 'dev'), devObject]).trim(), 'Input/output error not-opened');
+      t.is(errnoOf(() => fs.statSync(path.join(mnt, 'n'.repeat(300)))), 'ENAMETOOLONG');
+      // st_blocks as ext4 and the kernel module count them: whole 4 KiB blocks
+      t.is(fs.statSync(path.join(mnt, 'good')).blocks, 25 * 8);
+      t.is(fs.statSync(path.join(mnt, 'tiny')).blocks, 8);
+    } finally {
+      t.is(sh('umount', [mnt]).status, 0);
+    }
   }
 });
 

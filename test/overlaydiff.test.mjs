@@ -191,3 +191,90 @@ test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of 
     t.false(fs.existsSync(bad));
   }
 });
+
+/** A tiny parent: a directory to rename, a file to chmod, a hardlink pair (plain lower directory). */
+function makeSmallLower(dir) {
+  file(`${dir}/mvsrc/one`, big('1', 3000));
+  file(`${dir}/meta`, big('m', 10000));
+  file(`${dir}/hl1`, big('h', 2000));
+  fs.linkSync(`${dir}/hl1`, `${dir}/hl2`);
+}
+
+/** The lower directory as a first layer's blob (taken literally). */
+async function lowerTree(lower, store, d) {
+  const blob = path.join(d, 'small-parent.ub');
+  await compile(newTree(), lower, store, false, blob);
+  return { blob };
+}
+
+/** Mount a writable overlay with `options` on `lower`, run `ops` in it, unmount; returns the upper. */
+function overlayUpper(d, name, lower, options, ops) {
+  const [upper, work, merged] = ['upper', 'work', 'merged'].map((n) => path.join(d, `${name}-${n}`));
+  for (const p of [upper, work, merged]) fs.mkdirSync(p);
+  sh('mount', ['-t', 'overlay', 'overlay', '-o', [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...options].join(','), merged]);
+  try {
+    ops(merged);
+  } finally {
+    spawnSync('umount', [merged]);
+  }
+  return upper;
+}
+
+async function diffError(t, lower, store, upper) {
+  const tree = decodeTree(openBlobFile((await lowerTree(lower, store, path.dirname(upper))).blob));
+  const err = await t.throwsAsync(applyOverlayDiff(tree, upper, { store: null, inlineThreshold: 64, whiteouts: true }));
+  return err.message;
+}
+
+test('applyOverlayDiff refuses what an upper cannot say alone (redirect_dir, metacopy, index links, userxattr), unescapes nested trusted.overlay.*, and needs CAP_SYS_ADMIN', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-ovlfeat-'));
+  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  const lower = path.join(d, 'lower');
+  const store = path.join(d, 'store');
+  makeSmallLower(lower);
+  // the real kernel's overlay with each feature on, doing what makes it write outside the upper
+  const redirect = overlayUpper(d, 'redirect', lower, ['redirect_dir=on'], (m) => fs.renameSync(`${m}/mvsrc`, `${m}/mvdst`));
+  t.regex(await diffError(t, lower, store, redirect), /\/mvdst: a renamed directory \(overlay redirect_dir=on\): cannot be compiled from the upper alone$/);
+  const metacopy = overlayUpper(d, 'metacopy', lower, ['redirect_dir=on', 'metacopy=on'], (m) => fs.chmodSync(`${m}/meta`, 0o600));
+  t.regex(await diffError(t, lower, store, metacopy), /\/meta: a metadata-only copy-up \(overlay metacopy=on\)/);
+  const index = overlayUpper(d, 'index', lower, ['index=on'], (m) => fs.appendFileSync(`${m}/hl1`, 'more'));
+  t.regex(await diffError(t, lower, store, index), /\/hl1: has 2 links, 1 in the upper \(hardlinked from outside it, as overlay index=on does\)/);
+  // the same operations with the features off: compiled, and equal to what the overlay showed
+  const plain = overlayUpper(d, 'plain', lower, ['index=off', 'redirect_dir=off', 'metacopy=off'], (m) => {
+    fs.chmodSync(`${m}/meta`, 0o600);
+    fs.appendFileSync(`${m}/hl1`, 'more');
+    t.throws(() => fs.renameSync(`${m}/mvsrc`, `${m}/mvdst`), { code: 'EXDEV' });
+  });
+  const tree = decodeTree(openBlobFile((await lowerTree(lower, store, d)).blob));
+  await applyOverlayDiff(tree, plain, { store: null, inlineThreshold: 64, whiteouts: true });
+  t.is(tree.children.get('meta').mode & 0o7777, 0o600);
+  t.true(tree.children.get('meta').digest.equals(verityDigest(big('m', 10000))), 'a chmod keeps the content');
+  t.is(tree.children.get('hl1').size, 2004);
+
+  // userxattr bookkeeping; an escaped trusted.overlay.X is the image's own trusted.overlay.X
+  const userx = path.join(d, 'userx');
+  fs.mkdirSync(`${userx}/mvsrc`, { recursive: true });
+  sh('setfattr', ['-n', 'user.overlay.opaque', '-v', 'y', `${userx}/mvsrc`]);
+  t.regex(await diffError(t, lower, store, userx), /\/mvsrc: user\.overlay\.opaque: the upper of an overlay mounted with userxattr/);
+  const escaped = path.join(d, 'escaped');
+  fs.mkdirSync(`${escaped}/nested`, { recursive: true });
+  sh('setfattr', ['-n', 'trusted.overlay.overlay.opaque', '-v', 'y', `${escaped}/nested`]);
+  sh('setfattr', ['-n', 'trusted.overlay.overlay.foo', '-v', 'bar', `${escaped}/nested`]);
+  const t2 = decodeTree(openBlobFile((await lowerTree(lower, store, d)).blob));
+  await applyOverlayDiff(t2, escaped, { store: null, inlineThreshold: 64, whiteouts: true });
+  t.deepEqual([...t2.children.get('nested').xattrs].map(([k, v]) => [k, v.toString()]), [['trusted.overlay.foo', 'bar'], ['trusted.overlay.opaque', 'y']]);
+  t.true(t2.children.get('mvsrc').children.has('one'), 'an escaped opaque does not make the directory opaque');
+
+  // without CAP_SYS_ADMIN trusted.* is invisible (an opaque directory would read as a plain one)
+  for (const p of [d, lower, store]) fs.chmodSync(p, 0o755);
+  const parent = (await lowerTree(lower, store, d)).blob;
+  fs.chmodSync(parent, 0o644);
+  const out = path.join(d, 'user-out');
+  fs.mkdirSync(out, { mode: 0o777 });
+  fs.chmodSync(out, 0o777);
+  const r = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CFS, 'build', '--from', parent, plain,
+    '-o', path.join(out, 'x.ub'), '--store', path.join(out, 'store'), '--no-root'], { encoding: 'utf8' });
+  t.is(r.status, 1);
+  t.is(r.stderr, `cfs: ${plain}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others\n`);
+  t.false(fs.existsSync(path.join(out, 'x.ub')));
+});

@@ -176,6 +176,8 @@ test.serial('1.6: import, snapshots ls/tree/mounts/usage, run, container view eq
   for (let i = 0; i < 200 && !writtenLine(path.join(rootfs, 'written-by-test')); i++) await sleep(100);
   const mounts = await e16.ctr(['snapshots', ...SN, 'mounts', '/mnt', uniq('c2')]);
   t.regex(mounts, /mount -t overlay overlay \/mnt -o .*upperdir=.*lowerdir=[^:,\s]*\/mounts\/\d+(,|\s|$)/);
+  // whatever the kernel's defaults, nothing a Commit could not read from the upper alone
+  t.regex(mounts, /-o \S*index=off,redirect_dir=off,metacopy=off/);
   const got = await treeManifest(rootfs);
   got.entries.delete('written-by-test');
   const ref = await treeManifest(REF_A);
@@ -645,6 +647,67 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/snapshots')), []);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/tmp')), []);
   } finally {
+    client.close();
+    await running.stop();
+    for (const m of mountsUnder(dir).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test.serial('a container Prepare or View on a mounted image answers while another call holds the lock (a Commit waiting for the stores)', async (t) => {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadApi, lookup } = await import('../dist/snapshotter/proto.js');
+  const { serve } = await import('../dist/snapshotter/server.js');
+  const dir = fs.mkdtempSync('/tmp/ubsn-nolock-');
+  const logged = [];
+  const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: (l) => logged.push(l) });
+  const Snapshots = lookup(loadApi().snapshots, 'containerd.services.snapshots.v1.Snapshots');
+  const client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
+  const call = (m, req) => new Promise((resolve) => client[m](req, (err, res) => resolve(err ? { code: err.code, message: err.details } : { res })));
+  const within = (p, ms) => Promise.race([p, sleep(ms).then(() => 'still waiting')]);
+  let gc = null;
+  try {
+    const base = (await call('Prepare', { key: 'ns/1/a', parent: '' })).res.mounts[0].source;
+    fs.writeFileSync(path.join(base, 'hello'), 'hello from the image\n'.repeat(10));
+    t.truthy((await call('Commit', { name: 'ns/2/image', key: 'ns/1/a' })).res);
+    // the first container mounts the image's blob (through the lock: it was not mounted)
+    t.is((await call('Prepare', { key: 'ns/3/c1', parent: 'ns/2/image' })).res.mounts[0].type, 'overlay');
+    const layer = (await call('Prepare', { key: 'ns/4/layer', parent: 'ns/2/image' })).res.mounts[0];
+    const upper = layer.options.find((o) => o.startsWith('upperdir=')).slice('upperdir='.length);
+    fs.writeFileSync(path.join(upper, 'new'), 'a layer\'s file\n'.repeat(10));
+    // a gc holds the stores: the Commit waits for them, holding the call lock
+    gc = fs.openSync(path.join(dir, 'root/store/.lock'), 'r');
+    t.is(spawnSync('flock', ['-x', '3'], { stdio: ['ignore', 'ignore', 'inherit', gc] }).status, 0);
+    let committed = false;
+    const commit = call('Commit', { name: 'ns/5/lc', key: 'ns/4/layer' }).then((r) => { committed = true; return r; });
+    for (let i = 0; i < 100 && !logged.some((l) => /waiting for the gc/.test(l)); i++) await sleep(50);
+    t.false(committed);
+    // ...while a container of the mounted image starts, and a view of it is taken
+    const c2 = await within(call('Prepare', { key: 'ns/6/c2', parent: 'ns/2/image' }), 5000);
+    t.not(c2, 'still waiting', 'Prepare waited behind the Commit');
+    t.is(c2.res.mounts[0].type, 'overlay');
+    const v = await within(call('View', { key: 'ns/7/v', parent: 'ns/2/image' }), 5000);
+    t.not(v, 'still waiting', 'View waited behind the Commit');
+    t.is(fs.readFileSync(path.join(v.res.mounts[0].source, 'hello'), 'utf8'), 'hello from the image\n'.repeat(10));
+    t.false(committed, 'the Commit still waits for the stores');
+    // the snapshot made without the lock is whole: its upper is where its mounts say, with the image's root metadata
+    const c2upper = c2.res.mounts[0].options.find((o) => o.startsWith('upperdir=')).slice('upperdir='.length);
+    t.true(fs.statSync(c2upper).isDirectory());
+    const rootOf = (p) => { const st = fs.statSync(p); return [st.mode & 0o7777, st.uid, st.gid, st.mtimeMs]; };
+    t.deepEqual(rootOf(c2upper), rootOf(v.res.mounts[0].source));
+    fs.closeSync(gc);
+    gc = null;
+    t.truthy((await commit).res);
+    t.is((await call('Prepare', { key: 'ns/6/c2', parent: 'ns/2/image' })).code, grpc.status.ALREADY_EXISTS);
+    // Cleanup (it unmounts what no open snapshot needs) keeps the image mounted for c1, c2 and v
+    t.truthy((await call('Cleanup', {})).res);
+    t.is(fs.readFileSync(path.join(v.res.mounts[0].source, 'hello'), 'utf8'), 'hello from the image\n'.repeat(10));
+    for (const key of ['ns/7/v', 'ns/6/c2', 'ns/3/c1', 'ns/5/lc', 'ns/2/image']) t.truthy((await call('Remove', { key })).res, key);
+    t.truthy((await call('Cleanup', {})).res);
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/snapshots')), []);
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/mounts')), []);
+  } finally {
+    if (gc !== null) fs.closeSync(gc);
     client.close();
     await running.stop();
     for (const m of mountsUnder(dir).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);

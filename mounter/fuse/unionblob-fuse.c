@@ -128,6 +128,7 @@ struct ubfs {
 struct backing {
 	int id;
 	unsigned int refs;
+	u64 size;	/* cache=auto: the pinned object's size, checked against each inode opening it */
 };
 
 static pthread_mutex_t backing_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -301,7 +302,8 @@ static void fill_stat(const struct ub_inode_info *ii, struct stat *st)
 	st->st_gid = ii->gid;
 	st->st_size = (off_t)ii->size;
 	st->st_blksize = UB_BLOCK_SIZE;
-	st->st_blocks = (blkcnt_t)((ii->size + 511) / 512);
+	/* as the kernel module and ext4 count them: whole 4 KiB blocks, in 512-byte units */
+	st->st_blocks = (blkcnt_t)(((ii->size >> UB_BLOCK_SIZE_LOG2) + !!(ii->size & (UB_BLOCK_SIZE - 1))) << (UB_BLOCK_SIZE_LOG2 - 9));
 	if (ub_inode_is_dev(ii))
 		st->st_rdev = makedev(ub_inode_rdev_major(ii), ub_inode_rdev_minor(ii));
 	st->st_mtim.tv_sec = ii->mtime_sec;
@@ -322,12 +324,11 @@ static void fill_entry(struct ubfs *fs, const struct ub_inode_info *ii, struct f
 
 /* ---- objects ----------------------------------------------------------- */
 
-static int openat_beneath(int dirfd, const char *path)
+static int openat_beneath_flags(int dirfd, const char *path, u64 flags)
 {
 	static int have_openat2 = 1;
 	struct open_how how = {
-		/* O_NONBLOCK: a FIFO planted in the store must not hold a thread in open() */
-		.flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME | O_NONBLOCK,
+		.flags = flags,
 		.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
 	};
 	int fd;
@@ -344,9 +345,41 @@ static int openat_beneath(int dirfd, const char *path)
 		__atomic_store_n(&have_openat2, 0, __ATOMIC_RELAXED);
 	}
 	/* Old kernels: only the last component is protected from symlinks. */
-	fd = openat(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME | O_NONBLOCK);
+	fd = openat(dirfd, path, (int)flags);
+	if (fd < 0 && errno == EPERM && (flags & O_NOATIME))
+		fd = openat(dirfd, path, (int)(flags & ~(u64)O_NOATIME));
+	return fd;
+}
+
+/*
+ * Opens a regular file beneath dirfd for reading; -1 with errno (ENODEV: something other
+ * than a regular file is there). Whatever is planted in a store, only regular files are ever opened: the
+ * name is resolved with O_PATH (which opens nothing) and checked first, then reopened through
+ * /proc/self/fd, so no device's open routine runs (a watchdog, a tape, a tty taking the
+ * server as its session). O_NONBLOCK and O_NOCTTY cover the fallback without /proc.
+ */
+static int openat_beneath(int dirfd, const char *path)
+{
+	const u64 rd = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME | O_NONBLOCK | O_NOCTTY;
+	char proc[32];
+	struct stat st;
+	int pfd, fd;
+
+	pfd = openat_beneath_flags(dirfd, path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (pfd < 0)
+		return -1;
+	if (fstat(pfd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(pfd);
+		errno = ENODEV;
+		return -1;
+	}
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pfd);
+	fd = open(proc, (int)(rd & ~(u64)O_NOFOLLOW));
 	if (fd < 0 && errno == EPERM)
-		fd = openat(dirfd, path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+		fd = open(proc, (int)(rd & ~(u64)(O_NOFOLLOW | O_NOATIME)));
+	if (fd < 0 && (errno == ENOENT || errno == ENOTDIR))	/* no /proc */
+		fd = openat_beneath_flags(dirfd, path, rd);
+	close(pfd);
 	return fd;
 }
 
@@ -417,8 +450,10 @@ static int check_verity(struct ubfs *fs, const struct ub_inode_info *ii, int fd,
 	if (fs->verity == VERITY_OFF || verity_checked(fs, ii->payload, st))
 		return 0;
 	r = verity_measure_fd(fd, got);
-	if (r == 0 && fs->verity == VERITY_TRY)
+	if (r == 0 && fs->verity == VERITY_TRY) {
+		verity_remember(fs, ii->payload, st);	/* until it changes: not measured per READ */
 		return 0;	/* no fs-verity on this file: try accepts it */
+	}
 	if (r == 0)
 		r = verity_digest_fd(fd, got) == 0 ? 1 : -EIO;
 	if (r < 0) {
@@ -450,15 +485,11 @@ static int open_backing(struct ubfs *fs, const struct ub_inode_info *ii)
 	fd = open_object(fs, digest, &store);
 	if (fd < 0) {
 		fs_log("inode %" PRIu64 ": object %s: %s", ub_inode_st_ino(ii), hex,
-		       fd == -ENOENT ? "missing from every store" : strerror(-fd));
+		       fd == -ENOENT ? "missing from every store" :
+		       fd == -ENODEV ? "not a regular file in any store" : strerror(-fd));
 		return -EIO;
 	}
-	/* A truncated object would read as zeros from the kernel's cache: refuse it. */
-	if (fstat(fd, &st) < 0)
-		st.st_size = -1;
-	if ((u64)st.st_size != ii->size) {
-		fs_log("inode %" PRIu64 ": object %s in %s: size %lld, expected %" PRIu64,
-		       ub_inode_st_ino(ii), hex, store, (long long)st.st_size, ii->size);
+	if (fstat(fd, &st) < 0) {
 		close(fd);
 		return -EIO;
 	}
@@ -476,8 +507,40 @@ static int open_backing(struct ubfs *fs, const struct ub_inode_info *ii)
 	return fd;
 }
 
-/* The open object of an external file, referenced (objcache_put); fd or -errno. */
-static int object_fd(struct ubfs *fs, const struct ub_inode_info *ii)
+/*
+ * Whether the open object fd can serve inode ii: its size must be the inode's (a blob whose
+ * inode names an object of another size is corrupt; an object truncated in place would read
+ * as zeros from the kernel's cache, a passthrough file past the inode's end), and with --verity
+ * it must still be the file last found good (a changed inode or ctime is hashed again). Per
+ * inode and per use, not remembered against the object: other inodes may share it and be fine.
+ * 0 or an errno.
+ */
+static int object_fits(struct ubfs *fs, const struct ub_inode_info *ii, int fd)
+{
+	u8 digest[UB_DIGEST_SIZE];
+	char hex[UB_OBJECT_PATH_LEN];
+	struct stat st;
+	int err;
+
+	if (fstat(fd, &st) < 0)
+		st.st_size = -1;
+	if ((u64)st.st_size == ii->size &&
+	    (fs->verity == VERITY_OFF || verity_checked(fs, ii->payload, &st)))
+		return 0;
+	err = ub_get_digest(&fs->blob, ii, digest);
+	if (err)
+		return reply_errno(err, "reading digest", ub_inode_st_ino(ii));
+	ub_object_path(digest, hex);
+	if ((u64)st.st_size != ii->size) {
+		fs_log("inode %" PRIu64 ": object %s: size %lld, expected %" PRIu64,
+		       ub_inode_st_ino(ii), hex, (long long)st.st_size, ii->size);
+		return EIO;
+	}
+	return check_verity(fs, ii, fd, &st, digest, hex);
+}
+
+/* The open object of an external file, referenced (objcache_put), unchecked; fd or -errno. */
+static int object_fd_unchecked(struct ubfs *fs, const struct ub_inode_info *ii)
 {
 	int fd = objcache_lookup(&fs->objects, ii->payload);
 
@@ -489,6 +552,22 @@ static int object_fd(struct ubfs *fs, const struct ub_inode_info *ii)
 		return fd;
 	}
 	return objcache_insert(&fs->objects, ii->payload, fd);
+}
+
+/* The open object of an external file, fit for ii (object_fits), referenced; fd or -errno. */
+static int object_fd(struct ubfs *fs, const struct ub_inode_info *ii)
+{
+	int fd = object_fd_unchecked(fs, ii);
+	int err;
+
+	if (fd < 0)
+		return fd;
+	err = object_fits(fs, ii, fd);
+	if (err) {
+		objcache_put(&fs->objects, ii->payload);
+		return -err;
+	}
+	return fd;
 }
 
 /* ---- FUSE operations --------------------------------------------------- */
@@ -545,6 +624,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	struct fuse_entry_param e;
 	int err;
 
+	/* as ext4 and the kernel module answer (and no negative entry is cached for it) */
+	if (strlen(name) > UB_NAME_MAX) {
+		fuse_reply_err(req, ENAMETOOLONG);
+		return;
+	}
 	err = get_inode(fs, parent, &dir);
 	if (err) {
 		fuse_reply_err(req, err);
@@ -680,14 +764,22 @@ static int backing_pinned(struct ubfs *fs, const struct ub_inode_info *ii)
 		return 0;
 	b = &fs->backing[ii->payload];
 	id = __atomic_load_n(&b->id, __ATOMIC_ACQUIRE);
-	if (id > 0)
-		return id;
+	if (id > 0) {
+		/* another inode pinned it: the kernel would read it up to its own end */
+		if (b->size == ii->size)
+			return id;
+		fs_log("inode %" PRIu64 ": its object has %" PRIu64 " bytes, the inode %" PRIu64,
+		       ub_inode_st_ino(ii), b->size, ii->size);
+		return -EIO;
+	}
 	fd = object_fd(fs, ii);	/* checked (size, verity) before the kernel gets it */
 	if (fd < 0)
 		return fd;
 	pthread_mutex_lock(&backing_lock);
-	if (b->id <= 0)
+	if (b->id <= 0) {
+		b->size = ii->size;
 		__atomic_store_n(&b->id, pt_backing_open(fd), __ATOMIC_RELEASE);
+	}
 	id = b->id;
 	pthread_mutex_unlock(&backing_lock);
 	objcache_put(&fs->objects, ii->payload);
@@ -797,21 +889,19 @@ static void read_inline(fuse_req_t req, struct ubfs *fs, const struct ub_inode_i
 }
 
 /*
- * libfuse splices from the object into /dev/fuse, or preads when it cannot. An object that no
- * longer has the inode's size (truncated in place while open) answers EIO: a short read would
- * make the kernel take it as the file's new size.
+ * libfuse splices from the object into /dev/fuse, or preads when it cannot. The object is
+ * checked first (object_fits): one that no longer has the inode's size answers EIO, since a
+ * short read would make the kernel take it as the file's new size, and with --verity one
+ * changed since it was hashed is hashed again.
  */
-static void read_fd(fuse_req_t req, int fd, const struct ub_inode_info *ii, size_t size, off_t off)
+static void read_fd(fuse_req_t req, struct ubfs *fs, int fd, const struct ub_inode_info *ii,
+		    size_t size, off_t off)
 {
 	struct fuse_bufvec bv = FUSE_BUFVEC_INIT(size);
-	struct stat st;
+	int err = object_fits(fs, ii, fd);
 
-	if (fstat(fd, &st) < 0)
-		st.st_size = -1;
-	if ((u64)st.st_size != ii->size) {
-		fs_log("inode %" PRIu64 ": its object changed size while open (%lld, expected %" PRIu64 ")",
-		       ub_inode_st_ino(ii), (long long)st.st_size, ii->size);
-		fuse_reply_err(req, EIO);
+	if (err) {
+		fuse_reply_err(req, err);
 		return;
 	}
 
@@ -836,12 +926,12 @@ static void read_by_inode(fuse_req_t req, struct ubfs *fs, fuse_ino_t ino, size_
 		read_inline(req, fs, &ii, size, off);
 		return;
 	}
-	fd = object_fd(fs, &ii);
+	fd = object_fd_unchecked(fs, &ii);	/* read_fd checks it */
 	if (fd < 0) {
 		fuse_reply_err(req, -fd);
 		return;
 	}
-	read_fd(req, fd, &ii, size, off);
+	read_fd(req, fs, fd, &ii, size, off);
 	objcache_put(&fs->objects, ii.payload);
 }
 
@@ -857,7 +947,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	} else if ((err = get_inode(fs, ino, &ii)) != 0) {
 		fuse_reply_err(req, err);
 	} else if (fi->fh != FH_NONE) {
-		read_fd(req, pt_fh_fd(fi->fh), &ii, size, off);
+		read_fd(req, fs, pt_fh_fd(fi->fh), &ii, size, off);
 	} else {
 		read_inline(req, fs, &ii, size, off);
 	}
@@ -1134,7 +1224,9 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	memset(&sv, 0, sizeof(sv));
 	sv.f_bsize = UB_BLOCK_SIZE;
 	sv.f_frsize = UB_BLOCK_SIZE;
-	sv.f_blocks = (fs->blob.data_bytes + UB_BLOCK_SIZE - 1) / UB_BLOCK_SIZE;
+	/* as the kernel module: file data plus the blob, rounded up without wrapping near 2^64 */
+	sv.f_blocks = (fs->blob.data_bytes >> UB_BLOCK_SIZE_LOG2) + !!(fs->blob.data_bytes & (UB_BLOCK_SIZE - 1)) +
+		      (fs->blob.size >> UB_BLOCK_SIZE_LOG2);
 	sv.f_files = fs->blob.inode_count;
 	sv.f_namemax = UB_NAME_MAX;
 	fuse_reply_statfs(req, &sv);
