@@ -105,15 +105,40 @@ export function splitPath(p: string): string[] {
   for (const c of p.split('/')) {
     if (c === '' || c === '.') continue;
     if (c === '..') throw new EntryError('path contains a ".." component (refused)');
-    if (c.length > MAX_NAME) throw new EntryError(`path component longer than ${MAX_NAME} bytes`);
     if (c.includes('\0')) throw new EntryError('path contains a NUL byte');
     out.push(c);
+  }
+  // The last name may be a whiteout of a name of up to MAX_NAME bytes: ".wh." is not part of it.
+  for (let i = 0; i < out.length; i++) {
+    const c = out[i];
+    const limit = i === out.length - 1 && c.startsWith(WHITEOUT_PREFIX) ? MAX_NAME + WHITEOUT_PREFIX.length : MAX_NAME;
+    if (c.length > limit) throw new EntryError(`path component longer than ${MAX_NAME} bytes`);
   }
   return out;
 }
 
 function isDir(n: TreeNode): boolean {
   return (n.mode & 0o170000) === S_IFDIR;
+}
+
+/**
+ * The existing directory holding comps[0..n-1) for a whiteout, or null: a whiteout removes
+ * what lower layers have and creates nothing (no parents), touches nothing (its parents stay
+ * lower-layer directories that a later whiteout or opaque marker of this layer may remove), and
+ * below a missing path or a file it has nothing to remove. Below a symlink it would remove
+ * what the link points at, as the runtimes do: not followed, refused, as walkToParent does.
+ */
+function existingParent(root: TreeNode, comps: string[]): TreeNode | null {
+  let dir = root;
+  for (let i = 0; i < comps.length - 1; i++) {
+    const child = dir.children!.get(comps[i]);
+    if (child && (child.mode & 0o170000) === S_IFLNK) {
+      throw new EntryError(`${abbreviate(displayPath(comps.slice(0, i + 1).join('/')))} is not a directory (never followed)`);
+    }
+    if (!child || !isDir(child)) return null;
+    dir = child;
+  }
+  return dir;
 }
 
 /** The directory holding comps[0..n-1), creating missing ones when `touched` is given. */
@@ -287,11 +312,12 @@ function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: LayerCo
     return;
   }
   const name = comps[comps.length - 1];
-  const parent = walkToParent(root, comps, touched)!;
   if (name.startsWith(WHITEOUT_PREFIX)) {
-    applyWhiteout(parent, name, touched);
+    const dir = existingParent(root, comps);
+    if (dir) applyWhiteout(dir, name, touched);
     return;
   }
+  const parent = walkToParent(root, comps, touched)!;
   const existing = parent.children!.get(name);
   let node: TreeNode;
   switch (e.type) {

@@ -163,7 +163,7 @@ export function parseHeader(b: Buffer): RawHeader {
     gid: parseNumeric(b, 116, 8, 'gid'),
     size: parseNumeric(b, 124, 12, 'size'),
     mtime: parseNumeric(b, 136, 12, 'mtime'),
-    typeflag: typeByte === 0 ? '0' : String.fromCharCode(typeByte),
+    typeflag: String.fromCharCode(typeByte),
     linkname: cString(b, 157, 100),
     devmajor: magic.startsWith('ustar') ? parseNumeric(b, 329, 8, 'devmajor') : 0,
     devminor: magic.startsWith('ustar') ? parseNumeric(b, 337, 8, 'devminor') : 0,
@@ -239,13 +239,20 @@ function percentDecode(s: string): string {
   return s.replace(/%([0-9A-Fa-f]{2})/g, (_m, h: string) => String.fromCharCode(parseInt(h, 16)));
 }
 
-function applyPax(o: Overrides, records: PaxRecord[], global: boolean): void {
+/**
+ * The overrides of one PAX extended header. Read as Go's archive/tar reads them (containerd,
+ * docker and umoci unpack with it, and an image must not show one tree to them and another to
+ * us): a record with an empty value is no record (the header's field stands; POSIX: an empty
+ * value deletes the keyword), except an xattr, which containerd sets empty.
+ */
+function paxOverrides(records: PaxRecord[]): Overrides {
+  const o: Overrides = {};
   for (const { key, value } of records) {
+    if (value.length === 0 && !key.startsWith('SCHILY.xattr.')) continue;
     switch (key) {
-      // A global path/linkpath/size would rename or resize every entry: meaningless, ignored.
-      case 'path': if (!global) o.path = value.toString('latin1', 0, value.length); break;
-      case 'linkpath': if (!global) o.linkpath = value.toString('latin1', 0, value.length); break;
-      case 'size': if (!global) o.size = parseDecimal(value, key); break;
+      case 'path': o.path = value.toString('latin1', 0, value.length); break;
+      case 'linkpath': o.linkpath = value.toString('latin1', 0, value.length); break;
+      case 'size': o.size = parseDecimal(value, key); break;
       case 'uid': o.uid = parseDecimal(value, key); break;
       case 'gid': o.gid = parseDecimal(value, key); break;
       case 'mtime': [o.mtimeSec, o.mtimeNsec] = parsePaxTime(value); break;
@@ -264,25 +271,46 @@ function applyPax(o: Overrides, records: PaxRecord[], global: boolean): void {
       // Everything else (atime, ctime, uname, gname, comment, charset...) does not affect the image.
     }
   }
+  return o;
 }
 
-function mergeOverrides(global: Overrides, local: Overrides): Overrides {
-  if (global.xattrs && local.xattrs) {
-    const x = new Map(global.xattrs);
-    for (const [k, v] of local.xattrs) x.set(k, v);
-    return { ...global, ...local, xattrs: x };
+/**
+ * The extension headers met before an entry, combined as Go's archive/tar does: a second PAX
+ * header replaces the first, the last GNU long name (L) and long link (K) win, and they win
+ * over the PAX path and linkpath. A global PAX header (g) is read and ignored, as containerd and
+ * docker ignore it (umoci refuses it): applying it would give a tree no runtime shows.
+ */
+class Extensions {
+  private pax: Overrides | null = null;
+  private longName: string | null = null;
+  private longLink: string | null = null;
+
+  /** Takes extension header `h` (x, g, L or K) with its body. */
+  add(h: RawHeader, body: Buffer): void {
+    if (h.typeflag === 'x') this.pax = paxOverrides(parsePaxRecords(body));
+    else if (h.typeflag === 'L') this.longName = cString(body, 0, body.length);
+    else if (h.typeflag === 'K') this.longLink = cString(body, 0, body.length);
+    else if (h.typeflag === 'g') parsePaxRecords(body); // checked for form, then ignored
   }
-  return { ...global, ...local, xattrs: local.xattrs ?? global.xattrs };
+
+  /** The overrides for the entry that follows; resets for the next one. */
+  take(): Overrides {
+    const o: Overrides = this.pax ?? {};
+    if (this.longName !== null) o.path = this.longName;
+    if (this.longLink !== null) o.linkpath = this.longLink;
+    this.pax = this.longName = this.longLink = null;
+    return o;
+  }
 }
 
-/** False for the overrides of an entry that has no PAX/GNU header of its own (most entries). */
-function hasOverrides(o: Overrides): boolean {
-  for (const _ in o) return true;
-  return false;
+const NO_OVERRIDES: Overrides = Object.freeze({}) as Overrides;
+
+function isExtension(t: string): boolean {
+  return t === 'x' || t === 'g' || t === 'L' || t === 'K';
 }
 
 const TYPES: Record<string, EntryType> = {
-  '0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'chr', '4': 'blk', '5': 'dir', '6': 'fifo',
+  '0': 'file', '\0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'chr', '4': 'blk', '5': 'dir', '6': 'fifo',
 };
 
 function describeType(t: string): string {
@@ -291,15 +319,19 @@ function describeType(t: string): string {
 }
 
 function entryType(h: RawHeader, name: string): EntryType {
-  // V7 tars mark directories only by a trailing slash on a regular-file entry. Test the final
+  // V7 tars (typeflag NUL) mark directories only by a trailing slash; a '0' entry ending in '/'
+  // is a regular file, as Go's archive/tar (containerd, umoci, docker) reads it. Test the final
   // name (a PAX path overrides the header's): Go's archive/tar keeps only the ASCII characters
   // of a non-ASCII name in the header, so a header name can end in '/' for a plain file.
-  if (h.typeflag === '0' && name.endsWith('/')) return 'dir';
+  if (h.typeflag === '\0' && name.endsWith('/')) return 'dir';
   const t = TYPES[h.typeflag];
   if (t) return t;
   if (h.typeflag === 'S') throw new TarFormatError('GNU sparse files are not supported');
   throw new TarFormatError(`unsupported tar entry type ${describeType(h.typeflag)}`);
 }
+
+/** Entry types that never have a body (Go's isHeaderOnlyType): their size field is not skipped. */
+const HEADER_ONLY: ReadonlySet<EntryType> = new Set(['hardlink', 'symlink', 'chr', 'blk', 'dir', 'fifo']);
 
 function finishEntry(h: RawHeader, o: Overrides): TarEntry {
   const type = entryType(h, o.path ?? h.name);
@@ -311,7 +343,7 @@ function finishEntry(h: RawHeader, o: Overrides): TarEntry {
     mode: h.mode & 0o7777,
     uid,
     gid,
-    size: o.size ?? h.size,
+    size: HEADER_ONLY.has(type) ? 0 : o.size ?? h.size,
     mtimeSec: o.mtimeSec ?? h.mtime,
     mtimeNsec: o.mtimeNsec ?? 0,
     linkpath: o.linkpath ?? h.linkname,
@@ -458,7 +490,6 @@ export class TarReader {
   private src: ByteSource;
   private remaining = 0; // unread body bytes of the current entry
   private padding = 0; // padding after the current entry's body
-  private globals: Overrides = {};
   private done = false;
 
   constructor(src: AsyncIterable<Buffer>) {
@@ -481,7 +512,7 @@ export class TarReader {
     const block = this.src.peek(skip, BLOCK);
     const t = block[156];
     if (t === 0x78 || t === 0x67 || t === 0x4c || t === 0x4b || isZeroBlock(block)) return undefined; // x g L K
-    const e = finishEntry(parseHeader(block), this.globals);
+    const e = finishEntry(parseHeader(block), NO_OVERRIDES);
     this.src.readSync(skip + BLOCK);
     this.remaining = e.size;
     this.padding = padded(e.size) - e.size;
@@ -492,29 +523,28 @@ export class TarReader {
     if (this.done) return null;
     await this.src.skip(this.remaining + this.padding);
     this.remaining = this.padding = 0;
-    const local: Overrides = {};
+    const ext = new Extensions();
     for (;;) {
       const block = await this.src.read(BLOCK);
       if (!block) throw new TarFormatError('truncated archive (no end-of-archive marker)');
       if (isZeroBlock(block)) {
-        // End of archive: normally two zero blocks; discard them and any trailing padding.
+        // End of archive: two zero blocks (or one at the very end). A zero block followed by a
+        // header is a corrupt archive, not an end: the entries after it would be lost unseen.
+        const second = await this.src.read(BLOCK);
+        if (second && !isZeroBlock(second)) throw new TarFormatError('a zero block inside the archive (corrupt archive?)');
         this.done = true;
-        await this.src.drain();
+        await this.src.drain(); // trailing padding
         return null;
       }
       const h = parseHeader(block);
-      const t = h.typeflag;
-      if (t === 'x' || t === 'g' || t === 'L' || t === 'K') {
+      if (isExtension(h.typeflag)) {
         checkExtensionSize(h.size);
         const body = await this.src.readExact(h.size);
         await this.src.skip(padded(h.size) - h.size);
-        if (t === 'x') applyPax(local, parsePaxRecords(body), false);
-        else if (t === 'g') applyPax(this.globals, parsePaxRecords(body), true);
-        else if (t === 'L') local.path ??= cString(body, 0, body.length);
-        else local.linkpath ??= cString(body, 0, body.length);
+        ext.add(h, body);
         continue;
       }
-      const e = finishEntry(h, hasOverrides(local) ? mergeOverrides(this.globals, local) : this.globals);
+      const e = finishEntry(h, ext.take());
       this.remaining = e.size;
       this.padding = padded(e.size) - e.size;
       return e;
@@ -563,27 +593,23 @@ export function* walkTarHeaders(
   fileSize: number,
 ): Generator<IndexedMember> {
   let pos = 0;
-  let local: Overrides = {};
-  let globals: Overrides = {};
+  const ext = new Extensions();
   while (pos + BLOCK <= fileSize) {
     const block = readAt(pos, BLOCK);
-    if (isZeroBlock(block)) return;
+    if (isZeroBlock(block)) {
+      if (pos + 2 * BLOCK <= fileSize && !isZeroBlock(readAt(pos + BLOCK, BLOCK))) throw new TarFormatError('a zero block inside the archive (corrupt archive?)');
+      return;
+    }
     const h = parseHeader(block);
     const bodyAt = pos + BLOCK;
-    const t = h.typeflag;
-    if (t === 'x' || t === 'g' || t === 'L' || t === 'K') {
+    if (isExtension(h.typeflag)) {
       checkExtensionSize(h.size);
       if (bodyAt + h.size > fileSize) throw new TarFormatError('truncated archive');
       pos = bodyAt + padded(h.size);
-      const body = readAt(bodyAt, h.size);
-      if (t === 'x') applyPax(local, parsePaxRecords(body), false);
-      else if (t === 'g') applyPax(globals, parsePaxRecords(body), true);
-      else if (t === 'L') local.path ??= cString(body, 0, body.length);
-      else local.linkpath ??= cString(body, 0, body.length);
+      ext.add(h, readAt(bodyAt, h.size));
       continue;
     }
-    const e = finishEntry(h, mergeOverrides(globals, local));
-    local = {};
+    const e = finishEntry(h, ext.take());
     // The body size may come from PAX (members over 8 GiB), not from the header.
     if (bodyAt + e.size > fileSize) throw new TarFormatError('truncated archive');
     pos = bodyAt + padded(e.size);

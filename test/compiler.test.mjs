@@ -357,14 +357,14 @@ test('tar: ustar prefix, PAX path/linkpath/xattrs/ns mtime, GNU L/K, base-256, g
     { path: 'lib', type: 'file', body: '', pax: [['LIBARCHIVE.xattr.user.a%3Db', Buffer.from('aGVsbG8=')]] },
     { path: 'dev/null', type: 'chr', devmajor: 1, devminor: 3, mode: 0o666 },
     { path: 'old/', type: 'file', typeflag: '\0', mode: 0o755 },
-    // A global header applies to every later entry (and overrides their ustar fields).
+    // A global header is ignored, as containerd and docker ignore it (git archive writes one).
     extHeader('g', paxBody([['uid', '4242'], ['comment', 'git archive']])),
     file('plain', 'a', { uid: 7 }),
   ]);
   for (const sizes of [undefined, [1], [511, 513, 7], [4096, 3]]) {
     const es = await readAllEntries(tb, sizes);
     const by = new Map(es.map((e) => [e.path, e]));
-    t.is(by.get('plain').uid, 4242, 'global PAX uid applies');
+    t.is(by.get('plain').uid, 7, 'a global PAX uid does not apply');
     t.is(by.get('p'.repeat(120) + '/short').body.toString(), 'prefixed');
     const l = by.get(longName);
     t.truthy(l, 'binary PAX path preserved byte for byte');
@@ -502,6 +502,79 @@ test('layers: opaque directories keep what this layer added before and after the
   // An opaque marker with no directory entry: the directory exists (implicitly) and is empty.
   const root = await applyAll([lower, tar([file('d/.wh..wh..opq')])]);
   t.deepEqual(names(root, 'd'), []);
+});
+
+// What a differential fuzzer (random layers: cfs extract against umoci unpack, Go's archive/tar
+// underneath, as in containerd) found. Each of these read otherwise before.
+test('tar as Go reads it: empty PAX values, repeated and mixed name headers, header-only types, a zero block inside, V7 slash', async (t) => {
+  const raw = (h, body = Buffer.alloc(0)) => Buffer.concat([rawHeader(h), pad(body)]);
+  const tb = tar([
+    // an empty value is no record: the header's field stands (an empty xattr is kept, as containerd sets it)
+    { path: 'empty-pax', type: 'file', body: 'e', uid: 5, gid: 6, mtime: 1234, pax: [['path', ''], ['uid', ''], ['gid', ''], ['mtime', ''], ['size', ''], ['SCHILY.xattr.user.e', '']] },
+    { path: 'link', type: 'symlink', linkname: 'target', pax: [['linkpath', '']] },
+    // PAX path, then a GNU long name: the long name wins (and the other order too)
+    extHeader('x', paxBody([['path', 'from-pax-1']])),
+    extHeader('L', Buffer.from('from-L-1\0'), '././@LongLink'),
+    raw({ name: 'header-1', size: 1 }, Buffer.from('1')),
+    extHeader('L', Buffer.from('from-L-2\0'), '././@LongLink'),
+    extHeader('x', paxBody([['path', 'from-pax-2']])),
+    raw({ name: 'header-2', size: 1 }, Buffer.from('2')),
+    // two PAX headers: the second replaces the first (its uid goes); two L: the last wins
+    extHeader('x', paxBody([['path', 'first-pax'], ['uid', '77']])),
+    extHeader('x', paxBody([['path', 'second-pax']])),
+    raw({ name: 'header-3', size: 1, uid: 3 }, Buffer.from('3')),
+    extHeader('L', Buffer.from('first-L\0'), '././@LongLink'),
+    extHeader('L', Buffer.from('second-L\0'), '././@LongLink'),
+    raw({ name: 'header-4', size: 1 }, Buffer.from('4')),
+    // a directory with a size field and no body: nothing of the next header is skipped
+    raw({ name: 'sized-dir/', typeflag: '5', size: 512 }),
+    // '0' with a trailing slash is a file (Go), NUL with one a directory (V7)
+    raw({ name: 'slash-file/', typeflag: '0', size: 2 }, Buffer.from('sf')),
+    raw({ name: 'v7-dir/', typeflag: '\0' }),
+    file('last', 'L'),
+  ]);
+  for (const sizes of [undefined, [1], [511, 513, 7]]) {
+    const es = await readAllEntries(tb, sizes);
+    const by = new Map(es.map((e) => [e.path, e]));
+    t.deepEqual(es.map((e) => e.path), ['empty-pax', 'link', 'from-L-1', 'from-L-2', 'second-pax', 'second-L', 'sized-dir/', 'slash-file/', 'v7-dir/', 'last']);
+    const e = by.get('empty-pax');
+    t.deepEqual([e.uid, e.gid, e.mtimeSec, e.size, e.body.toString()], [5, 6, 1234, 1, 'e']);
+    t.deepEqual(e.xattrs.get('user.e'), Buffer.alloc(0));
+    t.is(by.get('link').linkpath, 'target');
+    t.is(by.get('second-pax').uid, 3, "the first PAX header's uid is gone with it");
+    t.is(by.get('sized-dir/').type, 'dir');
+    t.is(by.get('slash-file/').type, 'file');
+    t.is(by.get('slash-file/').body.toString(), 'sf');
+    t.is(by.get('v7-dir/').type, 'dir');
+    t.is(by.get('last').body.toString(), 'L');
+  }
+  // a zero block, then more entries: corrupt, not an end (the rest would be lost unseen)
+  const early = Buffer.concat([entry(file('a', 'x')), ZERO, entry(file('b', 'y')), ZERO, ZERO]);
+  await t.throwsAsync(readAllEntries(early), { message: /a zero block inside the archive/ });
+  t.throws(() => [...walkTarHeaders((off, size) => early.subarray(off, off + size), early.length)], { message: /a zero block inside the archive/ });
+  // one zero block at the very end is an end
+  t.deepEqual((await readAllEntries(Buffer.concat([entry(file('a', 'x')), ZERO]))).map((x) => x.path), ['a']);
+});
+
+test('layers: a whiteout creates and touches nothing; long whiteout names; below a file it removes nothing', async (t) => {
+  // whiteouts inside a directory do not make it this layer's: a later whiteout of it removes it
+  let root = await applyAll([tar([dir('d/'), file('d/x', 'x'), file('d/y', 'y')]), tar([file('d/.wh.x'), file('.wh.d')])]);
+  t.deepEqual(names(root, ''), []);
+  // ...nor an opaque marker's: a/b goes with the opaque a
+  root = await applyAll([tar([file('a/b/c', 'c'), file('a/b/k', 'k')]), tar([file('a/b/.wh.c'), file('a/.wh..wh..opq')])]);
+  t.deepEqual(names(root, 'a'), []);
+  // a whiteout under a missing directory creates none; under a file it is a no-op
+  root = await applyAll([tar([file('f', 'f')]), tar([file('nodir/sub/.wh.x'), file('f/.wh.x')])]);
+  t.deepEqual(names(root, ''), ['f']);
+  t.is(lookup(root, 'f').inline.toString(), 'f');
+  // the longest name a directory can hold can be whited out (".wh." is not part of it)
+  const long = 'L'.repeat(255);
+  root = await applyAll([tar([file(long, 'l'), file('keep', 'k')]), tar([file(`.wh.${long}`)])]);
+  t.deepEqual(names(root, ''), ['keep']);
+  await t.throwsAsync(applyAll([tar([file(`.wh.${long}x`)])]), { message: /longer than 255 bytes/ });
+  await t.throwsAsync(applyAll([tar([file(`${long}x`, 'x')])]), { message: /longer than 255 bytes/ });
+  // below a symlink it is refused, as any entry there (never followed)
+  await t.throwsAsync(applyAll([tar([{ path: 'bin', type: 'symlink', linkname: 'usr/bin' }, file('usr/bin/foo', 'f')]), tar([file('bin/.wh.foo')])]), { message: /bin is not a directory \(never followed\)/ });
 });
 
 test('layers: hardlinks within and across layers; a replaced file breaks earlier links', async (t) => {
