@@ -28,7 +28,11 @@
 // whose row survived a rolled-back Remove is put back at startup). Leftovers of an interrupted step (a directory without a row, an upper
 // of a committed snapshot, a committed upper still in tmp/ being deleted in the background, a
 // mount nobody needs, objects no blob references) are exactly what Cleanup (and startup)
-// remove. All mutating calls are serialized by one async lock.
+// remove. Mutating calls are serialized by one async lock, except a Prepare/View on a committed
+// parent whose blob is mounted (createUnlocked): its checks and its row are one synchronous step
+// (better-sqlite3 is synchronous), and whatever a locked call decides from the rows (Remove's
+// no-children check, an unmount's no-open-child check, Cleanup's orphan directories, an insert's
+// free key) it decides again in the same synchronous step as it acts.
 import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -218,7 +222,9 @@ export class Snapshotter {
   readonly counters = { fastPath: 0, slowCommits: 0, upperDirs: 0, compiledAhead: 0 };
 
   constructor(opts: SnapshotterOptions) {
-    this.root = path.resolve(opts.root);
+    // canonical: mountinfo names mount points by their real path, and isMountPoint compares with it
+    makeDirs(path.resolve(opts.root), 0o700);
+    this.root = fs.realpathSync(path.resolve(opts.root));
     this.log = opts.log ?? (() => {});
     for (const d of ['snapshots', 'mounts', 'tmp', 'journal']) makeDirs(path.join(this.root, d), 0o700);
     this.stores = (opts.stores && opts.stores.length > 0 ? opts.stores : [path.join(this.root, 'store')]).map((s) => path.resolve(s));
@@ -295,7 +301,7 @@ export class Snapshotter {
     // not wait behind a layer being compiled (seconds) for another image.
     const quick = this.db.get(key);
     if (quick && (quick.kind === Kind.ACTIVE || quick.kind === Kind.VIEW) &&
-        (quick.parentId === null || isMountPoint(this.mountPoint(quick.parentId)))) {
+        (quick.parentId === null || isLiveMount(this.mountPoint(quick.parentId)))) {
       return Promise.resolve(this.mountsOf(quick));
     }
     // else under the lock: a Remove queued before this call must not have the parent mounted again
@@ -359,43 +365,34 @@ export class Snapshotter {
     const parentUsable = (): boolean => {
       const now = this.db.get(parent);
       return now !== undefined && p !== undefined && now.id === p.id && now.kind === Kind.COMMITTED &&
-        !this.unmounting.has(this.mountPoint(p.id)) && isMountPoint(this.mountPoint(p.id));
+        !this.unmounting.has(this.mountPoint(p.id)) && isLiveMount(this.mountPoint(p.id));
     };
     if (!parentUsable() || this.db.get(key)) return null;
     checkLabels(labels);
-    let tmp: string | null = null;
-    if (kind === Kind.ACTIVE) {
-      tmp = this.tmpPath('new');
-      this.creating.add(path.basename(tmp));
-      try {
+    const tmp = kind === Kind.ACTIVE ? this.tmpPath('new') : null;
+    let id: number | null = null;
+    if (tmp) this.creating.add(path.basename(tmp));
+    try {
+      if (tmp) {
         await fsp.mkdir(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
         await fsp.mkdir(path.join(tmp, 'work'), { mode: 0o700 });
         copyRootMetadata(this.rootOf(p!), path.join(tmp, 'fs'));
-      } catch {
-        await this.dropCreating(tmp);
-        return null; // the parent went meanwhile, or worse: the locked path says what
       }
-    }
-    // From here to the insert nothing awaits: the checks and the row are one step for every
-    // other call (a Remove of the parent, an unmount deciding no open child needs it).
-    if (!parentUsable() || this.db.get(key)) {
-      if (tmp) await this.dropCreating(tmp);
-      return null;
-    }
-    let id: number;
-    try {
+      // From here to the insert nothing awaits: the checks and the row are one step for every
+      // other call (a Remove of the parent, an unmount deciding no open child needs it).
+      if (!parentUsable() || this.db.get(key)) return null;
       id = this.insertWithDir(kind, key, p!, labels, tmp);
+    } catch {
+      return null; // the parent went meanwhile, or worse: the locked path says what
     } finally {
-      if (tmp) this.creating.delete(path.basename(tmp));
+      if (tmp) {
+        if (id === null) fs.rm(tmp, { recursive: true, force: true }, () => {}); // else Cleanup's, once not in creating
+        this.creating.delete(path.basename(tmp));
+      }
     }
     if (tmp) this.counters.upperDirs++;
     this.log(`${kind === Kind.ACTIVE ? 'prepare' : 'view'} ${key} (id ${id}) on ${parent} (parent mounted: no lock)`);
     return this.mountsOf(this.db.byId(id)!);
-  }
-
-  private async dropCreating(tmp: string): Promise<void> {
-    await fsp.rm(tmp, { recursive: true, force: true });
-    this.creating.delete(path.basename(tmp));
   }
 
   /**
@@ -406,6 +403,8 @@ export class Snapshotter {
   private insertWithDir(kind: KindValue, key: string, p: SnapshotRow | null, labels: Record<string, string>, tmp: string | null): number {
     try {
       return this.db.tx(() => {
+        // again: the other path (with or without the lock) may have created it since the caller's check
+        if (this.db.get(key)) throw new SnapshotError('AlreadyExists', `snapshot ${key} already exists`);
         const newId = this.db.insert(key, p?.id ?? null, kind, labels);
         if (tmp) {
           fs.rmSync(this.dir(newId), { recursive: true, force: true }); // an orphan of a rolled-back insert
@@ -1101,6 +1100,8 @@ export class Snapshotter {
       const trash = this.tmpPath(`rm-${row.id}`);
       try {
         this.db.tx(() => {
+          // again: a Prepare without the lock may have put a child on it since the check above
+          if (this.db.children(row.id).length > 0) throw new SnapshotError('FailedPrecondition', `cannot remove snapshot ${key}: it has children`);
           this.db.delete(row.id);
           if (fs.existsSync(this.dir(row.id))) fs.renameSync(this.dir(row.id), trash);
         });
@@ -1165,19 +1166,22 @@ export class Snapshotter {
     return parts.join('|');
   }
 
+  /** Moves `dir` to the trash at once (no await between the caller's check and the move), then deletes it. */
   private async removeDir(dir: string): Promise<void> {
     if (!fs.existsSync(dir)) return;
     const trash = this.tmpPath('gone');
-    await fsp.rename(dir, trash);
+    fs.renameSync(dir, trash);
     await fsp.rm(trash, { recursive: true, force: true });
   }
 
   /** Directories without a row, uppers of committed snapshots, temp files. */
   private async sweepDirs(): Promise<void> {
     await this.trashEmptied(); // not deleting the same files twice at once
-    const rows = new Map(this.db.all().map((r) => [String(r.id), r]));
+    // Each entry's row is read right before acting on it, with no await between: a Prepare
+    // without the lock (createUnlocked) may have created snapshot N since the readdir.
+    const rowOf = (name: string): SnapshotRow | undefined => (/^\d+$/.test(name) ? this.db.byId(Number(name)) : undefined);
     for (const name of await fsp.readdir(path.join(this.root, 'snapshots'))) {
-      const row = rows.get(name);
+      const row = rowOf(name);
       if (!row) {
         this.log(`cleanup: removing snapshots/${name} (no such snapshot)`);
         await this.removeDir(path.join(this.root, 'snapshots', name));
@@ -1197,7 +1201,7 @@ export class Snapshotter {
       if (this.creating.has(name)) continue; // a snapshot directory being prepared without the lock
       // a Remove killed before its transaction committed: the row is still there, so is its directory
       const removed = /^rm-(\d+)-/.exec(name);
-      const row = removed ? rows.get(removed[1]) : undefined;
+      const row = removed ? rowOf(removed[1]) : undefined;
       if (row && !fs.existsSync(this.dir(row.id))) {
         this.log(`cleanup: restoring snapshots/${row.id} (its Remove did not complete)`);
         await fsp.rename(path.join(this.root, 'tmp', name), this.dir(row.id));
@@ -1325,7 +1329,9 @@ export class Snapshotter {
 
   private async ensureMounted(id: number): Promise<void> {
     const at = this.mountPoint(id);
-    if (isMountPoint(at)) return;
+    if (isLiveMount(at)) return;
+    // a FUSE mount whose server died (ENOTCONN) would be handed out as an empty lower: replaced
+    if (isMountPoint(at)) await this.unmountPath(at);
     await fsp.mkdir(at, { recursive: true, mode: 0o755 });
     await mountBlob({ blob: this.blob(id), target: at, stores: this.stores, backend: this.backend, log: (l) => this.log(l) });
     this.log(`mounted snapshot ${id}'s blob on ${at} (${this.backend})`);
@@ -1340,7 +1346,7 @@ export class Snapshotter {
    * and calls this in the same step cannot have createUnlocked put one on it meanwhile.
    */
   private async unmountPath(at: string): Promise<void> {
-    if (!fs.existsSync(at)) return;
+    if (!pathPresent(at)) return;
     this.unmounting.add(at);
     try {
       if (isMountPoint(at, readMountinfo())) {
@@ -1353,6 +1359,30 @@ export class Snapshotter {
     } finally {
       this.unmounting.delete(at);
     }
+  }
+}
+
+/** Whether something is at `at`, even a mount point whose FUSE server died (stat: ENOTCONN). */
+function pathPresent(at: string): boolean {
+  try {
+    fs.lstatSync(at);
+    return true;
+  } catch (err: any) {
+    return err.code !== 'ENOENT';
+  }
+}
+
+/**
+ * A mount point whose filesystem answers: a FUSE mount whose server died fails with ENOTCONN.
+ * statfs, not stat: FUSE caches the root's attributes, never a statfs.
+ */
+function isLiveMount(at: string): boolean {
+  if (!isMountPoint(at)) return false;
+  try {
+    fs.statfsSync(at);
+    return true;
+  } catch {
+    return false;
   }
 }
 

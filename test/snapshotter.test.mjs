@@ -660,6 +660,9 @@ test.serial('a container Prepare or View on a mounted image answers while anothe
   const { serve } = await import('../dist/snapshotter/server.js');
   const dir = fs.mkdtempSync('/tmp/ubsn-nolock-');
   const logged = [];
+  // given through a symlink: mountinfo names the real path, which the snapshotter must compare with
+  fs.mkdirSync(path.join(dir, 'real-root'));
+  fs.symlinkSync('real-root', path.join(dir, 'root'));
   const running = await serve({ root: path.join(dir, 'root'), address: path.join(dir, 'sock'), log: (l) => logged.push(l) });
   const Snapshots = lookup(loadApi().snapshots, 'containerd.services.snapshots.v1.Snapshots');
   const client = new Snapshots(`unix://${path.join(dir, 'sock')}`, grpc.credentials.createInsecure());
@@ -686,6 +689,7 @@ test.serial('a container Prepare or View on a mounted image answers while anothe
     const c2 = await within(call('Prepare', { key: 'ns/6/c2', parent: 'ns/2/image' }), 5000);
     t.not(c2, 'still waiting', 'Prepare waited behind the Commit');
     t.is(c2.res.mounts[0].type, 'overlay');
+    t.true(logged.some((l) => /^prepare ns\/6\/c2 .*no lock/.test(l)), 'taken without the lock');
     const v = await within(call('View', { key: 'ns/7/v', parent: 'ns/2/image' }), 5000);
     t.not(v, 'still waiting', 'View waited behind the Commit');
     t.is(fs.readFileSync(path.join(v.res.mounts[0].source, 'hello'), 'utf8'), 'hello from the image\n'.repeat(10));
@@ -702,10 +706,23 @@ test.serial('a container Prepare or View on a mounted image answers while anothe
     // Cleanup (it unmounts what no open snapshot needs) keeps the image mounted for c1, c2 and v
     t.truthy((await call('Cleanup', {})).res);
     t.is(fs.readFileSync(path.join(v.res.mounts[0].source, 'hello'), 'utf8'), 'hello from the image\n'.repeat(10));
+    // the image's FUSE server dies: the next container does not get the dead mount as its lower
+    const lower = v.res.mounts[0].source;
+    const server = spawnSync('pgrep', ['-f', `unionblob-fuse .* ${lower}( |$)`], { encoding: 'utf8' }).stdout.trim().split('\n')[0];
+    t.truthy(server, 'the FUSE server of the image mount');
+    process.kill(Number(server), 'SIGKILL');
+    for (let i = 0; i < 50; i++) { try { fs.statfsSync(lower); await sleep(50); } catch { break; } }
+    t.throws(() => fs.statfsSync(lower), { code: 'ENOTCONN' });
+    const c3 = await call('Prepare', { key: 'ns/8/c3', parent: 'ns/2/image' });
+    t.is(c3.res.mounts[0].type, 'overlay', c3.message);
+    t.notThrows(() => fs.statfsSync(lower), 'mounted again (a read of hello could come from the page cache)');
+    t.is(fs.readFileSync(path.join(lower, 'hello'), 'utf8'), 'hello from the image\n'.repeat(10));
+    t.truthy((await call('Remove', { key: 'ns/8/c3' })).res);
     for (const key of ['ns/7/v', 'ns/6/c2', 'ns/3/c1', 'ns/5/lc', 'ns/2/image']) t.truthy((await call('Remove', { key })).res, key);
     t.truthy((await call('Cleanup', {})).res);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/snapshots')), []);
     t.deepEqual(fs.readdirSync(path.join(dir, 'root/mounts')), []);
+    t.deepEqual(mountsUnder(dir), []);
   } finally {
     if (gc !== null) fs.closeSync(gc);
     client.close();
