@@ -49,7 +49,8 @@ export class LayerError extends Error {
 class EntryError extends Error {}
 
 /** An entry path for a message: a hostile one may be megabytes long (PAX), keep both ends. */
-function abbreviate(p: string): string {
+/** A path for a one-line message: a long one keeps its two ends. */
+export function abbreviate(p: string): string {
   return p.length > 200 ? `${p.slice(0, 96)}...${p.slice(-96)}` : p;
 }
 

@@ -27,6 +27,7 @@ import {
 import { MEMORY_OBJECT_LIMIT, hashBuffer, type StoreWriter } from './store.js';
 import { verityDigestOfFile } from '../format/verity.js';
 import { displayName } from './inspect.js';
+import { abbreviate, displayPath } from './layers.js';
 
 export const OPAQUE_XATTR = 'trusted.overlay.opaque';
 const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
@@ -268,7 +269,15 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
   if (rootOpaque) tree.children = new Map();
   metadata(tree, rootSt, '');
   tree.mode = S_IFDIR | (tree.mode & 0o7777);
-  await visitDir(tree, base, '');
+  try {
+    await visitDir(tree, base, '');
+  } catch (err: any) {
+    // a system call's error names the whole path, which an upper can make longer than PATH_MAX
+    if (typeof err?.path === 'string' && typeof err?.code === 'string') {
+      throw new Error(`${abbreviate(displayPath(Buffer.from(err.path).toString('latin1')))}: ${String(err.message).split(',')[0]}`);
+    }
+    throw err;
+  }
   if (whiteouts) {
     for (const links of linksSeen.values()) {
       if (BigInt(links.names) < links.nlink) {

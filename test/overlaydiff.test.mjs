@@ -228,7 +228,7 @@ async function diffError(t, lower, store, upper) {
 
 test('applyOverlayDiff refuses what an upper cannot say alone (redirect_dir, metacopy, index links, userxattr), unescapes nested trusted.overlay.*, and needs CAP_SYS_ADMIN', async (t) => {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-ovlfeat-'));
-  t.teardown(() => fs.rmSync(d, { recursive: true, force: true }));
+  t.teardown(() => spawnSync('rm', ['-rf', d]));
   const lower = path.join(d, 'lower');
   const store = path.join(d, 'store');
   makeSmallLower(lower);
@@ -264,6 +264,16 @@ test('applyOverlayDiff refuses what an upper cannot say alone (redirect_dir, met
   await applyOverlayDiff(t2, escaped, { store: null, inlineThreshold: 64, whiteouts: true });
   t.deepEqual([...t2.children.get('nested').xattrs].map(([k, v]) => [k, v.toString()]), [['trusted.overlay.foo', 'bar'], ['trusted.overlay.opaque', 'y']]);
   t.true(t2.children.get('mvsrc').children.has('one'), 'an escaped opaque does not make the directory opaque');
+
+  // an upper deeper than PATH_MAX (overlayfs allows it): one short line naming the path by its two ends
+  const deep = path.join(d, 'deep');
+  fs.mkdirSync(deep);
+  sh('bash', ['-c', 'cd "$1" && for i in $(seq 1 300); do mkdir dddddddddddddd && cd dddddddddddddd || exit 1; done; echo x > f', 'bash', deep]);
+  const tooDeep = spawnSync(process.execPath, [CFS, 'build', '--from', (await lowerTree(lower, store, d)).blob, deep, '-o', path.join(d, 'deep.ub'), '--store', store, '--no-root'], { encoding: 'utf8' });
+  t.is(tooDeep.status, 1);
+  t.regex(tooDeep.stderr, /^cfs: \/tmp\/.*\.\.\..*dddd: ENAMETOOLONG: name too long\n$/);
+  t.true(tooDeep.stderr.length < 300, tooDeep.stderr);
+  sh('rm', ['-rf', deep]); // GNU rm walks by directory descriptors; Node's rm cannot name the bottom
 
   // without CAP_SYS_ADMIN trusted.* is invisible (an opaque directory would read as a plain one)
   for (const p of [d, lower, store]) fs.chmodSync(p, 0o755);
