@@ -261,9 +261,14 @@ function device(e: TarEntry, typeBits: number): TreeNode {
   return node;
 }
 
-function hardlinkTarget(root: TreeNode, e: TarEntry): TreeNode {
+function hardlinkTarget(root: TreeNode, e: TarEntry, entryComps: string[]): TreeNode {
   const comps = splitPath(e.linkpath);
   if (comps.length === 0) throw new EntryError('hardlink to the root directory');
+  // The runtimes remove what is at the entry's path before they link: a target at or below it
+  // is gone by then (ENOENT). Refused, not linked to what the path held before.
+  if (comps.length >= entryComps.length && entryComps.every((c, i) => comps[i] === c)) {
+    throw new EntryError(`hardlink target ${abbreviate(displayPath(e.linkpath))} is the entry itself or below it`);
+  }
   const parent = walkToParent(root, comps, null);
   const target = parent?.children!.get(comps[comps.length - 1]);
   if (!target) throw new EntryError(`hardlink target ${abbreviate(displayPath(e.linkpath))} does not exist`);
@@ -338,7 +343,7 @@ function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: LayerCo
       break;
     }
     case 'symlink': node = symlink(e); break;
-    case 'hardlink': node = hardlinkTarget(root, e); break;
+    case 'hardlink': node = hardlinkTarget(root, e, comps); break;
     case 'chr': node = device(e, S_IFCHR); break;
     case 'blk': node = device(e, S_IFBLK); break;
     case 'fifo': node = nodeFor(e, S_IFIFO); break;

@@ -573,6 +573,9 @@ test('layers: a whiteout creates and touches nothing; long whiteout names; below
   t.deepEqual(names(root, ''), ['keep']);
   await t.throwsAsync(applyAll([tar([file(`.wh.${long}x`)])]), { message: /longer than 255 bytes/ });
   await t.throwsAsync(applyAll([tar([file(`${long}x`, 'x')])]), { message: /longer than 255 bytes/ });
+  // a hardlink to its own path or below it: the runtimes remove the path first, then find no target
+  await t.throwsAsync(applyAll([tar([file('f', 'f'), { path: 'f', type: 'hardlink', linkname: 'f' }])]), { message: /hardlink target f is the entry itself or below it/ });
+  await t.throwsAsync(applyAll([tar([file('d/f', 'f'), { path: 'd', type: 'hardlink', linkname: './d/f' }])]), { message: /hardlink target \.\/d\/f is the entry itself or below it/ });
   // below a symlink it is refused, as any entry there (never followed)
   await t.throwsAsync(applyAll([tar([{ path: 'bin', type: 'symlink', linkname: 'usr/bin' }, file('usr/bin/foo', 'f')]), tar([file('bin/.wh.foo')])]), { message: /bin is not a directory \(never followed\)/ });
 });
