@@ -2,9 +2,11 @@
 //
 // Rules (image-spec "layer" chapter, with choices where it is silent):
 // - Paths: "./" prefixes, repeated and trailing slashes are dropped; absolute paths are
-//   confined to the root (leading '/' stripped); a ".." component is refused, never followed.
-//   Every intermediate component must be a directory: a non-directory there (e.g. a symlink
-//   planted by a lower layer) is an error, never followed.
+//   confined to the root (leading '/' stripped); a ".." component is refused.
+//   A symlink among the intermediate components is followed inside the image, as containerd
+//   and umoci resolve an entry's parent (securejoin: absolute targets from the image's root,
+//   ".." never above it): the tree is the image, so nothing outside it is ever reached. Any
+//   other non-directory there is an error. The entry's own name is never followed.
 // - Missing parent directories are created implicitly as 0755 root:root, mtime 0, no xattrs
 //   (the same for every build, so blobs stay reproducible); a later entry for that directory
 //   sets its real metadata.
@@ -122,43 +124,83 @@ function isDir(n: TreeNode): boolean {
   return (n.mode & 0o170000) === S_IFDIR;
 }
 
+/** Symlinks followed while resolving one path, as the kernel's ELOOP limit. */
+const MAX_SYMLINKS = 40;
+
 /**
- * The existing directory holding comps[0..n-1) for a whiteout, or null: a whiteout removes
- * what lower layers have and creates nothing (no parents), touches nothing (its parents stay
- * lower-layer directories that a later whiteout or opaque marker of this layer may remove), and
- * below a missing path or a file it has nothing to remove. Below a symlink it would remove
- * what the link points at, as the runtimes do: not followed, refused, as walkToParent does.
+ * The directory holding the last of `comps`, resolved as containerd and umoci resolve a layer
+ * entry's parent (securejoin): a symlink on the way is followed inside the image, an absolute
+ * target from the image's root and ".." never above it. The tree is the image, so nothing
+ * outside it can be reached, and a layer writing through a lower layer's link (`bin/app` over
+ * `bin -> usr/bin`) lands where every runtime puts it. With `touched` (an entry of the layer),
+ * missing directories are created (0755 root:root, as implicit ones) and every directory
+ * passed becomes this layer's; a file on the way is an error. Without it (a whiteout, a
+ * hardlink's target) nothing is created or touched, and a missing directory or a file on the
+ * way answers null: below them there is nothing to remove or link to.
  */
-function existingParent(root: TreeNode, comps: string[]): TreeNode | null {
+function resolveParent(root: TreeNode, comps: string[], touched: Touched | null): TreeNode | null {
   let dir = root;
-  for (let i = 0; i < comps.length - 1; i++) {
-    const child = dir.children!.get(comps[i]);
-    if (child && (child.mode & 0o170000) === S_IFLNK) {
-      throw new EntryError(`${abbreviate(displayPath(comps.slice(0, i + 1).join('/')))} is not a directory (never followed)`);
-    }
-    if (!child || !isDir(child)) return null;
-    dir = child;
+  let i = 0;
+  // The common case, a path without symlinks, walks `comps` in place; at the first symlink the
+  // rest becomes a stack of components (the link's target first) and a stack of directories.
+  for (; i < comps.length - 1; i++) {
+    const next = step(dir, comps[i], touched);
+    if (next === null) return null;
+    if (next === LINK) break;
+    dir = next;
   }
-  return dir;
+  if (i === comps.length - 1) return dir;
+  const todo = comps.slice(i, comps.length - 1).reverse();
+  const dirs = pathTo(root, comps.slice(0, i));
+  let links = 0;
+  while (todo.length > 0) {
+    const c = todo.pop()!;
+    if (c === '' || c === '.') continue;
+    if (c === '..') {
+      if (dirs.length > 1) dirs.pop();
+      continue;
+    }
+    const at = dirs[dirs.length - 1];
+    const next = step(at, c, touched);
+    if (next === null) return null;
+    if (next !== LINK) {
+      dirs.push(next);
+      continue;
+    }
+    if (++links > MAX_SYMLINKS) throw new EntryError('too many levels of symbolic links on the path');
+    const target = at.children!.get(c)!.target!;
+    if (target.startsWith('/')) dirs.length = 1;
+    const parts = target.split('/');
+    for (let k = parts.length - 1; k >= 0; k--) todo.push(parts[k]);
+  }
+  return dirs[dirs.length - 1];
 }
 
-/** The directory holding comps[0..n-1), creating missing ones when `touched` is given. */
-function walkToParent(root: TreeNode, comps: string[], touched: Touched | null): TreeNode | null {
-  let dir = root;
-  for (let i = 0; i < comps.length - 1; i++) {
-    const c = comps[i];
-    let child = dir.children!.get(c);
-    if (!child) {
-      if (!touched) return null;
-      child = newDir(0o755, 0, 0);
-      dir.children!.set(c, child);
-    } else if (!isDir(child)) {
-      throw new EntryError(`${abbreviate(displayPath(comps.slice(0, i + 1).join('/')))} is not a directory (never followed)`);
-    }
-    if (touched) touch(touched, dir, c);
-    dir = child;
+const LINK = Symbol('symlink');
+
+/** One component of resolveParent: the child directory, LINK for a symlink, or null (see there). */
+function step(dir: TreeNode, c: string, touched: Touched | null): TreeNode | typeof LINK | null {
+  let child = dir.children!.get(c);
+  if (child && (child.mode & 0o170000) === S_IFLNK) return LINK;
+  if (!child) {
+    if (!touched) return null;
+    // a name from a symlink's target was not checked by splitPath
+    if (c.length > MAX_NAME) throw new EntryError(`path component longer than ${MAX_NAME} bytes`);
+    child = newDir(0o755, 0, 0);
+    dir.children!.set(c, child);
+  } else if (!isDir(child)) {
+    if (!touched) return null;
+    throw new EntryError(`${abbreviate(displayPath(c))} is not a directory`);
   }
-  return dir;
+  if (touched) touch(touched, dir, c);
+  return child;
+}
+
+/** The directories from the root down `comps` (all existing directories: walked already). */
+function pathTo(root: TreeNode, comps: string[]): TreeNode[] {
+  const dirs = [root];
+  for (const c of comps) dirs.push(dirs[dirs.length - 1].children!.get(c)!);
+  return dirs;
 }
 
 function checkId(v: number, what: string): number {
@@ -269,7 +311,7 @@ function hardlinkTarget(root: TreeNode, e: TarEntry, entryComps: string[]): Tree
   if (comps.length >= entryComps.length && entryComps.every((c, i) => comps[i] === c)) {
     throw new EntryError(`hardlink target ${abbreviate(displayPath(e.linkpath))} is the entry itself or below it`);
   }
-  const parent = walkToParent(root, comps, null);
+  const parent = resolveParent(root, comps, null);
   const target = parent?.children!.get(comps[comps.length - 1]);
   if (!target) throw new EntryError(`hardlink target ${abbreviate(displayPath(e.linkpath))} does not exist`);
   if (isDir(target)) throw new EntryError(`hardlink target ${abbreviate(displayPath(e.linkpath))} is a directory`);
@@ -319,11 +361,11 @@ function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: LayerCo
   }
   const name = comps[comps.length - 1];
   if (name.startsWith(WHITEOUT_PREFIX)) {
-    const dir = existingParent(root, comps);
+    const dir = resolveParent(root, comps, null);
     if (dir) applyWhiteout(dir, name, touched);
     return;
   }
-  const parent = walkToParent(root, comps, touched)!;
+  const parent = resolveParent(root, comps, touched)!;
   const existing = parent.children!.get(name);
   let node: TreeNode;
   switch (e.type) {

@@ -576,8 +576,41 @@ test('layers: a whiteout creates and touches nothing; long whiteout names; below
   // a hardlink to its own path or below it: the runtimes remove the path first, then find no target
   await t.throwsAsync(applyAll([tar([file('f', 'f'), { path: 'f', type: 'hardlink', linkname: 'f' }])]), { message: /hardlink target f is the entry itself or below it/ });
   await t.throwsAsync(applyAll([tar([file('d/f', 'f'), { path: 'd', type: 'hardlink', linkname: './d/f' }])]), { message: /hardlink target \.\/d\/f is the entry itself or below it/ });
-  // below a symlink it is refused, as any entry there (never followed)
-  await t.throwsAsync(applyAll([tar([{ path: 'bin', type: 'symlink', linkname: 'usr/bin' }, file('usr/bin/foo', 'f')]), tar([file('bin/.wh.foo')])]), { message: /bin is not a directory \(never followed\)/ });
+  // below a symlink it removes what is there in the image, as the runtimes resolve it
+  root = await applyAll([tar([{ path: 'bin', type: 'symlink', linkname: 'usr/bin' }, file('usr/bin/foo', 'f'), file('usr/bin/bar', 'b')]), tar([file('bin/.wh.foo')])]);
+  t.deepEqual(names(root, 'usr/bin'), ['bar']);
+});
+
+test('layers: a symlink on an entry\'s path is followed inside the image, as containerd and umoci resolve it (securejoin)', async (t) => {
+  const root = await applyAll([
+    tar([
+      { path: 'bin', type: 'symlink', linkname: 'usr/bin' }, // merged /usr: a layer built elsewhere writes bin/app
+      { path: 'lib', type: 'symlink', linkname: '/usr/lib' },
+      { path: 'up', type: 'symlink', linkname: '../../../..' }, // ".." never leaves the image
+      { path: 'abs', type: 'symlink', linkname: '/tmp/outside' }, // nor does an absolute target
+      { path: 'etc/alt', type: 'symlink', linkname: '../opt/./real' },
+      file('opt/real/keep', 'k'),
+      file('usr/bin/old', 'o'),
+    ]),
+    tar([
+      file('bin/app', 'app'),
+      file('lib/x/libz.so', 'z'), // usr/lib did not exist: made, as MkdirAll does
+      file('up/at-root', 'r'),
+      file('abs/inside', 'i'),
+      file('etc/alt/new', 'n'),
+      { path: 'bin/app-link', type: 'hardlink', linkname: 'bin/old' }, // a hardlink's target resolves the same way
+    ]),
+  ]);
+  t.is(lookup(root, 'usr/bin/app').inline.toString(), 'app');
+  t.is(lookup(root, 'bin').target, 'usr/bin', 'the link itself stays');
+  t.is(lookup(root, 'usr/lib/x/libz.so').inline.toString(), 'z');
+  t.is(lookup(root, 'at-root').inline.toString(), 'r');
+  t.is(lookup(root, 'tmp/outside/inside').inline.toString(), 'i');
+  t.deepEqual(names(root, 'opt/real'), ['keep', 'new']);
+  t.is(lookup(root, 'usr/bin/app-link'), lookup(root, 'usr/bin/old'));
+  // an opaque directory reached through a link is the link's target
+  const opq = await applyAll([tar([{ path: 'bin', type: 'symlink', linkname: 'usr/bin' }, file('usr/bin/a', 'a')]), tar([file('bin/.wh..wh..opq'), file('bin/b', 'b')])]);
+  t.deepEqual(names(opq, 'usr/bin'), ['b']);
 });
 
 test('layers: hardlinks within and across layers; a replaced file breaks earlier links', async (t) => {
@@ -667,10 +700,11 @@ test('layers: devices, fifos, symlinks, xattrs, ns mtimes, big ids, long and bin
 test('layers: bad paths and dangling hardlinks are errors naming layer and entry', async (t) => {
   const cases = [
     [[tar([file('a/../../etc/passwd', 'x')])], /^layer1: a\/\.\.\/\.\.\/etc\/passwd: .*"\.\."/],
-    [[tar([{ path: 'lib', type: 'symlink', linkname: '/usr/lib' }]), tar([file('lib/evil', 'x')])], /^layer2: lib\/evil: lib is not a directory/],
+    [[tar([file('f', 'x')]), tar([file('f/evil', 'x')])], /^layer2: f\/evil: f is not a directory$/],
+    [[tar([{ path: 'l1', type: 'symlink', linkname: 'l2' }, { path: 'l2', type: 'symlink', linkname: 'l1/x' }, file('l1/y', 'y')])], /^layer1: l1\/y: too many levels of symbolic links on the path$/],
     [[tar([{ path: 'h', type: 'hardlink', linkname: 'missing' }])], /^layer1: h: hardlink target missing does not exist$/],
     [[tar([dir('d/'), { path: 'h', type: 'hardlink', linkname: 'd' }])], /^layer1: h: hardlink target d is a directory$/],
-    [[tar([file('f', 'x'), { path: 'h', type: 'hardlink', linkname: 'f/x' }])], /^layer1: h: f is not a directory/],
+    [[tar([file('f', 'x'), { path: 'h', type: 'hardlink', linkname: 'f/x' }])], /^layer1: h: hardlink target f\/x does not exist$/],
     [[tar([file('f', 'x', { uid: 2 ** 32, base256: true })])], /^layer1: f: uid 4294967296 out of range/],
     [[tar([{ path: 's', type: 'symlink', linkname: '' }])], /^layer1: s: symlink with an empty target$/],
     [[tar([file('a'.repeat(256), 'x')])], /longer than 255/],
@@ -1219,7 +1253,7 @@ test('cli: truncated, corrupt and unsupported layers, dangling hardlinks, bad pa
     [zlib.gzipSync(full), 'application/vnd.oci.image.layer.v1.tar+bzip2', /: unsupported media type application\/vnd\.oci\.image\.layer\.v1\.tar\+bzip2$/],
     [tar([{ path: 'usr/bin/h', type: 'hardlink', linkname: 'usr/bin/gone' }]), MT.none, /: usr\/bin\/h: hardlink target usr\/bin\/gone does not exist$/],
     [tar([file('../../etc/shadow', 'x')]), MT.none, /: \.\.\/\.\.\/etc\/shadow: path contains a "\.\." component \(refused\)$/],
-    [tar([{ path: 'l', type: 'symlink', linkname: '/etc' }, file('l/passwd', 'x')]), MT.none, /: l\/passwd: l is not a directory \(never followed\)$/],
+    [tar([file('f', 'x'), file('f/passwd', 'x')]), MT.none, /: f\/passwd: f is not a directory$/],
   ];
   for (const [bytes, mediaType, re] of cases) {
     const layout = path.join(tmpdir(t), 'layout');
