@@ -26,6 +26,7 @@ import { nativeSetTimes } from '../mounter/addon.js';
 import { findObject } from './store.js';
 import { displayName, withBlob } from './inspect.js';
 import { checkStoresExist, collectStores } from './options.js';
+import { makeDirs } from './mkdirs.js';
 
 export interface ExtractOptions {
   /** Called for things that could not be restored but do not fail the extraction. */
@@ -51,7 +52,8 @@ interface Created {
 /** Run a program; rejects with its stderr's first line. */
 function run(cmd: string, args: string[], opts: { cwd?: string; input?: string } = {}): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['pipe', 'ignore', 'pipe'] });
+    // C locale: callers match the tools' messages (mknod's "Operation not permitted")
+    const child = spawn(cmd, args, { cwd: opts.cwd, stdio: ['pipe', 'ignore', 'pipe'], env: { ...process.env, LC_ALL: 'C' } });
     let stderr = '';
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', (err: NodeJS.ErrnoException) =>
@@ -76,7 +78,7 @@ async function prepareDest(dest: string): Promise<{ abs: string; created: boolea
     st = await fsp.stat(abs);
   } catch (err: any) {
     if (err.code !== 'ENOENT') throw err;
-    await fsp.mkdir(abs, { recursive: true });
+    makeDirs(abs);
     return { abs, created: true };
   }
   if (!st.isDirectory()) throw new Error(`${dest}: exists and is not a directory`);
@@ -334,7 +336,9 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
   }
   result.inodes = created.size;
 
-  // 2. Owners, then modes (chown clears setuid/setgid).
+  // 2. Owners, then modes (chown clears setuid/setgid). Without root, step 3 comes between
+  // them: a user may set user.* xattrs only on what it can write, which a 0444 file or 0555
+  // directory of the image is not once it has its mode.
   let warnedOwner = false;
   for (const { path: p, inode } of created.values()) {
     try {
@@ -344,10 +348,27 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
       if (!warnedOwner) warn('not running as root: file owners not restored');
       warnedOwner = true;
     }
-    if (inode.type !== 'lnk') await fsp.chmod(p, inode.mode & 0o7777);
   }
+  if (!isRoot) await restoreXattrs(reader, created, isRoot, warn);
+  for (const { path: p, inode } of created.values()) if (inode.type !== 'lnk') await fsp.chmod(p, inode.mode & 0o7777);
+  if (isRoot) await restoreXattrs(reader, created, isRoot, warn);
 
-  // 3. Xattrs, all in one setfattr run (-h: a symlink's own xattrs, never its target's).
+  // 4. Times, after everything that could touch a directory's mtime: to the nanosecond through
+  // the addon's utimensat where it is built, else to the microsecond (Node's lutimes).
+  const setTimes = nativeSetTimes();
+  for (const { path: p, inode } of created.values()) {
+    if (setTimes) {
+      setTimes(p, inode.mtimeSec, inode.mtimeNsec);
+      continue;
+    }
+    const t = timeArg(inode.mtimeSec, inode.mtimeNsec);
+    await fsp.lutimes(p, t, t);
+  }
+  return result;
+}
+
+/** 3. Xattrs, all in one setfattr run (-h: a symlink's own xattrs, never its target's). */
+async function restoreXattrs(reader: BlobReader, created: Map<number, Created>, isRoot: boolean, warn: (m: string) => void): Promise<void> {
   let privileged = 0;
   const settable = (c: Created): Map<string, Buffer> => {
     const xattrs = reader.xattrs(c.inode.index);
@@ -371,19 +392,6 @@ async function materialize(reader: BlobReader, destPath: string, stores: string[
       throw new Error(`setting xattrs: ${err.message}${/not found/.test(err.message) ? ' (install the attr package)' : ''}`);
     }
   }
-
-  // 4. Times, after everything that could touch a directory's mtime: to the nanosecond through
-  // the addon's utimensat where it is built, else to the microsecond (Node's lutimes).
-  const setTimes = nativeSetTimes();
-  for (const { path: p, inode } of created.values()) {
-    if (setTimes) {
-      setTimes(p, inode.mtimeSec, inode.mtimeNsec);
-      continue;
-    }
-    const t = timeArg(inode.mtimeSec, inode.mtimeNsec);
-    await fsp.lutimes(p, t, t);
-  }
-  return result;
 }
 
 export function registerExtract(program: Command): void {

@@ -148,11 +148,13 @@ async function fileContent(abs: Buffer, size: number, node: TreeNode, opts: Over
 export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: OverlayDiffOptions): Promise<OverlayDiffStats> {
   const whiteouts = opts.whiteouts ?? true;
   const stats: OverlayDiffStats = { entries: 0, whiteouts: 0, opaques: 0, files: 0, fileBytes: 0, diskBytes: 0, inodes: 0 };
+  // trusted.* xattrs are invisible without CAP_SYS_ADMIN: opaque directories would read as plain ones
+  if (whiteouts && !hasCapSysAdmin()) throw new Error(`${upperDir}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others`);
   const xattrs = await readXattrs(upperDir);
   const seen = new Map<string, TreeNode>(); // dev:ino -> node, for hardlinks and disk usage
   const linksSeen = new Map<string, { names: number; nlink: bigint; rel: string }>(); // dev:ino of non-directories with nlink > 1
   const base = Buffer.from(upperDir.replace(/\/+$/, ''));
-  const shownPath = (rel: string): string => displayName(`${base.toString('latin1')}${rel === '' ? '' : '/'}${rel}`);
+  const shownPath = (rel: string): string => abbreviate(displayName(`${base.toString('latin1')}${rel === '' ? '' : '/'}${rel}`));
 
   const xattrsOf = (rel: string): Map<string, Buffer> => {
     const all = xattrs.get(rel);
@@ -263,8 +265,6 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
 
   const rootSt = fs.lstatSync(base, { bigint: true });
   if (!rootSt.isDirectory()) throw new Error(`${upperDir}: not a directory`);
-  // trusted.* xattrs are invisible without CAP_SYS_ADMIN: opaque directories would read as plain ones
-  if (whiteouts && !hasCapSysAdmin()) throw new Error(`${upperDir}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others`);
   const rootOpaque = whiteouts && xattrs.get('')?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
   if (rootOpaque) tree.children = new Map();
   metadata(tree, rootSt, '');

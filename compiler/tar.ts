@@ -287,10 +287,15 @@ class Extensions {
 
   /** Takes extension header `h` (x, g, L or K) with its body. */
   add(h: RawHeader, body: Buffer): void {
+    // an empty long name or link is none (Go: `if gnuLongName != ""`)
     if (h.typeflag === 'x') this.pax = paxOverrides(parsePaxRecords(body));
-    else if (h.typeflag === 'L') this.longName = cString(body, 0, body.length);
-    else if (h.typeflag === 'K') this.longLink = cString(body, 0, body.length);
-    else if (h.typeflag === 'g') parsePaxRecords(body); // checked for form, then ignored
+    else if (h.typeflag === 'L') this.longName = cString(body, 0, body.length) || null;
+    else if (h.typeflag === 'K') this.longLink = cString(body, 0, body.length) || null;
+    else if (h.typeflag === 'g') {
+      // Go returns a global header as an entry of its own: what came before it applies to nothing
+      parsePaxRecords(body); // checked for form, then ignored
+      this.pax = this.longName = this.longLink = null;
+    }
   }
 
   /** The overrides for the entry that follows; resets for the next one. */

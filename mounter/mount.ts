@@ -387,6 +387,19 @@ function isOurServer(pid: number, mountpoint: string): boolean {
 }
 
 /**
+ * Whether the mount cfs made at `target` (canonical) still has its FUSE server; true for the
+ * kernel backend, which has none. Decided from the state and /proc only: a call on the mount
+ * itself (stat, statfs) would wait forever in the kernel if the server is stopped.
+ */
+export function serverAlive(target: string): boolean {
+  const key = keyOf(target);
+  const state = readState(key);
+  if (state === undefined || state.backend !== 'fuse') return true; // the kernel's, or not ours: nothing to ask
+  const pid = readPid(key) ?? state.pid;
+  return pid !== undefined && isOurServer(pid, state.lower);
+}
+
+/**
  * After the unmount the server sees its connection close and exits by itself; one that does
  * not (stopped, or a lazily detached mount still in use) is killed. SIGKILL, not SIGTERM: a
  * terminating server unmounts its mountpoint path, which may by now be somebody else's mount.

@@ -50,7 +50,7 @@ import { makeDirs } from '../compiler/mkdirs.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
 import { ROOTS_DIR, addRoot, fsyncDir, lockStores, readRoots, removeRoot, type StoreLock } from '../compiler/roots.js';
 import { StoreWriter, objectPath, syncStores } from '../compiler/store.js';
-import { OVERLAY_MOUNT_OPTIONS, chooseBackend, mountBlob, umountTarget } from '../mounter/mount.js';
+import { OVERLAY_MOUNT_OPTIONS, chooseBackend, mountBlob, serverAlive, umountTarget } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
 import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
@@ -1353,11 +1353,16 @@ export class Snapshotter {
         await umountTarget(at, { log: (l) => this.log(l) });
         this.log(`unmounted ${at}`);
       }
+    } catch (err: any) {
+      this.log(`cannot unmount ${at}: ${err.message} (Cleanup tries again)`);
+      return;
+    } finally {
+      this.unmounting.delete(at);
+    }
+    try {
       await fsp.rmdir(at);
     } catch (err: any) {
       if (err.code !== 'ENOENT') this.log(`cannot remove ${at}: ${err.message}`);
-    } finally {
-      this.unmounting.delete(at);
     }
   }
 }
@@ -1373,17 +1378,12 @@ function pathPresent(at: string): boolean {
 }
 
 /**
- * A mount point whose filesystem answers: a FUSE mount whose server died fails with ENOTCONN.
- * statfs, not stat: FUSE caches the root's attributes, never a statfs.
+ * A mount point still served: a FUSE mount whose server died (ENOTCONN for anything not in the
+ * kernel's caches) is not. Asked of the mount's state and /proc (serverAlive), never of the mount:
+ * a stat or statfs there would block this whole process if the server is stopped.
  */
 function isLiveMount(at: string): boolean {
-  if (!isMountPoint(at)) return false;
-  try {
-    fs.statfsSync(at);
-    return true;
-  } catch {
-    return false;
-  }
+  return isMountPoint(at) && serverAlive(at);
 }
 
 /**

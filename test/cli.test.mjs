@@ -311,6 +311,9 @@ test('stores: A:B is two stores in order; a store that is not a directory is one
   t.is(proc.signal, null, 'no hang');
   t.is(proc.status, 1);
   t.is(proc.stderr, "cfs: ENOENT: no such file or directory, mkdir '/proc/unionblob-no-such'\n");
+  const ex = spawnSync(process.execPath, [CFS, 'extract', f.blob, '/proc/unionblob-no-such', '--store', f.store], { encoding: 'utf8', timeout: 20000 });
+  t.is(ex.signal, null, 'extract: no hang');
+  t.is(ex.stderr, "cfs: ENOENT: no such file or directory, mkdir '/proc/unionblob-no-such'\n");
 });
 
 test('dump: text is dumpBlob, --json is one stable object per dirent', (t) => {
@@ -442,6 +445,17 @@ test('extract without root: owners, device nodes and privileged xattrs are skipp
   };
   strip(f.tree);
   compareTree(t, f.tree, path.join(out, 'tree'));
+  // user.* xattrs on a 0444 file in a 0555 directory: a user can set them only before the modes
+  const ro = dir(0o555, { note: node(S.REG | 0o444, { size: 2, inline: Buffer.from('ro'), xattrs: new Map([['user.note', Buffer.from('kept')]]) }) }, { xattrs: new Map([['user.dir', Buffer.from('d')]]) });
+  const roBlob = path.join(f.dir, 'readonly.ub');
+  fs.writeFileSync(roBlob, encodeBlob(dir(0o755, { ro }), { inlineThreshold: 64 }));
+  fs.chmodSync(roBlob, 0o644);
+  const roRun = asNobody('extract', roBlob, path.join(out, 'readonly'));
+  t.is(roRun.status, 0, roRun.stderr);
+  t.is(spawnSync('getfattr', ['--only-values', '-n', 'user.note', path.join(out, 'readonly/ro/note')], { encoding: 'utf8' }).stdout, 'kept');
+  t.is(spawnSync('getfattr', ['--only-values', '-n', 'user.dir', path.join(out, 'readonly/ro')], { encoding: 'utf8' }).stdout, 'd');
+  t.is(fs.statSync(path.join(out, 'readonly/ro')).mode & 0o7777, 0o555);
+  t.is(fs.statSync(path.join(out, 'readonly/ro/note')).mode & 0o7777, 0o444);
   // A failure once directories have their image modes (0555 here): nothing is left behind.
   const { tree, objects } = makeTree();
   tree.children.get('bin').mode = S.DIR | 0o555;

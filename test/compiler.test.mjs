@@ -531,12 +531,18 @@ test('tar as Go reads it: empty PAX values, repeated and mixed name headers, hea
     // '0' with a trailing slash is a file (Go), NUL with one a directory (V7)
     raw({ name: 'slash-file/', typeflag: '0', size: 2 }, Buffer.from('sf')),
     raw({ name: 'v7-dir/', typeflag: '\0' }),
+    // a global header ends what came before it (Go returns it as an entry); an empty L is none
+    extHeader('x', paxBody([['path', 'lost-pax']])),
+    extHeader('L', Buffer.from('lost-L\0'), '././@LongLink'),
+    extHeader('g', paxBody([['comment', 'x']])),
+    extHeader('L', Buffer.from('\0'), '././@LongLink'),
+    raw({ name: 'after-g', size: 1 }, Buffer.from('g')),
     file('last', 'L'),
   ]);
   for (const sizes of [undefined, [1], [511, 513, 7]]) {
     const es = await readAllEntries(tb, sizes);
     const by = new Map(es.map((e) => [e.path, e]));
-    t.deepEqual(es.map((e) => e.path), ['empty-pax', 'link', 'from-L-1', 'from-L-2', 'second-pax', 'second-L', 'sized-dir/', 'slash-file/', 'v7-dir/', 'last']);
+    t.deepEqual(es.map((e) => e.path), ['empty-pax', 'link', 'from-L-1', 'from-L-2', 'second-pax', 'second-L', 'sized-dir/', 'slash-file/', 'v7-dir/', 'after-g', 'last']);
     const e = by.get('empty-pax');
     t.deepEqual([e.uid, e.gid, e.mtimeSec, e.size, e.body.toString()], [5, 6, 1234, 1, 'e']);
     t.deepEqual(e.xattrs.get('user.e'), Buffer.alloc(0));
