@@ -13,6 +13,8 @@ PKGS=(
   qemu-system-x86 busybox-static pahole clang libclang-rt-14-dev
   # containerd snapshotter (issue #5): containerd 1.6, runc, and containerd's API protos
   containerd runc golang-github-containerd-containerd-dev golang-github-gogo-protobuf-dev
+  # pulls from a real registry (the distribution registry), over TLS with a test CA
+  docker-registry openssl
   # build benchmark (bench/build): peak RSS of a child via /usr/bin/time
   time
 )

@@ -65,6 +65,17 @@ export class ContentClient {
     return out;
   }
 
+  /** Whether containerd has the blob committed (an ingest still being written is not). */
+  has(namespace: string, digest: string): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.client.Info({ digest }, this.meta(namespace), (err: grpc.ServiceError | null) => {
+        if (!err) resolve(true);
+        else if (err.code === grpc.status.NOT_FOUND) resolve(false);
+        else reject(err);
+      });
+    });
+  }
+
   /** The blob as a stream of chunks. */
   async *read(namespace: string, digest: string): AsyncGenerator<Buffer> {
     const call = this.client.Read({ digest, offset: 0, size: 0 }, this.meta(namespace));

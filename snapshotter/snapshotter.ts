@@ -206,6 +206,9 @@ export class Snapshotter {
   private readonly liveJournals = new Set<string>();
   /** Compiles started by Prepare for extraction snapshots, by snapshot id (see compileAhead). */
   private readonly ahead = new Map<number, Promise<AheadResult | null>>();
+  /** Snapshots whose compile ahead must not wait any longer for its layer to arrive (see layerArrived). */
+  private readonly stopWaiting = new Set<number>();
+  private closed = false;
   /** Names in tmp/ of snapshot directories createUnlocked is preparing: Cleanup leaves them. */
   private readonly creating = new Set<string>();
   /** Mount points being unmounted: createUnlocked does not put a child on them. */
@@ -267,6 +270,7 @@ export class Snapshotter {
   }
 
   close(): void {
+    this.closed = true;
     this.stopWatching?.();
     for (const r of this.speculated.values()) r.lock.release();
     this.speculated.clear();
@@ -529,6 +533,16 @@ export class Snapshotter {
       return false;
     }
     try {
+      if (!(await this.content!.has(namespace, layer.digest))) {
+        // containerd's unpacker fetches layers only once this Prepare returns (see layerArrived)
+        this.log(`fast path: ${layer.digest} is not in containerd's content store yet; slow path, compiled ahead once it arrives`);
+        return false;
+      }
+    } catch (err: any) {
+      this.log(`fast path: cannot ask containerd for ${layer.digest} (${err.message}); slow path`);
+      return false;
+    }
+    try {
       const spec = p ? null : await this.takeSpeculation(layer);
       if (spec) await this.publishSpeculated(layer, target, labels, spec);
       else await this.writing(() => this.compileLayer(namespace, layer, target, p, labels));
@@ -784,6 +798,7 @@ export class Snapshotter {
       this.log(`compile ahead of snapshot ${id}: ${layer.digest} was compiled while containerd ingested it`);
       return { chain, layer, tree: spec.tree, blob: spec.blob, entries: spec.entries, tarBytes: spec.size, objectsNew: spec.objectsNew, bytesNew: spec.bytesNew, lock: spec.lock, phases: spec.phases, synced: spec.synced };
     }
+    if (!(await this.layerArrived(id, namespace, layer))) return null;
     let lock: StoreLock;
     try {
       lock = await lockStores(this.stores, 'shared', { onWait: (s) => this.log(`waiting for the gc running on ${s}`) });
@@ -812,12 +827,54 @@ export class Snapshotter {
     }
   }
 
-  /** Wait for snapshot `id`'s compile ahead, if any, and give up its result. */
-  private async dropAhead(id: number): Promise<void> {
+  /**
+   * containerd's unpacker (pkg/unpack: 1.7's transfer service, every pull in 2.x) calls Prepare for the
+   * first layer an image lacks BEFORE it fetches any layer (its fetch starts once that Prepare
+   * returns), so a pull's base layer is not in the content store yet: wait until containerd has
+   * committed it, which it does before it applies the layer and calls Commit. Polls Info, every
+   * 20 ms at first, then every 250 ms. False (Commit reads the upper) if containerd cannot say,
+   * or Commit finds it still absent, or Remove or the end of the process comes first.
+   */
+  private async layerArrived(id: number, namespace: string, layer: LayerRef): Promise<boolean> {
+    let waited = false;
+    for (let delay = 20; ; delay = Math.min(2 * delay, 250)) {
+      let present: boolean;
+      try {
+        present = await this.content!.has(namespace, layer.digest);
+      } catch (err: any) {
+        this.log(`compile ahead of snapshot ${id}: cannot ask containerd for ${layer.digest} (${err.message}); Commit reads the upper`);
+        return false;
+      }
+      if (present) {
+        if (waited) this.log(`compile ahead of snapshot ${id}: containerd has ${layer.digest} now`);
+        return true;
+      }
+      if (this.stopWaiting.has(id) || this.closed) {
+        this.log(`compile ahead of snapshot ${id}: ${layer.digest} never reached containerd's content store; Commit reads the upper`);
+        return false;
+      }
+      if (!waited) this.log(`compile ahead of snapshot ${id}: waiting for containerd to fetch ${layer.digest}`);
+      waited = true;
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+
+  /** Snapshot `id`'s compile ahead, if any: told to stop waiting for its layer, awaited, forgotten. */
+  private async takeAhead(id: number): Promise<AheadResult | null> {
     const pending = this.ahead.get(id);
     this.ahead.delete(id);
-    const r = pending ? await pending : null;
-    r?.lock.release();
+    if (!pending) return null;
+    this.stopWaiting.add(id);
+    try {
+      return await pending;
+    } finally {
+      this.stopWaiting.delete(id);
+    }
+  }
+
+  /** Wait for snapshot `id`'s compile ahead, if any, and give up its result. */
+  private async dropAhead(id: number): Promise<void> {
+    (await this.takeAhead(id))?.lock.release();
   }
 
   /**
@@ -892,9 +949,7 @@ export class Snapshotter {
       if (row.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active`);
       const started = performance.now();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
-      const pending = this.ahead.get(row.id);
-      this.ahead.delete(row.id);
-      const ahead = pending ? await pending : null;
+      const ahead = await this.takeAhead(row.id);
       if (ahead && name.endsWith(`/${ahead.chain}`)) {
         await this.commitAhead(row, name, key, storedLabels(labels), ahead);
         await this.dropUpper(row, p);

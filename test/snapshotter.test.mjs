@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Database from 'better-sqlite3';
 import { treeManifest, diffManifests } from './lib/treeman.mjs';
 import { startEnv, fetchContainerd17, mountsUnder, CFS, REPO } from './lib/containerd-env.mjs';
+import { startRegistry } from './lib/registry.mjs';
 import { referencedDigests } from '../dist/compiler/gc.js';
 import { splitSubtrees, startPointsIn } from '../dist/snapshotter/snapshotter.js';
 import { newDir } from '../dist/format/tree.js';
@@ -29,9 +30,20 @@ if (!fs.existsSync(path.join(REPO, 'mounter/fuse/unionblob-fuse'))) throw new Er
 if (!fs.existsSync(path.join(REPO, 'dist/snapshotter/server.js'))) throw new Error('npm run build first');
 
 const envs = [];
+let registry = null;
 test.after.always(async () => {
   for (const e of envs) await e.stop();
+  await registry?.stop();
 });
+
+/** The test registry with image a pushed to it (once), and a's name there. */
+async function registryWithA() {
+  if (!registry) {
+    registry = await startRegistry();
+    registry.a = registry.push(A, 'unionblob/a:latest');
+  }
+  return registry;
+}
 
 async function env(opts) {
   const e = await startEnv(opts);
@@ -813,4 +825,75 @@ test.serial('gRPC: List errors reach the client, commit times, filters, label li
     for (const m of mountsUnder(dir).sort((a, b) => b.length - a.length)) spawnSync('umount', ['-l', m]);
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+// ------------------------------------------------------------------------------ pulls from a registry
+
+/** Committed rows of a namespace, and the blob of its top one. */
+function topBlobOf(e, ns) {
+  const committed = rows(e).filter((r) => r.key.startsWith(`${ns}/`) && r.kind === 3);
+  const top = committed.find((r) => !committed.some((c) => c.parent_id === r.id));
+  return { committed, blob: top && path.join(e.ubRoot, 'snapshots', String(top.id), 'blob') };
+}
+
+/** Run image `ref` in `e`: it prints a file of the image; its view of the tree equals umoci's. */
+async function runEqualsUmoci(t, e, ref, id) {
+  const fifo = path.join(e.dir, 'fifo');
+  t.regex(await e.ctr(['run', '--rm', '--fifo-dir', fifo, ...SN, ref, uniq(`${id}a`), 'cat', '/etc/debian_version']), /^\d+\.\d+\s*$/);
+  await e.ctr(['run', '-d', '--fifo-dir', fifo, ...SN, ref, uniq(id), 'sh', '-c', 'echo x > /written-by-test; exec sleep 600']);
+  const rootfs = await containerView(e, uniq(id));
+  for (let i = 0; i < 200 && !writtenLine(path.join(rootfs, 'written-by-test')); i++) await sleep(100);
+  const got = await treeManifest(rootfs);
+  got.entries.delete('written-by-test');
+  t.deepEqual(diffManifests(await treeManifest(REF_A), got).filter((l) => !l.startsWith('.: mtime')), []);
+  await e.ctr(['task', 'kill', '-s', 'SIGKILL', uniq(id)]);
+  for (let i = 0; i < 50 && (await e.ctr(['task', 'ls'])).includes(uniq(id)); i++) {
+    await e.ctr(['task', 'rm', uniq(id)]).catch(() => {});
+    await sleep(100);
+  }
+  await e.ctr(['containers', 'rm', uniq(id)]);
+}
+
+test.serial('1.6: pull from a registry: every layer compiled from the content store, blob equals cfs build, container view equals umoci', async (t) => {
+  const reg = await registryWithA();
+  const e = await env({ env: reg.env });
+  await e.ctr(['images', 'pull', '--hosts-dir', reg.hostsDir, ...SN, reg.a], { timeout: 300_000 });
+  const log = e.log();
+  // ctr fetches the whole image, then unpacks: each layer compiled ahead while containerd applies it
+  t.is((log.match(/^cfs snapshotter: commit default\/\S+ \S+ -> \S+ \(id \d+\): compiled ahead from sha256:/gm) ?? []).length, 3, log);
+  const { committed, blob } = topBlobOf(e, 'default');
+  t.is(committed.length, 3);
+  const built = path.join(e.dir, 'a.blob');
+  execFileSync(process.execPath, [CFS, 'build', A, '-o', built, '--store', path.join(e.dir, 'ref-store')]);
+  // the registry's layers are gzip (skopeo compressed them), the archive's are not: the same blob
+  t.true(fs.readFileSync(built).equals(fs.readFileSync(blob)));
+  await runEqualsUmoci(t, e, reg.a, 'p16');
+});
+
+test.serial('1.7: pull from a registry (transfer service and client): the base layer, fetched only after its Prepare, is compiled as it arrives; blob equals cfs build', async (t) => {
+  const reg = await registryWithA();
+  const e = await env({ bin: path.join(fetchContainerd17(), 'usr', 'bin'), transfer: true, env: reg.env });
+  // containerd's unpacker asks for the base layer before it fetches anything (pkg/unpack): the
+  // fast path cannot have it then, so that layer goes the slow path, compiled from the content
+  // store once containerd has fetched it (not read back from the upper containerd writes); the
+  // other layers are fetched meanwhile and take the fast path (or are compiled ahead too)
+  await e.ctr(['images', 'pull', '--local=false', '--platform', 'linux/amd64', ...SN, reg.a], { timeout: 300_000 });
+  const log = e.log();
+  t.regex(log, /fast path: sha256:\S+ is not in containerd's content store yet; slow path, compiled ahead once it arrives/);
+  t.regex(log, /compile ahead of snapshot \d+: waiting for containerd to fetch sha256:/);
+  t.regex(log, /compile ahead of snapshot \d+: containerd has sha256:\S+ now/);
+  const ahead = (log.match(/^cfs snapshotter: commit default\/\S+ \S+ -> \S+ \(id \d+\): compiled ahead from sha256:/gm) ?? []).length;
+  const fast = (log.match(/^cfs snapshotter: fast path: sha256:\S+ \(id \d+\) compiled from/gm) ?? []).length;
+  t.true(ahead >= 1 && ahead + fast === 3, log);
+  t.notRegex(log, /upper entries/); // no Commit read an upper
+  const built = path.join(e.dir, 'a.blob');
+  execFileSync(process.execPath, [CFS, 'build', A, '-o', built, '--store', path.join(e.dir, 'ref-store')]);
+  const fastTop = rows(e).find((r) => r.key.startsWith('sha256:') && !rows(e).some((c) => c.parent_id === r.id));
+  t.true(fs.readFileSync(built).equals(fs.readFileSync(path.join(e.ubRoot, 'snapshots', String(fastTop.id), 'blob'))));
+  await runEqualsUmoci(t, e, reg.a, 'p17');
+
+  // ctr's own (client-side) pull fetches everything first: every layer compiled ahead
+  await e.ctr(['-n', 'client', 'images', 'pull', '--hosts-dir', reg.hostsDir, ...SN, reg.a], { timeout: 300_000 });
+  t.is((e.log().match(/^cfs snapshotter: commit client\/\S+ \S+ -> \S+ \(id \d+\): compiled ahead from sha256:/gm) ?? []).length, 3, e.log());
+  t.true(fs.readFileSync(built).equals(fs.readFileSync(topBlobOf(e, 'client').blob)));
 });

@@ -76,13 +76,13 @@ async function waitFor(what, fn, ms = 20_000) {
 }
 
 /**
- * @param {{ bin?: string, transfer?: boolean, storeDir?: string, containerdRoot?: boolean, nodeArgs?: string[] }} opts
+ * @param {{ bin?: string, transfer?: boolean, storeDir?: string, containerdRoot?: boolean, nodeArgs?: string[], env?: Record<string, string> }} opts
  *   bin: a usr/bin with containerd, ctr, shims; containerdRoot: the snapshotter reads layer blobs from containerd's
  *   files; nodeArgs: options for the snapshotter's node (e.g. --cpu-prof, to profile it)
  */
 export async function startEnv(opts = {}) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ubsn-'));
-  const env = { ...process.env, PATH: opts.bin ? `${opts.bin}:${process.env.PATH}` : process.env.PATH };
+  const env = { ...process.env, ...opts.env, PATH: opts.bin ? `${opts.bin}:${process.env.PATH}` : process.env.PATH };
   fs.writeFileSync(path.join(dir, 'config.toml'), config(dir, { transfer: !!opts.transfer }));
   fs.mkdirSync(path.join(dir, 'fifo'));
   const ubRoot = path.join(dir, 'ub');
