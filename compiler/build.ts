@@ -78,6 +78,11 @@ export interface BuildOptions {
    * snapshotter's Commit does. Its objects must be in `stores` already; only the upper's are added.
    */
   from?: string;
+  /**
+   * `image` is a plain directory tree, a root filesystem taken as it is (modes, owners, times,
+   * xattrs, devices, hardlinks), as mkcomposefs takes one: nothing is interpreted as a whiteout.
+   */
+  rootfs?: boolean;
 }
 
 export interface TreeOptions {
@@ -282,7 +287,9 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   checkOutput(out);
   removeStaleBlobTemps(out);
   if (opts.verity) loadAddon(); // not built: say so before the work, not after
-  const image = opts.from === undefined ? loadImage(opts.image, { platform: opts.platform }) : null;
+  if (opts.rootfs && opts.from !== undefined) throw new Error('--rootfs and --from do not go together (--from takes an overlay upper)');
+  if (opts.rootfs && opts.platform !== undefined) throw new Error('--platform picks an image of an index; a --rootfs directory has none');
+  const image = opts.from === undefined && !opts.rootfs ? loadImage(opts.image, { platform: opts.platform }) : null;
   let store: StoreWriter | null = null;
   try {
     store = new StoreWriter(opts.stores, { startNow: true });
@@ -291,6 +298,8 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     let parentFirstMissing = '';
     if (image) {
       compiled = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress });
+    } else if (opts.rootfs) {
+      compiled = await compileRootfs(opts.image, store, inlineThreshold);
     } else {
       const applied = await applyUpperOnto(opts.from!, opts.image, store, opts.inlineThreshold);
       inlineThreshold = applied.inlineThreshold;
@@ -344,6 +353,16 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     await store?.close();
     image?.close();
   }
+}
+
+/** `cfs build --rootfs DIR`: the directory tree as it is, onto an empty tree. */
+async function compileRootfs(dir: string, store: StoreWriter, inlineThreshold: number): Promise<{ root: TreeNode; entries: number }> {
+  const st = fs.statSync(dir, { throwIfNoEntry: false });
+  if (!st) throw new Error(`${dir}: no such directory`);
+  if (!st.isDirectory()) throw new Error(`${dir}: not a directory (--rootfs takes a directory tree)`);
+  const root = newTree();
+  const stats = await applyOverlayDiff(root, dir, { store, inlineThreshold, whiteouts: false });
+  return { root, entries: stats.entries };
 }
 
 /**
@@ -478,8 +497,9 @@ export function registerBuild(program: Command): void {
     .option('--platform <os/arch[/variant]>', 'platform to pick from a multi-platform image (default: this machine)')
     .option('--json', 'print a JSON summary on stdout')
     .option('--verity', "enable fs-verity on the objects where the store's filesystem supports it")
+    .option('--rootfs', 'IMAGE is a plain directory tree (a root filesystem), taken as it is: modes, owners, times, xattrs, devices, hardlinks (as mkcomposefs takes one; no whiteouts)')
     .option('--from <blob>', 'IMAGE is an overlayfs upper directory (0/0 char device whiteouts, trusted.overlay.opaque) to apply onto this blob, incrementally; its objects must be in the stores; the inline threshold defaults to the blob\'s')
-    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string }, cmd: Command) => {
+    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string; rootfs?: boolean }, cmd: Command) => {
       const stores = o.store ?? [];
       if (stores.length === 0) throw new Error('build: at least one --store DIR is required');
       const progress = progressDisplay();
@@ -495,6 +515,7 @@ export function registerBuild(program: Command): void {
           onProgress: progress.onProgress,
           verity: o.verity,
           from: o.from,
+          rootfs: o.rootfs,
         });
       } finally {
         progress.clear();

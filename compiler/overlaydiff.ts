@@ -15,8 +15,9 @@
 //   (OVERLAY_MOUNT_OPTIONS in mounter/mount.ts), whatever the kernel's defaults.
 // Everything else in the upper replaces what the parent had under that name (directories are
 // merged: their metadata comes from the upper, their children from both). Hardlinks inside the
-// upper stay hardlinks (one TreeNode). With `whiteouts: false` the upper is taken literally
-// (a bind-mounted first layer, where a 0/0 device would be a real file).
+// upper stay hardlinks (one TreeNode). With `whiteouts: false` the directory is taken literally,
+// trusted.overlay.* xattrs included (a bind-mounted first layer, or `cfs build --rootfs`: no
+// overlay wrote it, so a 0/0 device is a device and those xattrs are the tree's own).
 // The walk uses synchronous calls: per file, fs.promises costs several threadpool round trips
 // and promises, more than the kernel work; the hashing and writing happen on the store's thread.
 import { execFile } from 'node:child_process';
@@ -169,7 +170,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     }
     const kept: [string, Buffer][] = [];
     for (const name of names) {
-      if (!name.startsWith(OVERLAY_XATTR_PREFIX)) kept.push([name, all.get(name)!]);
+      if (!whiteouts || !name.startsWith(OVERLAY_XATTR_PREFIX)) kept.push([name, all.get(name)!]);
       else if (whiteouts && name.startsWith(ESCAPED_XATTR_PREFIX)) kept.push([OVERLAY_XATTR_PREFIX + name.slice(ESCAPED_XATTR_PREFIX.length), all.get(name)!]);
     }
     kept.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));

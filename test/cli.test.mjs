@@ -478,6 +478,78 @@ test('extract without root: owners, device nodes and privileged xattrs are skipp
   t.is(objects.size, f.objects.size);
 });
 
+test('build --rootfs: a tree extracted from a blob builds back into that blob, byte for byte; whiteout-looking entries are taken literally', (t) => {
+  const f = fixture(t);
+  const tree = path.join(f.dir, 'tree');
+  let r = cfs('extract', f.blob, '--store', f.store, tree);
+  t.is(r.code, 0, r.err);
+  // The source of the build: everything the format holds (devices, a socket, hardlinks, setuid,
+  // trusted.*, security.* and ACL xattrs, odd names, times to the nanosecond) is in it.
+  const out = path.join(f.dir, 'again.ub');
+  r = cfs('build', '--rootfs', tree, '-o', out, '--store', path.join(f.dir, 'store2'), '--json');
+  t.is(r.code, 0, r.err);
+  const summary = JSON.parse(r.out);
+  t.is(summary.layers, 0);
+  t.is(summary.objectsNew, f.objects.size);
+  if (nsTimes) t.true(fs.readFileSync(out).equals(f.blobBuf), 'the blob differs from the one extracted');
+  else t.is(summary.inodes, 24);
+
+  // Nothing in a plain tree is a whiteout: a 0/0 device, a .wh. file, an opaque marker and
+  // trusted.overlay.* xattrs are the tree's own.
+  const plain = path.join(f.dir, 'plain');
+  fs.mkdirSync(path.join(plain, 'd'), { recursive: true });
+  fs.writeFileSync(path.join(plain, '.wh.gone'), 'x');
+  fs.writeFileSync(path.join(plain, 'd', '.wh..wh..opq'), '');
+  spawnSync('mknod', [path.join(plain, 'zero'), 'c', '0', '0']);
+  t.is(spawnSync('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', path.join(plain, 'd')]).status, 0);
+  r = cfs('build', '--rootfs', plain, '-o', path.join(f.dir, 'plain.ub'), '--store', path.join(f.dir, 'store2'));
+  t.is(r.code, 0, r.err);
+  const dump = cfs('dump', path.join(f.dir, 'plain.ub')).out;
+  t.regex(dump, /^\/\.wh\.gone \d+ reg /m);
+  t.regex(dump, /^\/d\/\.wh\.\.wh\.\.opq \d+ reg /m);
+  t.regex(dump, /^\/zero \d+ chr .* dev:0,0 /m);
+  t.regex(dump, /^\/d \d+ dir .*trusted\.overlay\.opaque=/m);
+});
+
+test('build --rootfs: a missing or non-directory source, --from or --platform with it: one line, no output', (t) => {
+  const f = fixture(t);
+  const out = path.join(f.dir, 'x.ub');
+  const cases = [
+    [['--rootfs', path.join(f.dir, 'nope')], /^cfs: .*\/nope: no such directory\n$/],
+    [['--rootfs', f.blob], /^cfs: .*blob\.ub: not a directory \(--rootfs takes a directory tree\)\n$/],
+    [['--rootfs', '--from', f.blob, f.dir], /^cfs: --rootfs and --from do not go together/],
+    [['--rootfs', '--platform', 'linux/amd64', f.dir], /^cfs: --platform picks an image of an index; a --rootfs directory has none\n$/],
+  ];
+  for (const [args, re] of cases) {
+    const r = cfs('build', ...args, '-o', out, '--store', f.store);
+    t.not(r.code, 0, args.join(' '));
+    t.regex(r.err, re);
+    t.false(fs.existsSync(out));
+  }
+  // a file the user cannot read: named, nothing written
+  const tree = path.join(f.dir, 'private');
+  fs.mkdirSync(path.join(tree, 'etc'), { recursive: true, mode: 0o755 });
+  fs.chmodSync(f.dir, 0o755);
+  fs.writeFileSync(path.join(tree, 'etc', 'shadow'), 'secret', { mode: 0o600 });
+  fs.writeFileSync(path.join(tree, 'etc', 'motd'), 'hello', { mode: 0o644 });
+  const userStore = path.join(f.dir, 'user-store');
+  fs.mkdirSync(userStore, { mode: 0o777 });
+  fs.chmodSync(userStore, 0o777);
+  fs.chmodSync(tree, 0o777);
+  const asNobody = (...args) => spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CFS, ...args], { encoding: 'utf8' });
+  let r = asNobody('build', '--rootfs', tree, '-o', path.join(tree, 'x.ub'), '--store', userStore);
+  t.not(r.status, 0);
+  t.regex(r.stderr, /^cfs: .*private\/etc\/shadow: EACCES/);
+  t.is(r.stderr.split('\n').length, 2, r.stderr);
+  t.false(fs.existsSync(path.join(tree, 'x.ub')));
+  fs.rmSync(path.join(tree, 'etc', 'shadow'));
+  r = asNobody('build', '--rootfs', tree, '-o', path.join(f.dir, 'user.ub'), '--store', userStore, '--json');
+  t.is(r.status, 1, 'the output directory is not the user\'s');
+  r = asNobody('build', '--rootfs', path.join(tree, 'etc'), '-o', path.join(tree, 'user.ub'), '--store', userStore, '--json');
+  t.is(r.status, 0, r.stderr);
+  t.regex(cfs('dump', path.join(tree, 'user.ub')).out, /^\/motd \d+ reg 0644 0 0 1 5 /m);
+});
+
 test('extract via the CLI: DEST must be empty, objects must exist', (t) => {
   const f = fixture(t);
   const dest = path.join(f.dir, 'out');

@@ -234,6 +234,24 @@ serial('build: uncompressed layers labelled tar+gzip (skopeo docker-archive -> o
   t.true(fs.readFileSync(out).equals(fs.readFileSync(S.blobA)));
 });
 
+// mkcomposefs's way in: a directory tree. umoci's unpack of each image (a root filesystem made
+// by another tool) compiles to the blob the image itself compiles to, byte for byte: the same
+// modes, owners, times, xattrs, devices and hardlinks, nothing added or lost; its contents are
+// all in the store already.
+serial('build --rootfs: umoci\'s unpack of images a and b gives the blob of the image itself', async (t) => {
+  if (!needBlob(t)) return;
+  for (const name of ['a', 'b']) {
+    const img = S.images.images[name];
+    const fromImage = name === 'a' ? S.blobA : path.join(S.work, 'b-for-rootfs.ub');
+    if (name === 'b') await cfs(['build', img.variants[CANONICAL], '-o', fromImage, '--store', S.store]);
+    const out = path.join(S.work, `${name}-rootfs.ub`);
+    const { json } = await cfs(['build', '--rootfs', img.reference, '-o', out, '--store', S.store, '--json'], { json: true });
+    t.is(json.layers, 0);
+    t.is(json.objectsNew, 0, `${name}: the tree has contents the image has not`);
+    t.true(fs.readFileSync(out).equals(fs.readFileSync(fromImage)), `${name}: the blob from umoci's tree differs from the image's`);
+  }
+});
+
 serial('extract: image a equals the umoci reference tree', async (t) => {
   if (!needBlob(t)) return;
   const dest = path.join(S.work, 'extract-a');
