@@ -376,6 +376,11 @@ struct file_system_type ubfs_fs_type = {
 	.init_fs_context = ubfs_init_fs_context,
 	.parameters	= ubfs_fs_parameters,
 	.kill_sb	= ubfs_kill_sb,
+	/*
+	 * Idmapped mounts (a container's user namespace over a shared image): ownership is only
+	 * read, and the VFS maps it through the mount in getattr, permission and ACL checks.
+	 */
+	.fs_flags	= FS_ALLOW_IDMAP,
 };
 MODULE_ALIAS_FS("unionblob");
 

@@ -229,6 +229,46 @@ test.serial('1.6: a second image sharing layers and files: nothing stored twice'
   t.regex(out, /^\d+\.\d+\s*$/);
 });
 
+// A container in its own user namespace, as `ctr run --uidmap` makes one: containerd 1.6/1.7
+// prepares a snapshot on the image, chowns every file through its mounts (lchown, id + 100000:
+// each one a copy-up) and commits it as "CHAIN-100000-100000". Through unionblob that commit is
+// one more blob over the same objects; the container's tree must be what containerd's own
+// overlayfs snapshotter gives for the same command, the reference here.
+test.serial('1.6: a container in its own user namespace (ctr run --uidmap): same tree as overlayfs\'s, no object stored twice', async (t) => {
+  t.truthy(e16, 'needs the first test');
+  // the container's root (host uid 100000) must reach its bundle under the test's directory
+  fs.chmodSync(e16.dir, 0o755);
+  await e16.ctr(['images', 'import', '--snapshotter', 'overlayfs', B]);
+  const objects = storeObjects(e16.store);
+  const map = ['--uidmap', '0:100000:65536', '--gidmap', '0:100000:65536'];
+  const views = {};
+  for (const sn of ['overlayfs', 'unionblob']) {
+    const id = uniq(`userns-${sn}`);
+    await e16.ctr(['run', '-d', '--fifo-dir', path.join(e16.dir, 'fifo'), '--snapshotter', sn, ...map, 'docker.io/unionblob/b:latest', id,
+      'sh', '-c', '{ id -u; stat -c "%u %g" /etc/shadow; } > /seen-partly; mv /seen-partly /seen-inside; exec sleep 600']);
+    const rootfs = await containerView(e16, id);
+    for (let i = 0; i < 300 && !fs.existsSync(path.join(rootfs, 'seen-inside')); i++) await sleep(100);
+    // inside, the image's own ids (root:shadow), and the container's root can write its rootfs
+    t.is(fs.readFileSync(path.join(rootfs, 'seen-inside'), 'utf8'), '0\n0 42\n', sn);
+    views[sn] = await treeManifest(rootfs);
+    views[sn].entries.delete('seen-inside');
+    await e16.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+    for (let i = 0; i < 50; i++) {
+      if (!(await e16.ctr(['task', 'ls'])).includes(id)) break;
+      await e16.ctr(['task', 'rm', id]).catch(() => {});
+      await sleep(100);
+    }
+    await e16.ctr(['containers', 'rm', id]);
+  }
+  // seen from the host: the ids shifted, and everything else as overlayfs has it
+  t.is(views.unionblob.entries.get('etc/shadow')?.uid, 100000);
+  t.is(views.unionblob.entries.get('etc/shadow')?.gid, 100042);
+  t.deepEqual(diffManifests(views.overlayfs, views.unionblob, { labels: ['overlayfs', 'unionblob'] }).filter((l) => !l.startsWith('.: mtime')), []);
+  const remapped = rows(e16).filter((r) => r.kind === 3 && /-100000-100000$/.test(r.key));
+  t.is(remapped.length, 1, JSON.stringify(rows(e16).map((r) => r.key)));
+  t.deepEqual(storeObjects(e16.store), objects, 'the chowned copy stored contents again');
+});
+
 test.serial('1.6: killed mid-import, restarted, imported again: consistent', async (t) => {
   t.truthy(e16, 'needs the first test');
   await e16.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/a:latest', 'docker.io/unionblob/b:latest']);

@@ -143,6 +143,37 @@ expect acl-grants "$(ubt sha /a/perm/acl-file)" "$(ubt as 1000 1000 /bin/ubt sha
 expect acl-denies "ERR EACCES" "$(ubt as 1001 1001 /bin/ubt sha /a/perm/acl-file)"
 expect filecap-denied-without "ERR EACCES" "$(ubt as 1000 1000 /bin/ubt sha /a/perm/none)"
 expect filecap-exec "$(ubt sha /a/perm/none)" "$(ubt as 1000 1000 /a/bin/ubt-cap sha /a/perm/none)"
+# An idmapped mount of the image (as a container with its own user namespace gets one): ids
+# 0..65535 appear as 100000.., others as the overflow id; permission and ACL checks go by the
+# mapped ids, contents are the same.
+mkdir -p /m/idmap
+idmapped=$(ubt idmap /a /m/idmap 0 100000 65536)
+expect idmap-mount OK "$idmapped"
+if [ "$idmapped" = OK ]; then
+	expect idmap-owner-root "100000 100000" "$(ubt stat /m/idmap/etc/hostname | cut -d' ' -f4-5)"
+	expect idmap-owner-1000 "101000 100100" "$(ubt stat /m/idmap/perm/owned | cut -d' ' -f4-5)"
+	expect idmap-owner-unmapped "65534 65534" "$(ubt stat /m/idmap/perm/nobody | cut -d' ' -f4-5)"
+	expect idmap-owner-original "1000 100" "$(ubt stat /a/perm/owned | cut -d' ' -f4-5)"
+	expect idmap-read "$(ubt sha /a/data/big.bin)" "$(ubt sha /m/idmap/data/big.bin)"
+	expect idmap-owner-reads "$(ubt sha /a/hl)" "$(ubt as 101000 101000 /bin/ubt sha /m/idmap/hl)"
+	expect idmap-unmapped-owner-denied "ERR EACCES" "$(ubt as 1000 1000 /bin/ubt sha /m/idmap/hl)"
+	expect idmap-acl-grants "$(ubt sha /a/perm/acl-file)" "$(ubt as 101000 101000 /bin/ubt sha /m/idmap/perm/acl-file)"
+	expect idmap-acl-denies "ERR EACCES" "$(ubt as 1000 1000 /bin/ubt sha /m/idmap/perm/acl-file)"
+	# A container's rootfs: overlayfs over the idmapped mount; a copy-up keeps the mapped owner.
+	mkdir -p /u/iup /u/iwk /m/iov
+	if mount -t overlay iov -o lowerdir=/m/idmap,upperdir=/u/iup,workdir=/u/iwk /m/iov; then
+		ok idmap-overlay-mount
+		expect idmap-overlay-owner "101000 100100" "$(ubt stat /m/iov/perm/owned | cut -d' ' -f4-5)"
+		echo more >>/m/iov/etc/hostname
+		expect idmap-overlay-copyup "unionblob more" "$(cat /m/iov/etc/hostname | tr '\n' ' ' | sed 's/ $//')"
+		expect idmap-overlay-copyup-owner "100000 100000" "$(ubt stat /u/iup/etc/hostname | cut -d' ' -f4-5)"
+		umount /m/iov && ok idmap-overlay-umount || fail idmap-overlay-umount ""
+	else
+		fail idmap-overlay-mount "mount failed"
+		dmesg | tail -5 | diag idmap-overlay-mount
+	fi
+	umount /m/idmap && ok idmap-umount || fail idmap-umount ""
+fi
 if (echo x >>/d/blobs/t1.ub) 2>/dev/null; then fail blob-write-denied "blob writable while mounted"; else ok blob-write-denied; fi
 cp /d/blobs/t1.ub /tmp/t1.ub
 if mkdir -p /m/tmpfs && mount -t unionblob -o descriptor=/tmp/t1.ub,basedir=/d/store t1 /m/tmpfs; then

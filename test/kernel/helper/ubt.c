@@ -35,6 +35,9 @@
  *   ubt fsmount SRC OPT=VAL.. [--rw] [--target DIR]
  *                             mount with fsopen/fsconfig; prints "OK" or
  *                             "ERR ENAME" plus the fs_context messages
+ *   ubt idmap SRC TARGET FROM TO COUNT
+ *                             idmapped mount of SRC at TARGET: ids FROM..
+ *                             appear as TO..; prints "OK" or "ERR ENAME STEP"
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -54,6 +57,8 @@
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <sys/wait.h>
+#include <sched.h>
 #include <grp.h>
 #include <unistd.h>
 #include <linux/fsverity.h>
@@ -1063,6 +1068,99 @@ fail:
 	return 1;
 }
 
+/*
+ * An idmapped mount of SRC at TARGET (open_tree, mount_setattr MOUNT_ATTR_IDMAP, move_mount):
+ * files the filesystem says belong to FROM..FROM+COUNT-1 appear as TO..TO+COUNT-1 (uids and
+ * gids alike), others as the overflow id. The mapping is a user namespace a child holds.
+ */
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#define UBT_OPEN_TREE_CLONE	1
+#define UBT_MOUNT_ATTR_IDMAP	0x00100000ULL
+
+struct ubt_mount_attr {
+	uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+static int write_file(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY);
+	ssize_t n;
+
+	if (fd < 0)
+		return -1;
+	n = write(fd, text, strlen(text));
+	close(fd);
+	return n == (ssize_t)strlen(text) ? 0 : -1;
+}
+
+static int cmd_idmap(int argc, char **argv)
+{
+	int ready[2], release[2], nsfd = -1, tree = -1;
+	char path[64], map[96], c = 0;
+	struct ubt_mount_attr attr = { .attr_set = UBT_MOUNT_ATTR_IDMAP };
+	const char *step = "userns";
+	pid_t pid;
+
+	if (pipe(ready) || pipe(release)) {
+		printf("ERR %s pipe\n", ename(errno));
+		return 1;
+	}
+	pid = fork();
+	if (pid == 0) {
+		close(ready[0]);
+		close(release[1]);
+		if (unshare(CLONE_NEWUSER))
+			_exit(1);
+		if (write(ready[1], &c, 1) != 1 || read(release[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(ready[1]);
+	close(release[0]);
+	if (pid < 0 || read(ready[0], &c, 1) != 1)
+		goto fail;
+	snprintf(map, sizeof(map), "%s %s %s\n", argv[3], argv[4], argv[5]);
+	snprintf(path, sizeof(path), "/proc/%d/uid_map", (int)pid);
+	step = "uid_map";
+	if (write_file(path, map))
+		goto fail;
+	snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
+	step = "gid_map";
+	if (write_file(path, map))
+		goto fail;
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+	step = "ns/user";
+	nsfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0)
+		goto fail;
+	step = "open_tree";
+	tree = syscall(SYS_open_tree, AT_FDCWD, argv[1], UBT_OPEN_TREE_CLONE | O_CLOEXEC);
+	if (tree < 0)
+		goto fail;
+	attr.userns_fd = nsfd;
+	step = "mount_setattr";
+	if (syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH, &attr, sizeof(attr)))
+		goto fail;
+	step = "move_mount";
+	if (syscall(SYS_move_mount, tree, "", AT_FDCWD, argv[2], UBT_MOVE_MOUNT_F_EMPTY_PATH))
+		goto fail;
+	close(release[1]);
+	waitpid(pid, NULL, 0);
+	printf("OK\n");
+	return 0;
+fail:
+	printf("ERR %s %s\n", ename(errno), step);
+	close(release[1]);
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
+	return 1;
+}
+
 /* ---- bench helpers ----------------------------------------------------- */
 
 #include <time.h>
@@ -1147,6 +1245,7 @@ int main(int argc, char **argv)
 		{ "getxattr", cmd_getxattr, 2 }, { "listxattr", cmd_listxattr, 1 },
 		{ "stat", cmd_stat, 1 }, { "statfs", cmd_statfs, 1 },
 		{ "fsmount", cmd_fsmount, 1 }, { "manifest", cmd_manifest, 2 },
+		{ "idmap", cmd_idmap, 5 },
 		{ "as", cmd_as, 3 }, { "now", cmd_now, 0 },
 		{ "statwalk", cmd_benchwalk, 1 }, { "readall", cmd_benchwalk, 1 },
 		{ "corrupt", cmd_corrupt, 3 },
