@@ -3,7 +3,8 @@
 //   mount.unionblob BLOB TARGET [-sfnv] [-N NAMESPACE] [-o OPTIONS] [-t TYPE]
 //
 // OPTIONS: basedir=A[:B...] (required), digest=HEX, verity=off|try|require, upperdir=DIR,
-// workdir=DIR, backend=auto|kernel|fuse, fuse_cache=auto|private|shared, generic flags (nosuid, nodev, noexec, noatime, ...),
+// workdir=DIR, backend=auto|kernel|fuse, fuse_cache=auto|private|shared, uidmap=/gidmap=FIRST:MAPPED:COUNT[:...]
+// (FUSE), generic flags (nosuid, nodev, noexec, noatime, ...),
 // and fstab's bookkeeping options (defaults, noauto, nofail, x-*, ...), which are ignored.
 // Values may be double-quoted, as libmount allows (basedir="/a,b"). `remount` changes the
 // flags of the mount at TARGET (umount(8) and mount(8) reach a FUSE mount's helper as
@@ -76,6 +77,8 @@ function applyOption(req: MountRequest, opt: string, sloppy: boolean): void {
     case 'workdir': req.work = value; return;
     case 'backend': req.backend = value as MountRequest['backend']; return;
     case 'fuse_cache': req.fuseCache = value as MountRequest['fuseCache']; return;
+    case 'uidmap': req.uidmap = value; return;
+    case 'gidmap': req.gidmap = value; return;
   }
   if (GENERIC_FLAGS.has(opt)) req.flags!.push(opt);
   else if (!isBookkeeping(opt) && !sloppy) throw new UsageError(`unknown option ${opt}`);
@@ -157,7 +160,7 @@ export async function helperMain(argv: string[]): Promise<number> {
   } catch (err: any) {
     say(err.message);
     say('usage: mount.unionblob BLOB TARGET [-sfnv] -o basedir=STORE[:STORE...][,digest=HEX][,verity=MODE]'
-      + '[,upperdir=DIR,workdir=DIR][,backend=auto|kernel|fuse][,fuse_cache=auto|private|shared]');
+      + '[,upperdir=DIR,workdir=DIR][,backend=auto|kernel|fuse][,fuse_cache=auto|private|shared][,uidmap=MAP,gidmap=MAP]');
     return EX_USAGE;
   }
   if (args.namespace !== undefined) return inNamespace(args.namespace, argv);

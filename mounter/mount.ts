@@ -55,12 +55,62 @@ export interface MountRequest {
   fuseCache?: FuseCache;
   /** Generic mount flags for the visible mount: nosuid, nodev, noexec, noatime, ... */
   flags?: string[];
+  /**
+   * Ids shown through a mapping (a container in its own user namespace): the blob's ids
+   * FIRST..FIRST+COUNT-1 appear as MAPPED..; others as the overflow id 65534. "FIRST:MAPPED:COUNT",
+   * several joined by ',' (containerd's uidmapping label). Served by the FUSE server.
+   */
+  uidmap?: string;
+  gidmap?: string;
   /** Validate everything, mount nothing (mount -f). */
   fake?: boolean;
   /** With an upper: mount the overlay read-only (mount -r / -o ro with upperdir=, as overlayfs does). */
   readOnly?: boolean;
   /** Progress and backend notes (stderr in the CLI). */
   log?: (line: string) => void;
+}
+
+export interface IdRange {
+  inside: number;
+  outside: number;
+  count: number;
+}
+
+const ID_MAX = 0xffffffff;
+
+/**
+ * "FIRST:MAPPED:COUNT[,FIRST:MAPPED:COUNT...]" as containerd writes its uidmapping labels (':' between
+ * triples too, as fuse-overlayfs takes them); ranges of FIRST must not overlap.
+ */
+export function parseIdMap(what: string, text: string): IdRange[] {
+  const bad = (why: string): never => {
+    throw new MountError(`${what} ${JSON.stringify(text)}: ${why}`);
+  };
+  const nums = text.split(/[,:]/);
+  if (nums.length === 0 || nums.length % 3 !== 0 || nums.some((n) => !/^\d{1,10}$/.test(n))) {
+    bad('expected FIRST:MAPPED:COUNT, several joined by commas (decimal ids)');
+  }
+  const ranges: IdRange[] = [];
+  for (let i = 0; i < nums.length; i += 3) {
+    const [inside, outside, count] = nums.slice(i, i + 3).map(Number);
+    if (count === 0) bad('a range of 0 ids');
+    if (inside + count - 1 > ID_MAX || outside + count - 1 > ID_MAX) bad('ids beyond 4294967295');
+    if (ranges.some((r) => inside < r.inside + r.count && r.inside < inside + count)) bad('ranges overlap');
+    ranges.push({ inside, outside, count });
+  }
+  if (ranges.length > 64) bad('more than 64 ranges');
+  return ranges;
+}
+
+/** The id `id` shows as through `ranges` (the overflow id where no range has it), as the FUSE server maps it. */
+export function mapId(ranges: IdRange[], id: number): number {
+  for (const r of ranges) if (id >= r.inside && id - r.inside < r.count) return r.outside + (id - r.inside);
+  return 65534;
+}
+
+/** The FUSE server's form of a mapping: the triples joined by ':' (its option string is split at commas). */
+function fuseIdMap(ranges: IdRange[]): string {
+  return ranges.map((r) => `${r.inside}:${r.outside}:${r.count}`).join(':');
 }
 
 /** A failure with a message meant for the user as it is. */
@@ -174,6 +224,15 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
   if (req.upper !== undefined && !isRoot()) {
     throw new MountError('a writable upper needs root: overlayfs cannot be mounted without CAP_SYS_ADMIN (without root, mount read-only)');
   }
+  let backendChosen = backend;
+  if (req.uidmap !== undefined || req.gidmap !== undefined) {
+    if (req.uidmap === undefined || req.gidmap === undefined) throw new MountError('--uidmap and --gidmap go together');
+    parseIdMap('--uidmap', req.uidmap);
+    parseIdMap('--gidmap', req.gidmap);
+    // The kernel module's mounts take an idmapped mount (mount_setattr) instead: kmod/README.md.
+    if (backend === 'kernel') throw new MountError('--uidmap/--gidmap are served by the FUSE server (--backend fuse); a kernel module mount is mapped with an idmapped mount (mount_setattr MOUNT_ATTR_IDMAP)');
+    backendChosen = 'fuse';
+  }
   const stores = req.stores.flatMap((s) => s.split(':')).filter((s) => s !== '').map((s) => path.resolve(s));
   if (stores.length === 0) throw new MountError('at least one object store is needed (--store DIR, basedir=DIR)');
   for (const flag of req.flags ?? []) {
@@ -184,7 +243,7 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
     blob: path.resolve(req.blob),
     target: path.resolve(req.target),
     stores,
-    backend,
+    backend: backendChosen,
     digest: req.digest?.toLowerCase(),
     upper: req.upper === undefined ? undefined : path.resolve(req.upper),
     work: req.work === undefined ? undefined : path.resolve(req.work),
@@ -273,6 +332,9 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
     `pidfile=${pidPath(key)}`,
     `logfile=${logPath(key)}`,
   ];
+  if (req.uidmap !== undefined && req.gidmap !== undefined) {
+    opts.push(`uidmap=${fuseIdMap(parseIdMap('uidmap', req.uidmap))}`, `gidmap=${fuseIdMap(parseIdMap('gidmap', req.gidmap))}`);
+  }
   const r = run(fuseServerPath(), [req.blob, at, '-o', opts.join(',')]);
   if (!r.ok) throw new MountError(`FUSE mount of ${req.blob} on ${at} failed: ${r.stderr || 'unionblob-fuse failed'}`);
   return readPid(key);
@@ -662,12 +724,15 @@ export function registerMount(program: Command): void {
     .addOption(new Option('--fuse-cache <where>', 'FUSE: file pages cached per mount (private: no round trip per open), '
       + 'shared with the store (shared: passthrough), or big files shared and small ones per mount (auto)')
       .choices(FUSE_CACHES).default(DEFAULT_FUSE_CACHE))
+    .option('--uidmap <map>', "FIRST:MAPPED:COUNT[,...]: show the blob's uids FIRST.. as MAPPED.. (others as 65534), "
+      + 'as a container in its own user namespace needs them (FUSE)')
+    .option('--gidmap <map>', 'the same for gids (with --uidmap)')
     .option('-o, --options <flags>', 'mount flags for the target: nosuid,nodev,noexec,noatime,...')
     .action(async (blob: string, target: string, o: any) => {
       const flags = o.options ? String(o.options).split(',').filter(Boolean) : [];
       await mountBlob({
         blob, target, stores: o.store, upper: o.upper, work: o.work, backend: o.backend,
-        digest: o.digest, verity: o.verity, fuseCache: o.fuseCache, flags, log: stderrLog,
+        digest: o.digest, verity: o.verity, fuseCache: o.fuseCache, uidmap: o.uidmap, gidmap: o.gidmap, flags, log: stderrLog,
       });
     });
 

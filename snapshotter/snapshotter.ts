@@ -36,6 +36,7 @@
 import { execFile, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
+import crypto from 'node:crypto';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { childrenDeferred, openLazyTree } from '../format/lazy.js';
@@ -50,7 +51,7 @@ import { makeDirs } from '../compiler/mkdirs.js';
 import { applyOverlayDiff } from '../compiler/overlaydiff.js';
 import { ROOTS_DIR, addRoot, fsyncDir, lockStores, readRoots, removeRoot, type StoreLock } from '../compiler/roots.js';
 import { StoreWriter, objectPath, syncStores } from '../compiler/store.js';
-import { OVERLAY_MOUNT_OPTIONS, chooseBackend, mountBlob, serverAlive, umountTarget } from '../mounter/mount.js';
+import { MountError, OVERLAY_MOUNT_OPTIONS, chooseBackend, mapId, mountBlob, parseIdMap, serverAlive, umountTarget, type IdRange } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
 import type { Backend } from '../mounter/state.js';
 import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
@@ -250,6 +251,15 @@ export class Snapshotter {
   private work(id: number): string { return path.join(this.dir(id), 'work'); }
   private blob(id: number): string { return path.join(this.dir(id), 'blob'); }
   private mountPoint(id: number): string { return path.join(this.root, 'mounts', String(id)); }
+  /** Where an active or view snapshot's lower is: its parent's blob mount, or the mapped one its labels ask for. */
+  private lowerOf(row: SnapshotRow): string {
+    const m = idMapOf(row.labels);
+    return m ? this.mappedMountPoint(row.parentId!, m) : this.mountPoint(row.parentId!);
+  }
+  /** The parent's blob shown through a uid/gid mapping: one mount per parent and mapping. */
+  private mappedMountPoint(parentId: number, m: IdMapLabels): string {
+    return path.join(this.root, 'mounts', `${parentId}-${m.tag}`);
+  }
   private tmpPath(what: string): string {
     return path.join(this.root, 'tmp', `${what}-${process.pid}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`);
   }
@@ -264,7 +274,7 @@ export class Snapshotter {
       await this.sweepMounts();
       await this.syncRoots();
       for (const row of this.db.all()) {
-        if (row.kind !== Kind.COMMITTED && row.parentId !== null) await this.ensureMounted(row.parentId);
+        if (row.kind !== Kind.COMMITTED && row.parentId !== null) await this.ensureLower(row.parentId, idMapOf(row.labels));
       }
     });
   }
@@ -305,7 +315,7 @@ export class Snapshotter {
     // not wait behind a layer being compiled (seconds) for another image.
     const quick = this.db.get(key);
     if (quick && (quick.kind === Kind.ACTIVE || quick.kind === Kind.VIEW) &&
-        (quick.parentId === null || isLiveMount(this.mountPoint(quick.parentId)))) {
+        (quick.parentId === null || isLiveMount(this.lowerOf(quick)))) {
       return Promise.resolve(this.mountsOf(quick));
     }
     // else under the lock: a Remove queued before this call must not have the parent mounted again
@@ -314,7 +324,7 @@ export class Snapshotter {
       if (row.kind !== Kind.ACTIVE && row.kind !== Kind.VIEW) {
         throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active or a view`);
       }
-      if (row.parentId !== null) await this.ensureMounted(row.parentId);
+      if (row.parentId !== null) await this.ensureLower(row.parentId, idMapOf(row.labels));
       return this.mountsOf(row);
     });
   }
@@ -327,12 +337,12 @@ export class Snapshotter {
 
   private mountsOf(row: SnapshotRow): Mount[] {
     if (row.kind === Kind.VIEW) {
-      const src = row.parentId === null ? this.upper(row.id) : this.mountPoint(row.parentId);
+      const src = row.parentId === null ? this.upper(row.id) : this.lowerOf(row);
       return [{ type: 'bind', source: src, options: ['ro', 'rbind'] }];
     }
     if (row.parentId === null) return [{ type: 'bind', source: this.upper(row.id), options: ['rw', 'rbind'] }];
     // features that would put part of a Commit's diff outside the upper, off (compiler/overlaydiff.ts)
-    const options = [`workdir=${this.work(row.id)}`, `upperdir=${this.upper(row.id)}`, `lowerdir=${this.mountPoint(row.parentId)}`, ...OVERLAY_MOUNT_OPTIONS];
+    const options = [`workdir=${this.work(row.id)}`, `upperdir=${this.upper(row.id)}`, `lowerdir=${this.lowerOf(row)}`, ...OVERLAY_MOUNT_OPTIONS];
     // containerd applies a layer straight into an overlay's upperdir when it can find that
     // option, and then fails on a hardlink whose target is in a lower layer (its own overlayfs
     // snapshotter too). For layer extraction we hand the options over as ONE string (the kernel
@@ -365,6 +375,7 @@ export class Snapshotter {
   /** What createOrQueue creates without the lock; null when the call must queue for it instead. */
   private async createUnlocked(kind: KindValue, key: string, parent: string, labels: Record<string, string>): Promise<Mount[] | null> {
     if (!key || !parent || isExtractKey(key) || (kind === Kind.ACTIVE && labels[LABEL_SNAPSHOT_REF] && this.content)) return null;
+    if (labels[LABEL_UIDMAP] !== undefined || labels[LABEL_GIDMAP] !== undefined) return null; // its own mount: under the lock
     const p = this.db.get(parent);
     const parentUsable = (): boolean => {
       const now = this.db.get(parent);
@@ -446,17 +457,22 @@ export class Snapshotter {
     }
     if (this.db.get(key)) throw new SnapshotError('AlreadyExists', `snapshot ${key} already exists`);
     const p = this.parentRow(parent);
+    const idmap = idMapOf(labels);
+    if (idmap && !p) throw new SnapshotError('InvalidArgument', `snapshot ${key}: a uid/gid mapping needs a parent (an image to show through it)`);
     // Before anything is created: a parent that cannot be mounted fails the call and leaves no
     // snapshot behind (a retry with the key would get AlreadyExists), as overlay's rolls back.
-    if (p) await this.ensureMounted(p.id);
+    if (p) await this.ensureLower(p.id, idmap);
     const needsDir = kind === Kind.ACTIVE || p === null;
     const tmp = this.tmpPath('new');
     if (needsDir) {
       await fsp.mkdir(path.join(tmp, 'fs'), { recursive: true, mode: 0o755 });
       if (kind === Kind.ACTIVE && p) {
         await fsp.mkdir(path.join(tmp, 'work'), { mode: 0o700 });
-        // The upper's root starts as the parent's root, so a commit without a "./" entry keeps it.
-        copyRootMetadata(this.rootOf(p), path.join(tmp, 'fs'));
+        // The upper's root starts as the parent's root, so a commit without a "./" entry keeps it;
+        // through a mapping it is the mapped owner's, as the lower's root shows (the container's root can write it).
+        const root = this.rootOf(p);
+        if (idmap) Object.assign(root, { uid: mapId(idmap.uid, root.uid), gid: mapId(idmap.gid, root.gid) });
+        copyRootMetadata(root, path.join(tmp, 'fs'));
       }
     }
     const id = this.insertWithDir(kind, key, p, labels, needsDir ? tmp : null);
@@ -947,6 +963,10 @@ export class Snapshotter {
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const row = this.db.mustGet(key);
       if (row.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active`);
+      if (idMapOf(row.labels)) {
+        // its upper holds the mapped ids (host ids of the container's user namespace), not the image's
+        throw new SnapshotError('FailedPrecondition', `snapshot ${key} shows its parent through a uid/gid mapping (containerd's uidmapping labels): committing it is not supported`);
+      }
       const started = performance.now();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
       const ahead = await this.takeAhead(row.id);
@@ -1175,6 +1195,11 @@ export class Snapshotter {
         }
         await fsp.rm(trash, { recursive: true, force: true });
         if (row.parentId !== null && this.db.openChildren(row.parentId) === 0) await this.unmount(row.parentId);
+        const idmap = row.parentId !== null && row.kind !== Kind.COMMITTED ? idMapOf(row.labels) : null;
+        if (idmap) {
+          const at = this.mappedMountPoint(row.parentId!, idmap);
+          if (!this.mappedMountsNeeded().has(path.basename(at))) await this.unmountPath(at);
+        }
       } catch (err) {
         this.log(`remove ${key} (id ${row.id}): ${(err as Error).message}; left to Cleanup`);
       }
@@ -1270,7 +1295,7 @@ export class Snapshotter {
   private async sweepMounts(): Promise<void> {
     for (const name of await fsp.readdir(path.join(this.root, 'mounts'))) {
       // asked again right before each unmount (no await between): a child created meanwhile without the lock keeps it
-      const needed = /^\d+$/.test(name) && this.db.openChildren(Number(name)) > 0;
+      const needed = (/^\d+$/.test(name) && this.db.openChildren(Number(name)) > 0) || this.mappedMountsNeeded().has(name);
       if (!needed) await this.unmountPath(path.join(this.root, 'mounts', name));
     }
   }
@@ -1392,6 +1417,32 @@ export class Snapshotter {
     this.log(`mounted snapshot ${id}'s blob on ${at} (${this.backend})`);
   }
 
+  /** The lower a child of `parentId` needs: the parent's blob mount, or one through the child's uid/gid mapping. */
+  private async ensureLower(parentId: number, idmap: IdMapLabels | null): Promise<void> {
+    if (!idmap) return this.ensureMounted(parentId);
+    const at = this.mappedMountPoint(parentId, idmap);
+    if (isLiveMount(at)) return;
+    if (isMountPoint(at)) await this.unmountPath(at);
+    await fsp.mkdir(at, { recursive: true, mode: 0o755 });
+    // the FUSE server maps the ids whatever the backend (the kernel module's mounts would need an
+    // idmapped mount, which needs a user namespace holding the mapping)
+    await mountBlob({ blob: this.blob(parentId), target: at, stores: this.stores, backend: 'fuse',
+      uidmap: idmap.uidText, gidmap: idmap.gidText, log: (l) => this.log(l) });
+    this.log(`mounted snapshot ${parentId}'s blob on ${at} through uid map ${idmap.uidText}, gid map ${idmap.gidText} (fuse)`);
+  }
+
+  /** Names under mounts/ of the mapped lowers that open snapshots use. */
+  private mappedMountsNeeded(): Set<string> {
+    const out = new Set<string>();
+    for (const r of this.db.all()) {
+      if ((r.kind === Kind.ACTIVE || r.kind === Kind.VIEW) && r.parentId !== null) {
+        const m = idMapOf(r.labels);
+        if (m) out.add(path.basename(this.mappedMountPoint(r.parentId, m)));
+      }
+    }
+    return out;
+  }
+
   private async unmount(id: number): Promise<void> {
     await this.unmountPath(this.mountPoint(id));
   }
@@ -1468,6 +1519,44 @@ interface Usage {
  */
 function committedUsage(blob: Buffer, added: { objectsNew: number; bytesNew: number }): Usage {
   return { size: Math.ceil(blob.length / 4096) * 4096 + added.bytesNew, inodes: 1 + added.objectsNew };
+}
+
+/**
+ * containerd's labels for a snapshot seen from a user namespace (ctr run --remap-labels, the CRI
+ * plugin for pods without host users): the image's ids FIRST.. are shown as MAPPED.. .
+ */
+export const LABEL_UIDMAP = 'containerd.io/snapshot/uidmapping';
+export const LABEL_GIDMAP = 'containerd.io/snapshot/gidmapping';
+
+interface IdMapLabels {
+  uid: IdRange[];
+  gid: IdRange[];
+  uidText: string;
+  gidText: string;
+  /** Names the mapped mount of a parent (mounts/PARENT-TAG). */
+  tag: string;
+}
+
+/** The uid/gid mapping a snapshot's labels ask for; null without one. Both labels or neither. */
+function idMapOf(labels: Record<string, string>): IdMapLabels | null {
+  const u = labels[LABEL_UIDMAP];
+  const g = labels[LABEL_GIDMAP];
+  if (u === undefined && g === undefined) return null;
+  if (u === undefined || g === undefined) {
+    throw new SnapshotError('InvalidArgument', `labels ${LABEL_UIDMAP} and ${LABEL_GIDMAP} go together`);
+  }
+  try {
+    const uid = parseIdMap(LABEL_UIDMAP, u);
+    const gid = parseIdMap(LABEL_GIDMAP, g);
+    const canon = (rs: IdRange[]): string => rs.map((r) => `${r.inside}:${r.outside}:${r.count}`).join(',');
+    const uidText = canon(uid);
+    const gidText = canon(gid);
+    const tag = crypto.createHash('sha256').update(`${uidText}/${gidText}`).digest('hex').slice(0, 16);
+    return { uid, gid, uidText, gidText, tag };
+  } catch (err) {
+    if (err instanceof MountError) throw new SnapshotError('InvalidArgument', err.message);
+    throw err;
+  }
 }
 
 /** containerd's label limit (labels.Validate): a key and its value, 4096 bytes together. */

@@ -335,6 +335,10 @@ function richTree() {
   add(ov, 'inside', reg('in'));
   const acl = add(root, 'acl', reg('acl', 0o644));
   acl.xattrs.set('system.posix_acl_access', aclValue());
+  // a file capability of a user namespace's root (VFS_CAP_REVISION_3: CAP_NET_RAW, root id 1000:
+  // a root id of 0 would be shown as a v2 capability to the initial namespace)
+  const capv3 = add(root, 'capv3', reg('v3'));
+  capv3.xattrs.set('security.capability', Buffer.from('0100000300200000000000000000000000000000e8030000', 'hex'));
   const names = add(root, 'names', newDir(0o755));
   for (const n of ['sp ace', Buffer.from('ünï').toString('latin1'), '\xff\xfe', 'a\\b', '=,', 'x'.repeat(255), '-dash', '.hidden', '...']) {
     add(names, n, reg(n.slice(0, 10)));
@@ -408,6 +412,9 @@ unit('mount.unionblob parses mount(8) helper arguments and fstab options', async
   t.is(request.backend, 'fuse');
   t.is(request.fuseCache, 'shared');
   t.deepEqual(request.flags, ['nosuid']);
+  const mapped = parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,uidmap=0:100000:65536,gidmap=0:100000:1:1:200000:10']).request;
+  t.is(mapped.uidmap, '0:100000:65536');
+  t.is(mapped.gidmap, '0:100000:1:1:200000:10');
   t.throws(() => parseHelperArgs(['/b.ub', '/mnt', '-o', 'basedir=/s,bogus']), { message: /unknown option bogus/ });
   // ro (or -r) with an upper: a read-only overlay, as overlayfs and mount.composefs do
   for (const args of [['-o', 'ro,basedir=/s,upperdir=/u,workdir=/w'], ['-r', '-o', 'basedir=/s,upperdir=/u,workdir=/w']]) {
@@ -919,6 +926,61 @@ serial('xattrs: trusted.overlay.* escaped, others as stored (getfattr)', (t) => 
   } finally {
     cfsOk(t, ['umount', mnt]);
   }
+});
+
+// A container in its own user namespace sees the image's ids through its mapping (containerd's
+// uidmapping labels; the snapshotter mounts this way): every id the kernel is given, in stat, in
+// ACL entries and in a v3 file capability's root id, is mapped; ids outside it are 65534.
+serial('--uidmap/--gidmap: stat, ACL entries and v3 capabilities show mapped ids; permissions go by them', (t) => {
+  const mnt = mkTarget('idmap');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--uidmap', '0:100000:65536', '--gidmap', '0:200000:65536']);
+  try {
+    const ids = (name) => { const st = fs.lstatSync(path.join(mnt, name)); return `${st.uid} ${st.gid}`; };
+    t.is(ids('small'), '101000 200100');
+    t.is(ids('big'), '100012 200034');
+    t.is(ids('.'), '100000 200000');
+    t.is(ids('empty-dir'), '100007 200008');
+    t.is(sh('getfacl', ['-cn', path.join(mnt, 'acl')]).stdout.match(/^user:\d+:/m)?.[0], 'user:101000:');
+    // read back through the kernel (cap_inode_getsecurity): still v3, its root id mapped
+    const cap = sh('getfattr', ['-h', '-e', 'hex', '-n', 'security.capability', path.join(mnt, 'capv3')]);
+    t.regex(cap.stdout, /^security\.capability=0x0100000300200000000000000000000000000000888a0100$/m, cap.stderr);
+    // big is 0640, owner 12, group 34: readable by the mapped owner and group only
+    const read = (uid, gid) => sh('setpriv', [`--reuid=${uid}`, `--regid=${gid}`, '--clear-groups', 'head', '-c', '1', path.join(mnt, 'big')]);
+    const mode = fs.statSync(S.work).mode & 0o777;
+    fs.chmodSync(S.work, 0o711); // mkdtemp's 0700 would stop them on the way
+    try {
+      t.is(read(100012, 1).status, 0, `the mapped owner: ${read(100012, 1).stderr}`);
+      t.is(read(5, 200034).status, 0, 'the mapped group');
+      t.regex(read(12, 34).stderr, /Permission denied/, 'the unmapped ids are nobody here');
+    } finally {
+      fs.chmodSync(S.work, mode);
+    }
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  // ids outside the mapping show as the overflow id
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--uidmap', '0:100000:100', '--gidmap', '0:100000:100,100:300000:1']);
+  try {
+    t.is(fs.lstatSync(path.join(mnt, 'small')).uid, 65534);
+    t.is(fs.lstatSync(path.join(mnt, 'small')).gid, 300000);
+    t.is(fs.lstatSync(path.join(mnt, 'big')).uid, 100012);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  for (const [args, re] of [
+    [['--uidmap', '0:1', '--gidmap', '0:1:1'], /--uidmap "0:1": expected FIRST:MAPPED:COUNT/],
+    [['--uidmap', '0:1:0', '--gidmap', '0:1:1'], /a range of 0 ids/],
+    [['--uidmap', '0:1:10,5:100:1', '--gidmap', '0:1:1'], /ranges overlap/],
+    [['--uidmap', '0:4294967295:2', '--gidmap', '0:1:1'], /beyond 4294967295/],
+    [['--uidmap', '0:1:1'], /--uidmap and --gidmap go together/],
+    [['--uidmap', '0:1:1', '--gidmap', '0:1:1', '--backend', 'kernel'], /served by the FUSE server/],
+  ]) {
+    const r = cfs(['mount', S.blob, mnt, '--store', S.storeA, ...args]);
+    t.not(r.status, 0, args.join(' '));
+    t.regex(r.stderr, re);
+    t.is(r.stderr.trim().split('\n').length, 1, r.stderr);
+  }
+  t.deepEqual(mountsUnder(mnt, readMountinfo()), []);
 });
 
 for (const cache of FUSE_CACHES) serial(`a missing object is EIO with one log line; everything else keeps working (cache=${cache})`, (t) => {

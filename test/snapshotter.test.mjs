@@ -146,6 +146,17 @@ function cfs(...args) {
   return { code: r.status, out: r.stdout, err: r.stderr };
 }
 
+/** Kills a container's task, waits for it to go and removes the container (and its snapshot). */
+async function stopContainer(e, id) {
+  await e.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
+  for (let i = 0; i < 50; i++) {
+    if (!(await e.ctr(['task', 'ls'])).includes(id)) break;
+    await e.ctr(['task', 'rm', id]).catch(() => {});
+    await sleep(100);
+  }
+  await e.ctr(['containers', 'rm', id]);
+}
+
 async function containerView(e, id) {
   return path.join(e.dir, 'state', 'io.containerd.runtime.v2.task', 'default', id, 'rootfs');
 }
@@ -234,7 +245,7 @@ test.serial('1.6: a second image sharing layers and files: nothing stored twice'
 // each one a copy-up) and commits it as "CHAIN-100000-100000". Through unionblob that commit is
 // one more blob over the same objects; the container's tree must be what containerd's own
 // overlayfs snapshotter gives for the same command, the reference here.
-test.serial('1.6: a container in its own user namespace (ctr run --uidmap): same tree as overlayfs\'s, no object stored twice', async (t) => {
+test.serial('1.6: a container in its own user namespace (ctr run --uidmap): containerd\'s chown copy gives overlayfs\'s tree; with --remap-labels the image is served through the mapping, nothing copied', async (t) => {
   t.truthy(e16, 'needs the first test');
   // the container's root (host uid 100000) must reach its bundle under the test's directory
   fs.chmodSync(e16.dir, 0o755);
@@ -252,13 +263,7 @@ test.serial('1.6: a container in its own user namespace (ctr run --uidmap): same
     t.is(fs.readFileSync(path.join(rootfs, 'seen-inside'), 'utf8'), '0\n0 42\n', sn);
     views[sn] = await treeManifest(rootfs);
     views[sn].entries.delete('seen-inside');
-    await e16.ctr(['task', 'kill', '-s', 'SIGKILL', id]);
-    for (let i = 0; i < 50; i++) {
-      if (!(await e16.ctr(['task', 'ls'])).includes(id)) break;
-      await e16.ctr(['task', 'rm', id]).catch(() => {});
-      await sleep(100);
-    }
-    await e16.ctr(['containers', 'rm', id]);
+    await stopContainer(e16, id);
   }
   // seen from the host: the ids shifted, and everything else as overlayfs has it
   t.is(views.unionblob.entries.get('etc/shadow')?.uid, 100000);
@@ -267,6 +272,40 @@ test.serial('1.6: a container in its own user namespace (ctr run --uidmap): same
   const remapped = rows(e16).filter((r) => r.kind === 3 && /-100000-100000$/.test(r.key));
   t.is(remapped.length, 1, JSON.stringify(rows(e16).map((r) => r.key)));
   t.deepEqual(storeObjects(e16.store), objects, 'the chowned copy stored contents again');
+
+  // With --remap-labels containerd asks the snapshotter for the mapping (containerd.io/snapshot/
+  // uidmapping labels) instead of chowning a copy: the image's blob is served through it, nothing
+  // is copied or committed. The reference: umoci's tree of b with every id mapped (the setuid
+  // bits the chown above cleared are kept).
+  const committedBefore = new Set(rows(e16).filter((r) => r.kind === 3).map((r) => r.id));
+  const id = uniq('userns-labels');
+  await e16.ctr(['run', '-d', '--fifo-dir', path.join(e16.dir, 'fifo'), ...SN, '--remap-labels', ...map, 'docker.io/unionblob/b:latest', id,
+    'sh', '-c', '{ id -u; stat -c "%u %g" /etc/shadow; } > /seen-partly; mv /seen-partly /seen-inside; exec sleep 600']);
+  const rootfs = await containerView(e16, id);
+  for (let i = 0; i < 300 && !fs.existsSync(path.join(rootfs, 'seen-inside')); i++) await sleep(100);
+  t.is(fs.readFileSync(path.join(rootfs, 'seen-inside'), 'utf8'), '0\n0 42\n');
+  t.deepEqual(rows(e16).filter((r) => r.kind === 3 && !committedBefore.has(r.id)).map((r) => r.key), [], 'a snapshot was committed for the mapping');
+  const mine = rows(e16).find((r) => r.key.endsWith(`/${id}`));
+  t.deepEqual(fs.readdirSync(path.join(e16.ubRoot, 'snapshots', String(mine.id), 'fs')).sort(), ['seen-inside'], 'something was copied up');
+  const view = await treeManifest(rootfs);
+  view.entries.delete('seen-inside');
+  const ref = await treeManifest(images.images.b.reference);
+  for (const e of ref.entries.values()) {
+    e.uid = e.uid < 65536 ? e.uid + 100000 : 65534;
+    e.gid = e.gid < 65536 ? e.gid + 100000 : 65534;
+  }
+  t.deepEqual(diffManifests(ref, view, { labels: ['umoci+100000', 'unionblob'] }).filter((l) => !l.startsWith('.: mtime')), []);
+  t.true([...ref.entries.values()].some((e) => /^[4-7]/.test(e.mode)), 'no setuid or setgid file in image b');
+  const mapped = fs.readdirSync(path.join(e16.ubRoot, 'mounts')).filter((n) => n.includes('-'));
+  t.is(mapped.length, 1, 'one mount of the image through the mapping');
+  // no Commit of a snapshot whose upper holds mapped ids
+  t.regex(await e16.ctrFails(['snapshots', ...SN, 'commit', uniq('userns-commit'), id]), /uid\/gid mapping/);
+  await stopContainer(e16, id);
+  // the container's snapshot went with it, and the mapped mount with the last snapshot using it
+  for (let i = 0; i < 100 && rows(e16).some((r) => r.key.endsWith(`/${id}`)); i++) await sleep(100);
+  t.false(rows(e16).some((r) => r.key.endsWith(`/${id}`)));
+  t.deepEqual(fs.readdirSync(path.join(e16.ubRoot, 'mounts')).filter((n) => n.includes('-')), []);
+  t.deepEqual(mountsUnder(path.join(e16.ubRoot, 'mounts')).filter((m) => path.basename(m).includes('-')), []);
 });
 
 test.serial('1.6: killed mid-import, restarted, imported again: consistent', async (t) => {

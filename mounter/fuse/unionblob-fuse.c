@@ -147,6 +147,8 @@ struct config {
 	char *cache;
 	char *open_objects;
 	char *passthrough_min;
+	char *uidmap;
+	char *gidmap;
 	unsigned int max_read;
 	int foreground;
 	int singlethread;
@@ -292,14 +294,45 @@ static int get_inode(struct ubfs *fs, fuse_ino_t nodeid, struct ub_inode_info *o
 	return err ? reply_errno(err, "reading inode", nodeid) : 0;
 }
 
+/*
+ * uidmap=/gidmap= (a container in its own user namespace, as containerd's uidmapping labels
+ * ask): the blob's id I in [C, C+L) is shown as H + (I - C); any other id as the overflow id,
+ * as the kernel shows an id an idmapped mount does not map. One mapping per server: global.
+ */
+#define MAX_ID_RANGES 64
+#define OVERFLOW_ID 65534
+
+struct id_range {
+	u32 inside, outside, count;
+};
+
+struct id_map {
+	struct id_range r[MAX_ID_RANGES];
+	int n;		/* 0: ids shown as they are */
+};
+
+static struct id_map uid_map, gid_map;
+
+static u32 map_id(const struct id_map *m, u32 id)
+{
+	int i;
+
+	if (!m->n)
+		return id;
+	for (i = 0; i < m->n; i++)
+		if (id >= m->r[i].inside && id - m->r[i].inside < m->r[i].count)
+			return m->r[i].outside + (id - m->r[i].inside);
+	return OVERFLOW_ID;
+}
+
 static void fill_stat(const struct ub_inode_info *ii, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
 	st->st_ino = ub_inode_st_ino(ii);
 	st->st_mode = ii->mode;
 	st->st_nlink = ii->nlink;
-	st->st_uid = ii->uid;
-	st->st_gid = ii->gid;
+	st->st_uid = map_id(&uid_map, ii->uid);
+	st->st_gid = map_id(&gid_map, ii->gid);
 	st->st_size = (off_t)ii->size;
 	st->st_blksize = UB_BLOCK_SIZE;
 	/* as the kernel module and ext4 count them: whole 4 KiB blocks, in 512-byte units */
@@ -1187,6 +1220,56 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 	free(buf);
 }
 
+/*
+ * With uidmap=/gidmap=, ids stored inside xattr values are mapped as the inode's own: the named
+ * users and groups of a POSIX ACL (the kernel enforces what getxattr returns) and the root id of
+ * a version 3 file capability. Values too short for their header are left to the kernel to refuse.
+ */
+#define ACL_XATTR_VERSION 2
+#define ACL_TAG_USER 0x02
+#define ACL_TAG_GROUP 0x08
+#define VFS_CAP_V3 0x03000000u
+#define VFS_CAP_V3_SIZE 24
+
+static u32 get_le32(const char *p)
+{
+	const unsigned char *b = (const unsigned char *)p;
+
+	return b[0] | (u32)b[1] << 8 | (u32)b[2] << 16 | (u32)b[3] << 24;
+}
+
+static void put_le32(char *p, u32 v)
+{
+	p[0] = (char)v;
+	p[1] = (char)(v >> 8);
+	p[2] = (char)(v >> 16);
+	p[3] = (char)(v >> 24);
+}
+
+static void map_xattr_ids(const char *name, char *val, size_t len)
+{
+	size_t off;
+
+	if (!uid_map.n && !gid_map.n)
+		return;
+	if (!strcmp(name, "system.posix_acl_access") || !strcmp(name, "system.posix_acl_default")) {
+		if (len < 4 || get_le32(val) != ACL_XATTR_VERSION)
+			return;
+		/* entries of 8 bytes: tag (le16), perm (le16), id (le32) */
+		for (off = 4; off + 8 <= len; off += 8) {
+			unsigned int tag = (unsigned char)val[off] | (unsigned char)val[off + 1] << 8;
+
+			if (tag == ACL_TAG_USER)
+				put_le32(val + off + 4, map_id(&uid_map, get_le32(val + off + 4)));
+			else if (tag == ACL_TAG_GROUP)
+				put_le32(val + off + 4, map_id(&gid_map, get_le32(val + off + 4)));
+		}
+	} else if (!strcmp(name, "security.capability")) {
+		if (len >= VFS_CAP_V3_SIZE && (get_le32(val) & 0xff000000u) == VFS_CAP_V3)
+			put_le32(val + 20, map_id(&uid_map, get_le32(val + 20)));
+	}
+}
+
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct ubfs *fs = req_fs(req);
@@ -1210,8 +1293,10 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		fuse_reply_err(req, reply_errno(n, "getxattr", ino));
 	else if (size == 0)
 		fuse_reply_xattr(req, (size_t)n);
-	else
+	else {
+		map_xattr_ids(name, buf, (size_t)n);
 		fuse_reply_buf(req, buf, (size_t)n);
+	}
 	free(buf);
 }
 
@@ -1283,6 +1368,9 @@ static void usage(void)
 	       "    -o open_objects=N       idle object files kept open (default 4096)\n"
 	       "    -o passthrough=auto|off cache=shared|auto: off serves reads through the\n"
 	       "                            server (cache=auto then works like private)\n"
+	       "    -o uidmap=C:H:L[:C:H:L...], gidmap=...\n"
+	       "                            show the blob's ids C..C+L-1 as H..H+L-1 and any\n"
+	       "                            other id as 65534 (containerd's uidmapping labels)\n"
 	       "    -o nosplice             copy through userspace instead of splice\n"
 	       "    -o noreaddirplus        plain readdir only (tests, benchmarks)\n"
 	       "    -s                      single-threaded\n"
@@ -1303,6 +1391,8 @@ static const struct fuse_opt ub_opts[] = {
 	{ "cache=%s", offsetof(struct config, cache), 0 },
 	{ "open_objects=%s", offsetof(struct config, open_objects), 0 },
 	{ "passthrough_min=%s", offsetof(struct config, passthrough_min), 0 },
+	{ "uidmap=%s", offsetof(struct config, uidmap), 0 },
+	{ "gidmap=%s", offsetof(struct config, gidmap), 0 },
 	/* libfuse refuses INIT unless init() repeats the max_read it was mounted with: note it and
 	 * pass it on to libfuse too. */
 	{ "max_read=%u", offsetof(struct config, max_read), 0 },
@@ -1478,6 +1568,42 @@ static int parse_size(const char *s, u64 *out)
 	return 0;
 }
 
+/* C:H:L triples joined by ':' (as fuse-overlayfs takes them); ranges of C must not overlap. */
+static void parse_id_map(const char *opt, const char *text, struct id_map *m)
+{
+	unsigned long long v[3];
+	const char *p = text;
+	char *end;
+	int i, k;
+
+	m->n = 0;
+	while (*p) {
+		if (m->n == MAX_ID_RANGES)
+			die("%s=%s: more than %d ranges", opt, text, MAX_ID_RANGES);
+		for (k = 0; k < 3; k++) {
+			errno = 0;
+			if (*p < '0' || *p > '9')
+				goto bad;
+			v[k] = strtoull(p, &end, 10);
+			if (errno || v[k] > UINT32_MAX || (*end && *end != ':') || (k < 2 && !*end))
+				goto bad;
+			p = *end ? end + 1 : end;
+			if (*end && !*p)
+				goto bad;
+		}
+		if (!v[2] || v[0] + v[2] - 1 > UINT32_MAX || v[1] + v[2] - 1 > UINT32_MAX)
+			goto bad;
+		for (i = 0; i < m->n; i++)
+			if (v[0] < (unsigned long long)m->r[i].inside + m->r[i].count && m->r[i].inside < v[0] + v[2])
+				die("%s=%s: ranges overlap", opt, text);
+		m->r[m->n++] = (struct id_range){ (u32)v[0], (u32)v[1], (u32)v[2] };
+	}
+	if (m->n)
+		return;
+bad:
+	die("%s=%s: expected FIRST:MAPPED:COUNT[:FIRST:MAPPED:COUNT...] (decimal ids, COUNT > 0)", opt, text);
+}
+
 static void parse_settings(struct ubfs *fs, const struct config *cfg)
 {
 	char *end;
@@ -1509,6 +1635,10 @@ static void parse_settings(struct ubfs *fs, const struct config *cfg)
 		fs->cache = CACHE_SHARED;
 	else if (cfg->cache)
 		die("cache=%s: expected auto, private or shared", cfg->cache);
+	if (cfg->uidmap)
+		parse_id_map("uidmap", cfg->uidmap, &uid_map);
+	if (cfg->gidmap)
+		parse_id_map("gidmap", cfg->gidmap, &gid_map);
 	fs->pt_min = PASSTHROUGH_MIN_DEFAULT;
 	if (cfg->passthrough_min && parse_size(cfg->passthrough_min, &fs->pt_min) != 0)
 		die("passthrough_min=%s: expected a size in bytes (suffix K, M or G allowed)",
