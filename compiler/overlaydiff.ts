@@ -50,6 +50,50 @@ export interface OverlayDiffOptions {
   store: StoreWriter | null;
   /** Interpret whiteouts and opaque directories (default true). */
   whiteouts?: boolean;
+  /**
+   * The upper was written through a uid/gid mapping (a container in its own user namespace): its
+   * ids are host ids, turned back into the image's here (owners, ACL entries, v3 capability root
+   * ids); null for an id outside the mapping, which is refused.
+   */
+  unmap?: IdUnmap;
+}
+
+export interface IdUnmap {
+  uid: (hostId: number) => number | null;
+  gid: (hostId: number) => number | null;
+}
+
+const ACL_XATTRS = new Set(['system.posix_acl_access', 'system.posix_acl_default']);
+const ACL_USER = 0x02;
+const ACL_GROUP = 0x08;
+const VFS_CAP_V3 = 0x03000000;
+
+/**
+ * An xattr value with the ids inside it passed through `unmap` (POSIX ACL named users and groups,
+ * a v3 file capability's root id); the value itself when it holds none. Throws with `where` and
+ * the id when one is outside the mapping.
+ */
+export function unmapXattrIds(name: string, value: Buffer, unmap: IdUnmap, where: string): Buffer {
+  const back = (fn: (id: number) => number | null, id: number, what: string): number => {
+    const v = fn(id);
+    if (v === null) throw new Error(`${where}: ${name} names ${what} ${id}, outside the snapshot's mapping: cannot be committed`);
+    return v;
+  };
+  if (ACL_XATTRS.has(name) && value.length >= 4 && value.readUInt32LE(0) === 2) {
+    const out = Buffer.from(value);
+    for (let off = 4; off + 8 <= out.length; off += 8) {
+      const tag = out.readUInt16LE(off);
+      if (tag === ACL_USER) out.writeUInt32LE(back(unmap.uid, out.readUInt32LE(off + 4), 'uid'), off + 4);
+      else if (tag === ACL_GROUP) out.writeUInt32LE(back(unmap.gid, out.readUInt32LE(off + 4), 'gid'), off + 4);
+    }
+    return out;
+  }
+  if (name === 'security.capability' && value.length >= 24 && (value.readUInt32LE(0) & 0xff000000) === VFS_CAP_V3) {
+    const out = Buffer.from(value);
+    out.writeUInt32LE(back(unmap.uid, out.readUInt32LE(20), 'root uid'), 20);
+    return out;
+  }
+  return value;
 }
 
 export interface OverlayDiffStats {
@@ -178,12 +222,23 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     return out;
   };
 
+  const unmapped = (fn: (id: number) => number | null, id: number, what: string, rel: string): number => {
+    const v = fn(id);
+    if (v === null) throw new Error(`${shownPath(rel)}: ${what} ${id} is outside the snapshot's mapping: cannot be committed`);
+    return v;
+  };
   const metadata = (node: TreeNode, st: fs.BigIntStats, rel: string) => {
     node.mode = Number(st.mode);
     node.uid = Number(st.uid);
     node.gid = Number(st.gid);
     [node.mtimeSec, node.mtimeNsec] = splitNs(st.mtimeNs);
     node.xattrs = xattrsOf(rel);
+    const unmap = opts.unmap;
+    if (unmap) {
+      node.uid = unmapped(unmap.uid, node.uid, 'owner', rel);
+      node.gid = unmapped(unmap.gid, node.gid, 'group', rel);
+      for (const [name, value] of node.xattrs) node.xattrs.set(name, unmapXattrIds(name, value, unmap, shownPath(rel)));
+    }
   };
 
   async function visitDir(dirNode: TreeNode, abs: Buffer, rel: string): Promise<void> {

@@ -963,10 +963,6 @@ export class Snapshotter {
       if (this.db.get(name)) throw new SnapshotError('AlreadyExists', `snapshot ${name} already exists`);
       const row = this.db.mustGet(key);
       if (row.kind !== Kind.ACTIVE) throw new SnapshotError('FailedPrecondition', `snapshot ${key} is not active`);
-      if (idMapOf(row.labels)) {
-        // its upper holds the mapped ids (host ids of the container's user namespace), not the image's
-        throw new SnapshotError('FailedPrecondition', `snapshot ${key} shows its parent through a uid/gid mapping (containerd's uidmapping labels): committing it is not supported`);
-      }
       const started = performance.now();
       const p = row.parentId === null ? null : this.db.byId(row.parentId)!;
       const ahead = await this.takeAhead(row.id);
@@ -980,6 +976,11 @@ export class Snapshotter {
       const { diff, created } = await this.writing(() => this.compileUpper(row, p, name, key, storedLabels(labels), phases));
       this.counters.slowCommits++;
       await this.dropUpper(row, p);
+      const idmap = p ? idMapOf(row.labels) : null; // row: as it was before the Commit
+      if (idmap) {
+        const at = this.mappedMountPoint(p!.id, idmap);
+        if (!this.mappedMountsNeeded().has(path.basename(at))) await this.unmountPath(at);
+      }
       phases.mark('upper removed');
       this.log(`commit ${key} -> ${name} (id ${row.id}): ${diff.entries} upper entries, ${diff.whiteouts} whiteouts, ` +
         `${created} new objects, ${((performance.now() - started) / 1000).toFixed(2)} s (${phases})`);
@@ -1033,7 +1034,10 @@ export class Snapshotter {
     let diff;
     let blob: Buffer;
     try {
-      diff = await applyOverlayDiff(tree, this.upper(row.id), { store, inlineThreshold: this.inlineThreshold, whiteouts: p !== null });
+      // an upper written through a mapping holds host ids: the image's go into the blob
+      const idmap = p ? idMapOf(row.labels) : null;
+      const unmap = idmap ? { uid: (h: number) => unmapId(idmap.uid, h), gid: (h: number) => unmapId(idmap.gid, h) } : undefined;
+      diff = await applyOverlayDiff(tree, this.upper(row.id), { store, inlineThreshold: this.inlineThreshold, whiteouts: p !== null, unmap });
       phases.mark('upper read');
       await store.flush();
       phases.mark('objects written');
@@ -1535,6 +1539,12 @@ interface IdMapLabels {
   gidText: string;
   /** Names the mapped mount of a parent (mounts/PARENT-TAG). */
   tag: string;
+}
+
+/** The image's id that host id `h` shows through `ranges`; null when no range maps to it. */
+function unmapId(ranges: IdRange[], h: number): number | null {
+  for (const r of ranges) if (h >= r.outside && h - r.outside < r.count) return r.inside + (h - r.outside);
+  return null;
 }
 
 /** The uid/gid mapping a snapshot's labels ask for; null without one. Both labels or neither. */

@@ -288,3 +288,38 @@ test('applyOverlayDiff refuses what an upper cannot say alone (redirect_dir, met
   t.is(r.stderr, `cfs: ${plain}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others\n`);
   t.false(fs.existsSync(path.join(out, 'x.ub')));
 });
+
+// An upper written through a uid/gid mapping (the snapshotter's snapshots of containers in their
+// own user namespace) holds host ids: `unmap` turns owners, ACL entries and a v3 capability's root
+// id back into the image's, and refuses an id no range maps to, naming the path.
+test('applyOverlayDiff with unmap: host ids back to the image\'s (owners, ACL entries, v3 capabilities); an unmapped id is refused', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-unmap-'));
+  try {
+    const upper = path.join(dir, 'upper');
+    fs.mkdirSync(upper);
+    fs.chownSync(upper, 100000, 100000);
+    file(`${upper}/mine`, 'x', { uid: 101000, gid: 100100 });
+    file(`${upper}/acl`, 'acl', { uid: 100000, gid: 100000 });
+    sh('setfacl', ['-m', 'u:101000:r,g:100050:r', `${upper}/acl`]);
+    file(`${upper}/cap`, 'cap', { uid: 100000, gid: 100000 });
+    // VFS_CAP_REVISION_3, CAP_NET_RAW, root id 100000 (0x186a0)
+    sh('setfattr', ['-n', 'security.capability', '-v', '0x0100000300200000000000000000000000000000a0860100', `${upper}/cap`]);
+    const back = (h) => (h >= 100000 && h < 165536 ? h - 100000 : null);
+    const tree = newTree();
+    await applyOverlayDiff(tree, upper, { store: null, inlineThreshold: 64, unmap: { uid: back, gid: back } });
+    const node = (n) => tree.children.get(n);
+    t.is(`${tree.uid} ${tree.gid}`, '0 0');
+    t.is(`${node('mine').uid} ${node('mine').gid}`, '1000 100');
+    const acl = node('acl').xattrs.get('system.posix_acl_access');
+    const entries = [];
+    for (let off = 4; off + 8 <= acl.length; off += 8) entries.push(`${acl.readUInt16LE(off)}:${acl.readUInt32LE(off + 4)}`);
+    t.true(entries.includes('2:1000') && entries.includes('8:50'), entries.join(' '));
+    t.is(node('cap').xattrs.get('security.capability').toString('hex'), '010000030020000000000000000000000000000000000000');
+    // an owner no range maps (a copy-up of a file the container saw as the overflow id)
+    file(`${upper}/nobody`, 'n', { uid: 65534, gid: 100000 });
+    await t.throwsAsync(applyOverlayDiff(newTree(), upper, { store: null, inlineThreshold: 64, unmap: { uid: back, gid: back } }),
+      { message: /\/nobody: owner 65534 is outside the snapshot's mapping: cannot be committed$/ });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
