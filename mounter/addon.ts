@@ -40,6 +40,8 @@ export interface KernelError extends Error {
 interface Native {
   fsMount(spec: FsMountSpec & { target?: string }): { fd?: number; messages: string[] };
   moveMount(fd: number, target: string): void;
+  /** Absent from builds that predate it. */
+  idmapBind?(source: string, target: string, usernsFd: number): void;
   fsverityEnable(path: string): boolean;
   fsverityMeasure(path: string): Buffer | null;
   writeObjectFile(dir: string | number, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean;
@@ -118,6 +120,16 @@ export function fsMountDetached(spec: FsMountSpec): FsMountResult & { fd: number
 /** Attaches a detached mount at `target` (the fd stays open: close it after). */
 export function moveMount(fd: number, target: string): void {
   loadAddon().moveMount(fd, target);
+}
+
+/**
+ * An idmapped bind of the mount at `source` on `target`, through the user namespace open at
+ * `usernsFd` (see mounter/userns.ts): open_tree(CLONE), mount_setattr(MOUNT_ATTR_IDMAP), move_mount.
+ */
+export function idmapBind(source: string, target: string, usernsFd: number): void {
+  const addon = loadAddon();
+  if (!addon.idmapBind) throw new AddonMissingError('the Node-API addon predates idmapped mounts: npm run build:addon');
+  addon.idmapBind(source, target, usernsFd);
 }
 
 /**

@@ -53,6 +53,8 @@ import { ROOTS_DIR, addRoot, fsyncDir, lockStores, readRoots, removeRoot, type S
 import { StoreWriter, objectPath, syncStores } from '../compiler/store.js';
 import { MountError, OVERLAY_MOUNT_OPTIONS, chooseBackend, mapId, mountBlob, parseIdMap, serverAlive, umountTarget, type IdRange } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
+import { idmapBind } from '../mounter/addon.js';
+import { withUserNamespace } from '../mounter/userns.js';
 import type { Backend } from '../mounter/state.js';
 import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
 import { IngestTail, looksLikeTar, watchIngests } from './ingest.js';
@@ -1428,11 +1430,19 @@ export class Snapshotter {
     if (isLiveMount(at)) return;
     if (isMountPoint(at)) await this.unmountPath(at);
     await fsp.mkdir(at, { recursive: true, mode: 0o755 });
-    // the FUSE server maps the ids whatever the backend (the kernel module's mounts would need an
-    // idmapped mount, which needs a user namespace holding the mapping)
+    const how = `uid map ${idmap.uidText}, gid map ${idmap.gidText}`;
+    if (this.backend === 'kernel') {
+      // an idmapped bind of the module's mount: the kernel data path and one page cache for
+      // every mapping (kmod: FS_ALLOW_IDMAP)
+      await this.ensureMounted(parentId);
+      await withUserNamespace(idmap.uid, idmap.gid, (fd) => idmapBind(this.mountPoint(parentId), at, fd));
+      this.log(`idmapped bind of snapshot ${parentId}'s mount on ${at} (${how})`);
+      return;
+    }
+    // FUSE: the server maps the ids itself (-o uidmap=,gidmap=)
     await mountBlob({ blob: this.blob(parentId), target: at, stores: this.stores, backend: 'fuse',
       uidmap: idmap.uidText, gidmap: idmap.gidText, log: (l) => this.log(l) });
-    this.log(`mounted snapshot ${parentId}'s blob on ${at} through uid map ${idmap.uidText}, gid map ${idmap.gidText} (fuse)`);
+    this.log(`mounted snapshot ${parentId}'s blob on ${at} through ${how} (fuse)`);
   }
 
   /** Names under mounts/ of the mapped lowers that open snapshots use. */

@@ -105,6 +105,18 @@ Napi::Value MoveMount(const Napi::CallbackInfo& info) {
   });
 }
 
+// idmapBind(source, target, usernsFd)
+Napi::Value IdmapBind(const Napi::CallbackInfo& info) {
+  std::string source = string_arg(info, 0, "source");
+  std::string target = string_arg(info, 1, "target");
+  if (info.Length() < 3 || !info[2].IsNumber()) throw Napi::TypeError::New(info.Env(), "usernsFd must be a number");
+  int fd = info[2].As<Napi::Number>().Int32Value();
+  return guarded(info, [&]() -> Napi::Value {
+    idmap_bind(source, target, fd);
+    return info.Env().Undefined();
+  });
+}
+
 // fsverityEnable(path) -> true (enabled now) | false (it already was)
 Napi::Value FsverityEnable(const Napi::CallbackInfo& info) {
   std::string path = string_arg(info, 0, "path");
@@ -186,6 +198,7 @@ Napi::Value Crc32c(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
   exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
+  exports.Set("idmapBind", Napi::Function::New(env, IdmapBind, "idmapBind"));
   exports.Set("fsverityEnable", Napi::Function::New(env, FsverityEnable, "fsverityEnable"));
   exports.Set("fsverityMeasure", Napi::Function::New(env, FsverityMeasure, "fsverityMeasure"));
   exports.Set("writeObjectFile", Napi::Function::New(env, WriteObjectFile, "writeObjectFile"));

@@ -25,6 +25,14 @@ int sys_fsmount(int fd, unsigned flags, unsigned attr_flags) {
   return static_cast<int>(syscall(SYS_fsmount, fd, flags, attr_flags));
 }
 
+int sys_open_tree(const char* path, unsigned flags) {
+  return static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, path, flags));
+}
+
+int sys_mount_setattr(int fd, struct mount_attr* attr) {
+  return static_cast<int>(syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH, attr, sizeof *attr));
+}
+
 int sys_move_mount(int from_fd, const char* to_path) {
   return static_cast<int>(syscall(SYS_move_mount, from_fd, "", AT_FDCWD, to_path, MOVE_MOUNT_F_EMPTY_PATH));
 }
@@ -104,4 +112,23 @@ void move_mount_to(int mount_fd, const std::string& target) {
     int err = errno;
     throw SysError{"move_mount", "move_mount to " + target, err, target, "", {}};
   }
+}
+
+void idmap_bind(const std::string& source, const std::string& target, int userns_fd) {
+  Fd tree(sys_open_tree(source.c_str(), OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+  if (tree.get() < 0) {
+    int err = errno;
+    throw SysError{"open_tree", "open_tree " + source, err, source, "", {}};
+  }
+  struct mount_attr attr = {};
+  attr.attr_set = MOUNT_ATTR_IDMAP;
+  attr.userns_fd = static_cast<__u64>(userns_fd);
+  if (sys_mount_setattr(tree.get(), &attr) < 0) {
+    int err = errno;
+    SysError e{"mount_setattr", "mount_setattr MOUNT_ATTR_IDMAP on " + source, err, source, "", {}};
+    if (err == EINVAL) e.hint = "the filesystem does not allow idmapped mounts, or the fd is no user namespace with a mapping";
+    throw e;
+  }
+  // On failure the detached clone goes away when tree is closed: nothing to undo.
+  move_mount_to(tree.get(), target);
 }

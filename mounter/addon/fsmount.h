@@ -27,3 +27,8 @@ FsMountResult fs_mount(const FsMountSpec& spec);
 
 // Attaches a detached mount (fs_mount without target, or open_tree) at target.
 void move_mount_to(int mount_fd, const std::string& target);
+
+// An idmapped bind of the mount at source, attached at target: open_tree(OPEN_TREE_CLONE),
+// mount_setattr(MOUNT_ATTR_IDMAP) with the user namespace userns_fd holds the mapping of
+// (Linux 5.12+, where the filesystem allows it: FS_ALLOW_IDMAP), move_mount. Throws SysError.
+void idmap_bind(const std::string& source, const std::string& target, int userns_fd);
