@@ -53,7 +53,7 @@ import { ROOTS_DIR, addRoot, fsyncDir, lockStores, readRoots, removeRoot, type S
 import { StoreWriter, objectPath, syncStores } from '../compiler/store.js';
 import { MountError, OVERLAY_MOUNT_OPTIONS, chooseBackend, mapId, mountBlob, parseIdMap, serverAlive, umountTarget, type IdRange } from '../mounter/mount.js';
 import { isMountPoint, readMountinfo } from '../mounter/mountinfo.js';
-import { idmapBind } from '../mounter/addon.js';
+import { addonBuilt, idmapBind } from '../mounter/addon.js';
 import { withUserNamespace } from '../mounter/userns.js';
 import type { Backend } from '../mounter/state.js';
 import { ContentClient, LABEL_SNAPSHOT_REF, type LayerRef } from './content.js';
@@ -1431,7 +1431,7 @@ export class Snapshotter {
     if (isMountPoint(at)) await this.unmountPath(at);
     await fsp.mkdir(at, { recursive: true, mode: 0o755 });
     const how = `uid map ${idmap.uidText}, gid map ${idmap.gidText}`;
-    if (this.backend === 'kernel') {
+    if (this.backend === 'kernel' && addonBuilt()) {
       // an idmapped bind of the module's mount: the kernel data path and one page cache for
       // every mapping (kmod: FS_ALLOW_IDMAP)
       await this.ensureMounted(parentId);
@@ -1439,7 +1439,7 @@ export class Snapshotter {
       this.log(`idmapped bind of snapshot ${parentId}'s mount on ${at} (${how})`);
       return;
     }
-    // FUSE: the server maps the ids itself (-o uidmap=,gidmap=)
+    // FUSE (also without the addon): the server maps the ids itself (-o uidmap=,gidmap=)
     await mountBlob({ blob: this.blob(parentId), target: at, stores: this.stores, backend: 'fuse',
       uidmap: idmap.uidText, gidmap: idmap.gidText, log: (l) => this.log(l) });
     this.log(`mounted snapshot ${parentId}'s blob on ${at} through ${how} (fuse)`);
