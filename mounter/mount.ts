@@ -94,18 +94,20 @@ export function parseIdMap(what: string, text: string): IdRange[] {
   for (let i = 0; i < nums.length; i += 3) {
     const [inside, outside, count] = nums.slice(i, i + 3).map(Number);
     if (count === 0) bad('a range of 0 ids');
-    if (inside + count - 1 > ID_MAX || outside + count - 1 > ID_MAX) bad('ids beyond 4294967295');
-    if (ranges.some((r) => inside < r.inside + r.count && r.inside < inside + count)) bad('ranges overlap');
+    // 4294967295 is no id (the kernel's -1)
+    if (inside + count - 1 >= ID_MAX || outside + count - 1 >= ID_MAX) bad('ids beyond 4294967294');
+    if (ranges.some((r) => (inside < r.inside + r.count && r.inside < inside + count) ||
+      (outside < r.outside + r.count && r.outside < outside + count))) bad('ranges overlap');
     ranges.push({ inside, outside, count });
   }
   if (ranges.length > 64) bad('more than 64 ranges');
   return ranges;
 }
 
-/** The id `id` shows as through `ranges` (the overflow id where no range has it), as the FUSE server maps it. */
-export function mapId(ranges: IdRange[], id: number): number {
+/** The id `id` shows as through `ranges`; null where no range has it (the FUSE server gives no id then). */
+export function mapId(ranges: IdRange[], id: number): number | null {
   for (const r of ranges) if (id >= r.inside && id - r.inside < r.count) return r.outside + (id - r.inside);
-  return 65534;
+  return null;
 }
 
 /** The FUSE server's form of a mapping: the triples joined by ':' (its option string is split at commas). */

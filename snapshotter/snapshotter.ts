@@ -473,7 +473,14 @@ export class Snapshotter {
         // The upper's root starts as the parent's root, so a commit without a "./" entry keeps it;
         // through a mapping it is the mapped owner's, as the lower's root shows (the container's root can write it).
         const root = this.rootOf(p);
-        if (idmap) Object.assign(root, { uid: mapId(idmap.uid, root.uid), gid: mapId(idmap.gid, root.gid) });
+        if (idmap) {
+          const [uid, gid] = [mapId(idmap.uid, root.uid), mapId(idmap.gid, root.gid)];
+          if (uid === null || gid === null) {
+            await fsp.rm(tmp, { recursive: true, force: true });
+            throw new SnapshotError('InvalidArgument', `snapshot ${key}: the image's root directory (${root.uid}:${root.gid}) is outside the uid/gid mapping`);
+          }
+          Object.assign(root, { uid, gid });
+        }
         copyRootMetadata(root, path.join(tmp, 'fs'));
       }
     }
@@ -1151,6 +1158,7 @@ export class Snapshotter {
       checkLabels(labels);
       const row = this.db.mustGet(name);
       let next: Record<string, string>;
+      const mappingOf = (l: Record<string, string>): string => `${l[LABEL_UIDMAP] ?? ''}|${l[LABEL_GIDMAP] ?? ''}`;
       if (paths.length === 0) {
         next = { ...labels };
       } else {
@@ -1164,7 +1172,12 @@ export class Snapshotter {
           } else throw new SnapshotError('InvalidArgument', `cannot update field ${JSON.stringify(p)} of snapshot ${name}`);
         }
       }
-      this.db.setLabels(row.id, storedLabels(next));
+      next = storedLabels(next);
+      // what an active snapshot or a view is mounted through is fixed when it is made: its lower is mounted so
+      if (row.kind !== Kind.COMMITTED && mappingOf(next) !== mappingOf(row.labels)) {
+        throw new SnapshotError('FailedPrecondition', `snapshot ${name}: its uid/gid mapping (${LABEL_UIDMAP}, ${LABEL_GIDMAP}) is fixed when it is prepared`);
+      }
+      this.db.setLabels(row.id, next);
       return this.info(this.db.byId(row.id)!);
     });
   }
@@ -1431,18 +1444,23 @@ export class Snapshotter {
     if (isMountPoint(at)) await this.unmountPath(at);
     await fsp.mkdir(at, { recursive: true, mode: 0o755 });
     const how = `uid map ${idmap.uidText}, gid map ${idmap.gidText}`;
-    if (this.backend === 'kernel' && addonBuilt()) {
-      // an idmapped bind of the module's mount: the kernel data path and one page cache for
-      // every mapping (kmod: FS_ALLOW_IDMAP)
-      await this.ensureMounted(parentId);
-      await withUserNamespace(idmap.uid, idmap.gid, (fd) => idmapBind(this.mountPoint(parentId), at, fd));
-      this.log(`idmapped bind of snapshot ${parentId}'s mount on ${at} (${how})`);
-      return;
+    try {
+      if (this.backend === 'kernel' && addonBuilt()) {
+        // an idmapped bind of the module's mount: the kernel data path and one page cache for
+        // every mapping (kmod: FS_ALLOW_IDMAP)
+        await this.ensureMounted(parentId);
+        await withUserNamespace(idmap.uid, idmap.gid, (fd) => idmapBind(this.mountPoint(parentId), at, fd));
+        this.log(`idmapped bind of snapshot ${parentId}'s mount on ${at} (${how})`);
+        return;
+      }
+      // FUSE (also without the addon): the server maps the ids itself (-o uidmap=,gidmap=)
+      await mountBlob({ blob: this.blob(parentId), target: at, stores: this.stores, backend: 'fuse',
+        uidmap: idmap.uidText, gidmap: idmap.gidText, log: (l) => this.log(l) });
+      this.log(`mounted snapshot ${parentId}'s blob on ${at} through ${how} (fuse)`);
+    } catch (err) {
+      if (!isMountPoint(at)) await fsp.rmdir(at).catch(() => {}); // no empty mount point left for Cleanup
+      throw err;
     }
-    // FUSE (also without the addon): the server maps the ids itself (-o uidmap=,gidmap=)
-    await mountBlob({ blob: this.blob(parentId), target: at, stores: this.stores, backend: 'fuse',
-      uidmap: idmap.uidText, gidmap: idmap.gidText, log: (l) => this.log(l) });
-    this.log(`mounted snapshot ${parentId}'s blob on ${at} through ${how} (fuse)`);
   }
 
   /** Names under mounts/ of the mapped lowers that open snapshots use. */

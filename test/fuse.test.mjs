@@ -930,7 +930,7 @@ serial('xattrs: trusted.overlay.* escaped, others as stored (getfattr)', (t) => 
 
 // A container in its own user namespace sees the image's ids through its mapping (containerd's
 // uidmapping labels; the snapshotter mounts this way): every id the kernel is given, in stat, in
-// ACL entries and in a v3 file capability's root id, is mapped; ids outside it are 65534.
+// ACL entries and in a v3 file capability's root id, is mapped; ids outside it are no id (65534 in stat).
 serial('--uidmap/--gidmap: stat, ACL entries and v3 capabilities show mapped ids; permissions go by them', (t) => {
   const mnt = mkTarget('idmap');
   cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--uidmap', '0:100000:65536', '--gidmap', '0:200000:65536']);
@@ -958,12 +958,29 @@ serial('--uidmap/--gidmap: stat, ACL entries and v3 capabilities show mapped ids
   } finally {
     cfsOk(t, ['umount', mnt]);
   }
-  // ids outside the mapping show as the overflow id
+  // An id outside the mapping is no id: stat shows the overflow id, an ACL entry naming it is
+  // left out, and an overlay cannot copy such a file up (EOVERFLOW, as from an idmapped mount)
+  // where it would otherwise make a file of the host's real uid 65534.
   cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--uidmap', '0:100000:100', '--gidmap', '0:100000:100,100:300000:1']);
+  const ov = path.join(S.work, 'idmap-ov');
+  for (const d of ['up', 'wk', 'm']) fs.mkdirSync(path.join(ov, d), { recursive: true });
   try {
     t.is(fs.lstatSync(path.join(mnt, 'small')).uid, 65534);
     t.is(fs.lstatSync(path.join(mnt, 'small')).gid, 300000);
     t.is(fs.lstatSync(path.join(mnt, 'big')).uid, 100012);
+    const acl = sh('getfacl', ['-cn', path.join(mnt, 'acl')]);
+    t.is(acl.status, 0, acl.stderr);
+    t.notRegex(acl.stdout, /^user:\d+:/m, 'the entry of unmapped user 1000 is left out');
+    t.regex(acl.stdout, /^user::rw-$/m);
+    t.is(sh('mount', ['-t', 'overlay', 'ov', '-o', `lowerdir=${mnt},upperdir=${ov}/up,workdir=${ov}/wk`, `${ov}/m`]).status, 0);
+    try {
+      t.is(errnoOf(() => fs.chmodSync(path.join(ov, 'm', 'small'), 0o600)), 'EOVERFLOW');
+      fs.chmodSync(path.join(ov, 'm', 'big'), 0o600);
+      t.is(fs.lstatSync(path.join(ov, 'up', 'big')).uid, 100012);
+      t.false(fs.existsSync(path.join(ov, 'up', 'small')));
+    } finally {
+      sh('umount', [`${ov}/m`]);
+    }
   } finally {
     cfsOk(t, ['umount', mnt]);
   }
@@ -971,7 +988,9 @@ serial('--uidmap/--gidmap: stat, ACL entries and v3 capabilities show mapped ids
     [['--uidmap', '0:1', '--gidmap', '0:1:1'], /--uidmap "0:1": expected FIRST:MAPPED:COUNT/],
     [['--uidmap', '0:1:0', '--gidmap', '0:1:1'], /a range of 0 ids/],
     [['--uidmap', '0:1:10,5:100:1', '--gidmap', '0:1:1'], /ranges overlap/],
-    [['--uidmap', '0:4294967295:2', '--gidmap', '0:1:1'], /beyond 4294967295/],
+    [['--uidmap', '0:4294967295:1', '--gidmap', '0:1:1'], /beyond 4294967294/],
+    [['--uidmap', '0:0:4294967296', '--gidmap', '0:1:1'], /beyond 4294967294/],
+    [['--uidmap', '0:100000:10,10:100005:10', '--gidmap', '0:1:1'], /ranges overlap/],
     [['--uidmap', '0:1:1'], /--uidmap and --gidmap go together/],
     [['--uidmap', '0:1:1', '--gidmap', '0:1:1', '--backend', 'kernel'], /served by the FUSE server/],
   ]) {

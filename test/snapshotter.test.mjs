@@ -312,6 +312,12 @@ test.serial('1.6: a container in its own user namespace (ctr run --uidmap): cont
   t.false(rows(e16).some((r) => r.key.endsWith(`/${id}`)));
   t.is(mappedMounts().length, 1);
   t.regex(await e16.ctr(['task', 'exec', '--exec-id', 'read', id2, 'cat', '/etc/debian_version']), /^\d+\.\d+\s*$/);
+  // the mapping a snapshot is mounted through cannot be relabelled away (its lower would go)
+  for (const label of ['containerd.io/snapshot/uidmapping=', 'containerd.io/snapshot/gidmapping=0:200000:65536']) {
+    t.regex(await e16.ctrFails(['snapshots', ...SN, 'label', id2, label]), /fixed when it is prepared/);
+  }
+  await e16.ctr(['snapshots', ...SN, 'label', id2, 'example.com/other=1']);
+  t.is(JSON.parse(await e16.ctr(['snapshots', ...SN, 'info', id2])).Labels['example.com/other'], '1');
   // A Commit of the second (as nerdctl commit does) gets the image's ids back, not the host's:
   // a copied-up file, a new file given to a user, the root the upper was made for.
   await e16.ctr(['task', 'exec', '--exec-id', 'write', id2, 'sh', '-c', 'chmod 600 /etc/debian_version && echo n > /made && chown 1000:1000 /made']);
@@ -660,6 +666,15 @@ test.serial('gRPC status codes as containerd expects', async (t) => {
     t.deepEqual(fs.readdirSync(committedDir).filter((n) => n.startsWith('blob.')), [], 'no blob temp file left');
     t.is((await call('Commit', { name: 'ns/4/d', key: 'ns/3/c' })).code, S.FAILED_PRECONDITION); // not active
     t.is((await call('Mounts', { key: 'ns/3/c' })).code, S.FAILED_PRECONDITION);
+    // uid/gid mapping labels: both or neither, well formed, with a parent; nothing left behind
+    const U = 'containerd.io/snapshot/uidmapping';
+    const G = 'containerd.io/snapshot/gidmapping';
+    for (const [labels, parent] of [[{ [U]: '0:100000:65536' }, 'ns/3/c'], [{ [U]: '0:0:4294967296', [G]: '0:0:1' }, 'ns/3/c'],
+      [{ [U]: '0:100000:10,5:1:1', [G]: '0:1:1' }, 'ns/3/c'], [{ [U]: '0:1:1', [G]: '0:1:1' }, '']]) {
+      t.is((await call('Prepare', { key: 'ns/9/mapped', parent, labels })).code, S.INVALID_ARGUMENT, JSON.stringify(labels));
+      t.is((await call('Stat', { key: 'ns/9/mapped' })).code, S.NOT_FOUND);
+    }
+    t.deepEqual(fs.readdirSync(path.join(dir, 'root/mounts')).filter((n) => n.includes('-')), []);
     const v = await call('View', { key: 'ns/5/v', parent: 'ns/3/c' });
     t.is(v.res.mounts[0].type, 'bind');
     t.true(v.res.mounts[0].options.includes('ro'), v.res.mounts[0].options.join(','));

@@ -296,11 +296,14 @@ static int get_inode(struct ubfs *fs, fuse_ino_t nodeid, struct ub_inode_info *o
 
 /*
  * uidmap=/gidmap= (a container in its own user namespace, as containerd's uidmapping labels
- * ask): the blob's id I in [C, C+L) is shown as H + (I - C); any other id as the overflow id,
- * as the kernel shows an id an idmapped mount does not map. One mapping per server: global.
+ * ask): the blob's id I in [C, C+L) is shown as H + (I - C). Any other id is given to the
+ * kernel as (u32)-1, no id at all: stat shows the overflow id (65534) and nobody owns the file,
+ * and the kernel refuses to give that owner to another file (EOVERFLOW), so an overlay's
+ * copy-up of it fails instead of creating a file of the host's real uid 65534 — as through an
+ * idmapped mount. One mapping per server: global.
  */
 #define MAX_ID_RANGES 64
-#define OVERFLOW_ID 65534
+#define UNMAPPED_ID UINT32_MAX
 
 struct id_range {
 	u32 inside, outside, count;
@@ -322,7 +325,7 @@ static u32 map_id(const struct id_map *m, u32 id)
 	for (i = 0; i < m->n; i++)
 		if (id >= m->r[i].inside && id - m->r[i].inside < m->r[i].count)
 			return m->r[i].outside + (id - m->r[i].inside);
-	return OVERFLOW_ID;
+	return UNMAPPED_ID;
 }
 
 static void fill_stat(const struct ub_inode_info *ii, struct stat *st)
@@ -1246,34 +1249,52 @@ static void put_le32(char *p, u32 v)
 	p[3] = (char)(v >> 24);
 }
 
-static void map_xattr_ids(const char *name, char *val, size_t len)
+static int xattr_has_ids(const char *name)
 {
-	size_t off;
+	return !strcmp(name, "system.posix_acl_access") || !strcmp(name, "system.posix_acl_default") ||
+	       !strcmp(name, "security.capability");
+}
 
-	if (!uid_map.n && !gid_map.n)
-		return;
-	if (!strcmp(name, "system.posix_acl_access") || !strcmp(name, "system.posix_acl_default")) {
-		if (len < 4 || get_le32(val) != ACL_XATTR_VERSION)
-			return;
-		/* entries of 8 bytes: tag (le16), perm (le16), id (le32) */
-		for (off = 4; off + 8 <= len; off += 8) {
-			unsigned int tag = (unsigned char)val[off] | (unsigned char)val[off + 1] << 8;
+/*
+ * Maps the ids inside val in place; returns its new length. An ACL entry naming a user or group
+ * outside the mapping is left out (no process can have that id, and as -1 the kernel would
+ * refuse the whole ACL); a v3 capability's unmapped root id becomes -1 (no root it applies to).
+ */
+static size_t map_xattr_ids(const char *name, char *val, size_t len)
+{
+	size_t off, out;
 
-			if (tag == ACL_TAG_USER)
-				put_le32(val + off + 4, map_id(&uid_map, get_le32(val + off + 4)));
-			else if (tag == ACL_TAG_GROUP)
-				put_le32(val + off + 4, map_id(&gid_map, get_le32(val + off + 4)));
-		}
-	} else if (!strcmp(name, "security.capability")) {
+	if (!strcmp(name, "security.capability")) {
 		if (len >= VFS_CAP_V3_SIZE && (get_le32(val) & 0xff000000u) == VFS_CAP_V3)
 			put_le32(val + 20, map_id(&uid_map, get_le32(val + 20)));
+		return len;
 	}
+	if (len < 4 || get_le32(val) != ACL_XATTR_VERSION)
+		return len;
+	/* entries of 8 bytes: tag (le16), perm (le16), id (le32) */
+	for (off = out = 4; off + 8 <= len; off += 8) {
+		unsigned int tag = (unsigned char)val[off] | (unsigned char)val[off + 1] << 8;
+		u32 id = get_le32(val + off + 4);
+
+		if (tag == ACL_TAG_USER)
+			id = map_id(&uid_map, id);
+		else if (tag == ACL_TAG_GROUP)
+			id = map_id(&gid_map, id);
+		if ((tag == ACL_TAG_USER || tag == ACL_TAG_GROUP) && id == UNMAPPED_ID)
+			continue;
+		memmove(val + out, val + off, 8);
+		put_le32(val + out + 4, id);
+		out += 8;
+	}
+	return out + (len - off);	/* a partial trailing entry stays for the kernel to refuse */
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
 	struct ubfs *fs = req_fs(req);
 	struct ub_inode_info ii;
+	int mapped = (uid_map.n || gid_map.n) && xattr_has_ids(name);
+	size_t want = size;
 	char *buf = NULL;
 	int n;
 
@@ -1282,21 +1303,28 @@ static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t
 		fuse_reply_err(req, n);
 		return;
 	}
-	if (size && !(buf = malloc(size))) {
+	/* a mapped value can be shorter than the stored one: read it whole, also for a size probe */
+	if (mapped) {
+		n = ub_getxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, name, strlen(name), NULL, 0);
+		want = n < 0 ? 0 : (size_t)n;
+	}
+	if (want && !(buf = malloc(want))) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = ub_getxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, name, strlen(name), buf, size);
+	n = ub_getxattr(&fs->blob, &ii, UB_XATTR_ESCAPE_OVERLAY, name, strlen(name), buf, want);
 	if (blob_lost())
 		n = -EIO;
+	if (n >= 0 && mapped)
+		n = (int)map_xattr_ids(name, buf, (size_t)n);
 	if (n < 0)
 		fuse_reply_err(req, reply_errno(n, "getxattr", ino));
 	else if (size == 0)
 		fuse_reply_xattr(req, (size_t)n);
-	else {
-		map_xattr_ids(name, buf, (size_t)n);
+	else if ((size_t)n > size)
+		fuse_reply_err(req, ERANGE);
+	else
 		fuse_reply_buf(req, buf, (size_t)n);
-	}
 	free(buf);
 }
 
@@ -1591,17 +1619,19 @@ static void parse_id_map(const char *opt, const char *text, struct id_map *m)
 			if (*end && !*p)
 				goto bad;
 		}
-		if (!v[2] || v[0] + v[2] - 1 > UINT32_MAX || v[1] + v[2] - 1 > UINT32_MAX)
+		/* 4294967295 is no id (the kernel's -1): no range may reach it */
+		if (!v[2] || v[0] + v[2] - 1 >= UINT32_MAX || v[1] + v[2] - 1 >= UINT32_MAX)
 			goto bad;
 		for (i = 0; i < m->n; i++)
-			if (v[0] < (unsigned long long)m->r[i].inside + m->r[i].count && m->r[i].inside < v[0] + v[2])
+			if ((v[0] < (unsigned long long)m->r[i].inside + m->r[i].count && m->r[i].inside < v[0] + v[2]) ||
+			    (v[1] < (unsigned long long)m->r[i].outside + m->r[i].count && m->r[i].outside < v[1] + v[2]))
 				die("%s=%s: ranges overlap", opt, text);
 		m->r[m->n++] = (struct id_range){ (u32)v[0], (u32)v[1], (u32)v[2] };
 	}
 	if (m->n)
 		return;
 bad:
-	die("%s=%s: expected FIRST:MAPPED:COUNT[:FIRST:MAPPED:COUNT...] (decimal ids, COUNT > 0)", opt, text);
+	die("%s=%s: expected FIRST:MAPPED:COUNT[:FIRST:MAPPED:COUNT...] (decimal ids up to 4294967294, COUNT > 0)", opt, text);
 }
 
 static void parse_settings(struct ubfs *fs, const struct config *cfg)
