@@ -1286,7 +1286,8 @@ static size_t map_xattr_ids(const char *name, char *val, size_t len)
 		put_le32(val + out + 4, id);
 		out += 8;
 	}
-	return out + (len - off);	/* a partial trailing entry stays for the kernel to refuse */
+	memmove(val + out, val + off, len - off);	/* a partial trailing entry stays, for the kernel to refuse */
+	return out + (len - off);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
