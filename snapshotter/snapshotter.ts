@@ -1000,7 +1000,7 @@ export class Snapshotter {
   private async dropUpper(row: SnapshotRow, p: SnapshotRow | null): Promise<void> {
     this.trash(this.upper(row.id));
     this.trash(this.work(row.id));
-    if (p && this.db.openChildren(p.id) === 0) await this.unmount(p.id);
+    if (p && this.plainChildren(p.id) === 0) await this.unmount(p.id);
   }
 
   /**
@@ -1213,7 +1213,7 @@ export class Snapshotter {
           await this.unmount(row.id);
         }
         await fsp.rm(trash, { recursive: true, force: true });
-        if (row.parentId !== null && this.db.openChildren(row.parentId) === 0) await this.unmount(row.parentId);
+        if (row.parentId !== null && this.plainChildren(row.parentId) === 0) await this.unmount(row.parentId);
         const idmap = row.parentId !== null && row.kind !== Kind.COMMITTED ? idMapOf(row.labels) : null;
         if (idmap) {
           const at = this.mappedMountPoint(row.parentId!, idmap);
@@ -1314,7 +1314,7 @@ export class Snapshotter {
   private async sweepMounts(): Promise<void> {
     for (const name of await fsp.readdir(path.join(this.root, 'mounts'))) {
       // asked again right before each unmount (no await between): a child created meanwhile without the lock keeps it
-      const needed = (/^\d+$/.test(name) && this.db.openChildren(Number(name)) > 0) || this.mappedMountsNeeded().has(name);
+      const needed = (/^\d+$/.test(name) && this.plainChildren(Number(name)) > 0) || this.mappedMountsNeeded().has(name);
       if (!needed) await this.unmountPath(path.join(this.root, 'mounts', name));
     }
   }
@@ -1461,6 +1461,12 @@ export class Snapshotter {
       if (!isMountPoint(at)) await fsp.rmdir(at).catch(() => {}); // no empty mount point left for Cleanup
       throw err;
     }
+  }
+
+  /** Open snapshots (active, views) on `id` that use its plain blob mount, not one through a mapping. */
+  private plainChildren(id: number): number {
+    return this.db.children(id).filter((r) => (r.kind === Kind.ACTIVE || r.kind === Kind.VIEW) &&
+      r.labels[LABEL_UIDMAP] === undefined && r.labels[LABEL_GIDMAP] === undefined).length;
   }
 
   /** Names under mounts/ of the mapped lowers that open snapshots use. */

@@ -286,6 +286,9 @@ test.serial('1.6: a container in its own user namespace (ctr run --uidmap): cont
   const [id, id2] = [uniq('userns-labels'), uniq('userns-labels-2')];
   const runMapped = (cid, script) => e16.ctr(['run', '-d', '--fifo-dir', path.join(e16.dir, 'fifo'), ...SN, '--remap-labels', ...map,
     'docker.io/unionblob/b:latest', cid, 'sh', '-c', script]);
+  // a container without a mapping on the same image: the image's plain mount
+  const plain = uniq('userns-plain');
+  await e16.ctr(['run', '-d', '--fifo-dir', path.join(e16.dir, 'fifo'), ...SN, 'docker.io/unionblob/b:latest', plain, 'sleep', '600']);
   await runMapped(id, '{ id -u; stat -c "%u %g" /etc/shadow; } > /seen-partly; mv /seen-partly /seen-inside; exec sleep 600');
   await runMapped(id2, 'exec sleep 600');
   const rootfs = await containerView(e16, id);
@@ -305,6 +308,12 @@ test.serial('1.6: a container in its own user namespace (ctr run --uidmap): cont
   t.true([...ref.entries.values()].some((e) => /^[4-7]/.test(e.mode)), 'no setuid or setgid file in image b');
   const mappedMounts = () => fs.readdirSync(path.join(e16.ubRoot, 'mounts')).filter((n) => n.includes('-'));
   t.is(mappedMounts().length, 1, 'one mount of the image through the mapping for both containers');
+  // the image's plain mount goes with the last container using it, whatever mapped ones remain
+  const parentMount = path.join(e16.ubRoot, 'mounts', mappedMounts()[0].split('-')[0]);
+  t.true(mountsUnder(path.join(e16.ubRoot, 'mounts')).includes(parentMount));
+  await stopContainer(e16, plain);
+  for (let i = 0; i < 100 && rows(e16).some((r) => r.key.endsWith(`/${plain}`)); i++) await sleep(100);
+  t.false(mountsUnder(path.join(e16.ubRoot, 'mounts')).includes(parentMount), 'the plain mount kept for mapped children');
   // the first container goes: the mount stays for the second
   await stopContainer(e16, id);
   // (containerd's garbage collector removes the snapshot, soon after)
