@@ -83,6 +83,8 @@ export interface BuildOptions {
    * xattrs, devices, hardlinks), as mkcomposefs takes one: nothing is interpreted as a whiteout.
    */
   rootfs?: boolean;
+  /** A layer's "./" entry: applied to the image's root (default, as umoci and docker), or ignored (as containerd). */
+  rootEntries?: 'apply' | 'ignore';
 }
 
 export interface TreeOptions {
@@ -138,6 +140,7 @@ export async function applyLayer(
     onBytes?: (stored: number) => void;
     /** Reads (and digests) the layer file on another thread, when the layer says where it is. */
     files?: LayerFileReader | null;
+    rootEntries?: 'apply' | 'ignore';
   },
 ): Promise<void> {
   const label = layerLabel(layer);
@@ -150,6 +153,7 @@ export async function applyLayer(
       inlineThreshold: opts.inlineThreshold,
       store: opts.store,
       stats: opts.stats,
+      rootEntries: opts.rootEntries,
       onEntry: () => {
         opts.onBytes?.(reading.storedBytes);
         opts.onEntry?.();
@@ -170,7 +174,7 @@ export async function applyLayer(
 /** Apply every layer of an opened image onto a new tree. */
 export async function compileLayers(
   image: LoadedImage,
-  opts: { store: StoreWriter | null; inlineThreshold: number; onProgress?: (p: BuildProgress) => void },
+  opts: { store: StoreWriter | null; inlineThreshold: number; onProgress?: (p: BuildProgress) => void; rootEntries?: 'apply' | 'ignore' },
 ): Promise<{ root: TreeNode; entries: number }> {
   checkLayerTypes(image.layers, layerLabel);
   const root = newTree();
@@ -200,6 +204,7 @@ export async function compileLayers(
         // The clock is read every 64 entries; the display itself is limited to 10 updates a second.
         onEntry: () => { if ((stats.entries & 63) === 0) report(false); },
         files,
+        rootEntries: opts.rootEntries,
       });
       bytesBefore += sizeOf(image.layers[i]);
       layerBytes = 0;
@@ -289,6 +294,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   if (opts.verity) loadAddon(); // not built: say so before the work, not after
   if (opts.rootfs && opts.from !== undefined) throw new Error('--rootfs and --from do not go together (--from takes an overlay upper)');
   if (opts.rootfs && opts.platform !== undefined) throw new Error('--platform picks an image of an index; a --rootfs directory has none');
+  if (opts.rootEntries === 'ignore' && (opts.rootfs || opts.from !== undefined)) throw new Error('--ignore-root-entries is about image layers; --rootfs and --from take a directory');
   const image = opts.from === undefined && !opts.rootfs ? loadImage(opts.image, { platform: opts.platform }) : null;
   let store: StoreWriter | null = null;
   try {
@@ -297,7 +303,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     let parentMissing = 0;
     let parentFirstMissing = '';
     if (image) {
-      compiled = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress });
+      compiled = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress, rootEntries: opts.rootEntries });
     } else if (opts.rootfs) {
       compiled = await compileRootfs(opts.image, store, inlineThreshold);
     } else {
@@ -498,8 +504,9 @@ export function registerBuild(program: Command): void {
     .option('--json', 'print a JSON summary on stdout')
     .option('--verity', "enable fs-verity on the objects where the store's filesystem supports it")
     .option('--rootfs', 'IMAGE is a plain directory tree (a root filesystem), taken as it is: modes, owners, times, xattrs, devices, hardlinks (as mkcomposefs takes one; no whiteouts)')
+    .option('--ignore-root-entries', "skip a layer's entry for the root directory (\"./\") as containerd does, where umoci and docker apply it (the default): the blob the snapshotter makes of the image")
     .option('--from <blob>', 'IMAGE is an overlayfs upper directory (0/0 char device whiteouts, trusted.overlay.opaque) to apply onto this blob, incrementally; its objects must be in the stores; the inline threshold defaults to the blob\'s')
-    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string; rootfs?: boolean }, cmd: Command) => {
+    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string; rootfs?: boolean; ignoreRootEntries?: boolean }, cmd: Command) => {
       const stores = o.store ?? [];
       if (stores.length === 0) throw new Error('build: at least one --store DIR is required');
       const progress = progressDisplay();
@@ -516,6 +523,7 @@ export function registerBuild(program: Command): void {
           verity: o.verity,
           from: o.from,
           rootfs: o.rootfs,
+          rootEntries: o.ignoreRootEntries ? 'ignore' : 'apply',
         });
       } finally {
         progress.clear();

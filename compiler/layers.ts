@@ -83,6 +83,13 @@ export interface LayerContext {
   stats: LayerStats;
   /** Called after each entry (keep it cheap). */
   onEntry?: () => void;
+  /**
+   * A layer's entry for the root directory ("./"): 'apply' its metadata to the image's root, as
+   * umoci and docker do (the default), or 'ignore' it, as containerd's applier does ("resolved
+   * to root"): the snapshotter's images must show containers what containerd's own snapshotters
+   * show them (a layer made with `tar -C dir .` by a user would otherwise make / 0700 of that user).
+   */
+  rootEntries?: 'apply' | 'ignore';
 }
 
 /** An empty merged tree: the root directory (0755 root:root, mtime 0 until a layer sets it). */
@@ -355,6 +362,7 @@ function place(parent: TreeNode, name: string, node: TreeNode, touched: Touched)
 function applyEntry(root: TreeNode, e: TarEntry, reader: TarReader, ctx: LayerContext, touched: Touched): Promise<void> | undefined {
   const comps = splitPath(e.path);
   if (comps.length === 0) {
+    if (ctx.rootEntries === 'ignore') return; // its body, if any, is skipped by the reader
     if (e.type !== 'dir') throw new EntryError('the root must be a directory');
     setDirMetadata(root, e);
     return;

@@ -705,7 +705,7 @@ export class Snapshotter {
     const tree = newTree();
     const stats = { entries: 0 };
     try {
-      await applyLayerStream(tree, tail.chunks(), { layer: 'ingest', inlineThreshold: this.inlineThreshold, store, stats });
+      await applyLayerStream(tree, tail.chunks(), { layer: 'ingest', inlineThreshold: this.inlineThreshold, store, stats, rootEntries: 'ignore' });
       const blob = await tail.finish(path.join(this.containerdRoot!, 'io.containerd.content.v1.content', 'blobs'));
       if (!blob) throw new Error(`containerd did not commit the bytes we read (${tail.why})`);
       phases.mark('read+parse while ingested');
@@ -781,6 +781,8 @@ export class Snapshotter {
     const stats = { entries: 0 };
     await applyLayerStream(tree, layerTar(this.layerBytes(namespace, layer, file, reading), reading), {
       layer: layer.digest.slice(7, 19), inlineThreshold: this.inlineThreshold, store, stats,
+      // as containerd's applier (and so its own snapshotters and our slow path): a layer's "./" is skipped
+      rootEntries: 'ignore',
     });
     reading.verify();
     if (layer.size !== undefined && reading.storedBytes !== layer.size) {

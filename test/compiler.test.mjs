@@ -668,6 +668,39 @@ test('layers: implicit parents, ./ prefixes, trailing and repeated slashes, abso
   t.is(root.mtimeSec, 99);
 });
 
+// containerd's applier skips an entry that resolves to the root ("resolved to root"); umoci and
+// docker apply it. The snapshotter takes containerd's way (what containerd's own snapshotters show
+// a container); cfs build takes umoci's unless --ignore-root-entries.
+test('layers: a "./" entry is applied to the root, or ignored with rootEntries: ignore (as containerd), also a file there', async (t) => {
+  const layers = [
+    tar([dir('./', { mode: 0o755, mtime: 5 }), file('bin/sh', 'sh')]),
+    tar([dir('./', { mode: 0o700, uid: 1000, gid: 1000, mtime: 99 }), file('hello', 'hi'), file('./', 'a file named ./')]),
+  ];
+  await t.throwsAsync(applyAll(layers), { message: /the root must be a directory/ });
+  const applied = await applyAll(layers.slice(0, 1).concat(tar([dir('./', { mode: 0o700, uid: 1000, gid: 1000, mtime: 99 }), file('hello', 'hi')])));
+  t.is(`${applied.mode & 0o7777} ${applied.uid} ${applied.mtimeSec}`, `${0o700} 1000 99`);
+  const root = newTree();
+  let i = 0;
+  for (const tb of layers) {
+    await applyLayerStream(root, Readable.from([tb]), { layer: `layer${++i}`, inlineThreshold: 64, store: null, stats: { entries: 0 }, rootEntries: 'ignore' });
+  }
+  t.is(`${root.mode & 0o7777} ${root.uid} ${root.gid} ${root.mtimeSec}`, `${0o755} 0 0 0`);
+  t.deepEqual(names(root, ''), ['bin', 'hello']);
+  t.is(lookup(root, 'hello').inline.toString(), 'hi');
+  // the CLI: --ignore-root-entries, and not with a directory
+  const image = ociLayout(t, [layers[0], tar([dir('./', { mode: 0o700, uid: 1000, gid: 1000, mtime: 99 }), file('hello', 'hi')])]);
+  const d = tmpdir(t);
+  for (const [extra, want] of [[[], '/ 1 dir 0700 1000 1000'], [['--ignore-root-entries'], '/ 1 dir 0755 0 0']]) {
+    const out = path.join(d, `${extra.length}.ub`);
+    const r = cfs(['build', ...extra, image, '-o', out, '--store', path.join(d, 'store')]);
+    t.is(r.code, 0, r.stderr);
+    t.true(cfs(['dump', out]).stdout.split('\n')[1].startsWith(want), cfs(['dump', out]).stdout.split('\n')[1]);
+  }
+  const bad = cfs(['build', '--ignore-root-entries', '--rootfs', d, '-o', path.join(d, 'x.ub'), '--store', path.join(d, 'store')]);
+  t.is(bad.code, 1);
+  t.regex(bad.stderr, /^cfs: --ignore-root-entries is about image layers/);
+});
+
 test('layers: devices, fifos, symlinks, xattrs, ns mtimes, big ids, long and binary names', async (t) => {
   const longName = 'n'.repeat(255);
   const root = await applyAll([
