@@ -477,7 +477,11 @@ export class Snapshotter {
           const [uid, gid] = [mapId(idmap.uid, root.uid), mapId(idmap.gid, root.gid)];
           if (uid === null || gid === null) {
             await fsp.rm(tmp, { recursive: true, force: true });
-            throw new SnapshotError('InvalidArgument', `snapshot ${key}: the image's root directory (${root.uid}:${root.gid}) is outside the uid/gid mapping`);
+            // containerd 1.7+ chowns a copy first (named PARENT-UID-GID) unless the proxy plugin
+            // declares the remap-ids capability, and still sends the labels for it
+            const chowned = p.key.endsWith(`-${mapId(idmap.uid, 0)}-${mapId(idmap.gid, 0)}`);
+            throw new SnapshotError('InvalidArgument', `snapshot ${key}: the image's root directory (${root.uid}:${root.gid}) is outside the uid/gid mapping` +
+              (chowned ? `; its parent ${p.key} is containerd's chowned copy: declare capabilities = ["remap-ids"] for the proxy plugin (examples/containerd/config.toml)` : ''));
           }
           Object.assign(root, { uid, gid });
         }

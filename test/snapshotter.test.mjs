@@ -523,6 +523,13 @@ test.serial('1.7: fast path (transfer service): no layer unpacked, blob equals c
   const printed = await e.ctr(['run', '--rm', '--fifo-dir', path.join(e.dir, 'fifo'), ...SN, 'docker.io/unionblob/a:latest', uniq('f0'),
     'sh', '-c', 'cat /etc/debian_version && echo written > /written-by-test && cat /written-by-test']);
   t.regex(printed, /^\d+\.\d+\s+written\s*$/);
+  // a container in its own user namespace: containerd 1.7 hands the mapping over (the proxy
+  // plugin declares remap-ids, as examples/containerd/config.toml does) instead of chowning a copy
+  fs.chmodSync(e.dir, 0o755);
+  const userns = await e.ctr(['run', '--rm', '--fifo-dir', path.join(e.dir, 'fifo'), ...SN, '--remap-labels', '--uidmap', '0:100000:65536',
+    '--gidmap', '0:100000:65536', 'docker.io/unionblob/a:latest', uniq('f-userns'), 'sh', '-c', 'id -u; stat -c "%u %g" /etc/shadow']);
+  t.is(userns, '0\n0 42\n');
+  t.false(rows(e).some((r) => /-100000-100000/.test(r.key)), 'containerd chowned a copy of the image');
   const top = db.find((r) => !db.some((c) => c.parent_id === r.id));
   const built = path.join(e.dir, 'a.blob');
   execFileSync(process.execPath, [CFS, 'build', '--ignore-root-entries', A, '-o', built, '--store', path.join(e.dir, 'ref-store')]);
@@ -674,7 +681,11 @@ test('examples/containerd/config.toml: containerd 1.6 and 1.7 load it with the u
     const r = spawnSync(containerd, ['--config', config, 'config', 'dump'], { encoding: 'utf8' });
     t.is(r.status, 0, `${version}: ${r.stderr}`);
     t.regex(r.stdout, /\[proxy_plugins\.unionblob\]\s+address = "\/run\/unionblob-snapshotter\/snapshotter\.sock"\s+(\w+ = \S+\s+)*type = "snapshot"/, version);
-    if (version === '1.7') t.regex(r.stdout, /\[\[plugins\."io\.containerd\.transfer\.v1\.local"\.unpack_config\]\][^[]*snapshotter = "unionblob"/);
+    if (version === '1.7') {
+      t.regex(r.stdout, /\[\[plugins\."io\.containerd\.transfer\.v1\.local"\.unpack_config\]\][^[]*snapshotter = "unionblob"/);
+      // the uid/gid mapping goes to the snapshotter instead of a chown copy
+      t.regex(r.stdout, /\[proxy_plugins\.unionblob\][^[]*capabilities = \["remap-ids"\]/);
+    }
   }
   // the unit starts the snapshotter on the socket the snippet names
   const unit = fs.readFileSync(path.join(REPO, 'examples', 'containerd', 'unionblob-snapshotter.service'), 'utf8').replace(/\\\n/g, ' ');

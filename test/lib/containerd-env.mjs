@@ -31,6 +31,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [proxy_plugins.unionblob]
   type = "snapshot"
   address = "${dir}/ub.sock"
+  capabilities = ["remap-ids"]
 `;
   if (transfer) {
     // The transfer service unpacks only for the snapshotters listed here: both, so that the
