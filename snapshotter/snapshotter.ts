@@ -991,11 +991,7 @@ export class Snapshotter {
       const { diff, created } = await this.writing(() => this.compileUpper(row, p, name, key, storedLabels(labels), phases));
       this.counters.slowCommits++;
       await this.dropUpper(row, p);
-      const idmap = p ? idMapOf(row.labels) : null; // row: as it was before the Commit
-      if (idmap) {
-        const at = this.mappedMountPoint(p!.id, idmap);
-        if (!this.mappedMountsNeeded().has(path.basename(at))) await this.unmountPath(at);
-      }
+      if (p) await this.dropMappedLower(p.id, row.labels); // row: as it was before the Commit
       phases.mark('upper removed');
       this.log(`commit ${key} -> ${name} (id ${row.id}): ${diff.entries} upper entries, ${diff.whiteouts} whiteouts, ` +
         `${created} new objects, ${((performance.now() - started) / 1000).toFixed(2)} s (${phases})`);
@@ -1220,11 +1216,7 @@ export class Snapshotter {
         }
         await fsp.rm(trash, { recursive: true, force: true });
         if (row.parentId !== null && this.plainChildren(row.parentId) === 0) await this.unmount(row.parentId);
-        const idmap = row.parentId !== null && row.kind !== Kind.COMMITTED ? idMapOf(row.labels) : null;
-        if (idmap) {
-          const at = this.mappedMountPoint(row.parentId!, idmap);
-          if (!this.mappedMountsNeeded().has(path.basename(at))) await this.unmountPath(at);
-        }
+        if (row.parentId !== null && row.kind !== Kind.COMMITTED) await this.dropMappedLower(row.parentId, row.labels);
       } catch (err) {
         this.log(`remove ${key} (id ${row.id}): ${(err as Error).message}; left to Cleanup`);
       }
@@ -1473,6 +1465,14 @@ export class Snapshotter {
   private plainChildren(id: number): number {
     return this.db.children(id).filter((r) => (r.kind === Kind.ACTIVE || r.kind === Kind.VIEW) &&
       r.labels[LABEL_UIDMAP] === undefined && r.labels[LABEL_GIDMAP] === undefined).length;
+  }
+
+  /** After a snapshot with these labels went (or was committed): its mapped lower, unless another open one uses it. */
+  private async dropMappedLower(parentId: number, labels: Record<string, string>): Promise<void> {
+    const idmap = idMapOf(labels);
+    if (!idmap) return;
+    const at = this.mappedMountPoint(parentId, idmap);
+    if (!this.mappedMountsNeeded().has(path.basename(at))) await this.unmountPath(at);
   }
 
   /** Names under mounts/ of the mapped lowers that open snapshots use. */
