@@ -22,7 +22,7 @@
 // - A hardlink names the inode its target path has in the merged tree at that moment (target
 //   in this or an earlier layer). A target that does not exist or is a directory is an error.
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, newDir, type TreeNode } from '../format/tree.js';
-import { TarReader, type TarEntry } from './tar.js';
+import { TarReader, type BodyPiece, type TarEntry } from './tar.js';
 import { MEMORY_OBJECT_LIMIT, hashBuffer, keepDigest, type StoreWriter } from './store.js';
 import { VerityHasher } from '../format/verity.js';
 import { BlobError } from '../format/decode.js';
@@ -248,9 +248,12 @@ function setDirMetadata(dir: TreeNode, e: TarEntry): void {
   dir.xattrs = checkXattrs(e.xattrs);
 }
 
-async function digestChunks(chunks: AsyncIterable<Buffer>): Promise<Buffer> {
+async function digestChunks(chunks: AsyncIterable<BodyPiece>): Promise<Buffer> {
   const h = new VerityHasher();
-  for await (const c of chunks) h.update(c);
+  for await (const c of chunks) {
+    if (typeof c === 'number') h.updateZeros(c);
+    else h.update(c);
+  }
   return keepDigest(h.digest());
 }
 

@@ -46,6 +46,8 @@ export interface StreamPart {
   last: boolean;
   /** The content's source failed: close and remove the temp file (a last, empty part). */
   abort: boolean;
+  /** A run of this many zero bytes (a hole of a sparse file; the item carries no bytes): left a hole. */
+  zeros?: number;
 }
 
 export interface BatchMessage {
@@ -381,9 +383,17 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
   }
   if (!s) throw new Error(`stream part for ${part.tmp}, which is not open`);
   const open = s;
-  inRoomyStore(s, () => writeAllAt(open.fd, content, open.size));
-  s.hasher.update(content);
-  s.size += content.length;
+  if (part.zeros) {
+    // extending the file leaves the hole unwritten; the file's length always says s.size
+    const end = s.size + part.zeros;
+    inRoomyStore(s, () => fs.ftruncateSync(open.fd, end));
+    s.hasher.updateZeros(part.zeros);
+    s.size = end;
+  } else {
+    inRoomyStore(s, () => writeAllAt(open.fd, content, open.size));
+    s.hasher.update(content);
+    s.size += content.length;
+  }
   if (!part.last) return;
   if (init.chmod) fs.fchmodSync(s.fd, init.fileMode);
   s.hasher.digest().copy(digests, part.item * 32);

@@ -17,6 +17,7 @@ import type { BatchMessage, ControlMessage, DoneMessage, StreamPart, WorkerInit 
 import { verityDigest, verityDigestOfFile } from '../format/verity.js';
 import { addonBuilt, nativeVerityDigest } from '../mounter/addon.js';
 import { makeDirs } from './mkdirs.js';
+import type { BodyPiece } from './tar.js';
 
 export const OBJECTS_DIR = 'objects';
 export const TEMP_PREFIX = '.tmp-';
@@ -313,6 +314,12 @@ class Batch {
     return this.used + STREAM_PART_MIN <= this.data.length && this.count < this.maxObjects;
   }
 
+  /** A run of zeros (a hole of a sparse file) as one part of a streamed content: no bytes carried. */
+  addZeros(part: StreamPart): void {
+    this.parts.push({ ...part, item: this.count });
+    this.add(EMPTY, digestSlot(32));
+  }
+
   /** Add as much of `chunk` as fits, as one part of a streamed content; returns the bytes taken. */
   addPart(chunk: Buffer, part: StreamPart): number {
     const n = Math.min(chunk.length, this.data.length - this.used);
@@ -419,8 +426,9 @@ export class StoreWriter {
    * Store a content arriving as chunks (bigger than MEMORY_OBJECT_LIMIT): the chunks go to the
    * writer thread in the batches, which hashes them while it writes a temp file, then names or
    * drops it. Resolves once that is done, with the digest (valid now) and the stats counted.
+   * A number among the chunks is a run of that many zeros: it stays a hole in the object file.
    */
-  async putStream(chunks: AsyncIterable<Buffer>, size: number): Promise<Buffer> {
+  async putStream(chunks: AsyncIterable<BodyPiece>, size: number): Promise<Buffer> {
     this.throwIfFailed();
     const store = this.stores.indexOf(this.chooseStore(size));
     const tmp = path.join(this.stores[store], OBJECTS_DIR, `${this.tag}${(this.tempCounter++).toString(36)}`);
@@ -433,9 +441,16 @@ export class StoreWriter {
       first = false;
       return n;
     };
+    const zeros = async (n: number) => {
+      if (this.batch && !this.batch.fitsPart()) await this.send();
+      this.batch ??= this.newBatch(0);
+      this.batch.addZeros({ item: -1, tmp, store, first, last: false, abort: false, zeros: n });
+      first = false;
+    };
     try {
       for await (const chunk of chunks) {
-        for (let at = 0; at < chunk.length; ) at += await part(chunk.subarray(at), false);
+        if (typeof chunk === 'number') await zeros(chunk);
+        else for (let at = 0; at < chunk.length; ) at += await part(chunk.subarray(at), false);
       }
     } catch (err) {
       // The writer thread closes and removes the temp file (abort() removes it if that fails).

@@ -8,7 +8,9 @@
 // Supported: ustar (+ prefix), GNU magic, v7; PAX local ('x') and global ('g') headers with
 // path, linkpath, size, uid, gid, mtime (fractional), SCHILY.xattr.*, LIBARCHIVE.xattr.*,
 // SCHILY.devmajor/devminor; GNU long name/link ('L'/'K'); base-256 numbers; checksum
-// validation. Refused with an error: GNU sparse files, multi-volume and other unknown types.
+// validation; sparse files in all of GNU tar's forms (old GNU 'S' headers, PAX 0.0, 0.1 and 1.0),
+// read as Go's archive/tar reads them and handed out expanded (holes as runs of zeros).
+// Refused with an error: multi-volume and other unknown types.
 
 export const BLOCK = 512;
 
@@ -49,6 +51,15 @@ export interface RawHeader {
 }
 
 export class TarFormatError extends Error {}
+
+/** A piece of an entry's body: bytes, or (only in a sparse file) a hole of that many zero bytes. */
+export type BodyPiece = Buffer | number;
+
+/** A run of data of a sparse file: `length` bytes of the archive's data at `offset` in the file. */
+interface Fragment {
+  offset: number;
+  length: number;
+}
 
 /**
  * The xattrs of every entry that has none: one shared, read-only map (a fresh Map per entry
@@ -207,6 +218,9 @@ interface Overrides {
   devmajor?: number;
   devminor?: number;
   xattrs?: Map<string, Buffer>;
+  /** GNU.sparse.* records (PAX sparse files), by key without the prefix; 0.0's offset/numbytes in `map0`. */
+  sparse?: Map<string, string>;
+  sparseMap0?: string[];
 }
 
 function parseDecimal(v: Buffer, key: string): number {
@@ -248,6 +262,10 @@ function percentDecode(s: string): string {
 function paxOverrides(records: PaxRecord[]): Overrides {
   const o: Overrides = {};
   for (const { key, value } of records) {
+    if (key.startsWith('GNU.sparse.')) {
+      addSparseRecord(o, key.slice(11), value.toString('latin1', 0, value.length));
+      continue;
+    }
     if (value.length === 0 && !key.startsWith('SCHILY.xattr.')) continue;
     switch (key) {
       case 'path': o.path = value.toString('latin1', 0, value.length); break;
@@ -265,13 +283,98 @@ function paxOverrides(records: PaxRecord[]): Overrides {
           const name = percentDecode(key.slice(17));
           // libarchive writes the SCHILY form too; when both are present SCHILY (raw bytes) wins.
           if (!o.xattrs?.has(name)) (o.xattrs ??= new Map()).set(name, Buffer.from(value.toString('latin1', 0, value.length), 'base64'));
-        } else if (key.startsWith('GNU.sparse.')) {
-          throw new TarFormatError('GNU sparse files are not supported');
         }
       // Everything else (atime, ctime, uname, gname, comment, charset...) does not affect the image.
     }
   }
   return o;
+}
+
+/**
+ * A GNU.sparse.* record. Format 0.0 repeats offset and numbytes, alternating, one pair per data
+ * run (Go joins them into a 0.1 map, which then replaces any GNU.sparse.map record).
+ */
+function addSparseRecord(o: Overrides, key: string, value: string): void {
+  if (key === 'offset' || key === 'numbytes') {
+    const map = (o.sparseMap0 ??= []);
+    if ((map.length % 2 === 0) !== (key === 'offset') || value.includes(',')) {
+      throw new TarFormatError('malformed GNU.sparse.offset/numbytes records (sparse format 0.0)');
+    }
+    map.push(value);
+    return;
+  }
+  (o.sparse ??= new Map()).set(key, value);
+}
+
+/** A sparse map number: decimal (Go's ParseInt: an optional sign); a negative one fails validation later. */
+function sparseNumber(s: string, what: string): number {
+  if (!/^[+-]?[0-9]+$/.test(s)) throw new TarFormatError(`invalid number in the sparse map (${what})`);
+  const n = Number(s);
+  if (!Number.isSafeInteger(n)) throw new TarFormatError(`number out of range in the sparse map (${what})`);
+  return n;
+}
+
+/** Pairs of numbers (offset, length) -> fragments. */
+function fragmentsOf(numbers: number[]): Fragment[] {
+  const out: Fragment[] = [];
+  for (let i = 0; i + 1 < numbers.length; i += 2) out.push({ offset: numbers[i], length: numbers[i + 1] });
+  return out;
+}
+
+/**
+ * What the PAX records say of a sparse file, as Go's archive/tar reads them: null when it is not
+ * one (no records, or a GNU.sparse version it does not know: then the body is the file as is).
+ * Format 1.0 keeps its map at the start of the body (`map: null`, read by the reader).
+ */
+interface PaxSparse {
+  map: Fragment[] | null;
+  /** The file's size (GNU.sparse.size or .realsize); undefined: the body's size. */
+  size: number | undefined;
+  name: string | undefined;
+}
+
+function paxSparse(o: Overrides): PaxSparse | null {
+  const rec = o.sparse ?? new Map<string, string>();
+  const get = (k: string) => rec.get(k) || undefined; // an empty value is none (Go: != "")
+  const major = get('major');
+  const minor = get('minor');
+  const joined = o.sparseMap0 ? o.sparseMap0.join(',') : get('map');
+  let v1: boolean;
+  if (major === '0' && (minor === '0' || minor === '1')) v1 = false;
+  else if (major === '1' && minor === '0') v1 = true;
+  else if (major !== undefined || minor !== undefined) return null; // a version Go does not know
+  else if (joined) v1 = false; // 0.0 and 0.1 had no version records
+  else return null;
+  const sizeText = get('size') ?? get('realsize');
+  const size = sizeText === undefined ? undefined : sparseNumber(sizeText, 'GNU.sparse.size');
+  let map: Fragment[] | null = null;
+  if (!v1) {
+    const count = sparseNumber(get('numblocks') ?? '', 'GNU.sparse.numblocks');
+    const fields = joined ? joined.split(',') : [];
+    if (count < 0 || fields.length !== 2 * count) throw new TarFormatError('GNU.sparse.map does not have GNU.sparse.numblocks entries');
+    map = fragmentsOf(fields.map((f) => sparseNumber(f, 'GNU.sparse.map')));
+  }
+  return { map, size, name: get('name') };
+}
+
+/** Go's validateSparseEntries: every run inside the file, in order, not overlapping. */
+function checkFragments(map: Fragment[], size: number): void {
+  let end = 0;
+  for (const f of map) {
+    if (f.offset < 0 || f.length < 0 || f.offset + f.length > size || f.offset < end) {
+      throw new TarFormatError('invalid sparse map (a data run outside the file, overlapping or out of order)');
+    }
+    end = f.offset + f.length;
+  }
+}
+
+/** Old GNU sparse header fields ('S' entries): the map's entries at `at`, `count` of them. */
+function oldGnuFragments(b: Buffer, at: number, count: number, out: Fragment[]): void {
+  for (let i = 0; i < count; i++) {
+    const e = at + i * 24;
+    if (b[e] === 0) return; // GNU and BSD tar stop at the first empty entry
+    out.push({ offset: parseNumeric(b, e, 12, 'sparse offset'), length: parseNumeric(b, e + 12, 12, 'sparse length') });
+  }
 }
 
 /**
@@ -310,12 +413,17 @@ class Extensions {
 
 const NO_OVERRIDES: Overrides = Object.freeze({}) as Overrides;
 
+/** The magic and version of an old GNU header ("ustar  \0"), the only form 'S' entries have. */
+function isGnuHeader(b: Buffer): boolean {
+  return b.toString('latin1', 257, 265) === 'ustar  \0';
+}
+
 function isExtension(t: string): boolean {
   return t === 'x' || t === 'g' || t === 'L' || t === 'K';
 }
 
 const TYPES: Record<string, EntryType> = {
-  '0': 'file', '\0': 'file', '7': 'file', '1': 'hardlink', '2': 'symlink', '3': 'chr', '4': 'blk', '5': 'dir', '6': 'fifo',
+  '0': 'file', '\0': 'file', '7': 'file', S: 'file', '1': 'hardlink', '2': 'symlink', '3': 'chr', '4': 'blk', '5': 'dir', '6': 'fifo',
 };
 
 function describeType(t: string): string {
@@ -331,7 +439,6 @@ function entryType(h: RawHeader, name: string): EntryType {
   if (h.typeflag === '\0' && name.endsWith('/')) return 'dir';
   const t = TYPES[h.typeflag];
   if (t) return t;
-  if (h.typeflag === 'S') throw new TarFormatError('GNU sparse files are not supported');
   throw new TarFormatError(`unsupported tar entry type ${describeType(h.typeflag)}`);
 }
 
@@ -495,6 +602,8 @@ export class TarReader {
   private src: ByteSource;
   private remaining = 0; // unread body bytes of the current entry
   private padding = 0; // padding after the current entry's body
+  /** The current entry's sparse map and size when it is a sparse file (its data runs are the body). */
+  private sparse: { map: Fragment[]; size: number } | null = null;
   private done = false;
 
   constructor(src: AsyncIterable<Buffer>) {
@@ -516,11 +625,12 @@ export class TarReader {
     if (this.done || this.src.buffered < skip + BLOCK) return undefined;
     const block = this.src.peek(skip, BLOCK);
     const t = block[156];
-    if (t === 0x78 || t === 0x67 || t === 0x4c || t === 0x4b || isZeroBlock(block)) return undefined; // x g L K
+    if (t === 0x78 || t === 0x67 || t === 0x4c || t === 0x4b || t === 0x53 || isZeroBlock(block)) return undefined; // x g L K S
     const e = finishEntry(parseHeader(block), NO_OVERRIDES);
     this.src.readSync(skip + BLOCK);
     this.remaining = e.size;
     this.padding = padded(e.size) - e.size;
+    this.sparse = null;
     return e;
   }
 
@@ -528,6 +638,7 @@ export class TarReader {
     if (this.done) return null;
     await this.src.skip(this.remaining + this.padding);
     this.remaining = this.padding = 0;
+    this.sparse = null;
     const ext = new Extensions();
     for (;;) {
       const block = await this.src.read(BLOCK);
@@ -549,15 +660,80 @@ export class TarReader {
         ext.add(h, body);
         continue;
       }
-      const e = finishEntry(h, ext.take());
+      const o = ext.take();
+      const e = finishEntry(h, o);
       this.remaining = e.size;
       this.padding = padded(e.size) - e.size;
+      if (h.typeflag === 'S' || o.sparse || o.sparseMap0) await this.startSparse(e, h, block, o);
       return e;
     }
   }
 
+  /**
+   * Read the sparse map of entry `e` (header `h`, its block `block`), set e.size to the file's
+   * size and keep the map for the body; nothing for PAX records that make no sparse file.
+   */
+  private async startSparse(e: TarEntry, h: RawHeader, block: Buffer, o: Overrides): Promise<void> {
+    let map: Fragment[];
+    let size: number;
+    if (h.typeflag === 'S') {
+      // the map is in the header; extension blocks, when it says so, follow it before the data
+      if (!isGnuHeader(block)) throw new TarFormatError("a sparse ('S') entry without a GNU header");
+      size = parseNumeric(block, 483, 12, 'sparse real size');
+      map = [];
+      oldGnuFragments(block, 386, 4, map);
+      for (let more = block[482] !== 0; more; ) {
+        const b = await this.src.readExact(BLOCK);
+        oldGnuFragments(b, 0, 21, map);
+        more = b[504] !== 0;
+      }
+    } else {
+      const p = paxSparse(o);
+      if (p === null) return;
+      if (HEADER_ONLY.has(e.type)) throw new TarFormatError('a sparse map on an entry that is not a regular file');
+      if (p.name !== undefined) e.path = p.name;
+      size = p.size ?? e.size;
+      map = p.map ?? (await this.readSparseMap1());
+    }
+    checkFragments(map, size);
+    let data = 0;
+    for (const f of map) data += f.length;
+    if (data !== this.remaining) throw new TarFormatError(`the sparse map names ${data} bytes of data, the entry holds ${this.remaining}`);
+    e.size = size;
+    this.sparse = { map, size };
+  }
+
+  /**
+   * Sparse format 1.0: the map opens the body, in whole blocks: decimal numbers, each ended by a
+   * newline: the count of runs, then offset and length of each.
+   */
+  private async readSparseMap1(): Promise<Fragment[]> {
+    const numbers: number[] = [];
+    let want = 1;
+    let text = '';
+    let at = 0;
+    while (numbers.length < want) {
+      const nl = text.indexOf('\n', at);
+      if (nl < 0) {
+        if (this.remaining < BLOCK) throw new TarFormatError("the sparse map runs past the entry's data (sparse format 1.0)");
+        text = text.slice(at) + (await this.src.readExact(BLOCK)).toString('latin1');
+        at = 0;
+        this.remaining -= BLOCK;
+        continue;
+      }
+      numbers.push(sparseNumber(text.slice(at, nl), 'sparse format 1.0'));
+      at = nl + 1;
+      if (numbers.length === 1) {
+        if (numbers[0] < 0) throw new TarFormatError('negative count in the sparse map');
+        want = 1 + 2 * numbers[0];
+      }
+    }
+    return fragmentsOf(numbers.slice(1));
+  }
+
   /** The current entry's whole body (a view into the input when it lies in one chunk). */
   async readBody(): Promise<Buffer> {
+    if (this.sparse) return this.readSparseBody();
     const n = this.remaining;
     this.remaining = 0;
     return this.src.readExact(n);
@@ -565,16 +741,42 @@ export class TarReader {
 
   /** The current entry's whole body if it is buffered already (see readBody), else undefined. */
   readBodySync(): Buffer | undefined {
+    if (this.sparse) return undefined;
     const b = this.src.readSync(this.remaining);
     if (b !== undefined) this.remaining = 0;
     return b;
   }
 
-  /** The current entry's body as a stream of chunks, for bodies too big to hold in memory. */
-  async *bodyChunks(): AsyncGenerator<Buffer> {
-    const n = this.remaining;
+  /** A sparse file's body, expanded: holes are zeros. */
+  private async readSparseBody(): Promise<Buffer> {
+    const { map, size } = this.sparse!;
+    this.sparse = null;
+    const out = Buffer.alloc(size);
+    for (const f of map) if (f.length > 0) (await this.src.readExact(f.length)).copy(out, f.offset);
     this.remaining = 0;
-    yield* this.src.chunks(n);
+    return out;
+  }
+
+  /**
+   * The current entry's body as a stream of pieces, for bodies too big to hold in memory: chunks
+   * of bytes, and for a sparse file its holes as numbers (that many zeros), never expanded here.
+   */
+  async *bodyChunks(): AsyncGenerator<BodyPiece> {
+    const sparse = this.sparse;
+    const n = this.remaining;
+    this.sparse = null;
+    this.remaining = 0;
+    if (!sparse) {
+      yield* this.src.chunks(n);
+      return;
+    }
+    let at = 0;
+    for (const f of sparse.map) {
+      if (f.offset > at) yield f.offset - at;
+      yield* this.src.chunks(f.length);
+      at = f.offset + f.length;
+    }
+    if (sparse.size > at) yield sparse.size - at;
   }
 }
 
@@ -614,7 +816,9 @@ export function* walkTarHeaders(
       ext.add(h, readAt(bodyAt, h.size));
       continue;
     }
-    const e = finishEntry(h, ext.take());
+    const o = ext.take();
+    if (h.typeflag === 'S' || paxSparse(o) !== null) throw new TarFormatError('a sparse file in the image archive (not a layer)');
+    const e = finishEntry(h, o);
     // The body size may come from PAX (members over 8 GiB), not from the header.
     if (bodyAt + e.size > fileSize) throw new TarFormatError('truncated archive');
     pos = bodyAt + padded(e.size);

@@ -15,27 +15,45 @@ import { open } from 'node:fs/promises';
 const BLOCK = 4096;
 const HASH = 32;
 const DESCRIPTOR_SIZE = 256;
+const HASH_PER_BLOCK = BLOCK / HASH;
 
 function sha256(data: Uint8Array): Buffer {
   return createHash('sha256').update(data).digest();
 }
 
+/** One Merkle level while it is built: the block being filled with hashes, and how many it has had. */
+interface Level {
+  block: Buffer;
+  /** Hashes in `block` now (0..127). */
+  fill: number;
+  /** Hashes this level has had in all. */
+  count: number;
+}
+
+const ZERO_BLOCK = Buffer.alloc(BLOCK);
+let zeroBlockHash: Buffer | null = null;
+
 /**
- * Streaming fs-verity digest. Feed any chunk sizes with update(); digest() finishes (once).
- * Memory: the level-0 hashes only (size / 128 bytes); the upper levels are computed at the end.
+ * Streaming fs-verity digest. Feed any chunk sizes with update(), runs of zero bytes (the holes
+ * of a sparse file) with updateZeros(); digest() finishes (once).
+ *
+ * Every level of the tree is built as the data arrives: a level keeps only the block it is
+ * filling, so memory is O(log size). A run of identical hashes that fills whole blocks gives a
+ * run of identical hashes one level up, computed once: a hole of any size costs O(log size)
+ * hashes, not size / 4096 (a hostile layer can declare a sparse file of petabytes in a few bytes).
  */
 export class VerityHasher {
   /** Partial data block waiting for more bytes. */
   private readonly pending = Buffer.alloc(BLOCK);
   private pendingLength = 0;
-  /** Level-0 hashes, packed; grows by doubling. */
-  private level0 = Buffer.alloc(HASH * 64);
-  private level0Length = 0;
+  private readonly levels: Level[] = [];
+  /** Hash of a block of 128 copies of a hash (hex of that hash -> it): holes repeat a few. */
+  private readonly runBlockHashes = new Map<string, Buffer>();
   private totalSize = 0;
   private finished = false;
 
   update(chunk: Uint8Array): void {
-    if (this.finished) throw new Error('VerityHasher: update() after digest()');
+    this.checkOpen();
     this.totalSize += chunk.length;
     let pos = 0;
     if (this.pendingLength > 0) {
@@ -44,12 +62,12 @@ export class VerityHasher {
       this.pendingLength += take;
       pos = take;
       if (this.pendingLength < BLOCK) return;
-      this.addLevel0(this.pending);
+      this.addHash(0, sha256(this.pending));
       this.pendingLength = 0;
     }
     // Whole blocks straight from the caller's chunk: no copy, only a view per block.
     while (chunk.length - pos >= BLOCK) {
-      this.addLevel0(chunk.subarray(pos, pos + BLOCK));
+      this.addHash(0, sha256(chunk.subarray(pos, pos + BLOCK)));
       pos += BLOCK;
     }
     if (pos < chunk.length) {
@@ -58,51 +76,98 @@ export class VerityHasher {
     }
   }
 
-  /** The 32-byte fs-verity digest of everything passed to update(). */
+  /** The same as update() with `n` zero bytes, without hashing each of their blocks. */
+  updateZeros(n: number): void {
+    this.checkOpen();
+    if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`VerityHasher: bad zero run length ${n}`);
+    this.totalSize += n;
+    if (this.pendingLength > 0) {
+      const take = Math.min(BLOCK - this.pendingLength, n);
+      this.pending.fill(0, this.pendingLength, this.pendingLength + take);
+      this.pendingLength += take;
+      n -= take;
+      if (this.pendingLength < BLOCK) return;
+      this.addHash(0, sha256(this.pending));
+      this.pendingLength = 0;
+    }
+    zeroBlockHash ??= sha256(ZERO_BLOCK);
+    this.addRun(0, zeroBlockHash, Math.floor(n / BLOCK));
+    const rest = n % BLOCK;
+    if (rest > 0) {
+      this.pending.fill(0, 0, rest);
+      this.pendingLength = rest;
+    }
+  }
+
+  /** The 32-byte fs-verity digest of everything passed to update() and updateZeros(). */
   digest(): Buffer {
-    if (this.finished) throw new Error('VerityHasher: digest() called twice');
+    this.checkOpen();
     this.finished = true;
     if (this.pendingLength > 0) {
       this.pending.fill(0, this.pendingLength);
-      this.addLevel0(this.pending);
+      this.addHash(0, sha256(this.pending));
       this.pendingLength = 0;
     }
     const root = Buffer.alloc(HASH);
-    if (this.totalSize > 0) merkleRoot(this.level0.subarray(0, this.level0Length)).copy(root);
+    if (this.totalSize > 0) this.root().copy(root);
     return sha256(descriptor(this.totalSize, root));
   }
 
-  private addLevel0(block: Uint8Array): void {
-    if (this.level0Length + HASH > this.level0.length) {
-      const bigger = Buffer.alloc(this.level0.length * 2);
-      this.level0.copy(bigger, 0, 0, this.level0Length);
-      this.level0 = bigger;
-    }
-    createHash('sha256').update(block).digest().copy(this.level0, this.level0Length);
-    this.level0Length += HASH;
+  private checkOpen(): void {
+    if (this.finished) throw new Error('VerityHasher: used after digest()');
   }
-}
 
-/** Reduce packed hashes level by level until one remains. */
-function merkleRoot(hashes: Buffer): Buffer {
-  let level = hashes;
-  const block = Buffer.alloc(BLOCK);
-  while (level.length > HASH) {
-    const blocks = Math.ceil(level.length / BLOCK);
-    const next = Buffer.alloc(blocks * HASH);
-    for (let b = 0; b < blocks; b++) {
-      const part = level.subarray(b * BLOCK, Math.min(level.length, (b + 1) * BLOCK));
-      let input: Buffer = part;
-      if (part.length < BLOCK) {
-        block.fill(0);
-        part.copy(block);
-        input = block;
+  /** Close every level's last block (zero-padded) into the next, up to the level of one hash. */
+  private root(): Buffer {
+    for (let i = 0; ; i++) {
+      const level = this.levels[i];
+      if (level.count === 1) return level.block.subarray(0, HASH);
+      if (level.fill > 0) {
+        level.block.fill(0, level.fill * HASH);
+        this.addHash(i + 1, sha256(level.block));
+        level.fill = 0;
       }
-      sha256(input).copy(next, b * HASH);
     }
-    level = next;
   }
-  return level;
+
+  private level(i: number): Level {
+    return (this.levels[i] ??= { block: Buffer.alloc(BLOCK), fill: 0, count: 0 });
+  }
+
+  private addHash(i: number, hash: Buffer): void {
+    const level = this.level(i);
+    hash.copy(level.block, level.fill * HASH);
+    level.count++;
+    if (++level.fill < HASH_PER_BLOCK) return;
+    level.fill = 0;
+    this.addHash(i + 1, sha256(level.block));
+  }
+
+  /** `count` copies of `hash` at level i: whole blocks of them become one run a level up. */
+  private addRun(i: number, hash: Buffer, count: number): void {
+    const level = this.level(i);
+    while (count > 0 && level.fill !== 0) {
+      this.addHash(i, hash);
+      count--;
+    }
+    const blocks = Math.floor(count / HASH_PER_BLOCK);
+    if (blocks > 0) {
+      level.count += blocks * HASH_PER_BLOCK;
+      this.addRun(i + 1, this.runBlockHash(hash), blocks);
+    }
+    for (let left = count % HASH_PER_BLOCK; left > 0; left--) this.addHash(i, hash);
+  }
+
+  private runBlockHash(hash: Buffer): Buffer {
+    const key = hash.toString('latin1');
+    let h = this.runBlockHashes.get(key);
+    if (!h) {
+      const block = Buffer.alloc(BLOCK);
+      for (let k = 0; k < HASH_PER_BLOCK; k++) hash.copy(block, k * HASH);
+      this.runBlockHashes.set(key, (h = sha256(block)));
+    }
+    return h;
+  }
 }
 
 function descriptor(dataSize: number, rootHash: Buffer): Buffer {

@@ -420,14 +420,113 @@ test('tar: corrupt, truncated and unsupported archives are errors', async (t) =>
     [good.subarray(0, 700), /truncated/],
     [good.subarray(0, 300), /truncated/],
     [good.subarray(0, 512 * 3), /truncated/], // cut at a block boundary: no end-of-archive marker
-    [tar([{ path: 's', type: 'file', typeflag: 'S' }]), /sparse/],
-    [tar([{ path: 's', type: 'file', pax: [['GNU.sparse.major', '1']] }]), /sparse/],
+    [tar([{ path: 's', type: 'file', typeflag: 'S' }]), /sparse \('S'\) entry without a GNU header/],
     [tar([{ path: 'v', type: 'file', typeflag: 'V' }]), /unsupported tar entry type 'V'/],
     [Buffer.concat([extHeader('x', Buffer.from('garbage')), good]), /PAX/],
   ];
   for (const [bytes, re] of cases) {
     await t.throwsAsync(readAllEntries(bytes, [100]), { message: re });
   }
+});
+
+/** Files with holes, as `truncate` and writes at offsets make them: name -> [size, [[offset, bytes]...]]. */
+function makeSparseFiles(dir) {
+  const rnd = (n) => crypto.randomBytes(n);
+  const files = {
+    big: [20 << 20, [[0, Buffer.from('head')], [5 << 20, rnd(8192)], [(20 << 20) - 3, Buffer.from('end')]]], // streamed (over 8 MiB)
+    small: [3 << 20, [[1 << 20, rnd(5000)]]], // read whole
+    allhole: [12 << 20, []],
+    tailhole: [9 << 20, [[4096, rnd(100_000)]]],
+    lastlog: [64 << 20, [[40 << 20, Buffer.alloc(100, 'x')]]], // as useradd's lastlog for a high uid, smaller
+    odd: [10_000, [[9_000, Buffer.from('abc')]]],
+    runs: [(9 << 20) + 1, Array.from({ length: 40 }, (_, i) => [i * 230_000 + (i % 7), rnd(1 + i * 997)])],
+  };
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [name, [size, runs]] of Object.entries(files)) {
+    const fd = fs.openSync(path.join(dir, name), 'w');
+    fs.ftruncateSync(fd, size);
+    for (const [at, bytes] of runs) fs.writeSync(fd, bytes, 0, bytes.length, at);
+    fs.closeSync(fd);
+  }
+  return Object.keys(files);
+}
+
+test('tar: sparse files in all of GNU tar\'s forms (old GNU, PAX 0.0, 0.1, 1.0) build into their bytes, holes stay holes in the store', async (t) => {
+  const d = tmpdir(t);
+  const src = path.join(d, 'src');
+  const names = makeSparseFiles(src);
+  const want = new Map(names.map((n) => [n, verityDigestOfFile(path.join(src, n))]));
+  const blobs = [];
+  for (const [format, version] of [['gnu', null], ['pax', '0.0'], ['pax', '0.1'], ['pax', '1.0']]) {
+    const what = version ? `pax ${version}` : 'old GNU';
+    const out = path.join(d, `${format}${version ?? ''}.tar`);
+    const r = spawnSync('tar', ['--sparse', '--format', format, ...(version ? ['--sparse-version', version] : []), '--mtime', '@1700000000', '-C', src, '-cf', out, '.'], { encoding: 'utf8' });
+    t.is(r.status, 0, r.stderr);
+    const layer = fs.readFileSync(out);
+    t.true(layer.length < 2 << 20, `${what}: the archive holds the data runs only (${layer.length} bytes)`);
+    if (version === '1.0') t.true(layer.includes('GNUSparseFile'), 'format 1.0 names the entry GNUSparseFile.N/NAME in the header');
+    const { blob, store, summary } = await build(t, ociLayout(t, [layer]));
+    blobs.push(blob);
+    const dump = dumpOf(blob);
+    for (const n of names) {
+      const st = fs.statSync(path.join(src, n));
+      t.is(dump.get('/' + n).size, st.size, `${what} ${n}: size`);
+      t.is(dump.get('/' + n).payload, 'obj:' + (await want.get(n)).toString('hex'), `${what} ${n}: fs-verity digest of the file's bytes`);
+      const object = objectPath(store, Buffer.from(dump.get('/' + n).payload.slice(4), 'hex'));
+      if (st.size <= 8 << 20) continue;
+      // streamed objects keep the holes: the object takes no more disk than the file's data
+      t.true(fs.statSync(object).blocks * 512 <= st.blocks * 512 + (1 << 20), `${what} ${n}: object is sparse (${fs.statSync(object).blocks} blocks)`);
+    }
+    t.is(summary.bytes, names.reduce((a, n) => a + fs.statSync(path.join(src, n)).size, 0), `${what}: bytes counts the files' sizes`);
+    // what the store holds reads back as the files
+    const x = path.join(d, `x-${format}${version ?? ''}`);
+    fs.writeFileSync(path.join(d, 'b.ub'), blob);
+    t.is(cfs(['extract', path.join(d, 'b.ub'), '--store', store, x]).code, 0);
+    for (const n of names.filter((n) => n !== 'lastlog')) t.true(fs.readFileSync(path.join(x, n)).equals(fs.readFileSync(path.join(src, n))), `${what} ${n}: extracted bytes`);
+    t.is(await checkStore(t, store), names.length, `${what}: every object re-hashes to its name`);
+  }
+  // same content, same blob (gnu's mtimes are whole seconds, as --mtime gives them to all four)
+  for (const b of blobs.slice(1)) t.true(b.equals(blobs[0]), 'the four forms give one blob');
+});
+
+test('tar: hostile sparse maps are errors; a sparse version Go does not know is a plain file; a hole of 16 TiB costs nothing', async (t) => {
+  const sparse = (extra, body = 'abcd', size = 4) => tar([file('s', body, {
+    pax: [['GNU.sparse.major', '0'], ['GNU.sparse.minor', '1'], ['GNU.sparse.size', String(size)], ...extra],
+  })]);
+  const cases = [
+    [sparse([['GNU.sparse.numblocks', '1'], ['GNU.sparse.map', '2,4']]), /outside the file/],
+    [sparse([['GNU.sparse.numblocks', '2'], ['GNU.sparse.map', '0,2,1,2']]), /overlapping or out of order/],
+    [sparse([['GNU.sparse.numblocks', '2'], ['GNU.sparse.map', '2,2,0,2']], 'abcd', 10), /out of order/],
+    [sparse([['GNU.sparse.numblocks', '1'], ['GNU.sparse.map', '0,3']]), /names 3 bytes of data, the entry holds 4/],
+    [sparse([['GNU.sparse.numblocks', '1'], ['GNU.sparse.map', '0,-4']]), /outside the file/],
+    [sparse([['GNU.sparse.numblocks', '2'], ['GNU.sparse.map', '0,4']]), /numblocks/],
+    [sparse([['GNU.sparse.map', '0,4']]), /numblocks/],
+    [sparse([['GNU.sparse.numblocks', '1'], ['GNU.sparse.map', '0,x']]), /invalid number/],
+    [tar([file('s', 'ab', { pax: [['GNU.sparse.numbytes', '2']] })]), /0\.0/],
+    [tar([file('s', 'ab', { pax: [['GNU.sparse.offset', '0'], ['GNU.sparse.offset', '2']] })]), /0\.0/],
+    // 1.0: the map must fit in the entry's data
+    [tar([file('s', '1\n0\n', { pax: [['GNU.sparse.major', '1'], ['GNU.sparse.minor', '0'], ['GNU.sparse.realsize', '10']] })]), /runs past/],
+    [tar([{ path: 'd', type: 'dir', pax: [['GNU.sparse.major', '0'], ['GNU.sparse.minor', '1'], ['GNU.sparse.numblocks', '0'], ['GNU.sparse.map', '']] }]), /not a regular file/],
+  ];
+  for (const [bytes, re] of cases) await t.throwsAsync(readAllEntries(bytes, [100]), { message: re }, String(re));
+  // major 1 without minor 0, or 2.0: Go reads the entry as a plain file, and so do we
+  for (const v of [[['GNU.sparse.major', '1']], [['GNU.sparse.major', '2'], ['GNU.sparse.minor', '0']]]) {
+    const [e] = await readAllEntries(tar([file('s', 'plain', { pax: v })]));
+    t.is(e.body.toString(), 'plain');
+  }
+  // 1.0 with its map in the body: GNU.sparse.name names the file; 16 TiB of hole around 4 bytes
+  const TiB16 = 2 ** 44;
+  const map = pad(Buffer.from(`1\n${TiB16 - 8}\n4\n`));
+  const huge = tar([file('GNUSparseFile.0/h', Buffer.concat([map, Buffer.from('data')]), {
+    pax: [['GNU.sparse.major', '1'], ['GNU.sparse.minor', '0'], ['GNU.sparse.name', 'huge'], ['GNU.sparse.realsize', String(TiB16 - 4)]],
+  })]);
+  const root = await applyAll([huge]);
+  const node = lookup(root, 'huge');
+  t.is(node.size, TiB16 - 4);
+  const h = new VerityHasher();
+  h.updateZeros(TiB16 - 8);
+  h.update(Buffer.from('data'));
+  t.deepEqual(node.digest, h.digest(), 'the digest of 16 TiB less 4 bytes, from a run of zeros');
 });
 
 test('tar: a big body streams in chunks with backpressure, trailing bytes are drained', async (t) => {
