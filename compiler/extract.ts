@@ -27,6 +27,7 @@ import { findObject } from './store.js';
 import { displayName, withBlob } from './inspect.js';
 import { checkStoresExist, collectStores } from './options.js';
 import { makeDirs } from './mkdirs.js';
+import { copySkippingHoles, skipsHoles } from './holes.js';
 
 export interface ExtractOptions {
   /** Called for things that could not be restored but do not fail the extraction. */
@@ -261,6 +262,16 @@ async function writeRegular(reader: BlobReader, inode: Inode, target: Buffer, st
   if (object === null) throw new Error(`${shown}: object ${digest.toString('hex')} not found in any store`);
   const st = await fsp.lstat(object);
   if (st.size !== inode.size) throw new Error(`${shown}: object ${object} has ${st.size} bytes, the blob says ${inode.size}`);
+  if (skipsHoles(st)) {
+    // a sparse file of the image: its holes stay holes (a copy would write all their zeros)
+    const fd = fs.openSync(object, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      copySkippingHoles(fd, inode.size, target, 0o600);
+    } finally {
+      fs.closeSync(fd);
+    }
+    return inode.size;
+  }
   // EXCL: never write through something already there; FICLONE: share extents where the fs can.
   await fsp.copyFile(object, target, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
   return inode.size;

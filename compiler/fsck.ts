@@ -17,6 +17,7 @@ import { escapeBytes } from '../format/dump.js';
 import { crc32c } from '../format/crc32c.js';
 import { Layout, SECTION_NAMES, SectionId } from '../format/layout.js';
 import { VerityHasher } from '../format/verity.js';
+import { hashFileSkippingHoles, skipsHoles } from './holes.js';
 import { findObject } from './store.js';
 import { openBlobFile, writeStdout } from './inspect.js';
 import { checkStoresExist, collectStores } from './options.js';
@@ -163,7 +164,7 @@ async function checkObject(stores: string[], digest: Buffer, use: ObjectUse, con
     const st = await fh.stat();
     if (st.size !== use.size) return `object ${hex}: ${where}: size ${st.size}, expected ${use.size} (used by ${use.path})`;
     if (!content) return undefined;
-    const actual = await hashHandle(fh);
+    const actual = skipsHoles(st) ? hashFileSkippingHoles(fh.fd, st.size) : await hashHandle(fh);
     if (!actual.equals(digest)) return `object ${hex}: ${where}: content digest is ${actual.toString('hex')} (used by ${use.path})`;
     return undefined;
   } catch (err) {

@@ -48,6 +48,7 @@ interface Native {
   /** Absent from builds that predate them. */
   verityDigest?(data: Uint8Array, out: Uint8Array): void;
   setTimes?(path: string | Buffer, sec: number, nsec: number): void;
+  nextDataExtent?(fd: number, offset: number): [number, number] | null;
   /** Only where the CPU has SSE4.2's crc32 instruction. */
   crc32c?(data: Uint8Array, previous: number): number;
 }
@@ -98,6 +99,32 @@ export function loadAddon(): Native {
 /** Whether the addon is built; a built addon that fails to load still throws from loadAddon(). */
 export function addonBuilt(): boolean {
   return existsSync(addonPath());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Holes
+
+/** Whether the addon can list a file's runs of data (see dataExtents). */
+export function canSeekData(): boolean {
+  try {
+    return addonBuilt() && loadAddon().nextDataExtent !== undefined;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The runs of data [start, end) of open file `fd`, in order (lseek SEEK_DATA / SEEK_HOLE): what
+ * is between them is a hole. Ask canSeekData() first.
+ */
+export function* dataExtents(fd: number): Generator<[number, number]> {
+  const next = loadAddon().nextDataExtent!;
+  for (let at = 0; ; ) {
+    const x = next(fd, at);
+    if (x === null) return;
+    yield x;
+    at = x[1];
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

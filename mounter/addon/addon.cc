@@ -5,6 +5,7 @@
 
 #include "fsmount.h"
 #include "filetimes.h"
+#include "holes.h"
 #include "fsverity.h"
 #include "objectfile.h"
 #include "syserror.h"
@@ -195,6 +196,24 @@ Napi::Value Crc32c(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, crc32c_native(data.Data(), data.ByteLength(), previous));
 }
 
+// nextDataExtent(fd, offset): [start, end) of the next run of data at or after offset, or null
+// when only a hole is left. Filesystems without holes report the whole file as data.
+Napi::Value NextDataExtent(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) throw Napi::TypeError::New(env, "nextDataExtent(fd, offset): numbers");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  int64_t offset = info[1].As<Napi::Number>().Int64Value();
+  if (offset < 0) throw Napi::RangeError::New(env, "nextDataExtent: negative offset");
+  return guarded(info, [&]() -> Napi::Value {
+    DataExtent x = next_data_extent(fd, offset);
+    if (!x.found) return env.Null();
+    Napi::Array out = Napi::Array::New(env, 2);
+    out.Set(0u, Napi::Number::New(env, static_cast<double>(x.start)));
+    out.Set(1u, Napi::Number::New(env, static_cast<double>(x.end)));
+    return out;
+  });
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
   exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
@@ -204,6 +223,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writeObjectFile", Napi::Function::New(env, WriteObjectFile, "writeObjectFile"));
   exports.Set("verityDigest", Napi::Function::New(env, VerityDigest, "verityDigest"));
   exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
+  exports.Set("nextDataExtent", Napi::Function::New(env, NextDataExtent, "nextDataExtent"));
   if (crc32c_native_available()) exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
   return exports;
 }

@@ -6,7 +6,7 @@
   'targets': [
     {
       'target_name': 'unionblob',
-      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'objectfile.cc', 'syserror.cc', 'filetimes.cc', 'verityhash.cc', 'crc32c.cc', '../fuse/verity.c'],
+      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'objectfile.cc', 'syserror.cc', 'filetimes.cc', 'holes.cc', 'verityhash.cc', 'crc32c.cc', '../fuse/verity.c'],
       'include_dirs': ['../fuse'],
       'dependencies': ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       'defines': ['NAPI_VERSION=8'],
