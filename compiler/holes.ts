@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { VerityHasher } from '../format/verity.js';
 import { canSeekData, dataExtents } from '../mounter/addon.js';
+import type { BodyPiece } from './tar.js';
 
 /** Whether a file of this stat has holes to skip: fewer bytes allocated than its size (and the addon can find them). */
 export function skipsHoles(st: fs.Stats): boolean {
@@ -49,4 +50,16 @@ export function copySkippingHoles(from: number, size: number, to: fs.PathLike, m
   } finally {
     fs.closeSync(out);
   }
+}
+
+/** The content of open file `fd` of `size` bytes for StoreWriter.putStream: its data, and its holes as numbers. */
+export async function* piecesSkippingHoles(fd: number, size: number): AsyncGenerator<BodyPiece> {
+  let done = 0;
+  // a fresh buffer per chunk: the consumer may still hold the last one when it asks for the next
+  for (const [at, bytes] of dataChunks(fd, size, Buffer.allocUnsafe(CHUNK))) {
+    if (at > done) yield at - done;
+    yield Buffer.from(bytes);
+    done = at + bytes.length;
+  }
+  if (size > done) yield size - done;
 }

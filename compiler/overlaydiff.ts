@@ -29,6 +29,7 @@ import { MEMORY_OBJECT_LIMIT, hashBuffer, type StoreWriter } from './store.js';
 import { verityDigestOfFile } from '../format/verity.js';
 import { displayName } from './inspect.js';
 import { abbreviate, displayPath } from './layers.js';
+import { hashFileSkippingHoles, piecesSkippingHoles, skipsHoles } from './holes.js';
 
 export const OPAQUE_XATTR = 'trusted.overlay.opaque';
 const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
@@ -177,6 +178,14 @@ async function fileContent(abs: Buffer, size: number, node: TreeNode, opts: Over
   } else if (size <= MEMORY_OBJECT_LIMIT) {
     const body = fs.readFileSync(abs);
     node.digest = opts.store ? await opts.store.putBuffer(body) : hashBuffer(body);
+  } else if (skipsHoles(fs.lstatSync(abs))) {
+    // a sparse file written in the container: its holes are neither read nor stored
+    const fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    try {
+      node.digest = opts.store ? await opts.store.putStream(piecesSkippingHoles(fd, size), size) : hashFileSkippingHoles(fd, size);
+    } finally {
+      fs.closeSync(fd);
+    }
   } else {
     node.digest = opts.store
       ? await opts.store.putStream(fs.createReadStream(abs, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, size)

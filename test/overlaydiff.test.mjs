@@ -323,3 +323,45 @@ test('applyOverlayDiff with unmap: host ids back to the image\'s (owners, ACL en
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('applyOverlayDiff: a sparse file in the upper (written in a container) is stored with its holes, neither read nor written', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-sparse-upper-'));
+  try {
+    const upper = path.join(dir, 'upper');
+    fs.mkdirSync(upper);
+    const f = path.join(upper, 'lastlog');
+    const size = 2 ** 40; // 1 TiB: reading it would take hours
+    const fd = fs.openSync(f, 'w');
+    fs.ftruncateSync(fd, size);
+    fs.writeSync(fd, Buffer.from('first'), 0, 5, 12345);
+    fs.writeSync(fd, Buffer.from('last'), 0, 4, size - 4);
+    fs.closeSync(fd);
+    const store = path.join(dir, 'store');
+    const w = new StoreWriter([store], { startNow: true });
+    const tree = newTree();
+    await applyOverlayDiff(tree, upper, { store: w, inlineThreshold: 64 });
+    await w.sync();
+    await w.close();
+    const digest = tree.children.get('lastlog').digest;
+    const obj = objectPath(store, digest);
+    t.is(fs.statSync(obj).size, size);
+    t.true(fs.statSync(obj).blocks < 1024, 'the object keeps the holes');
+    const back = fs.openSync(obj, 'r');
+    const b = Buffer.alloc(5);
+    fs.readSync(back, b, 0, 5, 12345);
+    t.is(b.toString(), 'first');
+    fs.readSync(back, b, 0, 5, size - 5);
+    t.deepEqual(b, Buffer.from('\0last'));
+    fs.closeSync(back);
+    // the digest without a store is the same, and fsck agrees with it (it skips the holes too)
+    const plain = newTree();
+    await applyOverlayDiff(plain, upper, { store: null, inlineThreshold: 64 });
+    t.deepEqual(plain.children.get('lastlog').digest, digest);
+    const out = path.join(dir, 'out.ub');
+    fs.writeFileSync(out, encodeBlob(tree));
+    const r = spawnSync(process.execPath, [CFS, 'fsck', out, '--store', store], { encoding: 'utf8' });
+    t.is(r.status, 0, r.stdout + r.stderr);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
