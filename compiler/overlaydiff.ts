@@ -8,11 +8,16 @@
 // - a directory with xattr trusted.overlay.opaque=y hides everything the parent had below it;
 // - other trusted.overlay.* xattrs are overlayfs bookkeeping, never image content, except the
 //   escaped trusted.overlay.overlay.X, which is the image's own trusted.overlay.X (nested overlays);
-// - what an upper cannot say on its own is refused, never guessed: a renamed directory
-//   (redirect_dir: trusted.overlay.redirect), a file whose data stayed below (metacopy), a file
-//   hardlinked from outside the upper (index=on keeps a link under the workdir), the user.overlay.*
-//   bookkeeping of a userxattr mount. Every writable mount we make pins these features off
-//   (OVERLAY_MOUNT_OPTIONS in mounter/mount.ts), whatever the kernel's defaults.
+// - a renamed directory (redirect_dir=on: trusted.overlay.redirect, a name in the same directory
+//   or an absolute path) takes its entries from the parent's directory at the path it came from;
+//   a metadata-only copy-up (metacopy=on: trusted.overlay.metacopy, after a chown or chmod) takes
+//   its content from the parent's file at its origin (its own redirect, or its directory's origin
+//   plus its name): nothing of it is read or hashed. Origins are looked up in the parent as it was
+//   before any of the upper is applied, as the kernel looks them up in the lower layers;
+// - what an upper cannot say on its own is refused, never guessed: a metacopy file whose data is
+//   not in the parent, a file hardlinked from outside the upper (index=on keeps a link under the
+//   workdir), the user.overlay.* bookkeeping of a userxattr mount. Every writable mount we make
+//   pins index off (OVERLAY_MOUNT_OPTIONS in mounter/mount.ts), whatever the kernel's defaults.
 // Everything else in the upper replaces what the parent had under that name (directories are
 // merged: their metadata comes from the upper, their children from both). Hardlinks inside the
 // upper stay hardlinks (one TreeNode). With `whiteouts: false` the directory is taken literally,
@@ -35,11 +40,8 @@ export const OPAQUE_XATTR = 'trusted.overlay.opaque';
 const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
 /** An image's own trusted.overlay.X, escaped by the overlay that wrote the upper. */
 const ESCAPED_XATTR_PREFIX = 'trusted.overlay.overlay.';
-/** Features that put part of the merged view outside the upper: refused (see the header). */
-const UNREADABLE_XATTRS = new Map([
-  ['trusted.overlay.redirect', 'a renamed directory (overlay redirect_dir=on)'],
-  ['trusted.overlay.metacopy', 'a metadata-only copy-up (overlay metacopy=on)'],
-]);
+const REDIRECT_XATTR = 'trusted.overlay.redirect';
+const METACOPY_XATTR = 'trusted.overlay.metacopy';
 /** What a userxattr (unprivileged) overlay writes instead of trusted.overlay.*. */
 const USER_OVERLAY_XATTRS = new Set(['opaque', 'redirect', 'metacopy', 'origin', 'impure', 'nlink', 'upper', 'uuid', 'whiteout', 'whiteouts'].map((n) => `user.overlay.${n}`));
 
@@ -103,9 +105,11 @@ export interface OverlayDiffStats {
   /** Whiteouts applied and opaque directories seen. */
   whiteouts: number;
   opaques: number;
-  /** Regular files read and their bytes. */
+  /** Regular files, and the bytes of those read (all but metadata-only copy-ups). */
   files: number;
   fileBytes: number;
+  /** Metadata-only copy-ups: content taken from the parent. */
+  metacopies: number;
   /** Disk usage of the upper (st_blocks * 512, each inode once) and its inode count. */
   diskBytes: number;
   inodes: number;
@@ -195,13 +199,84 @@ async function fileContent(abs: Buffer, size: number, node: TreeNode, opts: Over
   if (got !== undefined && got !== size) throw new Error(`${abs.toString()}: changed while being read`);
 }
 
+/** The node at relative path `p` ('' is the root) of a tree, through directories only. */
+function lookupPath(root: TreeNode, p: string): TreeNode | undefined {
+  let node: TreeNode | undefined = root;
+  if (p === '') return node;
+  for (const name of p.split('/')) {
+    if (!node || (node.mode & S_IFMT) !== S_IFDIR) return undefined;
+    node = node.children!.get(name);
+  }
+  return node;
+}
+
+/**
+ * A copy of directory `dir` whose directories are copies too (the other nodes shared): what a
+ * renamed directory brings to its new path, independent of what the upper then does at the
+ * old one (a new directory there, entries whited out).
+ */
+function copyDirs(dir: TreeNode): TreeNode {
+  const children = new Map<string, TreeNode>();
+  for (const [name, child] of dir.children!) children.set(name, (child.mode & S_IFMT) === S_IFDIR ? copyDirs(child) : child);
+  return { ...dir, xattrs: new Map(dir.xattrs), children };
+}
+
+/**
+ * Where every renamed directory and metadata-only copy-up of the upper came from, looked up in
+ * `tree` before anything of the upper is applied: upper path -> a copy of the origin directory,
+ * the origin file (its content is taken), or null when the parent has nothing there. An upper
+ * entry's origin is its redirect when absolute, else its directory's origin plus its redirect
+ * (a name) or its own name: the lookup overlayfs makes in the lower layers.
+ */
+function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>, shownPath: (rel: string) => string): Map<string, TreeNode | null> {
+  const paths = new Map<string, string>();
+  const originPath = (rel: string): string => {
+    if (rel === '') return '';
+    let p = paths.get(rel);
+    if (p !== undefined) return p;
+    const slash = rel.lastIndexOf('/');
+    const name = rel.slice(slash + 1);
+    const redirect = xattrs.get(rel)?.get(REDIRECT_XATTR)?.toString('latin1');
+    if (redirect !== undefined && redirect.startsWith('/')) {
+      const parts = redirect.split('/').filter((c) => c !== '');
+      if (parts.some((c) => c === '.' || c === '..')) throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} is not a plain path`);
+      p = parts.join('/');
+    } else {
+      if (redirect !== undefined && (redirect === '' || redirect === '.' || redirect === '..' || redirect.includes('/'))) {
+        throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} is not a name`);
+      }
+      const dir = originPath(slash < 0 ? '' : rel.slice(0, slash));
+      p = (dir === '' ? '' : `${dir}/`) + (redirect ?? name);
+    }
+    paths.set(rel, p);
+    return p;
+  };
+  const out = new Map<string, TreeNode | null>();
+  for (const [rel, names] of xattrs) {
+    if (rel === '' || !(names.has(REDIRECT_XATTR) || names.has(METACOPY_XATTR))) continue;
+    const node = lookupPath(tree, originPath(rel));
+    if (names.has(METACOPY_XATTR)) out.set(rel, node ?? null);
+    else out.set(rel, node && (node.mode & S_IFMT) === S_IFDIR ? copyDirs(node) : null);
+  }
+  return out;
+}
+
+/** A metadata-only copy-up's content: its origin's, which must be a regular file of its size. */
+function metacopyContent(node: TreeNode, origin: TreeNode | null, shown: string): void {
+  if (!origin || (origin.mode & S_IFMT) !== S_IFREG || origin.size !== node.size) {
+    throw new Error(`${shown}: a metadata-only copy-up (overlay metacopy=on) whose data is not in the parent: cannot be compiled`);
+  }
+  if (origin.inline) node.inline = origin.inline;
+  if (origin.digest) node.digest = origin.digest;
+}
+
 /**
  * Merge the upper directory `upperDir` into `tree` (mutated in place) with overlayfs semantics.
  * The root's own metadata is taken from the upper's root.
  */
 export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: OverlayDiffOptions): Promise<OverlayDiffStats> {
   const whiteouts = opts.whiteouts ?? true;
-  const stats: OverlayDiffStats = { entries: 0, whiteouts: 0, opaques: 0, files: 0, fileBytes: 0, diskBytes: 0, inodes: 0 };
+  const stats: OverlayDiffStats = { entries: 0, whiteouts: 0, opaques: 0, files: 0, fileBytes: 0, metacopies: 0, diskBytes: 0, inodes: 0 };
   // trusted.* xattrs are invisible without CAP_SYS_ADMIN: opaque directories would read as plain ones
   if (whiteouts && !hasCapSysAdmin()) throw new Error(`${upperDir}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others`);
   const xattrs = await readXattrs(upperDir);
@@ -217,8 +292,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     const names = [...all.keys()];
     if (whiteouts) {
       for (const name of names) {
-        const what = UNREADABLE_XATTRS.get(name) ?? (USER_OVERLAY_XATTRS.has(name) ? `${name}: the upper of an overlay mounted with userxattr` : undefined);
-        if (what !== undefined) throw new Error(`${shownPath(rel)}: ${what}: cannot be compiled from the upper alone`);
+        if (USER_OVERLAY_XATTRS.has(name)) throw new Error(`${shownPath(rel)}: ${name}: the upper of an overlay mounted with userxattr: cannot be compiled from the upper alone`);
       }
     }
     const kept: [string, Buffer][] = [];
@@ -250,6 +324,8 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     }
   };
 
+  const origins = whiteouts ? resolveOrigins(tree, xattrs, shownPath) : new Map<string, TreeNode | null>();
+
   async function visitDir(dirNode: TreeNode, abs: Buffer, rel: string): Promise<void> {
     const names = fs.readdirSync(abs, { encoding: 'buffer' });
     names.sort(Buffer.compare);
@@ -273,11 +349,15 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
       if (type === S_IFDIR) {
         let node = dirNode.children!.get(name);
         const opaque = whiteouts && xattrs.get(childRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
-        if (!node || (node.mode & S_IFMT) !== S_IFDIR) {
+        const origin = origins.get(childRel);
+        if (!opaque && origin !== undefined) {
+          // renamed here: the entries of the directory it came from (none if that is gone)
+          node = origin ?? newDir();
+          dirNode.children!.set(name, node);
+        } else if (opaque || !node || (node.mode & S_IFMT) !== S_IFDIR) {
+          // a new node: an opaque directory must not empty one that was renamed elsewhere
           node = newDir();
           dirNode.children!.set(name, node);
-        } else if (opaque) {
-          node.children = new Map();
         }
         if (opaque) stats.opaques++;
         metadata(node, st, childRel);
@@ -303,6 +383,11 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
         case S_IFREG:
           node.size = Number(st.size);
           stats.files++;
+          if (whiteouts && xattrs.get(childRel)?.has(METACOPY_XATTR)) {
+            metacopyContent(node, origins.get(childRel) ?? null, shownPath(childRel));
+            stats.metacopies++;
+            break;
+          }
           stats.fileBytes += node.size;
           await fileContent(childAbs, node.size, node, opts);
           break;

@@ -394,7 +394,7 @@ function mountKernelWithMount8(req: MountRequest, at: string, flags: string[]): 
  * (CONFIG_OVERLAY_FS_REDIRECT_DIR, _INDEX, _METACOPY). containerd's overlay snapshotter pins
  * index=off the same way.
  */
-export const OVERLAY_MOUNT_OPTIONS: readonly string[] = ['index=off', 'redirect_dir=off', 'metacopy=off'];
+export const OVERLAY_MOUNT_OPTIONS: readonly string[] = ['index=off', 'redirect_dir=on', 'metacopy=on'];
 
 /**
  * The overlay's source is the blob, so the mount table (and `mount -a`, matching fstab lines

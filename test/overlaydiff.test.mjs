@@ -13,6 +13,7 @@ import { applyOverlayDiff } from '../dist/compiler/overlaydiff.js';
 import { StoreWriter, objectPath } from '../dist/compiler/store.js';
 import { extractBlob } from '../dist/compiler/extract.js';
 import { nativeSetTimes } from '../dist/mounter/addon.js';
+import { OVERLAY_MOUNT_OPTIONS } from '../dist/mounter/mount.js';
 import { openBlobFile } from '../dist/compiler/inspect.js';
 import { newTree } from '../dist/compiler/build.js';
 import { encodeBlob } from '../dist/format/encode.js';
@@ -192,6 +193,73 @@ test('applyOverlayDiff: parent blob + upper equals the kernel overlayfs view of 
   }
 });
 
+// What containers do to an image through our writable mounts (OVERLAY_MOUNT_OPTIONS: redirect_dir
+// and metacopy on): chown and chmod copy up metadata only, and directories rename in place. The
+// kernel's overlay does it for real; the Commit's tree must be what the container saw, and take
+// every copied-up content from the parent without reading or storing it.
+test('applyOverlayDiff: renamed directories and metadata-only copy-ups (redirect_dir=on, metacopy=on) give the kernel overlay\'s view; no content read', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-ovlmeta-'));
+  t.teardown(() => spawnSync('rm', ['-rf', d]));
+  const lower = path.join(d, 'lower');
+  makeLower(lower);
+  file(`${lower}/deep/er/leaf`, big('l', 6000));
+  const parentStore = path.join(d, 'store-parent');
+  const parentBlob = path.join(d, 'parent.ub');
+  await compile(newTree(), lower, parentStore, false, parentBlob);
+  const ops = (m) => {
+    fs.chmodSync(`${m}/xa`, 0o600); // metacopy of an object with an xattr
+    fs.chownSync(`${m}/d/y`, 1000, 1000); // metacopy of an inline file
+    fs.renameSync(`${m}/d/y`, `${m}/d/y2`); // ... then renamed: its own redirect
+    fs.chmodSync(`${m}/h1`, 0o755); // a hardlinked file: the link breaks (index=off)
+    fs.renameSync(`${m}/o`, `${m}/o2`); // a directory renamed in place (relative redirect)
+    fs.renameSync(`${m}/o2/sub`, `${m}/o2/sub2`); // ... and one inside it
+    fs.chmodSync(`${m}/o2/old1`, 0o640); // metacopy inside a renamed directory: data at o/old1
+    fs.mkdirSync(`${m}/o`); // the old name again: a new, opaque directory
+    fs.writeFileSync(`${m}/o/fresh`, 'fresh');
+    fs.mkdirSync(`${m}/new`);
+    fs.renameSync(`${m}/deep`, `${m}/new/deep`); // moved to another directory (absolute redirect)
+    fs.chownSync(`${m}/new/deep/er/leaf`, 7, 8);
+    fs.renameSync(`${m}/t`, `${m}/new/t`); // a file moved: metadata-only copy-up with a redirect
+    fs.appendFileSync(`${m}/b`, 'more'); // a data copy-up, for contrast
+  };
+  const upper = overlayUpper(d, 'ctr', lower, OVERLAY_MOUNT_OPTIONS, ops);
+  const xattrDump = sh('getfattr', ['-R', '-h', '-d', '-m', 'trusted.overlay', '-e', 'text', '--absolute-names', upper]).toString();
+  t.regex(xattrDump, /trusted\.overlay\.redirect="\/deep"/, 'the kernel wrote an absolute redirect');
+  t.regex(xattrDump, /trusted\.overlay\.redirect="o"/, 'and a relative one');
+  t.regex(xattrDump, /trusted\.overlay\.metacopy/, 'and metadata-only copy-ups');
+
+  // the reference: the same upper on the same lower, mounted again with the same options
+  const merged = path.join(d, 'view');
+  const work2 = path.join(d, 'work2');
+  fs.mkdirSync(merged);
+  fs.mkdirSync(work2);
+  sh('mount', ['-t', 'overlay', 'overlay', '-o', [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work2}`, ...OVERLAY_MOUNT_OPTIONS].join(','), merged]);
+  let want;
+  try {
+    want = await treeManifest(merged);
+  } finally {
+    spawnSync('umount', [merged]);
+  }
+  const layerStore = path.join(d, 'store-layer');
+  const tree = decodeTree(openBlobFile(parentBlob));
+  const childBlob = path.join(d, 'child.ub');
+  await compile(tree, upper, layerStore, true, childBlob);
+  const extracted = path.join(d, 'extracted');
+  await extractBlob(childBlob, [layerStore, parentStore], extracted);
+  const got = await treeManifest(extracted);
+  t.deepEqual(diffManifests(want, got, { labels: ['overlayfs', 'blob'] }), []);
+  for (const p of ['o2/sub2/old2', 'o/fresh', 'new/deep/er/leaf', 'new/t', 'd/y2', 'o2/old1']) t.true(got.entries.has(p), p);
+  for (const p of ['o/old1', 'o2/sub', 'deep', 't', 'd/y']) t.false(got.entries.has(p), p);
+  t.is(got.entries.get('new/deep/er/leaf').uid, 7);
+  // nothing of the parent was stored again: only b's new content is in the layer's store
+  t.deepEqual([...storedDigests(layerStore)], [verityDigest(Buffer.concat([big('b', 7000), Buffer.from('more')])).toString('hex')]);
+  // the lazy parent of `cfs build --from` (the snapshotter's Commit) gives the same blob
+  const cliBlob = path.join(d, 'child-cli.ub');
+  const r = spawnSync(process.execPath, [CFS, 'build', '--from', parentBlob, upper, '-o', cliBlob, '--store', layerStore, '--store', parentStore, '--no-root'], { encoding: 'utf8' });
+  t.is(r.status, 0, r.stderr);
+  t.true(fs.readFileSync(cliBlob).equals(fs.readFileSync(childBlob)), 'cfs build --from gives the same blob');
+});
+
 /** A tiny parent: a directory to rename, a file to chmod, a hardlink pair (plain lower directory). */
 function makeSmallLower(dir) {
   file(`${dir}/mvsrc/one`, big('1', 3000));
@@ -226,30 +294,32 @@ async function diffError(t, lower, store, upper) {
   return err.message;
 }
 
-test('applyOverlayDiff refuses what an upper cannot say alone (redirect_dir, metacopy, index links, userxattr), unescapes nested trusted.overlay.*, and needs CAP_SYS_ADMIN', async (t) => {
+test('applyOverlayDiff refuses what an upper cannot say alone (index links, userxattr, metacopy without data), unescapes nested trusted.overlay.*, and needs CAP_SYS_ADMIN', async (t) => {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-ovlfeat-'));
   t.teardown(() => spawnSync('rm', ['-rf', d]));
   const lower = path.join(d, 'lower');
   const store = path.join(d, 'store');
   makeSmallLower(lower);
-  // the real kernel's overlay with each feature on, doing what makes it write outside the upper
-  const redirect = overlayUpper(d, 'redirect', lower, ['redirect_dir=on'], (m) => fs.renameSync(`${m}/mvsrc`, `${m}/mvdst`));
-  t.regex(await diffError(t, lower, store, redirect), /\/mvdst: a renamed directory \(overlay redirect_dir=on\): cannot be compiled from the upper alone$/);
+  // the real kernel's overlay doing what makes it write outside the upper
   const metacopy = overlayUpper(d, 'metacopy', lower, ['redirect_dir=on', 'metacopy=on'], (m) => fs.chmodSync(`${m}/meta`, 0o600));
-  t.regex(await diffError(t, lower, store, metacopy), /\/meta: a metadata-only copy-up \(overlay metacopy=on\)/);
+  const otherLower = path.join(d, 'other-lower');
+  file(`${otherLower}/meta`, big('m', 9999)); // not the file that was copied up
+  t.regex(await diffError(t, otherLower, store, metacopy), /\/meta: a metadata-only copy-up \(overlay metacopy=on\) whose data is not in the parent: cannot be compiled$/);
   const index = overlayUpper(d, 'index', lower, ['index=on'], (m) => fs.appendFileSync(`${m}/hl1`, 'more'));
   t.regex(await diffError(t, lower, store, index), /\/hl1: has 2 links, 1 in the upper \(hardlinked from outside it, as overlay index=on does\)/);
-  // the same operations with the features off: compiled, and equal to what the overlay showed
-  const plain = overlayUpper(d, 'plain', lower, ['index=off', 'redirect_dir=off', 'metacopy=off'], (m) => {
+  // the same operations with our mounts' options: compiled, and equal to what the overlay showed
+  const plain = overlayUpper(d, 'plain', lower, OVERLAY_MOUNT_OPTIONS, (m) => {
     fs.chmodSync(`${m}/meta`, 0o600);
     fs.appendFileSync(`${m}/hl1`, 'more');
-    t.throws(() => fs.renameSync(`${m}/mvsrc`, `${m}/mvdst`), { code: 'EXDEV' });
+    fs.renameSync(`${m}/mvsrc`, `${m}/mvdst`);
   });
   const tree = decodeTree(openBlobFile((await lowerTree(lower, store, d)).blob));
   await applyOverlayDiff(tree, plain, { store: null, inlineThreshold: 64, whiteouts: true });
   t.is(tree.children.get('meta').mode & 0o7777, 0o600);
   t.true(tree.children.get('meta').digest.equals(verityDigest(big('m', 10000))), 'a chmod keeps the content');
   t.is(tree.children.get('hl1').size, 2004);
+  t.deepEqual([...tree.children.get('mvdst').children.keys()], ['one']);
+  t.false(tree.children.has('mvsrc'));
 
   // userxattr bookkeeping; an escaped trusted.overlay.X is the image's own trusted.overlay.X
   const userx = path.join(d, 'userx');
