@@ -317,17 +317,30 @@ class Batch {
   /** A run of zeros (a hole of a sparse file) as one part of a streamed content: no bytes carried. */
   addZeros(part: StreamPart): void {
     this.parts.push({ ...part, item: this.count });
-    this.add(EMPTY, digestSlot(32));
+    this.add(EMPTY, PART_SLOT);
   }
 
   /** Add as much of `chunk` as fits, as one part of a streamed content; returns the bytes taken. */
   addPart(chunk: Buffer, part: StreamPart): number {
     const n = Math.min(chunk.length, this.data.length - this.used);
     this.parts.push({ ...part, item: this.count });
-    this.add(chunk.subarray(0, n), digestSlot(32));
+    // only the last part's digest is the content's: the others share a slot nobody reads
+    this.add(chunk.subarray(0, n), part.last ? digestSlot(32) : PART_SLOT);
     return n;
   }
+
+  /**
+   * What the batch weighs in the writer's queue: its bytes, and a page for each part of a
+   * streamed content, so that a sparse file of millions of holes (parts without bytes) cannot
+   * queue without bound.
+   */
+  get weight(): number {
+    return this.used + this.parts.length * 4096;
+  }
 }
+
+/** The digest slot of the parts of a streamed content but its last: written by batchDone, never read. */
+const PART_SLOT = Buffer.alloc(32);
 
 /** A streamed content is not split into parts smaller than this (but for its last one). */
 const STREAM_PART_MIN = 64 << 10;
@@ -556,7 +569,7 @@ export class StoreWriter {
       this.startWorker().postMessage(msg, transfer);
       this.sentBatches++;
       this.queued.push(b);
-      this.queuedBytes += b.used;
+      this.queuedBytes += b.weight;
     } else if (b) {
       this.spare.push(b.data);
     }
@@ -576,7 +589,7 @@ export class StoreWriter {
       if (m.error) this.failure ??= new Error(`object store: ${m.error}`);
       const b = this.queued.shift();
       if (b) {
-        this.queuedBytes -= b.used;
+        this.queuedBytes -= b.weight;
         const digests = Buffer.from(m.digests.buffer, m.digests.byteOffset, m.digests.byteLength);
         for (let i = 0; i < b.slots.length && (i + 1) * 32 <= digests.length; i++) digests.copy(b.slots[i], 0, i * 32, i * 32 + 32);
         if (m.data.byteLength === BATCH_BYTES) this.spare.push(Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength));

@@ -12,7 +12,15 @@
 // read as Go's archive/tar reads them and handed out expanded (holes as runs of zeros).
 // Refused with an error: multi-volume and other unknown types.
 
+import {
+  addSparseRecord, checkRuns, mapBlock, newMap1Parser, newRuns, oldGnuRuns, paxSparse, type Runs,
+} from './sparse-map.js';
+
 export const BLOCK = 512;
+/** Sparse files: holes smaller than this go out as zeros among the data around them, ... */
+const HOLE_PIECE_MIN = 64 << 10;
+/** ... gathered in buffers of this size. */
+const GATHER = 1 << 20;
 
 export type EntryType = 'file' | 'hardlink' | 'symlink' | 'chr' | 'blk' | 'dir' | 'fifo';
 
@@ -55,11 +63,6 @@ export class TarFormatError extends Error {}
 /** A piece of an entry's body: bytes, or (only in a sparse file) a hole of that many zero bytes. */
 export type BodyPiece = Buffer | number;
 
-/** A run of data of a sparse file: `length` bytes of the archive's data at `offset` in the file. */
-interface Fragment {
-  offset: number;
-  length: number;
-}
 
 /**
  * The xattrs of every entry that has none: one shared, read-only map (a fresh Map per entry
@@ -99,7 +102,8 @@ export function parseNumeric(b: Buffer, start: number, len: number, field: strin
   let digits = 0;
   for (; i < end; i++) {
     const c = b[i];
-    if (c === 0x20 || c === 0) break;
+    if (c === 0) return digits === 0 ? 0 : v; // Go reads up to the first NUL, whatever follows it
+    if (c === 0x20) break;
     if (c < 0x30 || c > 0x37) throw new TarFormatError(`invalid octal number in ${field} field`);
     v = v * 8 + (c - 0x30);
     digits++;
@@ -186,12 +190,16 @@ export interface PaxRecord {
   value: Buffer;
 }
 
+/** PAX records whose value may not hold a NUL byte (Go's validPAXRecord). */
+const NUL_FREE_VALUES = new Set(['path', 'linkpath', 'uname', 'gname']);
+
 /** Split a PAX extended header body into records ("<len> <key>=<value>\n"), values as bytes. */
 export function parsePaxRecords(body: Buffer): PaxRecord[] {
   const out: PaxRecord[] = [];
   let pos = 0;
+  // As Go's parsePAX: every byte of the body is records (NUL padding is an error), a key has no
+  // NUL, and path, linkpath, uname and gname values have none either (validPAXRecord).
   while (pos < body.length) {
-    if (body[pos] === 0) break; // some writers pad the body with NULs
     let sp = pos;
     let len = 0;
     while (sp < body.length && body[sp] >= 0x30 && body[sp] <= 0x39) len = len * 10 + (body[sp++] - 0x30);
@@ -200,7 +208,11 @@ export function parsePaxRecords(body: Buffer): PaxRecord[] {
     }
     const eq = body.indexOf(0x3d, sp + 1);
     if (eq < 0 || eq >= pos + len - 1) throw new TarFormatError('malformed PAX extended header record');
-    out.push({ key: body.toString('latin1', sp + 1, eq), value: body.subarray(eq + 1, pos + len - 1) });
+    const key = body.toString('latin1', sp + 1, eq);
+    const value = body.subarray(eq + 1, pos + len - 1);
+    const nulIn = NUL_FREE_VALUES.has(key) ? value.includes(0) : key.includes('\0');
+    if (key === '' || nulIn) throw new TarFormatError('malformed PAX extended header record (an empty key or a NUL byte)');
+    out.push({ key, value });
     pos += len;
   }
   return out;
@@ -263,7 +275,7 @@ function paxOverrides(records: PaxRecord[]): Overrides {
   const o: Overrides = {};
   for (const { key, value } of records) {
     if (key.startsWith('GNU.sparse.')) {
-      addSparseRecord(o, key.slice(11), value.toString('latin1', 0, value.length));
+      addSparseRecord((o.sparse ??= new Map()), (o.sparseMap0 ??= []), key.slice(11), value.toString('latin1', 0, value.length));
       continue;
     }
     if (value.length === 0 && !key.startsWith('SCHILY.xattr.')) continue;
@@ -288,93 +300,6 @@ function paxOverrides(records: PaxRecord[]): Overrides {
     }
   }
   return o;
-}
-
-/**
- * A GNU.sparse.* record. Format 0.0 repeats offset and numbytes, alternating, one pair per data
- * run (Go joins them into a 0.1 map, which then replaces any GNU.sparse.map record).
- */
-function addSparseRecord(o: Overrides, key: string, value: string): void {
-  if (key === 'offset' || key === 'numbytes') {
-    const map = (o.sparseMap0 ??= []);
-    if ((map.length % 2 === 0) !== (key === 'offset') || value.includes(',')) {
-      throw new TarFormatError('malformed GNU.sparse.offset/numbytes records (sparse format 0.0)');
-    }
-    map.push(value);
-    return;
-  }
-  (o.sparse ??= new Map()).set(key, value);
-}
-
-/** A sparse map number: decimal (Go's ParseInt: an optional sign); a negative one fails validation later. */
-function sparseNumber(s: string, what: string): number {
-  if (!/^[+-]?[0-9]+$/.test(s)) throw new TarFormatError(`invalid number in the sparse map (${what})`);
-  const n = Number(s);
-  if (!Number.isSafeInteger(n)) throw new TarFormatError(`number out of range in the sparse map (${what})`);
-  return n;
-}
-
-/** Pairs of numbers (offset, length) -> fragments. */
-function fragmentsOf(numbers: number[]): Fragment[] {
-  const out: Fragment[] = [];
-  for (let i = 0; i + 1 < numbers.length; i += 2) out.push({ offset: numbers[i], length: numbers[i + 1] });
-  return out;
-}
-
-/**
- * What the PAX records say of a sparse file, as Go's archive/tar reads them: null when it is not
- * one (no records, or a GNU.sparse version it does not know: then the body is the file as is).
- * Format 1.0 keeps its map at the start of the body (`map: null`, read by the reader).
- */
-interface PaxSparse {
-  map: Fragment[] | null;
-  /** The file's size (GNU.sparse.size or .realsize); undefined: the body's size. */
-  size: number | undefined;
-  name: string | undefined;
-}
-
-function paxSparse(o: Overrides): PaxSparse | null {
-  const rec = o.sparse ?? new Map<string, string>();
-  const get = (k: string) => rec.get(k) || undefined; // an empty value is none (Go: != "")
-  const major = get('major');
-  const minor = get('minor');
-  const joined = o.sparseMap0 ? o.sparseMap0.join(',') : get('map');
-  let v1: boolean;
-  if (major === '0' && (minor === '0' || minor === '1')) v1 = false;
-  else if (major === '1' && minor === '0') v1 = true;
-  else if (major !== undefined || minor !== undefined) return null; // a version Go does not know
-  else if (joined) v1 = false; // 0.0 and 0.1 had no version records
-  else return null;
-  const sizeText = get('size') ?? get('realsize');
-  const size = sizeText === undefined ? undefined : sparseNumber(sizeText, 'GNU.sparse.size');
-  let map: Fragment[] | null = null;
-  if (!v1) {
-    const count = sparseNumber(get('numblocks') ?? '', 'GNU.sparse.numblocks');
-    const fields = joined ? joined.split(',') : [];
-    if (count < 0 || fields.length !== 2 * count) throw new TarFormatError('GNU.sparse.map does not have GNU.sparse.numblocks entries');
-    map = fragmentsOf(fields.map((f) => sparseNumber(f, 'GNU.sparse.map')));
-  }
-  return { map, size, name: get('name') };
-}
-
-/** Go's validateSparseEntries: every run inside the file, in order, not overlapping. */
-function checkFragments(map: Fragment[], size: number): void {
-  let end = 0;
-  for (const f of map) {
-    if (f.offset < 0 || f.length < 0 || f.offset + f.length > size || f.offset < end) {
-      throw new TarFormatError('invalid sparse map (a data run outside the file, overlapping or out of order)');
-    }
-    end = f.offset + f.length;
-  }
-}
-
-/** Old GNU sparse header fields ('S' entries): the map's entries at `at`, `count` of them. */
-function oldGnuFragments(b: Buffer, at: number, count: number, out: Fragment[]): void {
-  for (let i = 0; i < count; i++) {
-    const e = at + i * 24;
-    if (b[e] === 0) return; // GNU and BSD tar stop at the first empty entry
-    out.push({ offset: parseNumeric(b, e, 12, 'sparse offset'), length: parseNumeric(b, e + 12, 12, 'sparse length') });
-  }
 }
 
 /**
@@ -465,8 +390,12 @@ function finishEntry(h: RawHeader, o: Overrides): TarEntry {
   };
 }
 
-/** PAX and GNU long-name headers are held in memory: refuse absurd ones (hostile archives). */
-const MAX_EXTENSION_HEADER = 64 << 20;
+/**
+ * PAX and GNU long-name headers over 1 MiB are refused, as Go's archive/tar refuses them since
+ * 1.19.2 (maxSpecialFileSize: "header field too long"): containerd, docker and umoci would not
+ * unpack such a layer. They are held in memory, too.
+ */
+const MAX_EXTENSION_HEADER = 1 << 20;
 
 function checkExtensionSize(size: number): void {
   if (size > MAX_EXTENSION_HEADER) throw new TarFormatError(`extended header of ${size} bytes is too large`);
@@ -602,8 +531,8 @@ export class TarReader {
   private src: ByteSource;
   private remaining = 0; // unread body bytes of the current entry
   private padding = 0; // padding after the current entry's body
-  /** The current entry's sparse map and size when it is a sparse file (its data runs are the body). */
-  private sparse: { map: Fragment[]; size: number } | null = null;
+  /** The current entry's data runs and size when it is a sparse file (the runs' bytes are the body). */
+  private sparse: { runs: Runs; size: number } | null = null;
   private done = false;
 
   constructor(src: AsyncIterable<Buffer>) {
@@ -671,64 +600,44 @@ export class TarReader {
 
   /**
    * Read the sparse map of entry `e` (header `h`, its block `block`), set e.size to the file's
-   * size and keep the map for the body; nothing for PAX records that make no sparse file.
+   * size and keep the runs for the body; nothing for PAX records that make no sparse file.
    */
   private async startSparse(e: TarEntry, h: RawHeader, block: Buffer, o: Overrides): Promise<void> {
-    let map: Fragment[];
+    let runs: Runs;
     let size: number;
     if (h.typeflag === 'S') {
       // the map is in the header; extension blocks, when it says so, follow it before the data
       if (!isGnuHeader(block)) throw new TarFormatError("a sparse ('S') entry without a GNU header");
       size = parseNumeric(block, 483, 12, 'sparse real size');
-      map = [];
-      oldGnuFragments(block, 386, 4, map);
+      runs = newRuns();
+      oldGnuRuns(block, 386, 4, runs, parseNumeric);
       for (let more = block[482] !== 0; more; ) {
         const b = await this.src.readExact(BLOCK);
-        oldGnuFragments(b, 0, 21, map);
+        oldGnuRuns(b, 0, 21, runs, parseNumeric);
         more = b[504] !== 0;
       }
     } else {
-      const p = paxSparse(o);
+      const p = paxSparse(o.sparse ?? new Map(), o.sparseMap0 ?? []);
       if (p === null) return;
       if (HEADER_ONLY.has(e.type)) throw new TarFormatError('a sparse map on an entry that is not a regular file');
       if (p.name !== undefined) e.path = p.name;
       size = p.size ?? e.size;
-      map = p.map ?? (await this.readSparseMap1());
+      runs = p.runs ?? (await this.readSparseMap1());
     }
-    checkFragments(map, size);
-    let data = 0;
-    for (const f of map) data += f.length;
-    if (data !== this.remaining) throw new TarFormatError(`the sparse map names ${data} bytes of data, the entry holds ${this.remaining}`);
+    checkRuns(runs, size, this.remaining);
     e.size = size;
-    this.sparse = { map, size };
+    this.sparse = { runs, size };
   }
 
-  /**
-   * Sparse format 1.0: the map opens the body, in whole blocks: decimal numbers, each ended by a
-   * newline: the count of runs, then offset and length of each.
-   */
-  private async readSparseMap1(): Promise<Fragment[]> {
-    const numbers: number[] = [];
-    let want = 1;
-    let text = '';
-    let at = 0;
-    while (numbers.length < want) {
-      const nl = text.indexOf('\n', at);
-      if (nl < 0) {
-        if (this.remaining < BLOCK) throw new TarFormatError("the sparse map runs past the entry's data (sparse format 1.0)");
-        text = text.slice(at) + (await this.src.readExact(BLOCK)).toString('latin1');
-        at = 0;
-        this.remaining -= BLOCK;
-        continue;
-      }
-      numbers.push(sparseNumber(text.slice(at, nl), 'sparse format 1.0'));
-      at = nl + 1;
-      if (numbers.length === 1) {
-        if (numbers[0] < 0) throw new TarFormatError('negative count in the sparse map');
-        want = 1 + 2 * numbers[0];
-      }
+  /** Sparse format 1.0: the map opens the body, in whole blocks (sparse-map.ts mapBlock). */
+  private async readSparseMap1(): Promise<Runs> {
+    const parser = newMap1Parser();
+    for (;;) {
+      if (this.remaining < BLOCK) throw new TarFormatError("the sparse map runs past the entry's data (sparse format 1.0)");
+      const block = await this.src.readExact(BLOCK);
+      this.remaining -= BLOCK;
+      if (mapBlock(parser, block)) return parser.runs;
     }
-    return fragmentsOf(numbers.slice(1));
   }
 
   /** The current entry's whole body (a view into the input when it lies in one chunk). */
@@ -749,10 +658,13 @@ export class TarReader {
 
   /** A sparse file's body, expanded: holes are zeros. */
   private async readSparseBody(): Promise<Buffer> {
-    const { map, size } = this.sparse!;
+    const { runs, size } = this.sparse!;
     this.sparse = null;
     const out = Buffer.alloc(size);
-    for (const f of map) if (f.length > 0) (await this.src.readExact(f.length)).copy(out, f.offset);
+    for (let i = 0; i < runs.count; i++) {
+      const length = runs.pairs[2 * i + 1];
+      if (length > 0) (await this.src.readExact(length)).copy(out, runs.pairs[2 * i]);
+    }
     this.remaining = 0;
     return out;
   }
@@ -766,17 +678,60 @@ export class TarReader {
     const n = this.remaining;
     this.sparse = null;
     this.remaining = 0;
-    if (!sparse) {
-      yield* this.src.chunks(n);
-      return;
-    }
+    if (!sparse) yield* this.src.chunks(n);
+    else yield* this.sparsePieces(sparse.runs, sparse.size);
+  }
+
+  /**
+   * A sparse file's pieces. Runs of data and holes under HOLE_PIECE_MIN are gathered into
+   * buffers of up to GATHER bytes (zeros written out), so that a map of millions of tiny runs
+   * does not become millions of pieces; bigger holes are numbers.
+   */
+  private async *sparsePieces(runs: Runs, size: number): AsyncGenerator<BodyPiece> {
+    let gather = Buffer.allocUnsafe(GATHER);
+    let used = 0;
+    const flush = (): Buffer => {
+      const out = gather.subarray(0, used);
+      gather = Buffer.allocUnsafe(GATHER); // the consumer may still hold the last one
+      used = 0;
+      return out;
+    };
+    const zeros = function* (n: number): Generator<BodyPiece> {
+      if (n >= HOLE_PIECE_MIN) {
+        if (used > 0) yield flush();
+        yield n;
+        return;
+      }
+      while (n > 0) {
+        const take = Math.min(n, GATHER - used);
+        gather.fill(0, used, used + take);
+        used += take;
+        n -= take;
+        if (used === GATHER) yield flush();
+      }
+    };
     let at = 0;
-    for (const f of sparse.map) {
-      if (f.offset > at) yield f.offset - at;
-      yield* this.src.chunks(f.length);
-      at = f.offset + f.length;
+    for (let i = 0; i < runs.count; i++) {
+      const offset = runs.pairs[2 * i];
+      const length = runs.pairs[2 * i + 1];
+      yield* zeros(offset - at);
+      for await (const chunk of this.src.chunks(length)) {
+        if (used === 0 && chunk.length >= HOLE_PIECE_MIN) {
+          yield chunk; // big enough on its own: not copied
+          continue;
+        }
+        for (let c = 0; c < chunk.length; ) {
+          const take = Math.min(chunk.length - c, GATHER - used);
+          chunk.copy(gather, used, c, c + take);
+          used += take;
+          c += take;
+          if (used === GATHER) yield flush();
+        }
+      }
+      at = offset + length;
     }
-    if (sparse.size > at) yield sparse.size - at;
+    yield* zeros(size - at);
+    if (used > 0) yield flush();
   }
 }
 
@@ -817,7 +772,7 @@ export function* walkTarHeaders(
       continue;
     }
     const o = ext.take();
-    if (h.typeflag === 'S' || paxSparse(o) !== null) throw new TarFormatError('a sparse file in the image archive (not a layer)');
+    if (h.typeflag === 'S' || paxSparse(o.sparse ?? new Map(), o.sparseMap0 ?? []) !== null) throw new TarFormatError('a sparse file in the image archive (not a layer)');
     const e = finishEntry(h, o);
     // The body size may come from PAX (members over 8 GiB), not from the header.
     if (bodyAt + e.size > fileSize) throw new TarFormatError('truncated archive');

@@ -423,6 +423,13 @@ test('tar: corrupt, truncated and unsupported archives are errors', async (t) =>
     [tar([{ path: 's', type: 'file', typeflag: 'S' }]), /sparse \('S'\) entry without a GNU header/],
     [tar([{ path: 'v', type: 'file', typeflag: 'V' }]), /unsupported tar entry type 'V'/],
     [Buffer.concat([extHeader('x', Buffer.from('garbage')), good]), /PAX/],
+    // as Go's parsePAX: NUL padding, a NUL in a key or in a path, an empty key (validPAXRecord)
+    [Buffer.concat([extHeader('x', Buffer.concat([paxBody([['mtime', '1']]), Buffer.alloc(20)])), good]), /malformed PAX extended header/],
+    [Buffer.concat([extHeader('x', paxBody([['SCHILY.xattr.user.a\0b', 'v']])), good]), /NUL byte/],
+    [Buffer.concat([extHeader('x', paxBody([['path', 'a\0b']])), good]), /NUL byte/],
+    [Buffer.concat([extHeader('x', paxBody([['', 'v']])), good]), /empty key/],
+    // an extended header over 1 MiB (Go's limit, "header field too long")
+    [Buffer.concat([extHeader('x', paxBody([['comment', 'c'.repeat(1 << 20)]])), good]), /extended header of \d+ bytes is too large/],
   ];
   for (const [bytes, re] of cases) {
     await t.throwsAsync(readAllEntries(bytes, [100]), { message: re });
@@ -521,8 +528,18 @@ test('tar: hostile sparse maps are errors; a sparse version Go does not know is 
     // 1.0: the map must fit in the entry's data
     [tar([file('s', '1\n0\n', { pax: [['GNU.sparse.major', '1'], ['GNU.sparse.minor', '0'], ['GNU.sparse.realsize', '10']] })]), /runs past/],
     [tar([{ path: 'd', type: 'dir', pax: [['GNU.sparse.major', '0'], ['GNU.sparse.minor', '1'], ['GNU.sparse.numblocks', '0'], ['GNU.sparse.map', '']] }]), /not a regular file/],
+    [sparse([['GNU.sparse.numblocks', '0'], ['GNU.sparse.map', '']], '', -7), /negative sparse file size -7/],
   ];
   for (const [bytes, re] of cases) await t.throwsAsync(readAllEntries(bytes, [100]), { message: re }, String(re));
+  // a number field read up to its first NUL, as Go reads it ("644\0 junk" is 644)
+  const odd = rawHeader({ name: 'odd', size: 3 });
+  odd.write('0000644\0x7', 100, 8, 'latin1');
+  odd.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const c of odd) sum += c;
+  odd.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'latin1');
+  const [oddEntry] = await readAllEntries(Buffer.concat([odd, pad(Buffer.from('abc')), ZERO, ZERO]));
+  t.is(oddEntry.mode, 0o644);
   // major 1 without minor 0, or 2.0: Go reads the entry as a plain file, and so do we
   for (const v of [[['GNU.sparse.major', '1']], [['GNU.sparse.major', '2'], ['GNU.sparse.minor', '0']]]) {
     const [e] = await readAllEntries(tar([file('s', 'plain', { pax: v })]));

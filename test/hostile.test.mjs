@@ -383,6 +383,40 @@ test('tar bombs: a gzip layer of 1 GiB of zeros (a 256 MiB file, then endless en
   t.regex(line, new RegExp(` ${256 << 20} `));
 });
 
+/** A sparse file in PAX format 1.0 (GNU tar --sparse): the map text opens the body, then the data. */
+function sparse10(name, realsize, mapText, data = Buffer.alloc(0)) {
+  const body = Buffer.concat([pad(Buffer.from(mapText, 'latin1')), data]);
+  return Buffer.concat([pax({ 'GNU.sparse.major': 1, 'GNU.sparse.minor': 0, 'GNU.sparse.name': name, 'GNU.sparse.realsize': realsize }),
+    header({ name: `GNUSparseFile.0/${name}`, size: body.length }), pad(body)]);
+}
+
+test('sparse bombs: long map numbers, maps without an end, millions of runs, PAX headers over 1 MiB', (t) => {
+  // a count with 8 MiB of leading zeros: valid (Go reads it); once read block by block in O(n^2)
+  let box = sandbox('sparse-zeros');
+  ociImage(path.join(box, 'image'), [Buffer.concat([sparse10('f', 10, `${'0'.repeat(8 << 20)}1\n3\n2\n`, Buffer.from('hi')), EOA])]);
+  build(t, box, { maxRssMiB: 400, timeoutMs: 120_000 });
+  t.regex(dump(box).find((l) => l.startsWith('/f ')), / 10 /);
+  // 8 MiB of digits and no newline: the map runs past the data
+  box = sandbox('sparse-nonl');
+  ociImage(path.join(box, 'image'), [Buffer.concat([sparse10('f', 10, '1'.repeat(8 << 20)), EOA])]);
+  build(t, box, { error: /the sparse map runs past the entry's data/, timeoutMs: 120_000 });
+  // 2,000,000 runs of one byte over 40 MiB (a 23 MB layer): bounded memory (it took 1.4 GiB)
+  box = sandbox('sparse-runs');
+  const k = 2_000_000;
+  const step = (40 << 20) / k;
+  const runs = Array.from({ length: k }, (_, i) => `${Math.floor(step * i) + 5}\n1\n`).join('');
+  ociImage(path.join(box, 'image'), [Buffer.concat([sparse10('f', 40 << 20, `${k}\n${runs}`, Buffer.alloc(k, 'r')), EOA])]);
+  build(t, box, { maxRssMiB: 400, timeoutMs: 300_000 });
+  t.regex(dump(box).find((l) => l.startsWith('/f ')), new RegExp(` ${40 << 20} `));
+  // a 0.1 map in a PAX header of 2 MiB: Go refuses headers over 1 MiB, so must we
+  box = sandbox('sparse-big-pax');
+  const n = 150_000;
+  const map = Array.from({ length: n }, (_, i) => `${3 * i + 1},1`).join(',');
+  ociImage(path.join(box, 'image'), [Buffer.concat([pax({ 'GNU.sparse.size': 3 * n, 'GNU.sparse.numblocks': n, 'GNU.sparse.map': map }),
+    header({ name: 'f', size: n }), pad(Buffer.alloc(n, 'y')), EOA])]);
+  build(t, box, { error: /extended header of \d+ bytes is too large$/ });
+});
+
 test('a manifest pointing at a missing layer, and a layer whose digest lies', (t) => {
   let box = sandbox('missing-layer');
   ociImage(path.join(box, 'image'), [tar([file('a')]), { missing: true }]);
