@@ -1767,6 +1767,58 @@ serial('no stray mounts or state are left by any test', (t) => {
 });
 
 // ------------------------------------------------------------------------------------------
+// A sparse file of an image (its object keeps its holes): SEEK_DATA/SEEK_HOLE through the mount
+// answer from the object, so an overlay copy-up (an append in a container) and cp skip its zeros.
+serial('lseek SEEK_DATA/SEEK_HOLE: a sparse file\'s holes through the mount (every cache), kept by an overlay copy-up', async (t) => {
+  const { dataExtents } = await dist('mounter/addon.js');
+  const src = mkTarget('sparse-src');
+  const size = 64 << 20;
+  const fd = fs.openSync(path.join(src, 'lastlog'), 'w');
+  fs.ftruncateSync(fd, size);
+  fs.writeSync(fd, Buffer.alloc(8192, 'a'), 0, 8192, 20 << 20);
+  fs.writeSync(fd, Buffer.from('end'), 0, 3, size - 3);
+  fs.closeSync(fd);
+  fs.writeFileSync(path.join(src, 'inline'), 'small');
+  const store = mkTarget('sparse-store');
+  const blob = path.join(S.work, 'sparse.ub');
+  cfsOk(t, ['build', '--rootfs', src, '-o', blob, '--store', store]);
+  const extentsOf = (file) => {
+    const f = fs.openSync(file, 'r');
+    try {
+      return [...dataExtents(f)];
+    } finally {
+      fs.closeSync(f);
+    }
+  };
+  const want = extentsOf(path.join(src, 'lastlog'));
+  t.true(want.length >= 2 && want[0][0] > 0, JSON.stringify(want));
+  for (const cache of FUSE_CACHES) {
+    const mnt = mkTarget(`sparse-${cache}`);
+    cfsOk(t, ['mount', blob, mnt, '--store', store, '--backend', 'fuse', '--fuse-cache', cache]);
+    try {
+      t.deepEqual(extentsOf(path.join(mnt, 'lastlog')), want, `cache=${cache}`);
+      t.deepEqual(extentsOf(path.join(mnt, 'inline')), [[0, 5]], 'inline data: no holes');
+    } finally {
+      cfsOk(t, ['umount', mnt]);
+    }
+  }
+  const mnt = mkTarget('sparse-lower');
+  const [upper, work, merged] = ['sparse-upper', 'sparse-work', 'sparse-merged'].map(mkTarget);
+  cfsOk(t, ['mount', blob, mnt, '--store', store, '--backend', 'fuse']);
+  try {
+    sh('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${mnt},upperdir=${upper},workdir=${work},index=off,redirect_dir=on,metacopy=on`, merged]);
+    fs.appendFileSync(path.join(merged, 'lastlog'), 'more');
+    sh('umount', [merged]);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  const copied = fs.statSync(path.join(upper, 'lastlog'));
+  t.is(copied.size, size + 4);
+  t.true(copied.blocks * 512 < 8 << 20, `the copy-up kept the holes (${copied.blocks} blocks)`);
+  const back = fs.readFileSync(path.join(upper, 'lastlog'));
+  t.true(back.subarray(0, size).equals(fs.readFileSync(path.join(src, 'lastlog'))));
+});
+
 // The real image: cfs build of the Debian fixture, served through FUSE, equals umoci's tree.
 
 serial('differential: the Debian image mounted through FUSE (both caches) equals the umoci reference tree', async (t) => {

@@ -989,6 +989,52 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 }
 
+/*
+ * SEEK_DATA and SEEK_HOLE from the object, so that a sparse file of the image (its object keeps
+ * its holes) copies up through overlayfs, and copies with cp, without its zeros. Answers stay
+ * inside the inode's size; other whences never reach us.
+ */
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, struct fuse_file_info *fi)
+{
+	struct ubfs *fs = req_fs(req);
+	struct ub_inode_info ii;
+	int err, fd;
+	off_t at;
+
+	(void)fi;
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	err = get_inode(fs, ino, &ii);
+	if (err) {
+		fuse_reply_err(req, err);
+		return;
+	}
+	if (off < 0 || (u64)off >= ii.size) {
+		fuse_reply_err(req, ENXIO);
+		return;
+	}
+	if (!ub_inode_is_external(&ii)) {	/* inline data has no holes */
+		fuse_reply_lseek(req, whence == SEEK_DATA ? off : (off_t)ii.size);
+		return;
+	}
+	fd = object_fd(fs, &ii);
+	if (fd < 0) {
+		fuse_reply_err(req, -fd);
+		return;
+	}
+	at = lseek(fd, off, whence);
+	err = at < 0 ? errno : 0;
+	objcache_put(&fs->objects, ii.payload);
+	if (err)
+		fuse_reply_err(req, err);
+	else if ((u64)at >= ii.size)
+		whence == SEEK_DATA ? fuse_reply_err(req, ENXIO) : fuse_reply_lseek(req, (off_t)ii.size);
+	else
+		fuse_reply_lseek(req, at);
+}
+
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct ubfs *fs = req_fs(req);
@@ -1355,6 +1401,7 @@ static const struct fuse_lowlevel_ops ub_ops = {
 	.readlink = op_readlink,
 	.open = op_open,
 	.read = op_read,
+	.lseek = op_lseek,
 	.release = op_release,
 	.opendir = op_opendir,
 	.readdir = op_readdir,
