@@ -229,8 +229,10 @@ function copyDirs(dir: TreeNode): TreeNode {
  * (a name) or its own name: the lookup overlayfs makes in the lower layers.
  */
 function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>, shownPath: (rel: string) => string): Map<string, TreeNode | null> {
-  const paths = new Map<string, string>();
-  const originPath = (rel: string): string => {
+  // null: no origin (below an opaque directory, or a directory that has none, a relative name
+  // finds nothing in the lower layers, as overlayfs's lookup finds nothing there)
+  const paths = new Map<string, string | null>();
+  const originPath = (rel: string): string | null => {
     if (rel === '') return '';
     let p = paths.get(rel);
     if (p !== undefined) return p;
@@ -245,8 +247,9 @@ function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>
       if (redirect !== undefined && (redirect === '' || redirect === '.' || redirect === '..' || redirect.includes('/'))) {
         throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} is not a name`);
       }
-      const dir = originPath(slash < 0 ? '' : rel.slice(0, slash));
-      p = (dir === '' ? '' : `${dir}/`) + (redirect ?? name);
+      const parentRel = slash < 0 ? '' : rel.slice(0, slash);
+      const dir = xattrs.get(parentRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y' ? null : originPath(parentRel);
+      p = dir === null ? null : (dir === '' ? '' : `${dir}/`) + (redirect ?? name);
     }
     paths.set(rel, p);
     return p;
@@ -254,7 +257,8 @@ function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>
   const out = new Map<string, TreeNode | null>();
   for (const [rel, names] of xattrs) {
     if (rel === '' || !(names.has(REDIRECT_XATTR) || names.has(METACOPY_XATTR))) continue;
-    const node = lookupPath(tree, originPath(rel));
+    const from = originPath(rel);
+    const node = from === null ? undefined : lookupPath(tree, from);
     if (names.has(METACOPY_XATTR)) out.set(rel, node ?? null);
     else out.set(rel, node && (node.mode & S_IFMT) === S_IFDIR ? copyDirs(node) : null);
   }

@@ -305,6 +305,13 @@ test('applyOverlayDiff refuses what an upper cannot say alone (index links, user
   const otherLower = path.join(d, 'other-lower');
   file(`${otherLower}/meta`, big('m', 9999)); // not the file that was copied up
   t.regex(await diffError(t, otherLower, store, metacopy), /\/meta: a metadata-only copy-up \(overlay metacopy=on\) whose data is not in the parent: cannot be compiled$/);
+  // below an opaque directory overlayfs finds nothing in the lower layers by name: no origin
+  const underOpaque = path.join(d, 'under-opaque');
+  file(`${underOpaque}/mvsrc/one`, '');
+  fs.truncateSync(`${underOpaque}/mvsrc/one`, 3000);
+  sh('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', `${underOpaque}/mvsrc`]);
+  sh('setfattr', ['-n', 'trusted.overlay.metacopy', `${underOpaque}/mvsrc/one`]);
+  t.regex(await diffError(t, lower, store, underOpaque), /\/mvsrc\/one: a metadata-only copy-up \(overlay metacopy=on\) whose data is not in the parent/);
   const index = overlayUpper(d, 'index', lower, ['index=on'], (m) => fs.appendFileSync(`${m}/hl1`, 'more'));
   t.regex(await diffError(t, lower, store, index), /\/hl1: has 2 links, 1 in the upper \(hardlinked from outside it, as overlay index=on does\)/);
   // the same operations with our mounts' options: compiled, and equal to what the overlay showed
