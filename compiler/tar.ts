@@ -63,7 +63,6 @@ export class TarFormatError extends Error {}
 /** A piece of an entry's body: bytes, or (only in a sparse file) a hole of that many zero bytes. */
 export type BodyPiece = Buffer | number;
 
-
 /**
  * The xattrs of every entry that has none: one shared, read-only map (a fresh Map per entry
  * costs ~100 bytes per inode of a million-file image).
