@@ -5,6 +5,8 @@
 // Read-only:   BLOB --(kernel | FUSE)--> TARGET
 // Writable:    BLOB --(kernel | FUSE)--> /run/unionblob/lower/<key>  (hidden, 0700)
 //              overlay lowerdir=<that>,upperdir=U,workdir=W -------> TARGET
+// Id-mapped:   BLOB --(FUSE, -o uidmap=,gidmap=)--> TARGET, or
+//              BLOB --kernel--> /run/unionblob/lower/<key> --idmapped bind--> TARGET
 //
 // Once the overlay is up, the hidden lower is detached: overlayfs keeps its own private clone
 // of each lower mount, so the blob's mount lives exactly as long as the overlay, and a plain
@@ -24,7 +26,8 @@ import { openBlob, sourceFromFile, BlobError } from '../format/decode.js';
 import { verityDigestOfFile } from '../format/verity.js';
 import { lockFile } from '../compiler/roots.js';
 import { checkDirectory as checkDirectoryOr, collectStores } from '../compiler/options.js';
-import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, mountAttrFromFlags } from './addon.js';
+import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, idmapBind, mountAttrFromFlags } from './addon.js';
+import { withUserNamespace } from './userns.js';
 import { isMountPoint, isUnionblobType, mountsAt, readMountinfo } from './mountinfo.js';
 import {
   type Backend, type MountState, ensureRunDirs, isRoot, keyOf, lockPath, logPath, lowerPath, pidPath, readPid, readState,
@@ -231,9 +234,15 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
     if (req.uidmap === undefined || req.gidmap === undefined) throw new MountError('--uidmap and --gidmap go together');
     parseIdMap('--uidmap', req.uidmap);
     parseIdMap('--gidmap', req.gidmap);
-    // The kernel module's mounts take an idmapped mount (mount_setattr) instead: kmod/README.md.
-    if (backend === 'kernel') throw new MountError('--uidmap/--gidmap are served by the FUSE server (--backend fuse); a kernel module mount is mapped with an idmapped mount (mount_setattr MOUNT_ATTR_IDMAP)');
-    backendChosen = 'fuse';
+    // The FUSE server maps ids itself; the kernel module's mount is mapped by an idmapped bind
+    // (open_tree + mount_setattr MOUNT_ATTR_IDMAP, through the addon), without an upper.
+    const kernelMaps = req.upper === undefined && addonBuilt();
+    if (backend === 'kernel' && !kernelMaps) {
+      throw new MountError(req.upper !== undefined
+        ? '--uidmap/--gidmap with --upper are served by the FUSE server (--backend fuse): the kernel module\'s mount is mapped by an idmapped bind, without an upper'
+        : '--uidmap/--gidmap on the kernel module need the Node-API addon for the idmapped mount (npm run build:addon), or --backend fuse');
+    }
+    if (!kernelMaps) backendChosen = 'fuse';
   }
   const stores = req.stores.flatMap((s) => s.split(':')).filter((s) => s !== '').map((s) => path.resolve(s));
   if (stores.length === 0) throw new MountError('at least one object store is needed (--store DIR, basedir=DIR)');
@@ -600,11 +609,15 @@ async function mountLocked(req: ReturnType<typeof normalizeRequest>, target: str
   const state: MountState = {
     version: 1, target, blob: req.blob, stores: req.stores, backend, lower: target, mountedAt: new Date().toISOString(),
   };
-  if (req.upper) {
+  // the module's mount seen through a uid/gid mapping: an idmapped bind of a hidden mount
+  const idmapped = backend === 'kernel' && req.uidmap !== undefined && req.gidmap !== undefined;
+  if (req.upper || idmapped) {
     state.lower = lowerPath(key);
+    mkdirSync(state.lower, { recursive: true, mode: 0o700 });
+  }
+  if (req.upper) {
     state.upper = req.upper;
     state.work = req.work;
-    mkdirSync(state.lower, { recursive: true, mode: 0o700 });
   }
   // Recorded before mounting, so even a half-done mount can be released by `cfs umount`; with
   // no mount id yet, releasing it unmounts nothing that was at the target before.
@@ -616,7 +629,16 @@ async function mountLocked(req: ReturnType<typeof normalizeRequest>, target: str
     const blobMount = topMountId(state.lower);
     if (blobMount !== undefined) state.mountIds.push(blobMount);
     writeState(key, state);
-    if (req.upper) {
+    if (idmapped) {
+      // the bind keeps the hidden mount's flags (nosuid, ...) and its superblock alive
+      const uid = parseIdMap('--uidmap', req.uidmap!);
+      const gid = parseIdMap('--gidmap', req.gidmap!);
+      await withUserNamespace(uid, gid, (fd) => idmapBind(state.lower, target, fd));
+      const bind = topMountId(target);
+      if (bind !== undefined) state.mountIds.push(bind);
+      writeState(key, state);
+      detachLower(state.lower, log);
+    } else if (req.upper) {
       mountOverlay(req.blob, state.lower, req.upper, req.work!, target, req.readOnly ? ['ro', ...req.flags] : req.flags);
       const overlay = topMountId(target);
       if (overlay !== undefined) state.mountIds.push(overlay);
@@ -727,7 +749,7 @@ export function registerMount(program: Command): void {
       + 'shared with the store (shared: passthrough), or big files shared and small ones per mount (auto)')
       .choices(FUSE_CACHES).default(DEFAULT_FUSE_CACHE))
     .option('--uidmap <map>', "FIRST:MAPPED:COUNT[,...]: show the blob's uids FIRST.. as MAPPED.. (others as 65534), "
-      + 'as a container in its own user namespace needs them (FUSE)')
+      + 'as a container in its own user namespace needs them (FUSE maps them; on the kernel module, an idmapped bind)')
     .option('--gidmap <map>', 'the same for gids (with --uidmap)')
     .option('-o, --options <flags>', 'mount flags for the target: nosuid,nodev,noexec,noatime,...')
     .action(async (blob: string, target: string, o: any) => {

@@ -992,7 +992,7 @@ serial('--uidmap/--gidmap: stat, ACL entries and v3 capabilities show mapped ids
     [['--uidmap', '0:0:4294967296', '--gidmap', '0:1:1'], /beyond 4294967294/],
     [['--uidmap', '0:100000:10,10:100005:10', '--gidmap', '0:1:1'], /ranges overlap/],
     [['--uidmap', '0:1:1'], /--uidmap and --gidmap go together/],
-    [['--uidmap', '0:1:1', '--gidmap', '0:1:1', '--backend', 'kernel'], /served by the FUSE server/],
+    [['--uidmap', '0:1:1', '--gidmap', '0:1:1', '--backend', 'kernel', '--upper', mnt, '--work', mnt], /with --upper are served by the FUSE server/],
   ]) {
     const r = cfs(['mount', S.blob, mnt, '--store', S.storeA, ...args]);
     t.not(r.status, 0, args.join(' '));

@@ -211,6 +211,36 @@ await check('auto-backend-picks-kernel-with-right-digest', () => {
   released(mnt);
 });
 
+// cfs mount --uidmap/--gidmap on the module: an idmapped bind of a hidden mount of it (the
+// kernel data path and one page cache whatever the mapping), nothing left behind after umount
+await check('uidmap-kernel-idmapped-bind', () => {
+  const mnt = mkdir('uidmap');
+  const plain = mkdir('uidmap-plain');
+  ok(cfs('mount', BLOB, plain, '--store', STORE, '--backend', 'kernel'), 'cfs mount (unmapped, for reference)');
+  try {
+    ok(cfs('mount', BLOB, mnt, '--store', STORE, '--backend', 'kernel', '--uidmap', '0:100000:65536', '--gidmap', '0:200000:1000', '-o', 'nosuid'), 'cfs mount --uidmap --backend kernel');
+    try {
+      const m = top(mnt);
+      eq(m?.fsType, 'unionblob', 'fs type of the bind');
+      expect(/(^|,)idmapped(,|$)/.test(m.mountOptions), `no idmapped attribute: ${m.mountOptions}`);
+      expect(/(^|,)nosuid(,|$)/.test(m.mountOptions), `the flag did not reach the bind: ${m.mountOptions}`);
+      for (const f of ['etc/hostname', 'etc']) {
+        const want = fs.lstatSync(path.join(plain, f));
+        const got = fs.lstatSync(path.join(mnt, f));
+        eq([got.uid, got.gid], [want.uid + 100000, want.gid < 1000 ? want.gid + 200000 : 65534], `owner of ${f} through the mapping`);
+      }
+      eq(fs.readFileSync(path.join(mnt, 'etc/hostname'), 'utf8'), 'example\n', 'etc/hostname through the bind');
+      eq(readMountinfo().filter((e) => e.mountPoint.startsWith(path.join(RUN, 'lower'))).map((e) => e.mountPoint), [], 'the hidden mount is detached');
+    } finally {
+      if (top(mnt)) ok(cfs('umount', mnt), 'cfs umount of the mapped mount');
+    }
+  } finally {
+    ok(cfs('umount', plain), 'cfs umount');
+  }
+  released(mnt);
+  released(plain);
+});
+
 await check('digest-wrong-module-message-one-line', () => {
   const mnt = mkdir('digest-bad');
   const r = cfs('mount', BLOB, mnt, '--store', STORE, '--backend', 'kernel', '--digest', '0'.repeat(64));

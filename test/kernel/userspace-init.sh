@@ -2,7 +2,9 @@
 # /init of the userspace guest (test/kernel/userspace.sh): loads the storage modules, mounts the
 # system disk (label ubsys: bookworm + node) and the work disk (label ubwork: the checkout at
 # main/, the host-built blob at kb/, scratch at t/; ext4 with verity) at /work in it, and runs
-# test/kernel/userspace-guest.mjs chrooted there. Prints UBTEST/UBDIAG lines on the console,
+# test/kernel/userspace-guest.mjs with the system disk as the root of the mount namespace (moved
+# onto /, as switch_root does: in a chroot the kernel refuses new user namespaces, which
+# `cfs mount --uidmap` needs). Prints UBTEST/UBDIAG lines on the console,
 # then the dmesg scan and `UBTEST end`. unionblob.ko is loaded by the guest script itself.
 
 /bin/busybox --install -s /bin
@@ -13,9 +15,12 @@ mount -t devtmpfs dev /dev
 echo "UBTEST begin $(uname -r)"
 
 R=/newroot
+# The work disk. Once the system disk is moved onto /, this shell (whose root stays the
+# initramfs's: absolute paths still lead there) reaches it through its working directory.
+W=$R/work
 finish() {
 	dmesg >/tmp-dmesg.txt
-	cp /tmp-dmesg.txt $R/work/dmesg.txt 2>/dev/null
+	cp /tmp-dmesg.txt $W/dmesg.txt 2>/dev/null
 	if grep -E 'BUG|Oops|WARNING|KASAN|general protection|Call Trace|refcount_t|list_del corruption' /tmp-dmesg.txt >/tmp-bad.txt; then
 		echo "UBTEST fail dmesg-clean kernel complained"
 		head -n 60 /tmp-bad.txt | sed 's/^/UBDIAG dmesg-clean /'
@@ -24,7 +29,7 @@ finish() {
 	fi
 	echo "UBTEST end"
 	sync
-	umount $R/work 2>/dev/null
+	umount $W 2>/dev/null
 	poweroff -f
 }
 
@@ -46,7 +51,13 @@ mount -t sysfs sys $R/sys
 mount -t devtmpfs dev $R/dev
 mount -t tmpfs tmp $R/tmp
 mount -t tmpfs run $R/run
-chroot $R /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+cd $R
+if mount --move . /; then
+	W=./work
+else
+	echo "UBDIAG guest-script cannot move the system disk onto /: running it chrooted"
+fi
+chroot . /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
 	HOME=/root LANG=C.UTF-8 /usr/bin/node /work/main/test/kernel/userspace-guest.mjs </dev/null 2>&1 ||
 	echo "UBTEST fail guest-script exited with status $?"
 finish
