@@ -221,14 +221,22 @@ function copyDirs(dir: TreeNode): TreeNode {
   return { ...dir, xattrs: new Map(dir.xattrs), children };
 }
 
+/** What resolveOrigins found, by upper path; null: nothing there in the parent. */
+interface Origins {
+  /** Renamed directories: a copy of the parent's directory they came from. */
+  dirs: Map<string, TreeNode | null>;
+  /** Metadata-only copy-ups: the parent's node at their origin (its content is taken). */
+  files: Map<string, TreeNode | null>;
+}
+
 /**
  * Where every renamed directory and metadata-only copy-up of the upper came from, looked up in
- * `tree` before anything of the upper is applied: upper path -> a copy of the origin directory,
- * the origin file (its content is taken), or null when the parent has nothing there. An upper
- * entry's origin is its redirect when absolute, else its directory's origin plus its redirect
- * (a name) or its own name: the lookup overlayfs makes in the lower layers.
+ * `tree` before anything of the upper is applied. An upper entry's origin is its redirect when
+ * absolute, else its directory's origin plus its redirect (a name) or its own name: the lookup
+ * overlayfs makes in the lower layers. Redirects the kernel refuses to follow (the root, an
+ * ancestor of the entry: EINVAL, ESTALE) are refused here too.
  */
-function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>, shownPath: (rel: string) => string): Map<string, TreeNode | null> {
+function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>, shownPath: (rel: string) => string): Origins {
   // null: no origin (below an opaque directory, or a directory that has none, a relative name
   // finds nothing in the lower layers, as overlayfs's lookup finds nothing there)
   const paths = new Map<string, string | null>();
@@ -239,28 +247,34 @@ function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>
     const slash = rel.lastIndexOf('/');
     const name = rel.slice(slash + 1);
     const redirect = xattrs.get(rel)?.get(REDIRECT_XATTR)?.toString('latin1');
+    if (redirect !== undefined && redirect.includes('\0')) throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} holds a NUL byte`);
     if (redirect !== undefined && redirect.startsWith('/')) {
       const parts = redirect.split('/').filter((c) => c !== '');
       if (parts.some((c) => c === '.' || c === '..')) throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} is not a plain path`);
       p = parts.join('/');
+      if (p === '' || rel.startsWith(`${p}/`)) throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} names the root or an ancestor of the entry`);
     } else {
       if (redirect !== undefined && (redirect === '' || redirect === '.' || redirect === '..' || redirect.includes('/'))) {
         throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} is not a name`);
       }
       const parentRel = slash < 0 ? '' : rel.slice(0, slash);
-      const dir = xattrs.get(parentRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y' ? null : originPath(parentRel);
+      // (overlayfs takes no opaque mark on the root: its lower entries always show)
+      const opaqueParent = parentRel !== '' && xattrs.get(parentRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
+      const dir = opaqueParent ? null : originPath(parentRel);
       p = dir === null ? null : (dir === '' ? '' : `${dir}/`) + (redirect ?? name);
     }
     paths.set(rel, p);
     return p;
   };
-  const out = new Map<string, TreeNode | null>();
+  const out: Origins = { dirs: new Map(), files: new Map() };
   for (const [rel, names] of xattrs) {
     if (rel === '' || !(names.has(REDIRECT_XATTR) || names.has(METACOPY_XATTR))) continue;
     const from = originPath(rel);
     const node = from === null ? undefined : lookupPath(tree, from);
-    if (names.has(METACOPY_XATTR)) out.set(rel, node ?? null);
-    else out.set(rel, node && (node.mode & S_IFMT) === S_IFDIR ? copyDirs(node) : null);
+    // which map is used depends on what the upper entry is (a metacopy mark on a directory,
+    // which overlayfs never writes, makes it nothing but a plain merged directory)
+    if (names.has(METACOPY_XATTR)) out.files.set(rel, node ?? null);
+    if (names.has(REDIRECT_XATTR)) out.dirs.set(rel, node && (node.mode & S_IFMT) === S_IFDIR ? copyDirs(node) : null);
   }
   return out;
 }
@@ -328,7 +342,8 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     }
   };
 
-  const origins = whiteouts ? resolveOrigins(tree, xattrs, shownPath) : new Map<string, TreeNode | null>();
+  const origins: Origins = whiteouts ? resolveOrigins(tree, xattrs, shownPath) : { dirs: new Map(), files: new Map() };
+  const metacopyOrigins = new Map<string, TreeNode | null>(); // dev:ino -> origin of a hardlinked metacopy file
 
   async function visitDir(dirNode: TreeNode, abs: Buffer, rel: string): Promise<void> {
     const names = fs.readdirSync(abs, { encoding: 'buffer' });
@@ -353,7 +368,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
       if (type === S_IFDIR) {
         let node = dirNode.children!.get(name);
         const opaque = whiteouts && xattrs.get(childRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
-        const origin = origins.get(childRel);
+        const origin = origins.dirs.get(childRel);
         if (!opaque && origin !== undefined) {
           // renamed here: the entries of the directory it came from (none if that is gone)
           node = origin ?? newDir();
@@ -378,6 +393,10 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
       }
       const linked = st.nlink > 1n ? seen.get(inoKey) : undefined;
       if (linked) {
+        // one inode, one content: names of a metadata-only copy-up must share their origin
+        if (whiteouts && metacopyOrigins.has(inoKey) && (origins.files.get(childRel) ?? null) !== metacopyOrigins.get(inoKey)) {
+          throw new Error(`${shownPath(childRel)}: hardlinked metadata-only copy-ups (overlay metacopy=on) with different origins: cannot be compiled`);
+        }
         dirNode.children!.set(name, linked);
         continue;
       }
@@ -388,7 +407,9 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
           node.size = Number(st.size);
           stats.files++;
           if (whiteouts && xattrs.get(childRel)?.has(METACOPY_XATTR)) {
-            metacopyContent(node, origins.get(childRel) ?? null, shownPath(childRel));
+            const origin = origins.files.get(childRel) ?? null;
+            metacopyContent(node, origin, shownPath(childRel));
+            if (st.nlink > 1n) metacopyOrigins.set(inoKey, origin);
             stats.metacopies++;
             break;
           }
@@ -419,8 +440,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
 
   const rootSt = fs.lstatSync(base, { bigint: true });
   if (!rootSt.isDirectory()) throw new Error(`${upperDir}: not a directory`);
-  const rootOpaque = whiteouts && xattrs.get('')?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
-  if (rootOpaque) tree.children = new Map();
+  // an opaque mark on the upper's root is not one to overlayfs (the lower's entries show): none here
   metadata(tree, rootSt, '');
   tree.mode = S_IFDIR | (tree.mode & 0o7777);
   try {

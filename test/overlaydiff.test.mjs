@@ -312,6 +312,31 @@ test('applyOverlayDiff refuses what an upper cannot say alone (index links, user
   sh('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', `${underOpaque}/mvsrc`]);
   sh('setfattr', ['-n', 'trusted.overlay.metacopy', `${underOpaque}/mvsrc/one`]);
   t.regex(await diffError(t, lower, store, underOpaque), /\/mvsrc\/one: a metadata-only copy-up \(overlay metacopy=on\) whose data is not in the parent/);
+  // what overlayfs refuses to follow (EINVAL, ESTALE), refused too; hand-written uppers
+  for (const [value, re] of [['/', /names the root or an ancestor/], ['/mvsrc', /names the root or an ancestor/], ['/a\0b', /holds a NUL byte/], ['/../x', /not a plain path/], ['x/y', /is not a name/]]) {
+    const up = path.join(d, `redirect-${Buffer.from(value).toString('hex')}`);
+    fs.mkdirSync(`${up}/mvsrc/in`, { recursive: true });
+    sh('setfattr', ['-n', 'trusted.overlay.redirect', '-v', `0x${Buffer.from(value).toString('hex')}`, `${up}/mvsrc/in`]);
+    t.regex(await diffError(t, lower, store, up), re, value);
+  }
+  // two names of one metacopy inode whose names would find different lower files
+  const hl = path.join(d, 'hardlinked-metacopy');
+  file(`${hl}/meta`, '');
+  fs.truncateSync(`${hl}/meta`, 2000); // hl1's size: hl1 (first in order) takes the lower hl1, meta would take meta
+  sh('setfattr', ['-n', 'trusted.overlay.metacopy', `${hl}/meta`]);
+  fs.linkSync(`${hl}/meta`, `${hl}/hl1`);
+  t.regex(await diffError(t, lower, store, hl), /\/meta: hardlinked metadata-only copy-ups \(overlay metacopy=on\) with different origins/);
+  // an opaque mark on the upper's root hides nothing (overlayfs ignores it there); a metacopy
+  // mark on a directory makes it a plain merged one
+  const rootOpaque = path.join(d, 'root-opaque');
+  fs.mkdirSync(`${rootOpaque}/mvsrc`, { recursive: true });
+  sh('setfattr', ['-n', 'trusted.overlay.opaque', '-v', 'y', rootOpaque]);
+  sh('setfattr', ['-n', 'trusted.overlay.metacopy', `${rootOpaque}/mvsrc`]);
+  file(`${rootOpaque}/new`, 'n');
+  const rt = decodeTree(openBlobFile((await lowerTree(lower, store, d)).blob));
+  await applyOverlayDiff(rt, rootOpaque, { store: null, inlineThreshold: 64, whiteouts: true });
+  t.deepEqual([...rt.children.keys()].sort(), ['hl1', 'hl2', 'meta', 'mvsrc', 'new']);
+  t.deepEqual([...rt.children.get('mvsrc').children.keys()], ['one']);
   const index = overlayUpper(d, 'index', lower, ['index=on'], (m) => fs.appendFileSync(`${m}/hl1`, 'more'));
   t.regex(await diffError(t, lower, store, index), /\/hl1: has 2 links, 1 in the upper \(hardlinked from outside it, as overlay index=on does\)/);
   // the same operations with our mounts' options: compiled, and equal to what the overlay showed
