@@ -16,9 +16,8 @@ import { BlobError, type BlobReader } from '../format/decode.js';
 import { escapeBytes } from '../format/dump.js';
 import { crc32c } from '../format/crc32c.js';
 import { Layout, SECTION_NAMES, SectionId } from '../format/layout.js';
-import { VerityHasher } from '../format/verity.js';
 import { hashFileSkippingHoles, skipsHoles } from './holes.js';
-import { findObject } from './store.js';
+import { findObject, newVerityHasher } from './store.js';
 import { openBlobFile, writeStdout } from './inspect.js';
 import { checkStoresExist, collectStores } from './options.js';
 
@@ -136,7 +135,7 @@ function checkTree(reader: BlobReader, problems: string[], counts: { dirents: nu
 
 /** fs-verity digest of an open file, read from its start. */
 async function hashHandle(fh: fs.promises.FileHandle): Promise<Buffer> {
-  const h = new VerityHasher();
+  const h = newVerityHasher();
   const buf = Buffer.alloc(1 << 20);
   let pos = 0;
   for (;;) {

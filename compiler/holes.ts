@@ -3,8 +3,8 @@
 // hostile layer can make terabytes of. Where the addon (lseek SEEK_DATA) is missing, callers
 // fall back to reading the whole file.
 import fs from 'node:fs';
-import { VerityHasher } from '../format/verity.js';
 import { canSeekData, dataExtents } from '../mounter/addon.js';
+import { newVerityHasher } from './store.js';
 import type { BodyPiece } from './tar.js';
 
 /** Whether a file of this stat has holes to skip: fewer bytes allocated than its size (and the addon can find them). */
@@ -28,7 +28,7 @@ function* dataChunks(fd: number, size: number, buf: Buffer): Generator<[number, 
 
 /** fs-verity digest of open file `fd` of `size` bytes, its holes hashed as runs of zeros. */
 export function hashFileSkippingHoles(fd: number, size: number): Buffer {
-  const h = new VerityHasher();
+  const h = newVerityHasher();
   let done = 0;
   for (const [at, bytes] of dataChunks(fd, size, Buffer.allocUnsafe(CHUNK))) {
     if (at > done) h.updateZeros(at - done);

@@ -23,8 +23,7 @@
 //   in this or an earlier layer). A target that does not exist or is a directory is an error.
 import { S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, newDir, type TreeNode } from '../format/tree.js';
 import { TarReader, type BodyPiece, type TarEntry } from './tar.js';
-import { MEMORY_OBJECT_LIMIT, hashBuffer, keepDigest, type StoreWriter } from './store.js';
-import { VerityHasher } from '../format/verity.js';
+import { MEMORY_OBJECT_LIMIT, hashBuffer, keepDigest, newVerityHasher, type StoreWriter } from './store.js';
 import { BlobError } from '../format/decode.js';
 
 export const DEFAULT_INLINE_THRESHOLD = 64;
@@ -249,7 +248,7 @@ function setDirMetadata(dir: TreeNode, e: TarEntry): void {
 }
 
 async function digestChunks(chunks: AsyncIterable<BodyPiece>): Promise<Buffer> {
-  const h = new VerityHasher();
+  const h = newVerityHasher();
   for await (const c of chunks) {
     if (typeof c === 'number') h.updateZeros(c);
     else h.update(c);

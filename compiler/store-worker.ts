@@ -12,8 +12,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { parentPort, workerData } from 'node:worker_threads';
-import { hashBufferScratch } from './store.js';
-import { VerityHasher } from '../format/verity.js';
+import { hashBufferScratch, newVerityHasher } from './store.js';
+import type { VerityHasher } from '../format/verity.js';
 import { isTmpfileUnsupported, loadAddon, writeObjectFile } from '../mounter/addon.js';
 
 export interface WorkerInit {
@@ -374,7 +374,7 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
   }
   if (part.first) {
     // Opened at its name in the main thread's store; a full store sends it on (moveStream).
-    s = { fd: -1, tmp: part.tmp, path: part.tmp, store: part.store, hasher: new VerityHasher(), size: 0 };
+    s = { fd: -1, tmp: part.tmp, path: part.tmp, store: part.store, hasher: newVerityHasher(), size: 0 };
     const open = s;
     inRoomyStore(s, () => {
       if (open.fd < 0) open.fd = fs.openSync(open.path, 'wx+', init.fileMode);

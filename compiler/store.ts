@@ -14,8 +14,8 @@ import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import type { BatchMessage, ControlMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
-import { verityDigest, verityDigestOfFile } from '../format/verity.js';
-import { addonBuilt, nativeVerityDigest } from '../mounter/addon.js';
+import { VerityHasher, verityDigest, verityDigestOfFile } from '../format/verity.js';
+import { addonBuilt, nativeBlockHasher, nativeVerityDigest } from '../mounter/addon.js';
 import { makeDirs } from './mkdirs.js';
 import type { BodyPiece } from './tar.js';
 
@@ -58,7 +58,7 @@ export function findObject(stores: string[], digest: Buffer | string): string | 
 
 /** fs-verity digest of a file's content, streamed. */
 export function hashFile(file: string): Promise<Buffer> {
-  return verityDigestOfFile(file);
+  return verityDigestOfFile(file, nativeBlocks);
 }
 
 const sha256Once: (data: Uint8Array) => Buffer =
@@ -88,6 +88,12 @@ export function hashBuffer(buf: Buffer): Buffer {
 
 const nativeDigest = nativeVerityDigest();
 const nativeScratch = Buffer.alloc(32);
+const nativeBlocks = nativeBlockHasher();
+
+/** A streaming fs-verity hasher, its first level hashed by the addon where it is built. */
+export function newVerityHasher(): VerityHasher {
+  return new VerityHasher(nativeBlocks);
+}
 
 /**
  * hashBuffer() into a short-lived Buffer (the caller copies it before the next call): the

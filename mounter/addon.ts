@@ -47,6 +47,7 @@ interface Native {
   writeObjectFile(dir: string | number, name: string, data: Uint8Array, mode: number, chmod: boolean): boolean;
   /** Absent from builds that predate them. */
   verityDigest?(data: Uint8Array, out: Uint8Array): void;
+  verityBlockHashes?(data: Uint8Array, out: Uint8Array): number;
   setTimes?(path: string | Buffer, sec: number, nsec: number): void;
   nextDataExtent?(fd: number, offset: number): [number, number] | null;
   /** Only where the CPU has SSE4.2's crc32 instruction. */
@@ -232,8 +233,17 @@ export function nativeVerityDigest(): ((data: Uint8Array, out: Uint8Array) => vo
   return process.env.UNIONBLOB_HASHER === 'js' ? null : optionalFunction('verityDigest');
 }
 
+/**
+ * The addon's SHA-256 of each whole 4 KiB block of a buffer (32 bytes per block into `out`; it
+ * returns the count): the first Merkle level of format/verity.ts's streaming VerityHasher,
+ * which otherwise makes one node:crypto call per block. Null where nativeVerityDigest() is.
+ */
+export function nativeBlockHasher(): ((data: Uint8Array, out: Uint8Array) => number) | null {
+  return process.env.UNIONBLOB_HASHER === 'js' ? null : optionalFunction('verityBlockHashes');
+}
+
 /** An optional function of the addon, or null where it is not built, does not load or lacks it. */
-function optionalFunction<K extends 'verityDigest' | 'crc32c' | 'setTimes'>(name: K): NonNullable<Native[K]> | null {
+function optionalFunction<K extends 'verityDigest' | 'verityBlockHashes' | 'crc32c' | 'setTimes'>(name: K): NonNullable<Native[K]> | null {
   if (!addonBuilt()) return null;
   try {
     const fn = loadAddon()[name];

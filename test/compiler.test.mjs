@@ -15,7 +15,7 @@ import { compress as zstdCompress } from 'zstd-napi';
 import { buildImage, buildTree, applyLayerStream, newTree } from '../dist/compiler/build.js';
 import { TarReader, walkTarHeaders } from '../dist/compiler/tar.js';
 import { StoreWriter, cleanStaleTemps, hashBuffer, hashBufferJs, objectPath } from '../dist/compiler/store.js';
-import { nativeVerityDigest } from '../dist/mounter/addon.js';
+import { nativeBlockHasher, nativeVerityDigest } from '../dist/mounter/addon.js';
 import { openBlob, sourceFromBuffer } from '../dist/format/decode.js';
 import { dumpBlob } from '../dist/format/dump.js';
 import { VerityHasher, verityDigest, verityDigestOfFile } from '../dist/format/verity.js';
@@ -1248,6 +1248,51 @@ test('stores: the addon fs-verity digest (node OpenSSL, mounter/fuse/verity.c) i
   }
   t.throws(() => native(big, Buffer.alloc(31)), { message: /32 bytes/ });
   t.throws(() => native('text', Buffer.alloc(32)), { instanceOf: TypeError });
+});
+
+test('stores: the streaming hasher with the addon hashing its first level equals `fsverity digest` and node:crypto, whatever the chunks', (t) => {
+  const blocks = nativeBlockHasher();
+  t.truthy(blocks, 'the addon is built (npm run build) and has verityBlockHashes');
+  const dir = tmpdir(t);
+  // one block; one level; two levels (the 64 MiB edge); a chunk boundary inside a block, on
+  // a block edge, chunks smaller than a block, a hole in the middle, a 1 MiB call boundary
+  const big = crypto.randomBytes((64 << 20) + 4097);
+  const cases = [
+    { n: 1, chunks: [1] },
+    { n: 4096, chunks: [4096] },
+    { n: 4097, chunks: [100, 3996, 1] },
+    { n: 524_289, chunks: [4095, 1, 520_193] },
+    { n: (1 << 20) + 8192, chunks: [(1 << 20) + 8192] },
+    { n: 3_000_000, chunks: [7, 4096 * 300 + 5, 1_771_188] },
+    { n: 64 << 20, chunks: [64 << 20] },
+    { n: (64 << 20) + 4097, chunks: [(32 << 20) + 1, (32 << 20) - 1, 4097] },
+  ];
+  for (const { n, chunks } of cases) {
+    t.is(chunks.reduce((a, b) => a + b, 0), n);
+    const data = big.subarray(0, n);
+    const native = new VerityHasher(blocks);
+    const js = new VerityHasher();
+    for (let at = 0, k = 0; k < chunks.length; at += chunks[k++]) {
+      native.update(data.subarray(at, at + chunks[k]));
+      js.update(data.subarray(at, at + chunks[k]));
+    }
+    const file = path.join(dir, 'f');
+    fs.writeFileSync(file, data);
+    const want = execFileSync('fsverity', ['digest', file]).toString().trim().split(' ')[0];
+    t.is(`sha256:${native.digest().toString('hex')}`, want, `${n} bytes in chunks ${chunks}`);
+    t.is(`sha256:${js.digest().toString('hex')}`, want, `${n} bytes, node:crypto`);
+  }
+  // holes between data runs (sparse objects): zeros then data not aligned to blocks
+  const native = new VerityHasher(blocks);
+  const js = new VerityHasher();
+  for (const h of [native, js]) {
+    h.update(big.subarray(0, 10_000));
+    h.updateZeros((1 << 20) + 123);
+    h.update(big.subarray(10_000, (2 << 20) + 10_000));
+  }
+  t.deepEqual(native.digest(), js.digest(), 'data, a hole, data');
+  t.throws(() => blocks(big.subarray(0, 8192), Buffer.alloc(63)), { message: /32 bytes per whole block/ });
+  t.is(blocks(big.subarray(0, 8191), Buffer.alloc(32)), 1, 'a trailing partial block is not hashed');
 });
 
 test('stores: a batch hashed by the main thread (writer behind) or by the writer thread gives the same digests and objects', async (t) => {

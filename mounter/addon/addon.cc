@@ -164,6 +164,19 @@ Napi::Value VerityDigest(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// verityBlockHashes(data, out): the SHA-256 of each whole 4096-byte block of data (a trailing
+// partial block is not hashed) into out, 32 bytes per block; returns the number of blocks.
+Napi::Value VerityBlockHashes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsTypedArray() || !info[1].IsTypedArray()) throw Napi::TypeError::New(env, "verityBlockHashes(data, out): Uint8Arrays");
+  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  Napi::Uint8Array out = info[1].As<Napi::Uint8Array>();
+  size_t blocks = data.ByteLength() / kVerityBlock;
+  if (out.ByteLength() < blocks * 32) throw Napi::RangeError::New(env, "verityBlockHashes: out must have 32 bytes per whole block of data");
+  if (!verity_block_hashes(data.Data(), blocks, out.Data())) throw Napi::Error::New(env, "verityBlockHashes: OpenSSL's SHA-256 failed");
+  return Napi::Number::New(env, static_cast<double>(blocks));
+}
+
 // setTimes(path: string | Buffer, sec, nsec): atime and mtime to the nanosecond, the link
 // itself for a symlink. A Buffer path may be any bytes (names that are not UTF-8).
 Napi::Value SetTimes(const Napi::CallbackInfo& info) {
@@ -222,6 +235,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsverityMeasure", Napi::Function::New(env, FsverityMeasure, "fsverityMeasure"));
   exports.Set("writeObjectFile", Napi::Function::New(env, WriteObjectFile, "writeObjectFile"));
   exports.Set("verityDigest", Napi::Function::New(env, VerityDigest, "verityDigest"));
+  exports.Set("verityBlockHashes", Napi::Function::New(env, VerityBlockHashes, "verityBlockHashes"));
   exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
   exports.Set("nextDataExtent", Napi::Function::New(env, NextDataExtent, "nextDataExtent"));
   if (crc32c_native_available()) exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));

@@ -7,5 +7,11 @@
 #include <cstddef>
 #include <cstdint>
 
+constexpr size_t kVerityBlock = 4096;
+
+// SHA-256 of each of `blocks` whole 4096-byte blocks of data into out (32 bytes per block): the
+// Merkle tree's first level, for format/verity.ts's streaming hasher. false if OpenSSL failed.
+bool verity_block_hashes(const uint8_t* data, size_t blocks, uint8_t* out);
+
 // Digest of data[0, len) into out[0, 32). false if OpenSSL failed (it does not, short of memory).
 bool verity_digest_memory(const uint8_t* data, size_t len, uint8_t* out);
