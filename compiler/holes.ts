@@ -8,8 +8,8 @@ import { newVerityHasher } from './store.js';
 import type { BodyPiece } from './tar.js';
 
 /** Whether a file of this stat has holes to skip: fewer bytes allocated than its size (and the addon can find them). */
-export function skipsHoles(st: fs.Stats): boolean {
-  return st.blocks * 512 < st.size && canSeekData();
+export function skipsHoles(st: Pick<fs.Stats, 'blocks' | 'size'> | Pick<fs.BigIntStats, 'blocks' | 'size'>): boolean {
+  return Number(st.blocks) * 512 < Number(st.size) && canSeekData();
 }
 
 const CHUNK = 1 << 20;

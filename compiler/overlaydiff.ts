@@ -175,14 +175,15 @@ function minor(rdev: bigint): number {
   return Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
 }
 
-async function fileContent(abs: Buffer, size: number, node: TreeNode, opts: OverlayDiffOptions): Promise<void> {
+async function fileContent(abs: Buffer, st: fs.BigIntStats, node: TreeNode, opts: OverlayDiffOptions): Promise<void> {
+  const size = Number(st.size);
   if (size === 0) return;
   if (size <= opts.inlineThreshold) {
     node.inline = fs.readFileSync(abs);
   } else if (size <= MEMORY_OBJECT_LIMIT) {
     const body = fs.readFileSync(abs);
     node.digest = opts.store ? await opts.store.putBuffer(body) : hashBuffer(body);
-  } else if (skipsHoles(fs.lstatSync(abs))) {
+  } else if (skipsHoles(st)) {
     // a sparse file written in the container: its holes are neither read nor stored
     const fd = fs.openSync(abs, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
     try {
@@ -414,7 +415,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
             break;
           }
           stats.fileBytes += node.size;
-          await fileContent(childAbs, node.size, node, opts);
+          await fileContent(childAbs, st, node, opts);
           break;
         case S_IFLNK: {
           const t = fs.readlinkSync(childAbs, { encoding: 'buffer' }).toString('latin1');
