@@ -5,8 +5,10 @@
 // digest= and the module's fsconfig messages in cfs's one-line error, fs-verity stores with
 // verity=require, the writable upper (create, write, chmod, delete, whiteout, rename, remount:
 // changes persist, blob and store untouched), `cfs install-helper` + `mount -t unionblob` +
-// /etc/fstab (`mount TARGET`), `cfs umount` leaving nothing mounted, and the fs-verity tests of
-// test/addon.test.mjs (this host's kernel has no CONFIG_FS_VERITY).
+// /etc/fstab (`mount TARGET`), `cfs umount` leaving nothing mounted, the snapshotter on the module
+// (a committed layer, a container's overlay and its Commit, a view, a container in its own user
+// namespace through an idmapped bind; test/snapshotter.test.mjs only sees FUSE on this host), and
+// the fs-verity tests of test/addon.test.mjs (this host's kernel has no CONFIG_FS_VERITY).
 //
 // Env: UB_KERNELS="6.1 6.12" (which kernels; default 6.12: ~1.5-2 min each under TCG), UB_SKIP_KERNEL=1 (skip),
 //      UB_CACHE (cache, default /var/cache/unionblob-test), UB_QEMU_TIMEOUT (s per boot, 420).
@@ -31,7 +33,7 @@ const EXPECTED = [
   'upper-mount-overlay-on-kernel-lower', 'upper-create-write-chmod-delete-rename',
   'upper-umount-releases-overlay-and-lower', 'upper-remount-changes-persist',
   'upper-blob-and-store-untouched', 'install-helper', 'mount-t-unionblob-kernel',
-  'mount-t-unionblob-module-message', 'fstab-mount-target', 'no-stray-mounts-or-state',
+  'mount-t-unionblob-module-message', 'fstab-mount-target', 'snapshotter-kernel-backend', 'no-stray-mounts-or-state',
   'module-unload', 'dmesg-clean',
 ];
 // The addon tests that this host skips (no CONFIG_FS_VERITY): they must pass in the guest.

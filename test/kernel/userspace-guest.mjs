@@ -7,7 +7,8 @@
 //   the kernel backend of `cfs mount` with the host-built blob /work/kb/hello.ub (+ store):
 //   read-only mount and tree (= `cfs extract`), auto -> kernel, digest=, the module's fsconfig
 //   messages, verity=require, the writable upper (overlayfs on the kernel mount) with remount
-//   persistence, `cfs install-helper` + `mount -t unionblob` + /etc/fstab, and no stray mounts.
+//   persistence, `cfs install-helper` + `mount -t unionblob` + /etc/fstab, the snapshotter with
+//   the module (plain and idmapped lowers), and no stray mounts.
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -425,6 +426,93 @@ await check('fstab-mount-target', () => {
   }
   released(ro);
   released(rw);
+});
+
+// ---- 5b. the snapshotter on the module --------------------------------------------------------
+// The host's kernel cannot load the module, so test/snapshotter.test.mjs only ever sees the FUSE
+// backend. Here the Snapshotter class itself (what `cfs snapshotter` serves) runs with
+// the module (backend auto, as `cfs snapshotter` starts): a layer committed from its upper, a container's snapshot on it (overlay on the
+// module's mount), its Commit, a view, and a container in its own user namespace (containerd's
+// uidmapping labels: an idmapped bind of the module's mount, the upper's root owned by the
+// mapped root); Remove and Cleanup leave no mount.
+await check('snapshotter-kernel-backend', async () => {
+  const { Snapshotter, LABEL_UIDMAP, LABEL_GIDMAP } = await import(`${ROOT}/dist/snapshotter/snapshotter.js`);
+  const root = mkdir('sn');
+  const logs = [];
+  const sn = new Snapshotter({ root, stores: [mkdir('sn-store')], backend: 'auto', log: (l) => logs.push(l) });
+  const mountAt = (mounts, name) => {
+    const target = mkdir(name);
+    for (const m of mounts) {
+      const r = m.type === 'bind'
+        ? sh('mount', ['--bind', ...(m.options.includes('ro') ? ['-o', 'ro'] : []), m.source, target])
+        : sh('mount', ['-t', m.type, m.source, target, '-o', m.options.join(',')]);
+      ok(r, `mount ${m.type} ${m.options.join(',')}`);
+    }
+    return target;
+  };
+  const umountAll = (target) => { while (top(target)) ok(sh('umount', [target]), `umount ${target}`); };
+  const underRoot = () => readMountinfo().filter((e) => e.mountPoint.startsWith(root));
+  try {
+    expect(logs.some((l) => /mount backend: using the unionblob kernel module/.test(l)), 'auto picks the module and the log says so', logs.join('\n'));
+    // layer 1: written into the bind of a parentless snapshot's upper, as containerd applies a base layer
+    const l1 = mountAt(await sn.prepare('default/1/l1', '', {}), 'sn-l1');
+    fs.mkdirSync(path.join(l1, 'etc'));
+    fs.writeFileSync(path.join(l1, 'etc', 'hostname'), 'layer1\n');
+    fs.writeFileSync(path.join(l1, 'big'), crypto.randomBytes(300_000));
+    fs.mkdirSync(path.join(l1, 'home'));
+    fs.mkdirSync(path.join(l1, 'home', 'user'));
+    fs.chownSync(path.join(l1, 'home', 'user'), 1000, 1000);
+    fs.writeFileSync(path.join(l1, 'home', 'user', 'notes'), 'mine\n');
+    fs.chownSync(path.join(l1, 'home', 'user', 'notes'), 1000, 1000);
+    fs.symlinkSync('etc/hostname', path.join(l1, 'link'));
+    const want = await treeManifest(l1);
+    umountAll(l1);
+    await sn.commit('default/2/c1', 'default/1/l1', {});
+
+    // a container's rootfs: overlay whose lower is the module's mount of c1's blob
+    const ctrMounts = await sn.prepare('default/3/ctr', 'default/2/c1', {});
+    eq(ctrMounts.map((m) => m.type), ['overlay'], 'a container snapshot is one overlay');
+    const lower = ctrMounts[0].options.find((o) => o.startsWith('lowerdir=')).slice('lowerdir='.length);
+    eq(top(lower)?.fsType, 'unionblob', `fs type of the lower ${lower}`);
+    const ctr = mountAt(ctrMounts, 'sn-ctr');
+    eq(diffManifests(want, await treeManifest(ctr), { labels: ['layer', 'container'], ignorePaths: (p) => p === '.' }), [], 'the container sees the committed layer');
+    fs.writeFileSync(path.join(ctr, 'etc', 'hostname'), 'container\n');
+    fs.rmSync(path.join(ctr, 'big'));
+    umountAll(ctr);
+    await sn.commit('default/4/c2', 'default/3/ctr', {});
+    const view = mountAt(await sn.view('default/5/v', 'default/4/c2', {}), 'sn-view');
+    eq(top(view)?.fsType, 'unionblob', 'a view is a bind of the module\'s mount of c2');
+    eq(fs.readFileSync(path.join(view, 'etc', 'hostname'), 'utf8'), 'container\n', 'c2 has the container\'s change');
+    expect(!fs.existsSync(path.join(view, 'big')), 'c2 lost the deleted file');
+    eq(fs.readFileSync(path.join(view, 'home', 'user', 'notes'), 'utf8'), 'mine\n', 'c2 keeps the rest of c1');
+    umountAll(view);
+
+    // a container in its own user namespace: the lower is an idmapped bind of the module's mount
+    const labels = { [LABEL_UIDMAP]: '0:100000:65536', [LABEL_GIDMAP]: '0:200000:65536' };
+    const mappedMounts = await sn.prepare('default/6/userns', 'default/2/c1', labels);
+    const mappedLower = mappedMounts[0].options.find((o) => o.startsWith('lowerdir=')).slice('lowerdir='.length);
+    const ml = top(mappedLower);
+    eq(ml?.fsType, 'unionblob', `fs type of the mapped lower ${mappedLower}`);
+    expect(/(^|,)idmapped(,|$)/.test(ml.mountOptions), `the mapped lower is not idmapped: ${ml.mountOptions}`);
+    expect(logs.some((l) => /idmapped bind of snapshot/.test(l)), 'the log says idmapped bind', logs.join('\n'));
+    const userns = mountAt(mappedMounts, 'sn-userns');
+    const owner = (f) => { const st = fs.lstatSync(path.join(userns, f)); return [st.uid, st.gid]; };
+    eq(owner('.'), [100000, 200000], 'the root through the mapping (the upper\'s root is the mapped root\'s)');
+    eq(owner('etc/hostname'), [100000, 200000], 'a root-owned file through the mapping');
+    eq(owner('home/user/notes'), [101000, 201000], 'a user\'s file through the mapping');
+    eq(fs.readFileSync(path.join(userns, 'home', 'user', 'notes'), 'utf8'), 'mine\n', 'content through the mapped overlay');
+    umountAll(userns);
+    await sn.remove('default/6/userns');
+    expect(!top(mappedLower), 'Remove of the last snapshot on the mapping unmounted its idmapped bind');
+
+    for (const k of ['default/5/v', 'default/4/c2', 'default/2/c1']) await sn.remove(k);
+    await sn.cleanup();
+    eq(underRoot().map((e) => `${e.mountPoint} ${e.fsType}`), [], 'mounts left under the snapshotter root after Remove + Cleanup');
+  } finally {
+    for (const e of underRoot().reverse()) sh('umount', ['-l', e.mountPoint]);
+    for (const d of ['sn-l1', 'sn-ctr', 'sn-view', 'sn-userns']) if (top(path.join(T, d))) sh('umount', ['-l', path.join(T, d)]);
+    sn.close();
+  }
 });
 
 // ---- 6. nothing left ------------------------------------------------------------------------
