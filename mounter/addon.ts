@@ -169,8 +169,9 @@ export function mountAttrFromFlags(flags: readonly string[]): { attr: number; sb
   const bits: Record<string, number> = {
     ro: MOUNT_ATTR.RDONLY, nosuid: MOUNT_ATTR.NOSUID, nodev: MOUNT_ATTR.NODEV, noexec: MOUNT_ATTR.NOEXEC,
     noatime: MOUNT_ATTR.NOATIME, strictatime: MOUNT_ATTR.STRICTATIME, nodiratime: MOUNT_ATTR.NODIRATIME,
+    nosymfollow: MOUNT_ATTR.NOSYMFOLLOW,
   };
-  const neutral = new Set(['rw', 'suid', 'dev', 'exec', 'atime', 'relatime', 'norelatime', 'nostrictatime', 'diratime']);
+  const neutral = new Set(['rw', 'suid', 'dev', 'exec', 'atime', 'relatime', 'norelatime', 'nostrictatime', 'diratime', 'symfollow']);
   let attr = 0;
   const sbFlags: string[] = [];
   for (const f of flags) {

@@ -127,6 +127,7 @@ export class MountError extends Error {
 export const GENERIC_FLAGS = new Set([
   'suid', 'nosuid', 'dev', 'nodev', 'exec', 'noexec', 'atime', 'noatime', 'relatime', 'norelatime',
   'strictatime', 'nostrictatime', 'diratime', 'nodiratime', 'sync', 'async', 'dirsync',
+  'symfollow', 'nosymfollow',
 ]);
 
 const BACKENDS: BackendChoice[] = ['auto', 'kernel', 'fuse'];
@@ -249,6 +250,10 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
   for (const flag of req.flags ?? []) {
     if (!GENERIC_FLAGS.has(flag)) throw new MountError(`unknown mount flag ${flag}`);
   }
+  if (lastSays(req.flags ?? [], 'nosymfollow', 'symfollow') && !isRoot()) {
+    // libfuse takes no nosymfollow; we set it on the mount afterwards, which fusermount3 cannot do
+    throw new MountError('nosymfollow on a FUSE mount needs root (it is set on the mount after the server mounts it)');
+  }
   return {
     ...req,
     blob: path.resolve(req.blob),
@@ -316,6 +321,24 @@ export function chooseBackend(choice: BackendChoice, log: (line: string) => void
   return 'fuse';
 }
 
+/** libfuse 3.14 refuses these; nosymfollow is set on the FUSE mount afterwards (setNoSymfollow). */
+const SYMFOLLOW_FLAGS = new Set(['symfollow', 'nosymfollow']);
+
+/** Whether the last of `flags` naming `on` or `off` is `on` (mount(8): the last one wins). */
+function lastSays(flags: readonly string[], on: string, off: string): boolean {
+  const last = flags.filter((f) => f === on || f === off).at(-1);
+  return last === on;
+}
+
+/**
+ * MS_NOSYMFOLLOW on a mount that is up (a bind remount changes only the mount's own flags and
+ * keeps the others: util-linux reads them from mountinfo).
+ */
+function setNoSymfollow(at: string): void {
+  const r = run('mount', ['-i', '-o', 'remount,bind,nosymfollow', at]);
+  if (!r.ok) throw new MountError(`nosymfollow on ${at} failed: ${r.stderr || 'mount failed'}`);
+}
+
 /** Access-time flags: no effect on a read-only mount, and libfuse refuses several of them. */
 const ATIME_FLAGS = new Set(['atime', 'noatime', 'relatime', 'norelatime', 'strictatime', 'nostrictatime', 'diratime', 'nodiratime']);
 
@@ -324,7 +347,7 @@ const ATIME_FLAGS = new Set(['atime', 'noatime', 'relatime', 'norelatime', 'stri
  * Not for a user other than root: fusermount3 makes such mounts nosuid,nodev whatever is asked.
  */
 function fuseFlags(flags: string[]): string[] {
-  const out = flags.filter((f) => !ATIME_FLAGS.has(f));
+  const out = flags.filter((f) => !ATIME_FLAGS.has(f) && !SYMFOLLOW_FLAGS.has(f));
   if (!isRoot()) return out.filter((f) => f !== 'suid' && f !== 'dev');
   if (!flags.includes('nosuid')) out.push('suid');
   if (!flags.includes('nodev')) out.push('dev');
@@ -348,7 +371,9 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
   }
   const r = run(fuseServerPath(), [req.blob, at, '-o', opts.join(',')]);
   if (!r.ok) throw new MountError(`FUSE mount of ${req.blob} on ${at} failed: ${r.stderr || 'unionblob-fuse failed'}`);
-  return readPid(key);
+  const pid = readPid(key);
+  if (lastSays(flags, 'nosymfollow', 'symfollow')) setNoSymfollow(at); // a failure releases the mount (mountLocked)
+  return pid;
 }
 
 /** The longest string value fsconfig(2) accepts (it copies the value with strndup_user(v, 256)). */
@@ -751,7 +776,7 @@ export function registerMount(program: Command): void {
     .option('--uidmap <map>', "FIRST:MAPPED:COUNT[,...]: show the blob's uids FIRST.. as MAPPED.. (others as 65534), "
       + 'as a container in its own user namespace needs them (FUSE maps them; on the kernel module, an idmapped bind)')
     .option('--gidmap <map>', 'the same for gids (with --uidmap)')
-    .option('-o, --options <flags>', 'mount flags for the target: nosuid,nodev,noexec,noatime,...')
+    .option('-o, --options <flags>', 'mount flags for the target: nosuid,nodev,noexec,noatime,nosymfollow,...')
     .action(async (blob: string, target: string, o: any) => {
       const flags = o.options ? String(o.options).split(',').filter(Boolean) : [];
       await mountBlob({

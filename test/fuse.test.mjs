@@ -470,6 +470,46 @@ serial('the server computes fs-verity digests like format/verity.ts', (t) => {
 // Every page-cache mode of the FUSE server (mounter/mount.ts has the default).
 const FUSE_CACHES = ['auto', 'private', 'shared'];
 
+// mount(8)'s nosymfollow (MS_NOSYMFOLLOW: path walks through the mount do not follow its
+// symlinks; readlink still reads them): libfuse 3.14 refuses the option, so cfs sets it on the
+// FUSE mount once the server has mounted it; the overlay of a writable mount takes it directly.
+serial('cfs mount -o nosymfollow: symlinks in the mount are not followed (FUSE, the writable overlay); the last of symfollow/nosymfollow wins', (t) => {
+  const mnt = mkTarget('nosymfollow');
+  const follows = (m) => errnoOf(() => fs.readFileSync(path.join(m, 'link'), 'utf8'));
+  const flagsOf = (m) => readMountinfo().filter((e) => e.mountPoint === m).at(-1).mountOptions;
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'fuse', '-o', 'nosuid,nosymfollow']);
+  try {
+    t.regex(flagsOf(mnt), /\bnosymfollow\b/);
+    t.regex(flagsOf(mnt), /\bnosuid\b/, 'the other flags stay');
+    t.is(follows(mnt), 'ELOOP', 'open through the symlink');
+    t.is(fs.readlinkSync(path.join(mnt, 'link')), 'small', 'readlink still works');
+    t.is(fs.readFileSync(path.join(mnt, 'small'), 'utf8'), 'hello\n');
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'fuse', '-o', 'nosymfollow,symfollow']);
+  try {
+    t.notRegex(flagsOf(mnt), /\bnosymfollow\b/);
+    t.is(follows(mnt), 'OK');
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  const upper = mkTarget('nosymfollow-upper');
+  const work = mkTarget('nosymfollow-work');
+  cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'fuse', '--upper', upper, '--work', work, '-o', 'nosymfollow']);
+  try {
+    t.regex(flagsOf(mnt), /\bnosymfollow\b/, 'the overlay');
+    t.is(follows(mnt), 'ELOOP');
+    fs.symlinkSync('small', path.join(mnt, 'new-link'));
+    t.is(errnoOf(() => fs.readFileSync(path.join(mnt, 'new-link'))), 'ELOOP', 'a symlink made in the upper');
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  t.deepEqual(mountsBelow(mnt), []);
+  t.deepEqual(leftovers(mnt), []);
+  t.deepEqual(mountsBelow(upper), []);
+});
+
 for (const cache of FUSE_CACHES) serial(`cfs mount --backend auto says which backend; the tree equals the blob (stat, readdir, readlink, xattrs, data), --fuse-cache ${cache}`, (t) => {
   const mnt = mkTarget(`rich-${cache}`);
   const r = cfsOk(t, ['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'auto', '--fuse-cache', cache]);
@@ -1565,8 +1605,10 @@ serial('mount.unionblob: mount -t unionblob and an fstab line (mount -T), via cf
     // umount(8) of a plain FUSE mount works too; the next mount clears the stale state.
     t.is(sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA}`]).status, 0);
     t.is(sh('umount', [mnt]).status, 0);
-    t.is(sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA},nosuid,nodev`]).status, 0);
+    t.is(sh('mount', ['-t', 'unionblob', S.blob, mnt, '-o', `basedir=${S.storeA},nosuid,nodev,nosymfollow`]).status, 0);
     t.regex(readMountinfo().filter((e) => e.mountPoint === mnt).at(-1).mountOptions, /nosuid,nodev/);
+    t.regex(readMountinfo().filter((e) => e.mountPoint === mnt).at(-1).mountOptions, /\bnosymfollow\b/, 'nosymfollow through the helper');
+    t.is(errnoOf(() => fs.readFileSync(path.join(mnt, 'link'))), 'ELOOP');
     cfsOk(t, ['umount', mnt]);
 
     const upper = mkTarget('helper-upper');
@@ -1705,6 +1747,10 @@ serial('without root: cfs mount is a FUSE mount of that user, shows them what ro
     return r.stdout.trimEnd().split('\n');
   };
 
+  // fusermount3 cannot set nosymfollow, nor can a user remount: refused before anything is mounted
+  const noSymfollow = asUser(['mount', blob, mnt, '--store', storeA, '-o', 'nosymfollow']);
+  t.is(noSymfollow.status, 1);
+  t.regex(noSymfollow.stderr, /^cfs: nosymfollow on a FUSE mount needs root[^\n]*\n$/);
   const mounted = asUser(['mount', blob, mnt, '--store', storeA, '--store', storeB]);
   t.is(mounted.status, 0, mounted.stderr);
   t.regex(mounted.stderr, /not root: using FUSE/);

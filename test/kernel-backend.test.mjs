@@ -28,7 +28,7 @@ const runHarness = (flavour) => runHarnessScript(runner, flavour, 420);
 // The checks the guest must report; a missing one fails (e.g. the guest script died early).
 const EXPECTED = [
   'addon-ava-run', 'module-load', 'cfs-extract-reference', 'ro-mount-kernel-tree-equals-extract',
-  'long-paths-kernel-mount', 'blob-write-denied-while-mounted', 'auto-backend-picks-kernel-with-right-digest', 'uidmap-kernel-idmapped-bind', 'digest-wrong-module-message-one-line',
+  'long-paths-kernel-mount', 'blob-write-denied-while-mounted', 'auto-backend-picks-kernel-with-right-digest', 'uidmap-kernel-idmapped-bind', 'nosymfollow-kernel-mount', 'digest-wrong-module-message-one-line',
   'fsconfig-messages-reach-the-caller', 'verity-require-store-with-fs-verity',
   'upper-mount-overlay-on-kernel-lower', 'upper-create-write-chmod-delete-rename',
   'upper-umount-releases-overlay-and-lower', 'upper-remount-changes-persist',

@@ -242,6 +242,24 @@ await check('uidmap-kernel-idmapped-bind', () => {
   released(plain);
 });
 
+// nosymfollow: a mount attribute (fsmount's MOUNT_ATTR_NOSYMFOLLOW), set with the module's mount
+await check('nosymfollow-kernel-mount', () => {
+  const mnt = mkdir('nosymfollow');
+  ok(cfs('mount', BLOB, mnt, '--store', STORE, '--backend', 'kernel', '-o', 'nosymfollow,nodev'), 'cfs mount -o nosymfollow');
+  try {
+    const m = top(mnt);
+    eq(m?.fsType, 'unionblob', 'fs type');
+    expect(/(^|,)nosymfollow(,|$)/.test(m.mountOptions) && /(^|,)nodev(,|$)/.test(m.mountOptions), `mount options ${m.mountOptions}`);
+    let err = 'OK';
+    try { fs.readFileSync(path.join(mnt, 'app/sh-link')); } catch (x) { err = x.code; }
+    eq(err, 'ELOOP', 'open through app/sh-link');
+    eq(fs.readlinkSync(path.join(mnt, 'app/sh-link')), '../bin/hello', 'readlink of app/sh-link');
+  } finally {
+    ok(cfs('umount', mnt), 'cfs umount');
+  }
+  released(mnt);
+});
+
 await check('digest-wrong-module-message-one-line', () => {
   const mnt = mkdir('digest-bad');
   const r = cfs('mount', BLOB, mnt, '--store', STORE, '--backend', 'kernel', '--digest', '0'.repeat(64));
