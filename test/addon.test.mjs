@@ -356,6 +356,10 @@ test('mountAttrFromFlags: mount(8) flags as MOUNT_ATTR bits and superblock flags
   });
   t.deepEqual(mountAttrFromFlags(['suid', 'dev', 'exec', 'relatime', 'sync', 'dirsync']), { attr: 0, sbFlags: ['sync', 'dirsync'] });
   t.deepEqual(mountAttrFromFlags(['strictatime']), { attr: MOUNT_ATTR.STRICTATIME, sbFlags: [] });
+  t.deepEqual(mountAttrFromFlags(['nosymfollow', 'nosuid']), { attr: MOUNT_ATTR.NOSYMFOLLOW | MOUNT_ATTR.NOSUID, sbFlags: [] });
+  // of a flag and its opposite the last one wins, as with mount(8)
+  t.deepEqual(mountAttrFromFlags(['nosymfollow', 'nosuid', 'symfollow', 'suid', 'noexec']), { attr: MOUNT_ATTR.NOEXEC, sbFlags: [] });
+  t.deepEqual(mountAttrFromFlags(['dev', 'nodev']), { attr: MOUNT_ATTR.NODEV, sbFlags: [] });
   t.throws(() => mountAttrFromFlags(['bogus']), { message: 'unknown mount flag bogus' });
 });
 
