@@ -41,6 +41,7 @@ struct ubfs_sb_info {
 	u8 digest[UB_DIGEST_SIZE];	/* digest= */
 	char *blob_name;		/* for show_options and log lines */
 	char *basedir;
+	u32 handle_gen;			/* generation of file handles (export.c) */
 };
 
 /* Options gathered by the fs_context before the superblock exists. */
@@ -116,6 +117,10 @@ int ubfs_getattr(UBFS_IDMAP_T idmap, const struct path *path,
 extern const struct inode_operations ubfs_file_iops;
 extern const struct inode_operations ubfs_symlink_iops;
 extern const struct inode_operations ubfs_special_iops;
+
+/* export.c */
+extern const struct export_operations ubfs_export_ops;
+u32 ubfs_handle_generation(const struct ub_blob *b);
 
 /* namei.c */
 extern const struct inode_operations ubfs_dir_iops;

@@ -112,6 +112,12 @@ ok mount-t1
 walk_check walk-t1 /a /d/expect/t1.walk
 dirtest dirtest-t1-many /a/many
 dirtest dirtest-t1-root /a
+# file handles of every entry, decoded after the dentry cache is dropped
+ubt handles /a >/tmp/handles.out 2>&1
+if grep -q '^OK ' /tmp/handles.out; then ok file-handles-t1; else
+	fail file-handles-t1 "$(tail -n 1 /tmp/handles.out)"
+fi
+diag file-handles-t1 </tmp/handles.out
 
 expect statfs-magic "type=75626c62 bsize=4096" "$(ubt statfs /a | cut -d' ' -f1-2)"
 if ubmount huge-data-bytes /m/hdb basedir=/d/store; then
@@ -331,6 +337,22 @@ if mount -t overlay ov -o lowerdir=/a:/b,upperdir=/u/up,workdir=/u/wk /o; then
 else
 	fail overlay-mount "mount failed"
 	dmesg | tail -5 | diag overlay-mount
+fi
+# index=on and nfs_export=on need file handles of the lower layer (export.c): no fallback to
+# off, and the overlay's own handles (which carry ours) decode after the caches are dropped
+mkdir -p /u/up2 /u/wk2 /o2
+nofh=$(dmesg | grep -c 'not support file handles')
+if mount -t overlay ov2 -o lowerdir=/a,upperdir=/u/up2,workdir=/u/wk2,index=on,nfs_export=on /o2; then
+	expect overlay-index-nfs-export-kept "$nofh" "$(dmesg | grep -c 'not support file handles')"
+	ubt handles -x /o2 >/tmp/ovh.out 2>&1
+	if grep -q '^OK ' /tmp/ovh.out; then ok overlay-nfs-export-handles; else
+		fail overlay-nfs-export-handles "$(tail -n 1 /tmp/ovh.out)"
+	fi
+	diag overlay-nfs-export-handles </tmp/ovh.out
+	umount /o2 || fail overlay-index-umount ""
+else
+	fail overlay-index-nfs-export-kept "mount failed"
+	dmesg | tail -5 | diag overlay-index-nfs-export-kept
 fi
 
 # ---- corrupted blobs ---------------------------------------------------------------
