@@ -4,7 +4,8 @@
  * what overlayfs asks of a lower layer for index=on or nfs_export=on.
  *
  * A handle is the inode's blob index (64 bits) and a generation: a checksum
- * of the blob's section checksums, the same for every inode of one blob.  A
+ * of the blob's section checksums (ub_handle_generation(), which the FUSE
+ * server uses too), the same for every inode of one blob.  A
  * handle taken on one blob is stale (ESTALE) on a mount of another blob at
  * the same place; a rebuild of the same image, byte for byte the same blob
  * (SPEC: reproducible), keeps its handles valid, as it names the same
@@ -24,16 +25,6 @@
 /* Lengths in 32-bit words: index (2) and generation (1), then the parent's. */
 #define UBFS_FH_WORDS			3
 #define UBFS_FH_WORDS_PARENT		6
-
-u32 ubfs_handle_generation(const struct ub_blob *b)
-{
-	u32 gen = 0;
-	unsigned int i;
-
-	for (i = 0; i < UB_SECT_NR_V1; i++)
-		gen = ub_crc32c(gen, &b->sect[i].crc, sizeof(b->sect[i].crc));
-	return ub_crc32c(gen, &b->inode_count, sizeof(b->inode_count));
-}
 
 static void ubfs_put_fh(u32 *fh, const struct inode *inode)
 {

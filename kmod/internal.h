@@ -120,7 +120,6 @@ extern const struct inode_operations ubfs_special_iops;
 
 /* export.c */
 extern const struct export_operations ubfs_export_ops;
-u32 ubfs_handle_generation(const struct ub_blob *b);
 
 /* namei.c */
 extern const struct inode_operations ubfs_dir_iops;

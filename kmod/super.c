@@ -190,7 +190,7 @@ static int ubfs_fill_super(struct super_block *sb, struct fs_context *fc)
 	err = ubfs_blob_open(sb, sbi, fc);
 	if (err)
 		return err;
-	sbi->handle_gen = ubfs_handle_generation(&sbi->blob);
+	sbi->handle_gen = ub_handle_generation(&sbi->blob);
 	sb->s_export_op = &ubfs_export_ops;
 	/* Reading the blob goes through its filesystem: count it as stacking. */
 	sb->s_stack_depth = file_inode(sbi->blob_file)->i_sb->s_stack_depth + 1;

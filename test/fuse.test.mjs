@@ -1207,15 +1207,20 @@ for (const cache of FUSE_CACHES) serial(`an inode naming an object of another si
   }
 });
 
-const BY_HANDLE_PY = String.raw`
+/** struct file_handle through ctypes; `h` is the handle of argv[1] (or ERR printed and exit). */
+const HANDLE_PRELUDE_PY = String.raw`
 import ctypes, hashlib, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 class Handle(ctypes.Structure):
     _fields_ = [('handle_bytes', ctypes.c_uint), ('handle_type', ctypes.c_int), ('f_handle', ctypes.c_ubyte * 128)]
+`;
+const NAME_TO_HANDLE_PY = HANDLE_PRELUDE_PY + String.raw`
 h = Handle(handle_bytes=128)
 mount_id = ctypes.c_int()
 if libc.name_to_handle_at(-100, sys.argv[1].encode(), ctypes.byref(h), ctypes.byref(mount_id), 0) != 0:
     print('ERR name_to_handle_at ' + os.strerror(ctypes.get_errno())); sys.exit(0)
+`;
+const BY_HANDLE_PY = NAME_TO_HANDLE_PY + String.raw`
 with open('/proc/sys/vm/drop_caches', 'w') as f:
     f.write('2')  # dentries and inodes: the file's inode goes, the handle must find it again
 mfd = os.open(sys.argv[2], os.O_RDONLY | os.O_DIRECTORY)
@@ -1242,6 +1247,62 @@ serial('a file reopened by its handle after its inode was dropped (export suppor
   } finally {
     cfsOk(t, ['umount', mnt]);
   }
+});
+
+// A handle names a node by its inode index and the blob's generation (ub_handle_generation): a
+// handle kept across a remount of another blob at the same place is stale, not another file
+// that has the same index; a byte-identical copy of the blob (a rebuild) keeps it valid.
+const HANDLE_HEX_PY = NAME_TO_HANDLE_PY + String.raw`
+print('%d %s' % (h.handle_type, bytes(h.f_handle[:h.handle_bytes]).hex()))
+`;
+const OPEN_HEX_PY = HANDLE_PRELUDE_PY + String.raw`
+kind, hexbytes = sys.argv[2].split(' ')
+raw = bytes.fromhex(hexbytes)
+h = Handle(handle_bytes=len(raw), handle_type=int(kind))
+ctypes.memmove(h.f_handle, raw, len(raw))
+mfd = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
+fd = libc.open_by_handle_at(mfd, ctypes.byref(h), os.O_RDONLY)
+if fd < 0:
+    print('ERR ' + os.strerror(ctypes.get_errno())); sys.exit(0)
+print(os.read(fd, 100).decode())
+`;
+
+serial('a file handle is stale on a mount of another blob at the same place, valid on a byte-identical copy', async (t) => {
+  const F = await dist('format/index.js');
+  const blobOf = (text) => {
+    const root = newDir(0o755);
+    const d = newDir(0o755);
+    root.children.set('d', d);
+    d.children.set('f', { mode: S_IFREG | 0o644, uid: 0, gid: 0, mtimeSec: 1700000000, mtimeNsec: 0, xattrs: new Map(), size: text.length, inline: Buffer.from(text) });
+    return F.encodeBlob(root);
+  };
+  const [one, two] = ['one', 'two'].map((text) => {
+    const file = path.join(S.work, `handle-${text}.ub`);
+    fs.writeFileSync(file, blobOf(text));
+    return file;
+  });
+  const copy = path.join(S.work, 'handle-one-copy.ub');
+  fs.copyFileSync(one, copy);
+  const mnt = mkTarget('handle-blobs');
+  const mountAndOpen = (blob, handle) => {
+    cfsOk(t, ['mount', blob, mnt, '--store', S.storeA, '--backend', 'fuse']);
+    try {
+      return py(OPEN_HEX_PY, [mnt, handle]).trim();
+    } finally {
+      cfsOk(t, ['umount', mnt]);
+    }
+  };
+  cfsOk(t, ['mount', one, mnt, '--store', S.storeA, '--backend', 'fuse']);
+  let handle;
+  try {
+    handle = py(HANDLE_HEX_PY, [path.join(mnt, 'd', 'f')]).trim();
+    t.notRegex(handle, /^ERR/);
+  } finally {
+    cfsOk(t, ['umount', mnt]);
+  }
+  t.is(mountAndOpen(two, handle), 'ERR Stale file handle', 'the same index in another blob');
+  t.is(mountAndOpen(copy, handle), 'one', 'a byte-identical copy of the blob');
+  t.deepEqual(mountsBelow(mnt), []);
 });
 
 serial('a blob whose root is not inode index 0 is refused with a message (FUSE node 1 is index 0)', async (t) => {

@@ -94,6 +94,22 @@ u32 ub_crc32c(u32 crc, const void *buf, size_t len)
 	return ~crc;
 }
 
+u32 ub_handle_generation(const struct ub_blob *b)
+{
+	u8 le[8];
+	u32 gen = 0;
+	unsigned int i, k;
+
+	for (i = 0; i < UB_SECT_NR_V1; i++) {
+		for (k = 0; k < 4; k++)
+			le[k] = (u8)(b->sect[i].crc >> (8 * k));
+		gen = ub_crc32c(gen, le, 4);
+	}
+	for (k = 0; k < 8; k++)
+		le[k] = (u8)(b->inode_count >> (8 * k));
+	return ub_crc32c(gen, le, 8);
+}
+
 /* ---- page access ------------------------------------------------------- */
 
 /* a + b <= limit, without overflow. */

@@ -103,6 +103,15 @@ int ub_check_section_crc(const struct ub_blob *b, unsigned int id);
 /* CRC-32C (Castagnoli), reflected.  Start with crc = 0 (init/final xor done inside). */
 u32 ub_crc32c(u32 crc, const void *buf, size_t len);
 
+/*
+ * ub_handle_generation - the generation of file handles for a mount of @b
+ * (after ub_open): CRC-32C of the section crcs and the inode count, as
+ * little-endian bytes.  The same for byte-identical blobs (a rebuild of one
+ * image), different for another blob with high probability, so a handle
+ * kept across a remount of another blob at the same place is stale.
+ */
+u32 ub_handle_generation(const struct ub_blob *b);
+
 /* ---------------------------------------------------------------------- */
 /* Inodes */
 

@@ -99,6 +99,7 @@ struct obj_checked {
 
 struct ubfs {
 	struct ub_blob blob;
+	u32 handle_gen;		/* generation of every node: a file handle of another blob is stale */
 	const char *blob_path;
 	const uint8_t *map;
 	size_t map_len;
@@ -352,7 +353,7 @@ static void fill_entry(struct ubfs *fs, const struct ub_inode_info *ii, struct f
 {
 	memset(e, 0, sizeof(*e));
 	e->ino = ub_inode_st_ino(ii);
-	e->generation = 1;
+	e->generation = fs->handle_gen;
 	e->attr_timeout = fs->timeout;
 	e->entry_timeout = fs->timeout;
 	fill_stat(ii, &e->attr);
@@ -1577,6 +1578,7 @@ static void open_blob(struct ubfs *fs, const char *path)
 		    "rebuild the blob with this cfs" : "too new for this server", UB_VERSION_MAJOR);
 	if (err)
 		die("%s: %s", path, blob_error(err));
+	fs->handle_gen = ub_handle_generation(&fs->blob);
 	/* FUSE's root node is 1, which names inode index 0 (st_ino = index + 1, SPEC §4) */
 	if (fs->blob.root_ino != 0)
 		die("%s: the root directory is inode index %" PRIu64 "; this server serves blobs whose root is index 0, as cfs build writes them",

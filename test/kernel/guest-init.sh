@@ -118,6 +118,22 @@ if grep -q '^OK ' /tmp/handles.out; then ok file-handles-t1; else
 	fail file-handles-t1 "$(tail -n 1 /tmp/handles.out)"
 fi
 diag file-handles-t1 </tmp/handles.out
+# a handle is tied to its blob: stale on a mount of another blob at the same place (the
+# root's, whose index every blob has), valid on a byte-identical copy of the blob
+if ubmount t1 /m/fh basedir=/d/store; then
+	rootfh=$(ubt fh /m/fh)
+	umount /m/fh
+	cp /d/blobs/t1.ub /tmp/t1-copy.ub
+	if mount -t unionblob -o descriptor=/d/blobs/t2.ub,basedir=/d/store t2 /m/fh; then
+		expect file-handle-other-blob-stale "ERR ESTALE" "$(ubt byfh /m/fh $rootfh)"
+		umount /m/fh
+	else fail file-handle-other-blob-stale "mount t2 failed"; fi
+	if mount -t unionblob -o descriptor=/tmp/t1-copy.ub,basedir=/d/store t1 /m/fh; then
+		expect file-handle-same-blob-copy "OK" "$(ubt byfh /m/fh $rootfh)"
+		umount /m/fh
+	else fail file-handle-same-blob-copy "mount of the copy failed"; fi
+	rm -f /tmp/t1-copy.ub
+else fail file-handle-other-blob-stale "mount failed"; fi
 
 expect statfs-magic "type=75626c62 bsize=4096" "$(ubt statfs /a | cut -d' ' -f1-2)"
 if ubmount huge-data-bytes /m/hdb basedir=/d/store; then

@@ -47,6 +47,9 @@
  *                             compared by st_ino: ROOT is another fs, e.g.
  *                             an overlay).  "OK entries=N dirs=N
  *                             files=N" or "FAIL ..."
+ *   ubt fh PATH               its file handle: "TYPE HEX" (or "ERR ENAME")
+ *   ubt byfh MNT TYPE HEX     open_by_handle_at on MNT's filesystem: "OK" or
+ *                             "ERR ENAME"
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -660,6 +663,48 @@ static int cmd_handles(int argc, char **argv)
 	close(mfd);
 	printf("OK entries=%zu dirs=%zu files=%zu\n", nhentries, dirs, files);
 	free_handles();
+	return 0;
+}
+
+static int cmd_fh(int argc, char **argv)
+{
+	struct file_handle *fh = calloc(1, sizeof(*fh) + MAX_HANDLE_SZ);
+	int mount_id;
+
+	(void)argc;
+	fh->handle_bytes = MAX_HANDLE_SZ;
+	if (name_to_handle_at(AT_FDCWD, argv[1], fh, &mount_id, 0)) {
+		printf("ERR %s\n", ename(errno));
+		return 1;
+	}
+	printf("%d ", fh->handle_type);
+	for (unsigned int i = 0; i < fh->handle_bytes; i++)
+		printf("%02x", fh->f_handle[i]);
+	printf("\n");
+	return 0;
+}
+
+static int cmd_byfh(int argc, char **argv)
+{
+	struct file_handle *fh = calloc(1, sizeof(*fh) + MAX_HANDLE_SZ);
+	size_t len = strlen(argv[3]) / 2;
+	int mfd = open(argv[1], O_RDONLY | O_DIRECTORY), fd;
+
+	(void)argc;
+	if (mfd < 0 || len > MAX_HANDLE_SZ) {
+		printf("ERR %s\n", mfd < 0 ? ename(errno) : "E2BIG");
+		return 1;
+	}
+	fh->handle_type = atoi(argv[2]);
+	fh->handle_bytes = len;
+	for (size_t i = 0; i < len; i++)
+		sscanf(argv[3] + 2 * i, "%2hhx", &fh->f_handle[i]);
+	fd = open_by_handle_at(mfd, fh, O_PATH);
+	if (fd < 0) {
+		printf("ERR %s\n", ename(errno));
+		return 1;
+	}
+	printf("OK\n");
 	return 0;
 }
 
@@ -1508,6 +1553,7 @@ int main(int argc, char **argv)
 		{ "as", cmd_as, 3 }, { "now", cmd_now, 0 },
 		{ "statwalk", cmd_benchwalk, 1 }, { "readall", cmd_benchwalk, 1 },
 		{ "corrupt", cmd_corrupt, 3 }, { "handles", cmd_handles, 1 },
+		{ "fh", cmd_fh, 1 }, { "byfh", cmd_byfh, 3 },
 	};
 
 	setvbuf(stdout, NULL, _IOFBF, 1 << 16);
