@@ -30,7 +30,7 @@ import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, idmapBind, mountAttr
 import { withUserNamespace } from './userns.js';
 import { isMountPoint, isUnionblobType, mountsAt, readMountinfo } from './mountinfo.js';
 import {
-  type Backend, type MountState, ensureRunDirs, isRoot, keyOf, lockPath, logPath, lowerPath, pidPath, readPid, readState,
+  type Backend, type MountState, ensureRunDirs, inInitialUserNamespace, isRoot, keyOf, lockPath, logPath, lowerPath, pidPath, readPid, readState,
   removeState, writeState,
 } from './state.js';
 
@@ -310,6 +310,13 @@ export function chooseBackend(choice: BackendChoice, log: (line: string) => void
     // FUSE through the setuid fusermount3, as libfuse does for any user; mount(2) needs root
     if (choice === 'kernel') throw new MountError('the kernel backend needs root (mounting a filesystem needs CAP_SYS_ADMIN); without root, cfs mount uses FUSE');
     if (choice === 'auto') log('not root: using FUSE (unionblob-fuse, mounted through fusermount3; only this user sees the files)');
+    return 'fuse';
+  }
+  if (!inInitialUserNamespace()) {
+    // FUSE may be mounted in a user namespace's own mount namespace; the module may not (a blob
+    // is the host's to trust), so only FUSE serves root of a rootless container
+    if (choice === 'kernel') throw new MountError('the kernel backend cannot mount from a user namespace (root of a rootless container): cfs mount uses FUSE there');
+    if (choice === 'auto') log('root of a user namespace: using FUSE (unionblob-fuse; the kernel module mounts only for the host\'s root)');
     return 'fuse';
   }
   if (choice !== 'auto') return choice;

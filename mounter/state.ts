@@ -14,7 +14,8 @@
 // forgets the state exactly when it forgets the mounts. A user other than root (rootless FUSE
 // mounts) keeps the same tree in $XDG_RUNTIME_DIR/unionblob (/run/user/UID, also a tmpfs), or in
 // $TMPDIR/unionblob-UID where no runtime directory is set; either must be a private directory
-// of that user (another user could otherwise plant states and pid files for it to act on).
+// of that user (another user could otherwise plant states and pid files for it to act on). So
+// does root of a user namespace other than the host's (a rootless container).
 import { createHash } from 'node:crypto';
 import { lstatSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
@@ -48,9 +49,32 @@ export function isRoot(): boolean {
   return process.geteuid?.() === 0;
 }
 
+/**
+ * False for a process of a user namespace other than the first one (root of a rootless
+ * container, `unshare -Ur`): it may mount FUSE in its own mount namespace, but not the kernel
+ * module, and the host's /run/unionblob is not its to use.
+ */
+export function inInitialUserNamespace(): boolean {
+  if (initialUserNs === undefined) {
+    try {
+      // the initial namespace maps every id to itself: "0 0 4294967295"
+      initialUserNs = /^\s*0\s+0\s+4294967295\s*$/.test(readFileSync('/proc/self/uid_map', 'utf8'));
+    } catch {
+      initialUserNs = true; // no /proc: nothing says otherwise
+    }
+  }
+  return initialUserNs;
+}
+let initialUserNs: boolean | undefined;
+
+/** Root of the host: its mounts' state is the system's, in /run/unionblob. */
+function hostRoot(): boolean {
+  return isRoot() && inInitialUserNamespace();
+}
+
 export function runDir(): string {
   if (process.env.UNIONBLOB_RUN_DIR) return process.env.UNIONBLOB_RUN_DIR;
-  if (isRoot()) return '/run/unionblob';
+  if (hostRoot()) return '/run/unionblob';
   const runtime = process.env.XDG_RUNTIME_DIR;
   if (runtime && path.isAbsolute(runtime)) return path.join(runtime, 'unionblob');
   return path.join(os.tmpdir(), `unionblob-${process.geteuid!()}`);
@@ -84,7 +108,7 @@ export function lowerPath(key: string): string {
 export function ensureRunDirs(): void {
   const dir = runDir();
   makeDirs(dir, 0o700);
-  if (!isRoot()) checkPrivate(dir);
+  if (!hostRoot()) checkPrivate(dir);
   makeDirs(path.join(dir, 'mounts'), 0o700);
   makeDirs(path.join(dir, 'lower'), 0o700);
 }

@@ -1773,18 +1773,27 @@ const DUMP_AS_ANYONE_PY = DUMP_PY.replace(
 // composefs users ask for mounts without root (containers/composefs#409). A user other than root
 // gets a FUSE mount through fusermount3 (setuid), its state in its own directory, and clear
 // refusals for what needs root (the kernel backend, an overlayfs upper).
-serial('without root: cfs mount is a FUSE mount of that user, shows them what root\'s mount shows them, and cfs umount releases it', (t) => {
-  const USER = 65534;
-  // Stock Debian makes /dev/fuse 0666 (udev, as the fuse3 package's rule says); this VM's devtmpfs leaves it 0600.
+/**
+ * For a test run as a user: /dev/fuse usable by users (stock Debian makes it 0666 through udev,
+ * as the fuse3 package's rule says; this VM's devtmpfs leaves it 0600) and a directory they can
+ * reach, unmounted and removed afterwards.
+ */
+function userWorkDir(t, prefix) {
   const devMode = fs.statSync('/dev/fuse').mode & 0o777;
   fs.chmodSync('/dev/fuse', 0o666);
   t.teardown(() => fs.chmodSync('/dev/fuse', devMode));
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-fuse-user-'));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   fs.chmodSync(dir, 0o755);
   t.teardown(() => {
     for (const m of mountsUnder(dir, readMountinfo()).reverse()) sh('umount', ['-l', m.mountPoint]);
     fs.rmSync(dir, { recursive: true, force: true });
   });
+  return dir;
+}
+
+serial('without root: cfs mount is a FUSE mount of that user, shows them what root\'s mount shows them, and cfs umount releases it', (t) => {
+  const USER = 65534;
+  const dir = userWorkDir(t, 'ub-fuse-user-');
   // the shared fixture lives in a 0700 directory: a copy the user can read
   const blob = path.join(dir, 'rich.ub');
   const [storeA, storeB] = [path.join(dir, 'storeA'), path.join(dir, 'storeB')];
@@ -1864,6 +1873,43 @@ serial('without root: cfs mount is a FUSE mount of that user, shows them what ro
   t.not(planted.status, 0);
   t.regex(planted.stderr, /not a private directory of uid 65534/);
   t.deepEqual(mountsBelow(dir), []);
+});
+
+// Root of a user namespace other than the host's (a rootless container; here `unshare -Urm` run
+// by a user): FUSE may be mounted in its own mount namespace, the module may not, and the host's
+// /run/unionblob is not its to use (it was: "EACCES: permission denied, stat '/run/unionblob/mounts'").
+serial('root of a user namespace (unshare -Urm as a user): a FUSE mount in its own mount namespace, state in its own directory, the kernel backend refused', (t) => {
+  const USER = 65534;
+  const dir = userWorkDir(t, 'ub-fuse-userns-');
+  const blob = path.join(dir, 'rich.ub');
+  const store = path.join(dir, 'store');
+  t.is(sh('cp', ['-a', S.blob, blob]).status, 0);
+  t.is(sh('sh', ['-c', `mkdir ${store} && cp -a ${S.storeA}/. ${S.storeB}/. ${store}/ && chmod -R a+rX ${blob} ${store}`]).status, 0);
+  const [mnt, tmp] = ['mnt', 'tmp'].map((d) => path.join(dir, d));
+  for (const d of [mnt, tmp]) {
+    fs.mkdirSync(d);
+    fs.chownSync(d, USER, USER);
+  }
+  const cfsIn = `${process.execPath} ${CFS}`;
+  const script = [
+    `${cfsIn} mount ${blob} ${mnt} --store ${store} 2>&1 | sed 's/^/mount: /'`,
+    `echo "small: $(cat ${mnt}/small)"`,
+    `echo "fstype: $(findmnt -n -o FSTYPE ${mnt})"`,
+    `echo "state: $(ls ${tmp}/unionblob-0/mounts | grep -c json)"`,
+    `${cfsIn} mount ${blob} ${dir} --store ${store} --backend kernel 2>&1 | sed 's/^/kernel: /'`,
+    `${cfsIn} umount ${mnt} && echo "umount: ok"`,
+    `echo "left: $(awk '$5 == "${mnt}"' /proc/self/mountinfo | wc -l) $(ls ${tmp}/unionblob-0/mounts | wc -l)"`,
+  ].join('\n');
+  const r = sh('unshare', ['-Urm', 'sh', '-c', script], { uid: USER, gid: USER, env: { PATH: process.env.PATH, TMPDIR: tmp, HOME: dir } });
+  t.is(r.status, 0, r.stderr);
+  const out = r.stdout;
+  t.regex(out, /^mount: cfs: root of a user namespace: using FUSE/m);
+  t.regex(out, /^small: hello$/m);
+  t.regex(out, /^fstype: fuse\.unionblob$/m);
+  t.regex(out, /^state: 1$/m, 'the state is in $TMPDIR/unionblob-0, not /run/unionblob');
+  t.regex(out, /^kernel: cfs: the kernel backend cannot mount from a user namespace[^\n]*$/m);
+  t.regex(out, /^umount: ok$/m);
+  t.regex(out, /^left: 0 0$/m);
 });
 
 serial('no stray mounts or state are left by any test', (t) => {
