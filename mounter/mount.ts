@@ -230,6 +230,11 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
   if (req.upper !== undefined && !isRoot()) {
     throw new MountError('a writable upper needs root: overlayfs cannot be mounted without CAP_SYS_ADMIN (without root, mount read-only)');
   }
+  if (req.upper !== undefined && !inInitialUserNamespace()) {
+    // overlayfs there keeps its bookkeeping in user.overlay.* (userxattr), which an upper
+    // compiled by `cfs build --from` must not have (compiler/overlaydiff.ts refuses it)
+    throw new MountError('a writable upper from a user namespace (root of a rootless container) is not supported: overlayfs there would need userxattr, which cfs build --from refuses; mount read-only');
+  }
   let backendChosen = backend;
   if (req.uidmap !== undefined || req.gidmap !== undefined) {
     if (req.uidmap === undefined || req.gidmap === undefined) throw new MountError('--uidmap and --gidmap go together');
@@ -274,6 +279,17 @@ interface RunResult {
   ok: boolean;
   stderr: string;
   timedOut: boolean;
+}
+
+/**
+ * What a failed command said, in one line, or `fallback` when it said nothing. mount(8)'s first
+ * line (it adds "dmesg(1) may have more information..." on a second); the FUSE server's every
+ * line (libfuse may warn before the error), joined.
+ */
+function said(r: RunResult, fallback: string, lines: 'first' | 'all' = 'first'): string {
+  const said = r.stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  if (said.length === 0) return fallback;
+  return lines === 'first' ? said[0] : said.join('; ');
 }
 
 function run(cmd: string, args: string[], timeoutMs = COMMAND_TIMEOUT_MS): RunResult {
@@ -343,7 +359,7 @@ function lastSays(flags: readonly string[], on: string, off: string): boolean {
  */
 function setNoSymfollow(at: string): void {
   const r = run('mount', ['-i', '-o', 'remount,bind,nosymfollow', at]);
-  if (!r.ok) throw new MountError(`nosymfollow on ${at} failed: ${r.stderr || 'mount failed'}`);
+  if (!r.ok) throw new MountError(`nosymfollow on ${at} failed: ${said(r, 'mount failed')}`);
 }
 
 /** Access-time flags: no effect on a read-only mount, and libfuse refuses several of them. */
@@ -377,7 +393,7 @@ function mountFuse(req: MountRequest, at: string, key: string, flags: string[]):
     opts.push(`uidmap=${fuseIdMap(parseIdMap('uidmap', req.uidmap))}`, `gidmap=${fuseIdMap(parseIdMap('gidmap', req.gidmap))}`);
   }
   const r = run(fuseServerPath(), [req.blob, at, '-o', opts.join(',')]);
-  if (!r.ok) throw new MountError(`FUSE mount of ${req.blob} on ${at} failed: ${r.stderr || 'unionblob-fuse failed'}`);
+  if (!r.ok) throw new MountError(`FUSE mount of ${req.blob} on ${at} failed: ${said(r, 'unionblob-fuse failed', 'all')}`);
   const pid = readPid(key);
   if (lastSays(flags, 'nosymfollow', 'symfollow')) setNoSymfollow(at); // a failure releases the mount (mountLocked)
   return pid;
@@ -426,7 +442,7 @@ function mountKernelWithMount8(req: MountRequest, at: string, flags: string[]): 
   const opts = kernelOptions(req).map(([k, v]) => (v === undefined ? k : `${k}=${v}`));
   // -i: do not hand the mount back to /sbin/mount.unionblob, which would call us again.
   const r = run('mount', ['-i', '-t', 'unionblob', '-o', [...opts, ...flags].join(','), req.blob, at]);
-  if (!r.ok) throw new MountError(`kernel mount of ${req.blob} on ${at} failed: ${r.stderr || 'mount failed'}`);
+  if (!r.ok) throw new MountError(`kernel mount of ${req.blob} on ${at} failed: ${said(r, 'mount failed')}`);
 }
 
 /**
@@ -445,7 +461,7 @@ function mountOverlay(blob: string, lower: string, upper: string, work: string, 
   // an upper that `cfs build --from` can compile: no redirects, metacopy or index links (compiler/overlaydiff.ts)
   const opts = [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...OVERLAY_MOUNT_OPTIONS, ...flags];
   const r = run('mount', ['-i', '-t', 'overlay', '-o', opts.join(','), blob, target]);
-  if (!r.ok) throw new MountError(`overlay mount on ${target} failed: ${r.stderr || 'mount failed'}`);
+  if (!r.ok) throw new MountError(`overlay mount on ${target} failed: ${said(r, 'mount failed')}`);
 }
 
 /**

@@ -1249,6 +1249,19 @@ serial('a file reopened by its handle after its inode was dropped (export suppor
   }
 });
 
+serial('a failed overlay mount (upper and work on different filesystems) is one line: mount(8)\'s first, not its dmesg hint', (t) => {
+  const mnt = mkTarget('overlay-fails');
+  const upper = mkTarget('overlay-fails-upper');
+  const work = fs.mkdtempSync('/dev/shm/ub-overlay-fails-');
+  t.teardown(() => fs.rmSync(work, { recursive: true, force: true }));
+  const r = cfs(['mount', S.blob, mnt, '--store', S.storeA, '--store', S.storeB, '--backend', 'fuse', '--upper', upper, '--work', work]);
+  t.is(r.status, 1);
+  t.regex(r.stderr, /^cfs: overlay mount on \S+ failed: mount: [^\n]+\n$/);
+  t.notRegex(r.stderr, /dmesg/);
+  t.deepEqual(mountsBelow(mnt), [], 'the lower went with the failure');
+  t.deepEqual(leftovers(mnt), []);
+});
+
 // A handle names a node by its inode index and the blob's generation (ub_handle_generation): a
 // handle kept across a remount of another blob at the same place is stale, not another file
 // that has the same index; a byte-identical copy of the blob (a rebuild) keeps it valid.
@@ -1897,6 +1910,7 @@ serial('root of a user namespace (unshare -Urm as a user): a FUSE mount in its o
     `echo "fstype: $(findmnt -n -o FSTYPE ${mnt})"`,
     `echo "state: $(ls ${tmp}/unionblob-0/mounts | grep -c json)"`,
     `${cfsIn} mount ${blob} ${dir} --store ${store} --backend kernel 2>&1 | sed 's/^/kernel: /'`,
+    `${cfsIn} mount ${blob} ${dir} --store ${store} --upper ${tmp} --work ${tmp} 2>&1 | sed 's/^/upper: /'`,
     `${cfsIn} umount ${mnt} && echo "umount: ok"`,
     `echo "left: $(awk '$5 == "${mnt}"' /proc/self/mountinfo | wc -l) $(ls ${tmp}/unionblob-0/mounts | wc -l)"`,
   ].join('\n');
@@ -1908,6 +1922,8 @@ serial('root of a user namespace (unshare -Urm as a user): a FUSE mount in its o
   t.regex(out, /^fstype: fuse\.unionblob$/m);
   t.regex(out, /^state: 1$/m, 'the state is in $TMPDIR/unionblob-0, not /run/unionblob');
   t.regex(out, /^kernel: cfs: the kernel backend cannot mount from a user namespace[^\n]*$/m);
+  t.regex(out, /^upper: cfs: a writable upper from a user namespace \(root of a rootless container\) is not supported[^\n]*$/m);
+  t.is(out.split('\n').filter((l) => l.startsWith('upper: ')).length, 1, 'one line');
   t.regex(out, /^umount: ok$/m);
   t.regex(out, /^left: 0 0$/m);
 });
