@@ -286,10 +286,10 @@ interface RunResult {
  * line (it adds "dmesg(1) may have more information..." on a second); the FUSE server's every
  * line (libfuse may warn before the error), joined.
  */
-function said(r: RunResult, fallback: string, lines: 'first' | 'all' = 'first'): string {
-  const said = r.stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
-  if (said.length === 0) return fallback;
-  return lines === 'first' ? said[0] : said.join('; ');
+function said(r: RunResult, fallback: string, which: 'first' | 'all' = 'first'): string {
+  const lines = r.stderr.split('\n').map((l) => l.trim()).filter((l) => l !== '');
+  if (lines.length === 0) return fallback;
+  return which === 'first' ? lines[0] : lines.join('; ');
 }
 
 function run(cmd: string, args: string[], timeoutMs = COMMAND_TIMEOUT_MS): RunResult {
