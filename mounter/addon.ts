@@ -164,28 +164,34 @@ export function idmapBind(source: string, target: string, usernsFd: number): voi
  * mount(8)'s generic flags in the new API's terms: most are attributes of the mount; sync,
  * async and dirsync are superblock flags (fsconfig). The atime family follows mount(2), where
  * relatime is the default that atime, norelatime and nostrictatime fall back to. Of a flag and
- * its opposite (nosuid and suid, ...), the last one given wins, as with mount(8).
+ * its opposite (nosuid and suid, ...), and of the atime family (one field of the attributes),
+ * the last one given wins, as with mount(8).
  */
 export function mountAttrFromFlags(flags: readonly string[]): { attr: number; sbFlags: string[] } {
   const bits: Record<string, number> = {
     ro: MOUNT_ATTR.RDONLY, nosuid: MOUNT_ATTR.NOSUID, nodev: MOUNT_ATTR.NODEV, noexec: MOUNT_ATTR.NOEXEC,
-    noatime: MOUNT_ATTR.NOATIME, strictatime: MOUNT_ATTR.STRICTATIME, nodiratime: MOUNT_ATTR.NODIRATIME,
-    nosymfollow: MOUNT_ATTR.NOSYMFOLLOW,
+    nodiratime: MOUNT_ATTR.NODIRATIME, nosymfollow: MOUNT_ATTR.NOSYMFOLLOW,
   };
+  // MOUNT_ATTR__ATIME is one field: relatime (0), noatime or strictatime
+  const atimes: Record<string, number> = {
+    noatime: MOUNT_ATTR.NOATIME, strictatime: MOUNT_ATTR.STRICTATIME,
+    atime: 0, relatime: 0, norelatime: 0, nostrictatime: 0,
+  };
+  let atime = 0;
   const opposite: Record<string, number> = {
     rw: MOUNT_ATTR.RDONLY, suid: MOUNT_ATTR.NOSUID, dev: MOUNT_ATTR.NODEV, exec: MOUNT_ATTR.NOEXEC,
     diratime: MOUNT_ATTR.NODIRATIME, symfollow: MOUNT_ATTR.NOSYMFOLLOW,
   };
-  const neutral = new Set(['atime', 'relatime', 'norelatime', 'nostrictatime']);
   let attr = 0;
   const sbFlags: string[] = [];
   for (const f of flags) {
     if (f in bits) attr |= bits[f];
     else if (f in opposite) attr &= ~opposite[f];
+    else if (f in atimes) atime = atimes[f];
     else if (f === 'sync' || f === 'async' || f === 'dirsync') sbFlags.push(f);
-    else if (!neutral.has(f)) throw new Error(`unknown mount flag ${f}`);
+    else throw new Error(`unknown mount flag ${f}`);
   }
-  return { attr, sbFlags };
+  return { attr: attr | atime, sbFlags };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -360,6 +360,11 @@ test('mountAttrFromFlags: mount(8) flags as MOUNT_ATTR bits and superblock flags
   // of a flag and its opposite the last one wins, as with mount(8)
   t.deepEqual(mountAttrFromFlags(['nosymfollow', 'nosuid', 'symfollow', 'suid', 'noexec']), { attr: MOUNT_ATTR.NOEXEC, sbFlags: [] });
   t.deepEqual(mountAttrFromFlags(['dev', 'nodev']), { attr: MOUNT_ATTR.NODEV, sbFlags: [] });
+  // the atime family is one field: the last one given
+  t.deepEqual(mountAttrFromFlags(['strictatime', 'relatime']), { attr: 0, sbFlags: [] });
+  t.deepEqual(mountAttrFromFlags(['noatime', 'strictatime', 'nodiratime']), { attr: MOUNT_ATTR.STRICTATIME | MOUNT_ATTR.NODIRATIME, sbFlags: [] });
+  t.deepEqual(mountAttrFromFlags(['relatime', 'noatime']), { attr: MOUNT_ATTR.NOATIME, sbFlags: [] });
+  t.deepEqual(mountAttrFromFlags(['noatime', 'atime']), { attr: 0, sbFlags: [] });
   t.throws(() => mountAttrFromFlags(['bogus']), { message: 'unknown mount flag bogus' });
 });
 
