@@ -17,11 +17,10 @@ import { HDR, INO, Layout, SEC, SECTION_ENTRY_SIZE, SectionId, inodeOffset } fro
 import { loadImage, checkLayerTypes, type LayerSource, type LoadedImage } from './image.js';
 import { LayerFileReader, LayerReading, layerTar, shortDigest } from './layerio.js';
 import { DEFAULT_INLINE_THRESHOLD, LayerError, MAX_INLINE_THRESHOLD, applyLayerStream, newTree, type LayerStats } from './layers.js';
-import { StoreWriter, findObject, hasObject, objectPath, pidAlive } from './store.js';
+import { StoreWriter, findObject, hashFile, hasObject, objectPath, pidAlive } from './store.js';
 import { childrenDeferred, lazyBlobOf, openLazyTree } from '../format/lazy.js';
 import { applyOverlayDiff } from './overlaydiff.js';
 import { addonBuilt, fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
-import { verityDigestOfFile } from '../format/verity.js';
 import { collectStores } from './options.js';
 
 export { applyLayerStream, newTree, LayerError } from './layers.js';
@@ -532,6 +531,6 @@ export function registerBuild(program: Command): void {
         process.stderr.write(`cfs: warning: --verity: ${summary.verityUnsupported} objects are on a filesystem without fs-verity (or read-only): left without it\n`);
       }
       // the blob's fs-verity digest: what cfs mount --digest / -o digest= pin
-      if (o.json) process.stdout.write(JSON.stringify({ ...summary, out: path.resolve(o.output), digest: (await verityDigestOfFile(o.output)).toString('hex') }) + '\n');
+      if (o.json) process.stdout.write(JSON.stringify({ ...summary, out: path.resolve(o.output), digest: (await hashFile(o.output)).toString('hex') }) + '\n');
     });
 }

@@ -8,9 +8,8 @@ import { BlobError, openBlob, sourceFromFile, type BlobReader, type Inode } from
 import { escapeBytes, dumpBlob } from '../format/dump.js';
 import { Layout, SECTION_NAMES, SectionId } from '../format/layout.js';
 import type { FileType } from '../format/tree.js';
-import { findObject } from './store.js';
+import { findObject, hashFile } from './store.js';
 import { checkStoresExist, collectStores } from './options.js';
-import { verityDigestOfFile } from '../format/verity.js';
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
@@ -490,7 +489,7 @@ export function registerInspect(program: Command): void {
     .option('--json', 'print one JSON object')
     .action(async (blob: string, o: { json?: boolean }) => {
       const info = await withBlob(blob, (r) => blobInfo(r, blob));
-      info.digest = (await verityDigestOfFile(blob)).toString('hex');
+      info.digest = (await hashFile(blob)).toString('hex');
       await writeStdout(o.json ? JSON.stringify(info) + '\n' : formatInfo(info));
     });
 

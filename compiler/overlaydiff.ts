@@ -30,8 +30,7 @@ import fs from 'node:fs';
 import {
   S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK, newDir, type TreeNode,
 } from '../format/tree.js';
-import { MEMORY_OBJECT_LIMIT, hashBuffer, type StoreWriter } from './store.js';
-import { verityDigestOfFile } from '../format/verity.js';
+import { MEMORY_OBJECT_LIMIT, hashBuffer, hashFile, type StoreWriter } from './store.js';
 import { displayName } from './inspect.js';
 import { abbreviate, displayPath } from './layers.js';
 import { hashFileSkippingHoles, piecesSkippingHoles, skipsHoles } from './holes.js';
@@ -194,7 +193,7 @@ async function fileContent(abs: Buffer, st: fs.BigIntStats, node: TreeNode, opts
   } else {
     node.digest = opts.store
       ? await opts.store.putStream(fs.createReadStream(abs, { highWaterMark: 1 << 20 }) as AsyncIterable<Buffer>, size)
-      : await verityDigestOfFile(abs.toString('latin1'));
+      : await hashFile(abs.toString('latin1'));
   }
   const got = node.inline?.length;
   if (got !== undefined && got !== size) throw new Error(`${abs.toString()}: changed while being read`);

@@ -23,7 +23,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Option, type Command } from 'commander';
 import { openBlob, sourceFromFile, BlobError } from '../format/decode.js';
-import { verityDigestOfFile } from '../format/verity.js';
+import { hashFile } from '../compiler/store.js';
 import { lockFile } from '../compiler/roots.js';
 import { checkDirectory as checkDirectoryOr, collectStores } from '../compiler/options.js';
 import { MOUNT_ATTR, type MountOption, addonBuilt, fsMount, idmapBind, mountAttrFromFlags } from './addon.js';
@@ -206,7 +206,7 @@ export function validateBlob(blob: string): void {
 }
 
 async function checkDigest(blob: string, expected: string): Promise<void> {
-  const got = (await verityDigestOfFile(blob)).toString('hex');
+  const got = (await hashFile(blob)).toString('hex');
   if (got !== expected) {
     throw new MountError(`${blob}: fs-verity digest is ${got}, expected ${expected}`);
   }
