@@ -17,6 +17,8 @@ PKGS=(
   docker-registry openssl
   # build benchmark (bench/build): peak RSS of a child via /usr/bin/time
   time
+  # ISA-L's igzip for gzip layers (the addon, mounter/addon/gunzip.cc)
+  libisal-dev
 )
 
 installed() {

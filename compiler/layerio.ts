@@ -5,6 +5,7 @@ import { pipeline } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
 
+import { GUNZIP_STATUS, nativeGunzip, type NativeGunzip } from '../mounter/addon.js';
 import type { ReaderHash, ReaderMessage, ReaderRequest } from './layer-reader.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
@@ -112,13 +113,17 @@ async function* tap(src: AsyncIterable<Buffer>, see: (c: Buffer) => void): Async
   }
 }
 
-/** Re-yield a stream whose first chunks were already pulled. */
+/** Re-yield a stream whose first chunks were already pulled; closing this closes it. */
 async function* prepend(head: Buffer[], it: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
-  yield* head;
-  for (;;) {
-    const r = await it.next();
-    if (r.done) return;
-    yield r.value;
+  try {
+    yield* head;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  } finally {
+    await it.return?.();
   }
 }
 
@@ -139,6 +144,58 @@ async function decompressor(kind: Compression): Promise<NodeJS.ReadWriteStream> 
   return new DecompressStream();
 }
 
+/** Output chunk of the addon's gunzip: one threadpool step fills one. */
+const ISAL_CHUNK = 1 << 20;
+
+/**
+ * Decompresses a gzip stream with the addon's ISA-L (nativeGunzip). While the consumer works on
+ * one chunk, the next is being inflated on the threadpool. Chunks are fresh buffers, never
+ * reused: the tar parser keeps views of them. Errors in zlib's words ("unexpected end of file",
+ * "incorrect data check"...), as with node's zlib.
+ */
+async function* gunzipWith(isal: NativeGunzip, source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+  const it = source[Symbol.asyncIterator]();
+  const state = isal.open();
+  let input: Buffer = Buffer.alloc(0);
+  let out = Buffer.allocUnsafe(ISAL_CHUNK);
+  let filled = 0;
+  let step = isal.step(state, input, out);
+  try {
+    for (;;) {
+      const [read, written, status] = await step;
+      input = input.subarray(read);
+      filled += written;
+      if (status === GUNZIP_STATUS.OUTPUT_FULL) {
+        const full = out;
+        out = Buffer.allocUnsafe(ISAL_CHUNK);
+        filled = 0;
+        step = isal.step(state, input, out);
+        yield full;
+        continue;
+      }
+      if (status === GUNZIP_STATUS.END) {
+        if (filled) yield out.subarray(0, filled);
+        // The padding and what follows are ignored, but read: the layer digest covers them.
+        for (let r = await it.next(); !r.done; r = await it.next());
+        return;
+      }
+      const r = await it.next();
+      if (r.done) {
+        if (status === GUNZIP_STATUS.NEED_MORE) throw new Error('unexpected end of file');
+        if (filled) yield out.subarray(0, filled);
+        return;
+      }
+      input = r.value;
+      step = isal.step(state, input, out.subarray(filled));
+    }
+  } finally {
+    // A consumer that stops early (or an error) must not leave a step running on our buffers;
+    // then the source is closed (its file, its reader thread's read).
+    await step.catch(() => {});
+    await it.return?.();
+  }
+}
+
 /**
  * The uncompressed tar of a stored layer, decompressing by magic bytes. `reading` sees the
  * stored and the tar bytes (hashes, progress). Consume it to the end, then reading.verify().
@@ -157,6 +214,14 @@ export async function* layerTar(stored: AsyncIterable<Buffer>, reading: LayerRea
   const source = prepend(head, it);
   if (reading.compression === 'none') {
     for await (const c of source) {
+      reading.tar(c);
+      yield c;
+    }
+    return;
+  }
+  const isal = reading.compression === 'gzip' ? nativeGunzip() : null;
+  if (isal) {
+    for await (const c of gunzipWith(isal, source)) {
       reading.tar(c);
       yield c;
     }

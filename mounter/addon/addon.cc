@@ -11,6 +11,9 @@
 #include "syserror.h"
 #include "verityhash.h"
 #include "crc32c.h"
+#include "gunzip.h"
+
+#include <atomic>
 
 namespace {
 
@@ -227,6 +230,93 @@ Napi::Value NextDataExtent(const Napi::CallbackInfo& info) {
   });
 }
 
+// ---- gzip streams (gunzip.cc): each step runs on libuv's threadpool, as node's zlib does ----
+
+struct GunzipHandle {
+  GunzipStream* stream;
+  std::atomic<bool> busy{false};
+};
+
+class GunzipWorker : public Napi::AsyncWorker {
+ public:
+  GunzipWorker(Napi::Env env, GunzipHandle* h, Napi::Value handle, Napi::Uint8Array in, Napi::Uint8Array out)
+      : Napi::AsyncWorker(env, "unionblob:gunzip"),
+        deferred_(Napi::Promise::Deferred::New(env)),
+        h_(h),
+        in_(in.Data()),
+        in_len_(in.ByteLength()),
+        out_(out.Data()),
+        out_cap_(out.ByteLength()) {
+    // The handle and both buffers stay alive (not collected, not finalized) until the step is done.
+    Napi::Array keep = Napi::Array::New(env, 3);
+    keep.Set(0u, handle);
+    keep.Set(1u, in);
+    keep.Set(2u, out);
+    keep_ = Napi::Persistent(keep.As<Napi::Object>());
+  }
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    step_ = gunzip_step(h_->stream, in_, in_len_, out_, out_cap_);
+    if (step_.status == GunzipStatus::kError) SetError(step_.error);
+  }
+
+  void OnOK() override {
+    h_->busy = false;
+    Napi::Env env = Env();
+    Napi::Array r = Napi::Array::New(env, 3);
+    r.Set(0u, Napi::Number::New(env, static_cast<double>(step_.read)));
+    r.Set(1u, Napi::Number::New(env, static_cast<double>(step_.written)));
+    r.Set(2u, Napi::Number::New(env, static_cast<int>(step_.status)));
+    deferred_.Resolve(r);
+  }
+
+  void OnError(const Napi::Error& e) override {
+    h_->busy = false;
+    deferred_.Reject(Napi::Error::New(Env(), e.Message()).Value());
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  Napi::ObjectReference keep_;
+  GunzipHandle* h_;
+  const uint8_t* in_;
+  size_t in_len_;
+  uint8_t* out_;
+  size_t out_cap_;
+  GunzipStep step_{};
+};
+
+// gunzipOpen(): a gzip stream's state for gunzipStep, or null where the addon was built
+// without ISA-L.
+Napi::Value GunzipOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!gunzip_available()) return env.Null();
+  GunzipStream* stream = gunzip_new();
+  if (!stream) throw Napi::Error::New(env, "gunzipOpen: out of memory");
+  auto* h = new GunzipHandle{stream};
+  return Napi::External<GunzipHandle>::New(env, h, [](Napi::Env, GunzipHandle* h) {
+    gunzip_free(h->stream);
+    delete h;
+  });
+}
+
+// gunzipStep(state, input, output): inflates input into output on the threadpool; resolves to
+// [input bytes read, output bytes written, status] (status: gunzip.h's GunzipStatus), rejects
+// with zlib's words for corrupt data. One step at a time per state.
+Napi::Value GunzipStep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 3 || !info[0].IsExternal() || !info[1].IsTypedArray() || !info[2].IsTypedArray())
+    throw Napi::TypeError::New(env, "gunzipStep(state, input, output): a gunzipOpen() state and Uint8Arrays");
+  GunzipHandle* h = info[0].As<Napi::External<GunzipHandle>>().Data();
+  if (h->busy.exchange(true)) throw Napi::Error::New(env, "gunzipStep: the previous step of this stream is still running");
+  auto* w = new GunzipWorker(env, h, info[0], info[1].As<Napi::Uint8Array>(), info[2].As<Napi::Uint8Array>());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("fsMount", Napi::Function::New(env, FsMount, "fsMount"));
   exports.Set("moveMount", Napi::Function::New(env, MoveMount, "moveMount"));
@@ -238,6 +328,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("verityBlockHashes", Napi::Function::New(env, VerityBlockHashes, "verityBlockHashes"));
   exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
   exports.Set("nextDataExtent", Napi::Function::New(env, NextDataExtent, "nextDataExtent"));
+  exports.Set("gunzipOpen", Napi::Function::New(env, GunzipOpen, "gunzipOpen"));
+  exports.Set("gunzipStep", Napi::Function::New(env, GunzipStep, "gunzipStep"));
   if (crc32c_native_available()) exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
   return exports;
 }

@@ -6,12 +6,19 @@
   'targets': [
     {
       'target_name': 'unionblob',
-      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'objectfile.cc', 'syserror.cc', 'filetimes.cc', 'holes.cc', 'verityhash.cc', 'crc32c.cc', '../fuse/verity.c'],
+      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'objectfile.cc', 'syserror.cc', 'filetimes.cc', 'holes.cc', 'verityhash.cc', 'crc32c.cc', 'gunzip.cc', '../fuse/verity.c'],
       'include_dirs': ['../fuse'],
       'dependencies': ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       'defines': ['NAPI_VERSION=8'],
       'cflags_cc': ['-std=c++17', '-Wall', '-Wextra'],
       'cflags_c': ['-std=gnu11', '-Wall', '-Wextra'],
+      # ISA-L's igzip (Debian: libisal-dev) for gzip layers; without it the compiler uses node's zlib.
+      'conditions': [
+        ['<!(test -f /usr/include/isa-l/igzip_lib.h && echo 1 || echo 0)==1', {
+          'defines': ['UNIONBLOB_HAVE_ISAL'],
+          'libraries': ['-lisal'],
+        }],
+      ],
     },
   ],
 }

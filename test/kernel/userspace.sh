@@ -49,9 +49,11 @@ ROOTFS_TAR=
 [ -f "$IMAGES_JSON" ] && ROOTFS_TAR=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).rootfsTar ?? "")' "$IMAGES_JSON")
 [ -f "$ROOTFS_TAR" ] || { echo "UBTEST fail system-image no rootfs tarball (test/fixtures/make-images.sh, see $WORK/make-images.log)"; exit 1; }
 TOOLS="$(command -v node) /usr/bin/fsverity /usr/bin/mkfs.erofs /usr/bin/getfattr /usr/bin/setfattr"
+# The addon itself comes with the work disk; the libraries it links (libisal) go into the system.
+ADDON_LIBS=$(ldd "$REPO/mounter/addon/build/Release/unionblob.node" | awk '/=> \// {print $3}' | sort)
 key=$( {
 	echo "$SYS_VERSION $(stat -c '%n %s %Y' "$ROOTFS_TAR")"
-	for t in $TOOLS /bin/busybox; do stat -c '%n %s %Y' "$(readlink -f "$t")"; done
+	for t in $TOOLS /bin/busybox $ADDON_LIBS; do stat -c '%n %s %Y' "$(readlink -f "$t")"; done
 } | sha256sum | cut -c1-16)
 SYS_IMG=$CACHE/userspace/system-$key.img
 if [ ! -f "$SYS_IMG" ]; then
@@ -63,6 +65,9 @@ if [ ! -f "$SYS_IMG" ]; then
 		for lib in $(ldd "$b" | awk '/=>/ {print $3}'); do
 			[ -e "$root/usr/lib/x86_64-linux-gnu/$(basename "$lib")" ] || cp -L "$lib" "$root/usr/lib/x86_64-linux-gnu/"
 		done
+	done
+	for lib in $ADDON_LIBS; do
+		[ -e "$root/usr/lib/x86_64-linux-gnu/$(basename "$lib")" ] || cp -L "$lib" "$root/usr/lib/x86_64-linux-gnu/"
 	done
 	cp /bin/busybox "$root/usr/local/bin/busybox"
 	mkdir -p "$root/work"
