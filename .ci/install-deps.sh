@@ -17,8 +17,8 @@ PKGS=(
   docker-registry openssl
   # build benchmark (bench/build): peak RSS of a child via /usr/bin/time
   time
-  # ISA-L's igzip for gzip layers (the addon, mounter/addon/gunzip.cc)
-  libisal-dev
+  # layer decompression off the main thread (the addon: gunzip.cc with ISA-L, unzstd.cc with libzstd)
+  libisal-dev libzstd-dev
 )
 
 installed() {

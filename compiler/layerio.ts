@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import zlib from 'node:zlib';
 
-import { GUNZIP_STATUS, nativeGunzip, type NativeGunzip } from '../mounter/addon.js';
+import { DECOMPRESS_STATUS, nativeDecompressor, type NativeDecompressor } from '../mounter/addon.js';
 import type { ReaderHash, ReaderMessage, ReaderRequest } from './layer-reader.js';
 
 export type Compression = 'none' | 'gzip' | 'zstd';
@@ -16,6 +16,8 @@ const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
 export function detectCompression(head: Uint8Array): Compression {
   if (head.length >= 2 && head[0] === GZIP_MAGIC[0] && head[1] === GZIP_MAGIC[1]) return 'gzip';
   if (head.length >= 4 && ZSTD_MAGIC.every((b, i) => head[i] === b)) return 'zstd';
+  // A zstd skippable frame (0x184D2A50-5F, little-endian) first: zstd too, as containerd says.
+  if (head.length >= 4 && (head[0] & 0xf0) === 0x50 && head[1] === 0x2a && head[2] === 0x4d && head[3] === 0x18) return 'zstd';
   return 'none';
 }
 
@@ -144,36 +146,39 @@ async function decompressor(kind: Compression): Promise<NodeJS.ReadWriteStream> 
   return new DecompressStream();
 }
 
-/** Output chunk of the addon's gunzip: one threadpool step fills one. */
-const ISAL_CHUNK = 1 << 20;
+/** Output chunk of the addon's decompressors: one threadpool step fills one. */
+const NATIVE_CHUNK = 1 << 20;
+
+/** What a stream that stops inside a member or frame says: the words of node's zlib and zstd-napi. */
+const TRUNCATED = { gzip: 'unexpected end of file', zstd: 'Stream ended in middle of compressed data frame' } as const;
 
 /**
- * Decompresses a gzip stream with the addon's ISA-L (nativeGunzip). While the consumer works on
- * one chunk, the next is being inflated on the threadpool. Chunks are fresh buffers, never
- * reused: the tar parser keeps views of them. Errors in zlib's words ("unexpected end of file",
- * "incorrect data check"...), as with node's zlib.
+ * Decompresses with the addon (nativeDecompressor: ISA-L for gzip, libzstd for zstd). While the
+ * consumer works on one chunk, the next is being decompressed on the threadpool. Chunks are
+ * fresh buffers, never reused: the tar parser keeps views of them. Errors in the words of the
+ * JavaScript decompressors ("unexpected end of file", "incorrect data check"...).
  */
-async function* gunzipWith(isal: NativeGunzip, source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+async function* decompressWith(native: NativeDecompressor, truncated: string, source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   const it = source[Symbol.asyncIterator]();
-  const state = isal.open();
+  const state = native.open();
   let input: Buffer = Buffer.alloc(0);
-  let out = Buffer.allocUnsafe(ISAL_CHUNK);
+  let out = Buffer.allocUnsafe(NATIVE_CHUNK);
   let filled = 0;
-  let step = isal.step(state, input, out);
+  let step = native.step(state, input, out);
   try {
     for (;;) {
       const [read, written, status] = await step;
       input = input.subarray(read);
       filled += written;
-      if (status === GUNZIP_STATUS.OUTPUT_FULL) {
+      if (status === DECOMPRESS_STATUS.OUTPUT_FULL) {
         const full = out;
-        out = Buffer.allocUnsafe(ISAL_CHUNK);
+        out = Buffer.allocUnsafe(NATIVE_CHUNK);
         filled = 0;
-        step = isal.step(state, input, out);
+        step = native.step(state, input, out);
         yield full;
         continue;
       }
-      if (status === GUNZIP_STATUS.END) {
+      if (status === DECOMPRESS_STATUS.END) {
         if (filled) yield out.subarray(0, filled);
         // The padding and what follows are ignored, but read: the layer digest covers them.
         for (let r = await it.next(); !r.done; r = await it.next());
@@ -181,12 +186,12 @@ async function* gunzipWith(isal: NativeGunzip, source: AsyncIterable<Buffer>): A
       }
       const r = await it.next();
       if (r.done) {
-        if (status === GUNZIP_STATUS.NEED_MORE) throw new Error('unexpected end of file');
+        if (status === DECOMPRESS_STATUS.NEED_MORE) throw new Error(truncated);
         if (filled) yield out.subarray(0, filled);
         return;
       }
       input = r.value;
-      step = isal.step(state, input, out.subarray(filled));
+      step = native.step(state, input, out.subarray(filled));
     }
   } finally {
     // A consumer that stops early (or an error) must not leave a step running on our buffers;
@@ -219,9 +224,9 @@ export async function* layerTar(stored: AsyncIterable<Buffer>, reading: LayerRea
     }
     return;
   }
-  const isal = reading.compression === 'gzip' ? nativeGunzip() : null;
-  if (isal) {
-    for await (const c of gunzipWith(isal, source)) {
+  const native = nativeDecompressor(reading.compression);
+  if (native) {
+    for await (const c of decompressWith(native, TRUNCATED[reading.compression], source)) {
       reading.tar(c);
       yield c;
     }

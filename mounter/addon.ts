@@ -52,32 +52,35 @@ interface Native {
   nextDataExtent?(fd: number, offset: number): [number, number] | null;
   /** Only where the CPU has SSE4.2's crc32 instruction. */
   crc32c?(data: Uint8Array, previous: number): number;
-  /** Absent from builds that predate them; gunzipOpen() is null in builds without ISA-L. */
-  gunzipOpen?(): GunzipState | null;
-  gunzipStep?(state: GunzipState, input: Uint8Array, output: Uint8Array): Promise<[number, number, GunzipStatus]>;
+  /** Absent from builds that predate them; decompressOpen() is null in builds without the codec's library. */
+  decompressOpen?(codec: DecompressCodec): DecompressState | null;
+  decompressStep?(state: DecompressState, input: Uint8Array, output: Uint8Array): Promise<[number, number, DecompressStatus]>;
 }
 
-/** A gzip stream's state inside the addon (gunzip.cc), opaque here. */
-export type GunzipState = { readonly __gunzip: unique symbol };
+/** The layer compressions the addon decompresses: gzip with ISA-L, zstd with libzstd. */
+export type DecompressCodec = 'gzip' | 'zstd';
 
-/** gunzip.h's GunzipStatus: why a step stopped. */
-export const GUNZIP_STATUS = {
+/** A decompression stream's state inside the addon (gunzip.cc, unzstd.cc), opaque here. */
+export type DecompressState = { readonly __decompress: unique symbol };
+
+/** decompress.h's DecompressStatus: why a step stopped. */
+export const DECOMPRESS_STATUS = {
   /** The output is full; call again with the input left. */
   OUTPUT_FULL: 0,
-  /** The input is used up at the end of a member: the stream may end here. */
+  /** The input is used up at the end of a member (gzip) or frame (zstd): the stream may end here. */
   NEED_INPUT: 1,
-  /** The input is used up inside a member: more must come. */
+  /** The input is used up inside a member or frame: more must come. */
   NEED_MORE: 2,
-  /** Zero bytes after a member: padding; the rest of the input is ignored. */
+  /** gzip: zero bytes after a member, padding; the rest of the input is ignored. */
   END: 3,
 } as const;
-export type GunzipStatus = (typeof GUNZIP_STATUS)[keyof typeof GUNZIP_STATUS];
+export type DecompressStatus = (typeof DECOMPRESS_STATUS)[keyof typeof DECOMPRESS_STATUS];
 
-/** ISA-L's streaming gunzip in the addon, a step at a time on libuv's threadpool. */
-export interface NativeGunzip {
-  open(): GunzipState;
-  /** Resolves to [input bytes read, output bytes written, status]; rejects with zlib's words for corrupt data. */
-  step(state: GunzipState, input: Uint8Array, output: Uint8Array): Promise<[number, number, GunzipStatus]>;
+/** One codec's streaming decompression in the addon, a step at a time on libuv's threadpool. */
+export interface NativeDecompressor {
+  open(): DecompressState;
+  /** Resolves to [input bytes read, output bytes written, status]; rejects with the codec's words for corrupt data. */
+  step(state: DecompressState, input: Uint8Array, output: Uint8Array): Promise<[number, number, DecompressStatus]>;
 }
 
 /** The addon is not built (as opposed to built and failing to load). */
@@ -282,26 +285,34 @@ export function nativeBlockHasher(): ((data: Uint8Array, out: Uint8Array) => num
 }
 
 /**
- * The addon's gzip decompression (gunzip.cc: ISA-L's igzip, 2.5-3x the speed of node's zlib on
- * container layers), or null where the addon is not built, does not load, predates it or was
- * built without libisal-dev, or UNIONBLOB_GUNZIP=zlib asks for node's zlib (the tests compare
- * the two).
+ * The addon's decompression of a codec, off the main thread: gzip with ISA-L's igzip (gunzip.cc,
+ * 2.5-3x the speed of node's zlib on container layers), zstd with libzstd (unzstd.cc; zstd-napi
+ * decompresses on the main thread). Null where the addon is not built, does not load, predates
+ * it or was built without the codec's library (libisal-dev, libzstd-dev), or
+ * UNIONBLOB_DECOMPRESS=js asks for node's zlib and zstd-napi (the tests compare the two).
  */
-export function nativeGunzip(): NativeGunzip | null {
-  if (process.env.UNIONBLOB_GUNZIP === 'zlib') return null;
-  const open = optionalFunction('gunzipOpen');
-  const step = optionalFunction('gunzipStep');
+export function nativeDecompressor(codec: DecompressCodec): NativeDecompressor | null {
+  if (process.env.UNIONBLOB_DECOMPRESS === 'js') return null;
+  if (!decompressors.has(codec)) decompressors.set(codec, findDecompressor(codec));
+  return decompressors.get(codec)!;
+}
+
+const decompressors = new Map<DecompressCodec, NativeDecompressor | null>();
+
+function findDecompressor(codec: DecompressCodec): NativeDecompressor | null {
+  const open = optionalFunction('decompressOpen');
+  const step = optionalFunction('decompressStep');
   if (!open || !step) return null;
   try {
-    if (open() === null) return null;
+    if (open(codec) === null) return null;
   } catch {
     return null;
   }
-  return { open: () => open()!, step };
+  return { open: () => open(codec)!, step };
 }
 
 /** An optional function of the addon, or null where it is not built, does not load or lacks it. */
-function optionalFunction<K extends 'verityDigest' | 'verityBlockHashes' | 'crc32c' | 'setTimes' | 'gunzipOpen' | 'gunzipStep'>(name: K): NonNullable<Native[K]> | null {
+function optionalFunction<K extends 'verityDigest' | 'verityBlockHashes' | 'crc32c' | 'setTimes' | 'decompressOpen' | 'decompressStep'>(name: K): NonNullable<Native[K]> | null {
   if (!addonBuilt()) return null;
   try {
     const fn = loadAddon()[name];

@@ -12,6 +12,7 @@
 #include "verityhash.h"
 #include "crc32c.h"
 #include "gunzip.h"
+#include "unzstd.h"
 
 #include <atomic>
 
@@ -230,17 +231,29 @@ Napi::Value NextDataExtent(const Napi::CallbackInfo& info) {
   });
 }
 
-// ---- gzip streams (gunzip.cc): each step runs on libuv's threadpool, as node's zlib does ----
+// ---- layer decompression (gunzip.cc, unzstd.cc): each step on libuv's threadpool, as node's zlib ----
 
-struct GunzipHandle {
-  GunzipStream* stream;
+enum class Codec { kGzip, kZstd };
+
+struct DecompressHandle {
+  Codec codec;
+  GunzipStream* gzip = nullptr;
+  UnzstdStream* zstd = nullptr;
   std::atomic<bool> busy{false};
+
+  DecompressStep step(const uint8_t* in, size_t in_len, uint8_t* out, size_t out_cap) {
+    return codec == Codec::kGzip ? gunzip_step(gzip, in, in_len, out, out_cap) : unzstd_step(zstd, in, in_len, out, out_cap);
+  }
+  ~DecompressHandle() {
+    gunzip_free(gzip);
+    unzstd_free(zstd);
+  }
 };
 
-class GunzipWorker : public Napi::AsyncWorker {
+class DecompressWorker : public Napi::AsyncWorker {
  public:
-  GunzipWorker(Napi::Env env, GunzipHandle* h, Napi::Value handle, Napi::Uint8Array in, Napi::Uint8Array out)
-      : Napi::AsyncWorker(env, "unionblob:gunzip"),
+  DecompressWorker(Napi::Env env, DecompressHandle* h, Napi::Value handle, Napi::Uint8Array in, Napi::Uint8Array out)
+      : Napi::AsyncWorker(env, "unionblob:decompress"),
         deferred_(Napi::Promise::Deferred::New(env)),
         h_(h),
         in_(in.Data()),
@@ -258,8 +271,8 @@ class GunzipWorker : public Napi::AsyncWorker {
   Napi::Promise Promise() { return deferred_.Promise(); }
 
   void Execute() override {
-    step_ = gunzip_step(h_->stream, in_, in_len_, out_, out_cap_);
-    if (step_.status == GunzipStatus::kError) SetError(step_.error);
+    step_ = h_->step(in_, in_len_, out_, out_cap_);
+    if (step_.status == DecompressStatus::kError) SetError(step_.error);
   }
 
   void OnOK() override {
@@ -280,38 +293,52 @@ class GunzipWorker : public Napi::AsyncWorker {
  private:
   Napi::Promise::Deferred deferred_;
   Napi::ObjectReference keep_;
-  GunzipHandle* h_;
+  DecompressHandle* h_;
   const uint8_t* in_;
   size_t in_len_;
   uint8_t* out_;
   size_t out_cap_;
-  GunzipStep step_{};
+  DecompressStep step_{};
 };
 
-// gunzipOpen(): a gzip stream's state for gunzipStep, or null where the addon was built
-// without ISA-L.
-Napi::Value GunzipOpen(const Napi::CallbackInfo& info) {
+// decompressOpen(codec: 'gzip' | 'zstd'): a stream's state for decompressStep, or null where
+// the addon was built without the codec's library (ISA-L, libzstd).
+Napi::Value DecompressOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!gunzip_available()) return env.Null();
-  GunzipStream* stream = gunzip_new();
-  if (!stream) throw Napi::Error::New(env, "gunzipOpen: out of memory");
-  auto* h = new GunzipHandle{stream};
-  return Napi::External<GunzipHandle>::New(env, h, [](Napi::Env, GunzipHandle* h) {
-    gunzip_free(h->stream);
+  std::string name = string_arg(info, 0, "codec");
+  auto* h = new DecompressHandle{};
+  bool available;
+  if (name == "gzip") {
+    h->codec = Codec::kGzip;
+    available = gunzip_available();
+    if (available) h->gzip = gunzip_new();
+  } else if (name == "zstd") {
+    h->codec = Codec::kZstd;
+    available = unzstd_available();
+    if (available) h->zstd = unzstd_new();
+  } else {
     delete h;
-  });
+    throw Napi::TypeError::New(env, "decompressOpen: codec must be 'gzip' or 'zstd'");
+  }
+  if (!h->gzip && !h->zstd) {
+    delete h;
+    if (available) throw Napi::Error::New(env, "decompressOpen: out of memory");
+    return env.Null();
+  }
+  return Napi::External<DecompressHandle>::New(env, h, [](Napi::Env, DecompressHandle* h) { delete h; });
 }
 
-// gunzipStep(state, input, output): inflates input into output on the threadpool; resolves to
-// [input bytes read, output bytes written, status] (status: gunzip.h's GunzipStatus), rejects
-// with zlib's words for corrupt data. One step at a time per state.
-Napi::Value GunzipStep(const Napi::CallbackInfo& info) {
+// decompressStep(state, input, output): decompresses input into output on the threadpool;
+// resolves to [input bytes read, output bytes written, status] (decompress.h), rejects with the
+// codec's words for corrupt data. One step at a time per state.
+Napi::Value DecompressStepJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 3 || !info[0].IsExternal() || !info[1].IsTypedArray() || !info[2].IsTypedArray())
-    throw Napi::TypeError::New(env, "gunzipStep(state, input, output): a gunzipOpen() state and Uint8Arrays");
-  GunzipHandle* h = info[0].As<Napi::External<GunzipHandle>>().Data();
-  if (h->busy.exchange(true)) throw Napi::Error::New(env, "gunzipStep: the previous step of this stream is still running");
-  auto* w = new GunzipWorker(env, h, info[0], info[1].As<Napi::Uint8Array>(), info[2].As<Napi::Uint8Array>());
+    throw Napi::TypeError::New(env, "decompressStep(state, input, output): a decompressOpen() state and Uint8Arrays");
+  DecompressHandle* h = info[0].As<Napi::External<DecompressHandle>>().Data();
+  if (info[2].As<Napi::Uint8Array>().ByteLength() == 0) throw Napi::RangeError::New(env, "decompressStep: empty output");
+  if (h->busy.exchange(true)) throw Napi::Error::New(env, "decompressStep: the previous step of this stream is still running");
+  auto* w = new DecompressWorker(env, h, info[0], info[1].As<Napi::Uint8Array>(), info[2].As<Napi::Uint8Array>());
   Napi::Promise p = w->Promise();
   w->Queue();
   return p;
@@ -328,8 +355,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("verityBlockHashes", Napi::Function::New(env, VerityBlockHashes, "verityBlockHashes"));
   exports.Set("setTimes", Napi::Function::New(env, SetTimes, "setTimes"));
   exports.Set("nextDataExtent", Napi::Function::New(env, NextDataExtent, "nextDataExtent"));
-  exports.Set("gunzipOpen", Napi::Function::New(env, GunzipOpen, "gunzipOpen"));
-  exports.Set("gunzipStep", Napi::Function::New(env, GunzipStep, "gunzipStep"));
+  exports.Set("decompressOpen", Napi::Function::New(env, DecompressOpen, "decompressOpen"));
+  exports.Set("decompressStep", Napi::Function::New(env, DecompressStepJs, "decompressStep"));
   if (crc32c_native_available()) exports.Set("crc32c", Napi::Function::New(env, Crc32c, "crc32c"));
   return exports;
 }

@@ -6,7 +6,7 @@
   'targets': [
     {
       'target_name': 'unionblob',
-      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'objectfile.cc', 'syserror.cc', 'filetimes.cc', 'holes.cc', 'verityhash.cc', 'crc32c.cc', 'gunzip.cc', '../fuse/verity.c'],
+      'sources': ['addon.cc', 'fsmount.cc', 'fsverity.cc', 'objectfile.cc', 'syserror.cc', 'filetimes.cc', 'holes.cc', 'verityhash.cc', 'crc32c.cc', 'gunzip.cc', 'unzstd.cc', '../fuse/verity.c'],
       'include_dirs': ['../fuse'],
       'dependencies': ["<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"],
       'defines': ['NAPI_VERSION=8'],
@@ -17,6 +17,11 @@
         ['<!(test -f /usr/include/isa-l/igzip_lib.h && echo 1 || echo 0)==1', {
           'defines': ['UNIONBLOB_HAVE_ISAL'],
           'libraries': ['-lisal'],
+        }],
+        # libzstd (libzstd-dev) for zstd layers off the main thread; without it, zstd-napi.
+        ['<!(test -f /usr/include/zstd.h && echo 1 || echo 0)==1', {
+          'defines': ['UNIONBLOB_HAVE_ZSTD'],
+          'libraries': ['-lzstd'],
         }],
       ],
     },

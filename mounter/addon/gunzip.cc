@@ -144,20 +144,20 @@ GunzipStream* gunzip_new() {
 
 void gunzip_free(GunzipStream* s) { delete s; }
 
-GunzipStep gunzip_step(GunzipStream* s, const uint8_t* in, size_t in_len, uint8_t* out, size_t out_cap) {
-  GunzipStep step{GunzipStatus::kNeedMore, 0, 0, nullptr};
+DecompressStep gunzip_step(GunzipStream* s, const uint8_t* in, size_t in_len, uint8_t* out, size_t out_cap) {
+  DecompressStep step{DecompressStatus::kNeedMore, 0, 0, nullptr};
   // ISA-L counts in 32 bits.
   if (in_len > UINT_MAX) in_len = UINT_MAX;
   if (out_cap > UINT_MAX) out_cap = UINT_MAX;
   for (;;) {
     if (s->phase == Phase::kEnded) {
-      step.status = GunzipStatus::kEnd;
+      step.status = DecompressStatus::kEnd;
       step.read = in_len;  // padding and whatever follows it
       return step;
     }
     if (s->phase == Phase::kBetweenMembers) {
       if (step.read == in_len) {
-        step.status = GunzipStatus::kNeedInput;
+        step.status = DecompressStatus::kNeedInput;
         return step;
       }
       // node's zlib takes a zero byte after a member for padding and ignores the rest.
@@ -170,19 +170,19 @@ GunzipStep gunzip_step(GunzipStream* s, const uint8_t* in, size_t in_len, uint8_
     if (s->phase == Phase::kHeader) {
       for (; step.read < in_len && s->header.field != Field::kDone; step.read++) {
         if (const char* e = header_byte(s->header, in[step.read])) {
-          step.status = GunzipStatus::kError;
+          step.status = DecompressStatus::kError;
           step.error = e;
           return step;
         }
       }
       if (s->header.field != Field::kDone) {
-        step.status = GunzipStatus::kNeedMore;
+        step.status = DecompressStatus::kNeedMore;
         return step;
       }
       start_body(s);
     }
     if (step.written == out_cap) {
-      step.status = GunzipStatus::kOutputFull;
+      step.status = DecompressStatus::kOutputFull;
       return step;
     }
     s->st.next_in = const_cast<uint8_t*>(in + step.read);
@@ -193,7 +193,7 @@ GunzipStep gunzip_step(GunzipStream* s, const uint8_t* in, size_t in_len, uint8_
     step.read = in_len - s->st.avail_in;
     step.written = out_cap - s->st.avail_out;
     if (r < 0 || r > ISAL_OUT_OVERFLOW) {  // above: a dictionary or a header field buffer it wants
-      step.status = GunzipStatus::kError;
+      step.status = DecompressStatus::kError;
       step.error = isal_error_text(r);
       return step;
     }
@@ -204,7 +204,7 @@ GunzipStep gunzip_step(GunzipStream* s, const uint8_t* in, size_t in_len, uint8_
     if (step.written == out_cap) continue;  // reported as kOutputFull above
     // isal_inflate returns with room left only when the input is used up; anything else would
     // loop for ever.
-    step.status = step.read == in_len ? GunzipStatus::kNeedMore : GunzipStatus::kError;
+    step.status = step.read == in_len ? DecompressStatus::kNeedMore : DecompressStatus::kError;
     if (step.read != in_len) step.error = "corrupt gzip data";
     return step;
   }
@@ -216,8 +216,8 @@ struct GunzipStream {};
 bool gunzip_available() { return false; }
 GunzipStream* gunzip_new() { return nullptr; }
 void gunzip_free(GunzipStream*) {}
-GunzipStep gunzip_step(GunzipStream*, const uint8_t*, size_t, uint8_t*, size_t) {
-  return {GunzipStatus::kError, 0, 0, "built without ISA-L"};
+DecompressStep gunzip_step(GunzipStream*, const uint8_t*, size_t, uint8_t*, size_t) {
+  return {DecompressStatus::kError, 0, 0, "built without ISA-L"};
 }
 
 #endif

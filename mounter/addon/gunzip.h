@@ -7,8 +7,7 @@
 // elsewhere gunzip_available() is false and the compiler keeps node's zlib.
 #pragma once
 
-#include <cstddef>
-#include <cstdint>
+#include "decompress.h"
 
 struct GunzipStream;
 
@@ -18,21 +17,7 @@ bool gunzip_available();
 GunzipStream* gunzip_new();
 void gunzip_free(GunzipStream* s);
 
-enum class GunzipStatus : int {
-  kOutputFull = 0,   // out is full; call again with the input left
-  kNeedInput = 1,    // input used up at the end of a member: the stream may end here
-  kNeedMore = 2,     // input used up inside a member: more must come ("unexpected end of file")
-  kEnd = 3,          // zero bytes after a member: padding, the rest of the input is ignored
-  kError = 4,
-};
-
-struct GunzipStep {
-  GunzipStatus status;
-  size_t read;     // input bytes consumed
-  size_t written;  // output bytes produced
-  const char* error;  // kError: zlib's wording, so both decompressors say the same
-};
-
 // Inflates in[0, in_len) into out[0, out_cap) until the output is full, the input is used up or
 // the stream ends. Several members in a row are one stream, as gzip(1) and node's zlib read them.
-GunzipStep gunzip_step(GunzipStream* s, const uint8_t* in, size_t in_len, uint8_t* out, size_t out_cap);
+// Errors in zlib's words.
+DecompressStep gunzip_step(GunzipStream* s, const uint8_t* in, size_t in_len, uint8_t* out, size_t out_cap);

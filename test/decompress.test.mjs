@@ -1,10 +1,12 @@
-// The addon's gzip decompression (mounter/addon/gunzip.cc: ISA-L's igzip) behind
-// compiler/layerio.ts's layerTar, against node's zlib as the reference: the same bytes for every
-// stream (several members, padding, every optional header field, stored blocks, an output many
-// times its input), whatever the chunking of the stored bytes; a failure for every stream zlib
-// refuses (truncated anywhere, a flipped byte anywhere, bad trailers, garbage after a member),
-// in zlib's words; a consumer that stops early closes the source. Also: a build with ISA-L and
-// one with node's zlib (UNIONBLOB_GUNZIP=zlib) give the same blob.
+// The addon's layer decompression behind compiler/layerio.ts's layerTar: gzip with ISA-L's igzip
+// (mounter/addon/gunzip.cc) against node's zlib, zstd with libzstd (unzstd.cc) against
+// zstd-napi, the JavaScript decompressors it replaces. The same bytes for every stream (several
+// members or frames, padding, every optional gzip header field, skippable zstd frames, stored
+// blocks, an output many times its input), whatever the chunking of the stored bytes; a failure
+// for every stream the reference refuses (truncated anywhere, a flipped byte anywhere, bad
+// trailers, garbage after a member), in its words; a consumer that stops early closes the
+// source. Also: builds with the addon and with the JavaScript decompressors
+// (UNIONBLOB_DECOMPRESS=js) give the same blob.
 import test from 'ava';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -12,8 +14,9 @@ import path from 'node:path';
 import zlib from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { compress as zstdCompress, DecompressStream } from 'zstd-napi';
 import { layerTar, LayerReading } from '../dist/compiler/layerio.js';
-import { nativeGunzip } from '../dist/mounter/addon.js';
+import { nativeDecompressor } from '../dist/mounter/addon.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CFS = path.join(ROOT, 'bin', 'cfs');
@@ -60,13 +63,37 @@ async function inflate(buf, sizes = [buf.length]) {
   return { data: Buffer.concat(parts) };
 }
 
-/** node's zlib: the reference. */
+/** node's zlib: the reference for gzip. */
 function reference(buf) {
   try {
     return { data: zlib.gunzipSync(buf) };
   } catch (err) {
     return { error: err.message };
   }
+}
+
+/** zstd-napi's stream, as layerTar used it: the reference for zstd. */
+async function zstdReference(buf) {
+  const parts = [];
+  try {
+    const d = new DecompressStream();
+    const done = (async () => {
+      for await (const c of d) parts.push(c);
+    })();
+    d.end(buf);
+    await done;
+  } catch (err) {
+    return { error: err.message };
+  }
+  return { data: Buffer.concat(parts) };
+}
+
+/** A zstd skippable frame (RFC 8878 3.1.2): metadata any reader passes over. */
+function skippable(data, variant = 0) {
+  const head = Buffer.alloc(8);
+  head.writeUInt32LE(0x184d2a50 + variant, 0);
+  head.writeUInt32LE(data.length, 4);
+  return Buffer.concat([head, data]);
 }
 
 /** A gzip member written by hand, with the optional header fields (RFC 1952) asked for. */
@@ -104,10 +131,9 @@ function crc32(buf) {
   return ~c >>> 0;
 }
 
-const native = nativeGunzip();
-
-test('the addon decompresses gzip with ISA-L (libisal-dev at build time; .ci/install-deps.sh installs it)', (t) => {
-  t.truthy(native, 'nativeGunzip() is null: the addon was built without ISA-L, or is not built');
+test('the addon decompresses gzip with ISA-L and zstd with libzstd (libisal-dev, libzstd-dev at build time; .ci/install-deps.sh installs them)', (t) => {
+  t.truthy(nativeDecompressor('gzip'), 'nativeDecompressor("gzip") is null: the addon was built without ISA-L, or is not built');
+  t.truthy(nativeDecompressor('zstd'), 'nativeDecompressor("zstd") is null: the addon was built without libzstd, or is not built');
 });
 
 const STREAMS = (() => {
@@ -136,17 +162,19 @@ const CHUNKINGS = [
   ['odd sizes', () => [1, 2, 3, 5, 8, 13, 4093, 65_537, 10, 300_001]],
 ];
 
+/** layerTar gives the reference's bytes for `stream`, whatever the chunking. */
+async function sameBytes(t, stream, want, referenceName) {
+  t.falsy(want.error, `${referenceName} refuses the test's own stream: ${want.error}`);
+  for (const [how, sizes] of CHUNKINGS) {
+    const got = await inflate(stream, sizes(stream));
+    t.falsy(got.error, `${how}: ${got.error}`);
+    t.is(got.data?.length, want.data.length, how);
+    t.true(got.data?.equals(want.data), `${how}: content differs`);
+  }
+}
+
 for (const [name, stream] of STREAMS) {
-  test(`the same bytes as node's zlib: ${name}`, async (t) => {
-    const want = reference(stream);
-    t.falsy(want.error, `zlib refuses the test's own stream: ${want.error}`);
-    for (const [how, sizes] of CHUNKINGS) {
-      const got = await inflate(stream, sizes(stream));
-      t.falsy(got.error, `${how}: ${got.error}`);
-      t.is(got.data?.length, want.data.length, how);
-      t.true(got.data?.equals(want.data), `${how}: content differs`);
-    }
-  });
+  test(`the same bytes as node's zlib: ${name}`, (t) => sameBytes(t, stream, reference(stream), 'zlib'));
 }
 
 test('one byte at a time: a stream with every header field and two members', async (t) => {
@@ -246,21 +274,75 @@ test('a consumer that stops early: the source is closed, nothing left running', 
   }, { message: 'disk on fire' });
 });
 
-test('cfs build: ISA-L and node\'s zlib give the same blob (examples/hello-oci.tar, gzip layers)', (t) => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-gunzip-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const blobs = [];
-  for (const mode of ['', 'zlib']) {
-    const out = path.join(dir, `${mode || 'isal'}.ub`);
-    const r = spawnSync(process.execPath, [CFS, 'build', path.join(ROOT, 'examples', 'hello-oci.tar'), '-o', out, '--store', path.join(dir, `store-${mode || 'isal'}`)], {
-      encoding: 'utf8',
-      env: { ...process.env, UNIONBLOB_GUNZIP: mode },
-    });
-    t.is(r.status, 0, r.stderr);
-    blobs.push(fs.readFileSync(out));
+const ZSTD_STREAMS = (() => {
+  const a = content(3 << 20, 11);
+  const small = content(20_000, 12);
+  const frames = [];
+  for (let i = 0; i < 30; i++) frames.push(zstdCompress(content(i * 1499, 200 + i), { compressionLevel: 1 + (i % 19), checksumFlag: i % 2 === 0 }));
+  return [
+    ['3 MiB at level 3', zstdCompress(a)],
+    ['3 MiB at level 19 with a checksum', zstdCompress(a, { compressionLevel: 19, checksumFlag: true })],
+    ['30 frames, empty ones included', Buffer.concat(frames)],
+    ['skippable frames before, between and after', Buffer.concat([skippable(Buffer.from('meta')), zstdCompress(small), skippable(Buffer.alloc(70_000, 1), 15), zstdCompress(a.subarray(0, 50_000)), skippable(Buffer.alloc(0), 3)])],
+    ['96 MiB of zeros', zstdCompress(Buffer.alloc(96 << 20), { compressionLevel: 9 })],
+    ['an empty frame alone', zstdCompress(Buffer.alloc(0))],
+  ];
+})();
+
+for (const [name, stream] of ZSTD_STREAMS) {
+  test(`zstd: the same bytes as zstd-napi: ${name}`, async (t) => sameBytes(t, stream, await zstdReference(stream), 'zstd-napi'));
+}
+
+test('zstd: truncated at every length, one byte at a time, and flipped bytes: as zstd-napi says', async (t) => {
+  const first = zstdCompress(content(3000, 13), { checksumFlag: true });
+  const s = Buffer.concat([first, skippable(Buffer.from('x')), zstdCompress(content(2000, 14))]);
+  const whole = await inflate(s, [1]);
+  t.true(whole.data?.equals((await zstdReference(s)).data), 'one byte at a time');
+  let checked = 0;
+  for (let n = 4; n < s.length; n++) {
+    const want = await zstdReference(s.subarray(0, n));
+    const got = await inflate(s.subarray(0, n), [333]);
+    t.deepEqual(got.error ? { error: got.error } : { length: got.data.length }, want.error ? { error: want.error } : { length: want.data.length }, `cut at ${n} of ${s.length}`);
+    checked++;
   }
-  t.true(blobs[0].equals(blobs[1]));
-  // the example's layers are gzip, so ISA-L did decompress them
-  const layers = spawnSync('tar', ['-xOf', path.join(ROOT, 'examples', 'hello-oci.tar'), '--wildcards', 'blobs/sha256/*'], { maxBuffer: 1 << 30 });
+  t.is(checked, s.length - 4);
+  const r = rng(21);
+  let refused = 0;
+  let flips = 0;
+  for (let pos = 4; pos < first.length; pos += 1 + Math.floor(r() * 3), flips++) {
+    const bad = Buffer.from(first);
+    bad[pos] ^= 1 << Math.floor(r() * 8);
+    const want = await zstdReference(bad);
+    const got = await inflate(bad, [100]);
+    if (want.error) refused++;
+    t.deepEqual(got.error ? { error: got.error } : { data: got.data.toString('hex') }, want.error ? { error: want.error } : { data: want.data.toString('hex') }, `flip at ${pos}`);
+  }
+  t.true(refused > flips / 2, `${refused} refusals of ${flips}`);
+});
+
+test('cfs build: the addon\'s decompressors and the JavaScript ones give the same blob (gzip and zstd layers)', (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-decompress-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // examples/hello-oci.tar's layers are gzip; a zstd copy of the same image is made here
+  const example = path.join(ROOT, 'examples', 'hello-oci.tar');
+  const layers = spawnSync('tar', ['-xOf', example, '--wildcards', 'blobs/sha256/*'], { maxBuffer: 1 << 30 });
   t.true(layers.stdout.includes(Buffer.from([0x1f, 0x8b, 8])), 'no gzip data in examples/hello-oci.tar');
+  const zstdLayout = path.join(dir, 'zstd');
+  const r0 = spawnSync('skopeo', ['copy', '-q', '--dest-compress-format', 'zstd', `oci-archive:${example}`, `oci:${zstdLayout}:hello`], { encoding: 'utf8' });
+  t.is(r0.status, 0, r0.stderr);
+  const blobs = {};
+  for (const [image, kind] of [[example, 'gzip'], [`${zstdLayout}:hello`, 'zstd']]) {
+    for (const mode of ['', 'js']) {
+      const out = path.join(dir, `${kind}-${mode || 'native'}.ub`);
+      const r = spawnSync(process.execPath, [CFS, 'build', image, '-o', out, '--store', path.join(dir, 'store')], {
+        encoding: 'utf8',
+        env: { ...process.env, UNIONBLOB_DECOMPRESS: mode },
+      });
+      t.is(r.status, 0, r.stderr);
+      blobs[`${kind}-${mode || 'native'}`] = fs.readFileSync(out);
+    }
+  }
+  t.true(blobs['gzip-native'].equals(blobs['gzip-js']), 'gzip');
+  t.true(blobs['zstd-native'].equals(blobs['zstd-js']), 'zstd');
+  t.true(blobs['gzip-native'].equals(blobs['zstd-native']), 'the same image whatever its compression');
 });
