@@ -179,7 +179,8 @@ function benchImage(name, layoutDir, tag, reps, work) {
     if (r.rebuild.summary.objectsNew !== 0) throw new Error(`rebuild wrote ${r.rebuild.summary.objectsNew} new objects`);
     stats ??= blobStats(r.build.blob);
     log(`${name} #${i + 1}: ${r.rebuild.wall.toFixed(2)} s`);
-    if (haveUmoci && process.getuid() === 0) {
+    // umoci 0.4 (bookworm's) refuses zstd layers ("blob is not correct mediatype").
+    if (haveUmoci && process.getuid() === 0 && !/zstd/.test(image)) {
       log(`${name} #${i + 1}: umoci unpack`);
       r.umoci = umociUnpack(image, dir);
       log(`${name} #${i + 1}: ${r.umoci.wall.toFixed(2)} s`);
@@ -257,7 +258,7 @@ function report(results) {
     const rb = agg(res, 'rebuild', 'wall');
     const where = res.name;
     const t = (ok, what, detail) => targets.push(`${ok === null ? 'n/a ' : ok ? 'PASS' : 'MISS'}  ${where}: ${what} (${detail})`);
-    t(u ? b.med < u.med : null, 'cfs build faster than umoci unpack', u ? `${b.med.toFixed(2)} s vs ${u.med.toFixed(2)} s, ratio ${(b.med / u.med).toFixed(2)}` : 'umoci not run');
+    t(u ? b.med < u.med : null, 'cfs build faster than umoci unpack', u ? `${b.med.toFixed(2)} s vs ${u.med.toFixed(2)} s, ratio ${(b.med / u.med).toFixed(2)}` : /zstd/.test(res.image) ? 'umoci not run: it cannot read zstd layers' : 'umoci not run');
     t(b.med <= 1.5 * lb.med, 'cfs build within 1.5x of the lower bound', `${b.med.toFixed(2)} s vs ${lb.med.toFixed(2)} s = ${(b.med / lb.med).toFixed(2)}x; objects present: ${(rb.med / lb.med).toFixed(2)}x`);
     const lbo = agg(res, 'lbObjects', 'wall');
     if (lbo) {
