@@ -1,13 +1,17 @@
 // Benchmark: containerd's overlayfs snapshotter vs unionblob, in the same containerd run, with
 // the SAME ctr command for both.
 //   node bench/containerd/run.mjs [--containerd 1.6|1.7] [--runs N] [--rounds N] [--no-containerd-root]
-//                                 [--mode local|transfer|both] [--speculate] [--json FILE]
+//                                 [--mode local|transfer|both] [--speculate] [--archive docker|oci-gzip]
+//                                 [--json FILE]
 // Per snapshotter and import command: import time of images b then a (docker-archive, real
 // Debian images from test/fixtures/make-images.sh), disk used by the snapshotter afterwards
 // (du: overlayfs's snapshot dirs; unionblob's blobs + object store), and `ctr run --rm IMAGE
 // true` start time. Import commands: "local" is `ctr images import` (1.6, and 1.7's default:
 // ctr unpacks through containerd's diff service, unionblob's slow path); "transfer" is 1.7's
 // `ctr images import --local=false` (containerd's transfer service unpacks; unionblob's fast path).
+// --archive oci-gzip imports the same images as oci-archives with gzip layers (as a registry
+// serves them) instead of docker-archives (uncompressed layers): both snapshotters then
+// decompress, containerd in Go, unionblob's fast path in the addon (ISA-L).
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -32,8 +36,15 @@ if (!['local', 'transfer', 'both'].includes(modeArg)) throw new Error(`--mode: l
 if (version === '1.6' && modeArg !== 'local') throw new Error('containerd 1.6 has no transfer service: --mode local');
 const modes = modeArg === 'both' ? ['transfer', 'local'] : [modeArg];
 const images = JSON.parse(fs.readFileSync(execFileSync('bash', [path.join(REPO, 'test/fixtures/make-images.sh')], { encoding: 'utf8' }).trim(), 'utf8'));
-const A = images.images.a.variants['docker-archive'];
-const B = images.images.b.variants['docker-archive'];
+const archive = opt('--archive', 'docker');
+if (!['docker', 'oci-gzip'].includes(archive)) throw new Error(`--archive: docker or oci-gzip, not ${archive}`);
+const variant = archive === 'docker' ? 'docker-archive' : 'oci-archive-gzip';
+const A = images.images.a.variants[variant];
+const B = images.images.b.variants[variant];
+// A docker-archive names its image (RepoTags); an oci-archive only tags it ("b"), which ctr
+// prefixes with --base-name.
+const REF = archive === 'docker' ? { a: 'docker.io/unionblob/a:latest', b: 'docker.io/unionblob/b:latest' } : { a: 'docker.io/unionblob/a:a', b: 'docker.io/unionblob/b:b' };
+const naming = (img) => (archive === 'docker' ? [] : ['--base-name', `docker.io/unionblob/${img}`]);
 
 // containerd's gc may remove a snapshot directory while du walks the tree (du then exits 1)
 const du = (p) => Number(spawnSync('du', ['-sb', '--', p], { encoding: 'utf8' }).stdout.split('\t')[0]);
@@ -115,7 +126,7 @@ async function measure(sn, mode) {
   const cmd = mode === 'transfer' ? ['--local=false'] : [];
   if (speculate) await snapshotterFor(sn);
   const r = { snapshotter: sn, containerd: version, mode, speculate };
-  const b = await timed(() => e.ctr(['images', 'import', ...cmd, '--snapshotter', sn, B]));
+  const b = await timed(() => e.ctr(['images', 'import', ...cmd, ...naming('b'), '--snapshotter', sn, B]));
   r.importB = b.wall;
   r.cpuB = b.cpu;
   r.cpuPartsB = b.parts;
@@ -126,12 +137,12 @@ async function measure(sn, mode) {
   r.syncB = await secs(async () => { spawnSync('sync', ['-f', e.dir]); });
   r.diskB = sn === 'overlayfs' ? du(path.join(e.dir, 'root', 'io.containerd.snapshotter.v1.overlayfs')) : du(e.ubRoot);
   // image a has a hardlink to a file of a lower layer: containerd's overlayfs cannot unpack it
-  r.importA = await secs(() => e.ctr(['images', 'import', ...cmd, '--snapshotter', sn, A])).catch(() => NaN);
+  r.importA = await secs(() => e.ctr(['images', 'import', ...cmd, ...naming('a'), '--snapshotter', sn, A])).catch(() => NaN);
   r.diskBytes = sn === 'overlayfs' ? du(path.join(e.dir, 'root', 'io.containerd.snapshotter.v1.overlayfs')) : du(e.ubRoot);
   const starts = [];
   for (let i = 0; i < runs; i++) {
     starts.push(await secs(() => e.ctr(['run', '--rm', '--fifo-dir', path.join(e.dir, 'fifo'), '--snapshotter', sn,
-      'docker.io/unionblob/b:latest', `bench-${sn}-${process.pid}-${i}`, 'true'])));
+      REF.b, `bench-${sn}-${process.pid}-${i}`, 'true'])));
   }
   r.runTrue = starts.reduce((a, b) => a + b, 0) / starts.length;
   // The first start of a container in its own user namespace (ctr run --uidmap): containerd
@@ -140,10 +151,10 @@ async function measure(sn, mode) {
   // containerd 1.6/1.7 has no such labels: its figure is the chown copy.
   const userns = (labels, i) => secs(() => e.ctr(['run', '--rm', '--fifo-dir', path.join(e.dir, 'fifo'), '--snapshotter', sn,
     ...(labels ? ['--remap-labels'] : []), '--uidmap', '0:100000:65536', '--gidmap', '0:100000:65536',
-    'docker.io/unionblob/b:latest', `bench-userns-${sn}-${process.pid}-${i}`, 'true'], { timeout: 600_000 }));
+    REF.b, `bench-userns-${sn}-${process.pid}-${i}`, 'true'], { timeout: 600_000 }));
   r.usernsChown = await userns(false, 0);
   r.usernsLabels = sn === 'unionblob' ? await userns(true, 1) : null;
-  await e.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/a:latest', 'docker.io/unionblob/b:latest']).catch(() => {});
+  await e.ctr(['images', 'rm', '--sync', REF.a, REF.b]).catch(() => {});
   // the content store keeps the layers otherwise: every round imports from scratch
   await e.ctr(['content', 'prune', 'references']).catch(() => {});
   return r;
@@ -166,7 +177,7 @@ try {
 const fsOfRun = execFileSync('df', ['--output=source,fstype', os.tmpdir()], { encoding: 'utf8' }).trim().split('\n').pop().trim().replace(/\s+/, ' ');
 const objectFiles = fs.existsSync(path.join(REPO, 'mounter/addon/build/Release/unionblob.node')) ? 'O_TMPFILE + linkat (addon)' : 'temp name + rename (addon not built)';
 const cmdName = (mode) => (mode === 'transfer' ? 'ctr images import --local=false' : 'ctr images import');
-console.log(`containerd ${version}: import b, then a (docker-archive; a shares b's base layer); ctr run --rm b true: mean of ${runs}; ` +
+console.log(`containerd ${version}: import b, then a (${variant}; a shares b's base layer); ctr run --rm b true: mean of ${runs}; ` +
   `${rounds} round(s); unionblob ${containerdRoot ? 'with' : 'without'} --containerd-root${speculate ? ' and --speculate-ingests' : ''}; roots on ${fsOfRun} (${os.tmpdir()}); objects: ${objectFiles}; load average ${loads.join(' -> ')}`);
 console.log(`| round | command | snapshotter | import b (s) | then sync -f (s) | CPU of import b (s): ${PARTS.join(' + ')} | disk after b (MiB) | import a (s) | disk after b+a (MiB) | ctr run true (s) |`);
 console.log('|---|---|---|---|---|---|---|---|---|---|');
