@@ -22,6 +22,7 @@ import { childrenDeferred, lazyBlobOf, openLazyTree } from '../format/lazy.js';
 import { applyOverlayDiff } from './overlaydiff.js';
 import { addonBuilt, fsverityEnable, isVerityUnsupported, loadAddon } from '../mounter/addon.js';
 import { collectStores } from './options.js';
+import { inInitialUserNamespace } from '../mounter/state.js';
 
 export { applyLayerStream, newTree, LayerError } from './layers.js';
 export { loadImage } from './image.js';
@@ -77,6 +78,12 @@ export interface BuildOptions {
    * snapshotter's Commit does. Its objects must be in `stores` already; only the upper's are added.
    */
   from?: string;
+  /**
+   * With `from`: the overlay that wrote the upper kept its bookkeeping in user.overlay.* (mounted
+   * with `userxattr`, from a user namespace). Default: so inside a user namespace (where such an
+   * overlay is the only kind, and trusted.* cannot be read), trusted.overlay.* elsewhere.
+   */
+  userxattr?: boolean;
   /**
    * `image` is a plain directory tree, a root filesystem taken as it is (modes, owners, times,
    * xattrs, devices, hardlinks), as mkcomposefs takes one: nothing is interpreted as a whiteout.
@@ -306,7 +313,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     } else if (opts.rootfs) {
       compiled = await compileRootfs(opts.image, store, inlineThreshold);
     } else {
-      const applied = await applyUpperOnto(opts.from!, opts.image, store, opts.inlineThreshold);
+      const applied = await applyUpperOnto(opts.from!, opts.image, store, opts.inlineThreshold, opts.userxattr ?? !inInitialUserNamespace());
       inlineThreshold = applied.inlineThreshold;
       compiled = applied;
       parentMissing = applied.parentMissing.count;
@@ -376,7 +383,7 @@ async function compileRootfs(dir: string, store: StoreWriter, inlineThreshold: n
  * copied from the parent, never decoded.
  */
 async function applyUpperOnto(
-  parentBlob: string, upper: string, store: StoreWriter, threshold: number | undefined,
+  parentBlob: string, upper: string, store: StoreWriter, threshold: number | undefined, userxattr: boolean,
 ): Promise<{ root: TreeNode; entries: number; inlineThreshold: number; parentMissing: { count: number; first: string } }> {
   let bytes: Buffer;
   try {
@@ -388,7 +395,7 @@ async function applyUpperOnto(
   const root = openLazyTree(bytes, { verify: true });
   const inlineThreshold = threshold ?? bytes.readUInt32LE(HDR.inlineThreshold); // checked by openLazyTree
   if (!fs.statSync(upper, { throwIfNoEntry: false })?.isDirectory()) throw new Error(`${upper}: not a directory`);
-  const stats = await applyOverlayDiff(root, upper, { store, inlineThreshold, whiteouts: true });
+  const stats = await applyOverlayDiff(root, upper, { store, inlineThreshold, whiteouts: true, overlayXattrs: userxattr ? 'user' : 'trusted' });
   return { root, entries: stats.entries, inlineThreshold, parentMissing: parentObjectsMissing(root, store.stores) };
 }
 
@@ -505,7 +512,10 @@ export function registerBuild(program: Command): void {
     .option('--rootfs', 'IMAGE is a plain directory tree (a root filesystem), taken as it is: modes, owners, times, xattrs, devices, hardlinks (as mkcomposefs takes one; no whiteouts)')
     .option('--ignore-root-entries', "skip a layer's entry for the root directory (\"./\") as containerd does, where umoci and docker apply it (the default): the blob the snapshotter makes of the image")
     .option('--from <blob>', 'IMAGE is an overlayfs upper directory (0/0 char device whiteouts, trusted.overlay.opaque) to apply onto this blob, incrementally; its objects must be in the stores; the inline threshold defaults to the blob\'s')
-    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string; rootfs?: boolean; ignoreRootEntries?: boolean }, cmd: Command) => {
+    .option('--userxattr', 'with --from: the overlay was mounted with userxattr (from a user namespace: user.overlay.opaque); the default inside a user namespace')
+    .option('--no-userxattr', 'with --from: the overlay kept its bookkeeping in trusted.overlay.* (mounted by the host\'s root); the default outside a user namespace')
+    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string; rootfs?: boolean; ignoreRootEntries?: boolean; userxattr?: boolean }, cmd: Command) => {
+      if (o.userxattr !== undefined && o.from === undefined) throw new Error('--userxattr and --no-userxattr go with --from (an overlay upper)');
       const stores = o.store ?? [];
       if (stores.length === 0) throw new Error('build: at least one --store DIR is required');
       const progress = progressDisplay();
@@ -521,6 +531,7 @@ export function registerBuild(program: Command): void {
           onProgress: progress.onProgress,
           verity: o.verity,
           from: o.from,
+          userxattr: o.userxattr,
           rootfs: o.rootfs,
           rootEntries: o.ignoreRootEntries ? 'ignore' : 'apply',
         });

@@ -16,8 +16,11 @@
 //   before any of the upper is applied, as the kernel looks them up in the lower layers;
 // - what an upper cannot say on its own is refused, never guessed: a metacopy file whose data is
 //   not in the parent, a file hardlinked from outside the upper (index=on keeps a link under the
-//   workdir), the user.overlay.* bookkeeping of a userxattr mount. Every writable mount we make
-//   pins index off (OVERLAY_MOUNT_OPTIONS in mounter/mount.ts), whatever the kernel's defaults.
+//   workdir), bookkeeping of the other kind than the one said (overlayXattrs). Every writable
+//   mount we make pins index off (OVERLAY_MOUNT_OPTIONS in mounter/mount.ts), whatever the
+//   kernel's defaults;
+// - an overlay mounted from a user namespace (userxattr) writes user.overlay.* where one mounted
+//   by the host's root writes trusted.overlay.*: `overlayXattrs: 'user'` reads its upper.
 // Everything else in the upper replaces what the parent had under that name (directories are
 // merged: their metadata comes from the upper, their children from both). Hardlinks inside the
 // upper stay hardlinks (one TreeNode). With `whiteouts: false` the directory is taken literally,
@@ -36,14 +39,43 @@ import { abbreviate, displayPath } from './layers.js';
 import { hashFileSkippingHoles, piecesSkippingHoles, skipsHoles } from './holes.js';
 
 export const OPAQUE_XATTR = 'trusted.overlay.opaque';
-const OVERLAY_XATTR_PREFIX = 'trusted.overlay.';
-/** An image's own trusted.overlay.X, escaped by the overlay that wrote the upper. */
-const ESCAPED_XATTR_PREFIX = 'trusted.overlay.overlay.';
-const REDIRECT_XATTR = 'trusted.overlay.redirect';
-const METACOPY_XATTR = 'trusted.overlay.metacopy';
-/** What a userxattr (unprivileged) overlay writes instead of trusted.overlay.*. */
-const USER_OVERLAY_XATTRS = new Set(['opaque', 'redirect', 'metacopy', 'origin', 'impure', 'nlink', 'upper', 'uuid', 'whiteout', 'whiteouts'].map((n) => `user.overlay.${n}`));
 
+/**
+ * Where the overlay that wrote an upper kept its bookkeeping: trusted.overlay.* (mounted by the
+ * host's root), or user.overlay.* (`userxattr`: mounted from a user namespace, a rootless
+ * container; such a mount makes no redirects or metacopy files, only whiteouts and opaque
+ * directories). The other namespace's overlay names in an upper are refused: they would be
+ * bookkeeping of a mount we were not told about.
+ */
+export type OverlayXattrs = 'trusted' | 'user';
+
+interface Bookkeeping {
+  /** trusted.overlay. or user.overlay. */
+  prefix: string;
+  /** An image's own <prefix>X, escaped by the overlay that wrote the upper. */
+  escaped: string;
+  opaque: string;
+  redirect: string;
+  metacopy: string;
+  /** The bookkeeping names of the other namespace, refused. */
+  foreign: Set<string>;
+}
+
+/** What an overlay writes under its prefix (Documentation/filesystems/overlayfs.rst). */
+const OVERLAY_NAMES = ['opaque', 'redirect', 'metacopy', 'origin', 'impure', 'nlink', 'upper', 'uuid', 'whiteout', 'whiteouts'];
+
+function bookkeeping(ns: OverlayXattrs): Bookkeeping {
+  const prefix = `${ns}.overlay.`;
+  const other = ns === 'trusted' ? 'user' : 'trusted';
+  return {
+    prefix,
+    escaped: `${prefix}overlay.`,
+    opaque: `${prefix}opaque`,
+    redirect: `${prefix}redirect`,
+    metacopy: `${prefix}metacopy`,
+    foreign: new Set(OVERLAY_NAMES.map((n) => `${other}.overlay.${n}`)),
+  };
+}
 
 export interface OverlayDiffOptions {
   /** Regular files of 1..inlineThreshold bytes are inlined. */
@@ -52,6 +84,8 @@ export interface OverlayDiffOptions {
   store: StoreWriter | null;
   /** Interpret whiteouts and opaque directories (default true). */
   whiteouts?: boolean;
+  /** Which xattrs hold the overlay's bookkeeping (default trusted: a mount by the host's root). */
+  overlayXattrs?: OverlayXattrs;
   /**
    * The upper was written through a uid/gid mapping (a container in its own user namespace): its
    * ids are host ids, turned back into the image's here (owners, ACL entries, v3 capability root
@@ -236,7 +270,7 @@ interface Origins {
  * overlayfs makes in the lower layers. Redirects the kernel refuses to follow (the root, an
  * ancestor of the entry: EINVAL, ESTALE) are refused here too.
  */
-function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>, shownPath: (rel: string) => string): Origins {
+function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>, shownPath: (rel: string) => string, bk: Bookkeeping): Origins {
   // null: no origin (below an opaque directory, or a directory that has none, a relative name
   // finds nothing in the lower layers, as overlayfs's lookup finds nothing there)
   const paths = new Map<string, string | null>();
@@ -246,7 +280,7 @@ function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>
     if (p !== undefined) return p;
     const slash = rel.lastIndexOf('/');
     const name = rel.slice(slash + 1);
-    const redirect = xattrs.get(rel)?.get(REDIRECT_XATTR)?.toString('latin1');
+    const redirect = xattrs.get(rel)?.get(bk.redirect)?.toString('latin1');
     if (redirect !== undefined && redirect.includes('\0')) throw new Error(`${shownPath(rel)}: overlay redirect ${JSON.stringify(redirect)} holds a NUL byte`);
     if (redirect !== undefined && redirect.startsWith('/')) {
       const parts = redirect.split('/').filter((c) => c !== '');
@@ -259,7 +293,7 @@ function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>
       }
       const parentRel = slash < 0 ? '' : rel.slice(0, slash);
       // (overlayfs takes no opaque mark on the root: its lower entries always show)
-      const opaqueParent = parentRel !== '' && xattrs.get(parentRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
+      const opaqueParent = parentRel !== '' && xattrs.get(parentRel)?.get(bk.opaque)?.toString('latin1') === 'y';
       const dir = opaqueParent ? null : originPath(parentRel);
       p = dir === null ? null : (dir === '' ? '' : `${dir}/`) + (redirect ?? name);
     }
@@ -268,13 +302,13 @@ function resolveOrigins(tree: TreeNode, xattrs: Map<string, Map<string, Buffer>>
   };
   const out: Origins = { dirs: new Map(), files: new Map() };
   for (const [rel, names] of xattrs) {
-    if (rel === '' || !(names.has(REDIRECT_XATTR) || names.has(METACOPY_XATTR))) continue;
+    if (rel === '' || !(names.has(bk.redirect) || names.has(bk.metacopy))) continue;
     const from = originPath(rel);
     const node = from === null ? undefined : lookupPath(tree, from);
     // which map is used depends on what the upper entry is (a metacopy mark on a directory,
     // which overlayfs never writes, makes it nothing but a plain merged directory)
-    if (names.has(METACOPY_XATTR)) out.files.set(rel, node ?? null);
-    if (names.has(REDIRECT_XATTR)) out.dirs.set(rel, node && (node.mode & S_IFMT) === S_IFDIR ? copyDirs(node) : null);
+    if (names.has(bk.metacopy)) out.files.set(rel, node ?? null);
+    if (names.has(bk.redirect)) out.dirs.set(rel, node && (node.mode & S_IFMT) === S_IFDIR ? copyDirs(node) : null);
   }
   return out;
 }
@@ -294,9 +328,12 @@ function metacopyContent(node: TreeNode, origin: TreeNode | null, shown: string)
  */
 export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: OverlayDiffOptions): Promise<OverlayDiffStats> {
   const whiteouts = opts.whiteouts ?? true;
+  const bk = bookkeeping(opts.overlayXattrs ?? 'trusted');
   const stats: OverlayDiffStats = { entries: 0, whiteouts: 0, opaques: 0, files: 0, fileBytes: 0, metacopies: 0, diskBytes: 0, inodes: 0 };
   // trusted.* xattrs are invisible without CAP_SYS_ADMIN: opaque directories would read as plain ones
-  if (whiteouts && !hasCapSysAdmin()) throw new Error(`${upperDir}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others`);
+  if (whiteouts && bk.prefix === 'trusted.overlay.' && !hasCapSysAdmin()) {
+    throw new Error(`${upperDir}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others (an upper of a userxattr mount: --userxattr)`);
+  }
   const xattrs = await readXattrs(upperDir);
   const seen = new Map<string, TreeNode>(); // dev:ino -> node, for hardlinks and disk usage
   const linksSeen = new Map<string, { names: number; nlink: bigint; rel: string }>(); // dev:ino of non-directories with nlink > 1
@@ -310,13 +347,16 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     const names = [...all.keys()];
     if (whiteouts) {
       for (const name of names) {
-        if (USER_OVERLAY_XATTRS.has(name)) throw new Error(`${shownPath(rel)}: ${name}: the upper of an overlay mounted with userxattr: cannot be compiled from the upper alone`);
+        if (!bk.foreign.has(name)) continue;
+        throw new Error(bk.prefix === 'trusted.overlay.'
+          ? `${shownPath(rel)}: ${name}: the upper of an overlay mounted with userxattr (a user namespace's): compile it with --userxattr`
+          : `${shownPath(rel)}: ${name}: bookkeeping of an overlay mounted by the host's root, in an upper said to be a userxattr mount's`);
       }
     }
     const kept: [string, Buffer][] = [];
     for (const name of names) {
-      if (!whiteouts || !name.startsWith(OVERLAY_XATTR_PREFIX)) kept.push([name, all.get(name)!]);
-      else if (whiteouts && name.startsWith(ESCAPED_XATTR_PREFIX)) kept.push([OVERLAY_XATTR_PREFIX + name.slice(ESCAPED_XATTR_PREFIX.length), all.get(name)!]);
+      if (!whiteouts || !name.startsWith(bk.prefix)) kept.push([name, all.get(name)!]);
+      else if (name.startsWith(bk.escaped)) kept.push([bk.prefix + name.slice(bk.escaped.length), all.get(name)!]);
     }
     kept.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     for (const [name, value] of kept) out.set(name, value);
@@ -342,7 +382,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
     }
   };
 
-  const origins: Origins = whiteouts ? resolveOrigins(tree, xattrs, shownPath) : { dirs: new Map(), files: new Map() };
+  const origins: Origins = whiteouts ? resolveOrigins(tree, xattrs, shownPath, bk) : { dirs: new Map(), files: new Map() };
   const metacopyOrigins = new Map<string, TreeNode | null>(); // dev:ino -> origin of a hardlinked metacopy file
 
   async function visitDir(dirNode: TreeNode, abs: Buffer, rel: string): Promise<void> {
@@ -367,7 +407,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
       }
       if (type === S_IFDIR) {
         let node = dirNode.children!.get(name);
-        const opaque = whiteouts && xattrs.get(childRel)?.get(OPAQUE_XATTR)?.toString('latin1') === 'y';
+        const opaque = whiteouts && xattrs.get(childRel)?.get(bk.opaque)?.toString('latin1') === 'y';
         const origin = origins.dirs.get(childRel);
         if (!opaque && origin !== undefined) {
           // renamed here: the entries of the directory it came from (none if that is gone)
@@ -406,7 +446,7 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
         case S_IFREG:
           node.size = Number(st.size);
           stats.files++;
-          if (whiteouts && xattrs.get(childRel)?.has(METACOPY_XATTR)) {
+          if (whiteouts && xattrs.get(childRel)?.has(bk.metacopy)) {
             const origin = origins.files.get(childRel) ?? null;
             metacopyContent(node, origin, shownPath(childRel));
             if (st.nlink > 1n) metacopyOrigins.set(inoKey, origin);

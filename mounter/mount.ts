@@ -230,11 +230,6 @@ function normalizeRequest(req: MountRequest): Required<Pick<MountRequest, 'blob'
   if (req.upper !== undefined && !isRoot()) {
     throw new MountError('a writable upper needs root: overlayfs cannot be mounted without CAP_SYS_ADMIN (without root, mount read-only)');
   }
-  if (req.upper !== undefined && !inInitialUserNamespace()) {
-    // overlayfs there keeps its bookkeeping in user.overlay.* (userxattr), which an upper
-    // compiled by `cfs build --from` must not have (compiler/overlaydiff.ts refuses it)
-    throw new MountError('a writable upper from a user namespace (root of a rootless container) is not supported: overlayfs there would need userxattr, which cfs build --from refuses; mount read-only');
-  }
   let backendChosen = backend;
   if (req.uidmap !== undefined || req.gidmap !== undefined) {
     if (req.uidmap === undefined || req.gidmap === undefined) throw new MountError('--uidmap and --gidmap go together');
@@ -452,6 +447,13 @@ function mountKernelWithMount8(req: MountRequest, at: string, flags: string[]): 
  * index=off the same way.
  */
 export const OVERLAY_MOUNT_OPTIONS: readonly string[] = ['index=off', 'redirect_dir=on', 'metacopy=on'];
+/**
+ * The same from a user namespace (root of a rootless container), where overlayfs keeps its
+ * bookkeeping in user.overlay.* (userxattr) and refuses redirects and metacopy: renaming a
+ * merged directory is EXDEV there (mv copies), a chown copies the data up. `cfs build --from`
+ * reads such an upper with --userxattr (its default inside a user namespace).
+ */
+export const OVERLAY_USERNS_MOUNT_OPTIONS: readonly string[] = ['userxattr', 'index=off', 'redirect_dir=nofollow', 'metacopy=off'];
 
 /**
  * The overlay's source is the blob, so the mount table (and `mount -a`, matching fstab lines
@@ -459,7 +461,8 @@ export const OVERLAY_MOUNT_OPTIONS: readonly string[] = ['index=off', 'redirect_
  */
 function mountOverlay(blob: string, lower: string, upper: string, work: string, target: string, flags: string[]): void {
   // an upper that `cfs build --from` can compile: no redirects, metacopy or index links (compiler/overlaydiff.ts)
-  const opts = [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...OVERLAY_MOUNT_OPTIONS, ...flags];
+  const pinned = inInitialUserNamespace() ? OVERLAY_MOUNT_OPTIONS : OVERLAY_USERNS_MOUNT_OPTIONS;
+  const opts = [`lowerdir=${lower}`, `upperdir=${upper}`, `workdir=${work}`, ...pinned, ...flags];
   const r = run('mount', ['-i', '-t', 'overlay', '-o', opts.join(','), blob, target]);
   if (!r.ok) throw new MountError(`overlay mount on ${target} failed: ${said(r, 'mount failed')}`);
 }

@@ -1910,7 +1910,6 @@ serial('root of a user namespace (unshare -Urm as a user): a FUSE mount in its o
     `echo "fstype: $(findmnt -n -o FSTYPE ${mnt})"`,
     `echo "state: $(ls ${tmp}/unionblob-0/mounts | grep -c json)"`,
     `${cfsIn} mount ${blob} ${dir} --store ${store} --backend kernel 2>&1 | sed 's/^/kernel: /'`,
-    `${cfsIn} mount ${blob} ${dir} --store ${store} --upper ${tmp} --work ${tmp} 2>&1 | sed 's/^/upper: /'`,
     `${cfsIn} umount ${mnt} && echo "umount: ok"`,
     `echo "left: $(awk '$5 == "${mnt}"' /proc/self/mountinfo | wc -l) $(ls ${tmp}/unionblob-0/mounts | wc -l)"`,
   ].join('\n');
@@ -1922,10 +1921,67 @@ serial('root of a user namespace (unshare -Urm as a user): a FUSE mount in its o
   t.regex(out, /^fstype: fuse\.unionblob$/m);
   t.regex(out, /^state: 1$/m, 'the state is in $TMPDIR/unionblob-0, not /run/unionblob');
   t.regex(out, /^kernel: cfs: the kernel backend cannot mount from a user namespace[^\n]*$/m);
-  t.regex(out, /^upper: cfs: a writable upper from a user namespace \(root of a rootless container\) is not supported[^\n]*$/m);
-  t.is(out.split('\n').filter((l) => l.startsWith('upper: ')).length, 1, 'one line');
   t.regex(out, /^umount: ok$/m);
   t.regex(out, /^left: 0 0$/m);
+});
+
+// A rootless container's writable rootfs: overlayfs in a user namespace keeps its bookkeeping in
+// user.overlay.* (userxattr) and makes no redirects or metacopy files; `cfs build --from` reads
+// such an upper with --userxattr, its default inside a user namespace.
+serial('root of a user namespace: a writable upper (overlayfs with userxattr), committed by cfs build --from inside the namespace', (t) => {
+  const USER = 65534;
+  const dir = userWorkDir(t, 'ub-fuse-userns-upper-');
+  const src = path.join(dir, 'src');
+  for (const d of ['d1', 'd2', 'keep']) fs.mkdirSync(path.join(src, d), { recursive: true });
+  const files = { 'f': 'gone soon\n', 'g': 'mode changes\n', 'd1/a': 'hidden by the opaque d1\n', 'd1/b': 'also hidden\n', 'd2/c': 'x'.repeat(5000), 'keep/k': 'kept\n' };
+  for (const [p, c] of Object.entries(files)) fs.writeFileSync(path.join(src, p), c);
+  const blob = path.join(dir, 'base.ub');
+  const store = path.join(dir, 'store');
+  cfsOk(t, ['build', '--rootfs', src, '-o', blob, '--store', store]);
+  const [mnt, tmp, upper, work, out] = ['mnt', 'tmp', 'upper', 'work', 'out'].map((d) => path.join(dir, d));
+  for (const d of [mnt, tmp, upper, work, out]) {
+    fs.mkdirSync(d);
+    fs.chownSync(d, USER, USER);
+  }
+  t.is(sh('chown', ['-R', `${USER}:${USER}`, blob, store]).status, 0); // the user's own image and store
+  const cfsIn = `${process.execPath} ${CFS}`;
+  const newBlob = path.join(out, 'new.ub');
+  const script = [
+    'set -e',
+    `${cfsIn} mount ${blob} ${mnt} --store ${store} --upper ${upper} --work ${work} 2>/dev/null`,
+    `echo "options: $(findmnt -n -o OPTIONS ${mnt})"`,
+    `echo new > ${mnt}/new`,
+    `rm ${mnt}/f`,
+    `rm -r ${mnt}/d1 && mkdir ${mnt}/d1 && echo only > ${mnt}/d1/only`,
+    `chmod 600 ${mnt}/g`,
+    `mv ${mnt}/d2 ${mnt}/d3`, // EXDEV without redirect_dir: mv copies
+    `${cfsIn} umount ${mnt}`,
+    `echo "opaque: $(getfattr --only-values -n user.overlay.opaque ${upper}/d1)"`,
+    `${cfsIn} build --from ${blob} ${upper} -o ${newBlob} --store ${out}/store --store ${store} >/dev/null && echo "build: ok"`,
+  ].join('\n');
+  const r = sh('unshare', ['-Urm', 'sh', '-c', script], { uid: USER, gid: USER, env: { PATH: process.env.PATH, TMPDIR: tmp, HOME: dir } });
+  t.is(r.status, 0, `${r.stdout}\n${r.stderr}`);
+  t.regex(r.stdout, /^options: .*\buserxattr\b/m);
+  t.regex(r.stdout, /^opaque: y$/m, 'the overlay marked d1 opaque in user.overlay.*');
+  t.regex(r.stdout, /^build: ok$/m);
+  // What the container did, read back from the new blob by host root: the upper's changes on
+  // the parent's tree, owned by the namespace's root (uid 0 inside), no overlay bookkeeping.
+  const dest = path.join(dir, 'extracted');
+  cfsOk(t, ['extract', newBlob, '--store', `${out}/store`, '--store', store, dest]);
+  const tree = sh('find', [dest, '-mindepth', '1', '-printf', '%P %y %m %U\\n']).stdout.trim().split('\n').sort();
+  t.deepEqual(tree, [
+    'd1 d 755 0', 'd1/only f 644 0', 'd3 d 755 0', 'd3/c f 644 0', 'g f 600 0', 'keep d 755 0', 'keep/k f 644 0', 'new f 644 0',
+  ]);
+  t.is(fs.readFileSync(path.join(dest, 'd3/c'), 'utf8'), files['d2/c']);
+  t.is(fs.readFileSync(path.join(dest, 'g'), 'utf8'), files.g);
+  t.is(fs.readFileSync(path.join(dest, 'd1/only'), 'utf8'), 'only\n');
+  t.notRegex(cfsOk(t, ['dump', newBlob]).stdout, /overlay\./, 'no overlay bookkeeping in the blob');
+  // the host's root reading that upper as a root-mounted overlay's is told how to read it, in one line
+  const wrong = cfs(['build', '--from', blob, upper, '-o', path.join(dir, 'wrong.ub'), '--store', path.join(dir, 'wrong-store')]);
+  t.is(wrong.status, 1);
+  t.regex(wrong.stderr, /^cfs: .*user\.overlay\.\w+: the upper of an overlay mounted with userxattr \(a user namespace's\): compile it with --userxattr\n$/);
+  t.false(fs.existsSync(path.join(dir, 'wrong.ub')));
+  t.deepEqual(mountsBelow(dir), []);
 });
 
 serial('no stray mounts or state are left by any test', (t) => {

@@ -13,7 +13,7 @@ import { applyOverlayDiff } from '../dist/compiler/overlaydiff.js';
 import { StoreWriter, objectPath } from '../dist/compiler/store.js';
 import { extractBlob } from '../dist/compiler/extract.js';
 import { nativeSetTimes } from '../dist/mounter/addon.js';
-import { OVERLAY_MOUNT_OPTIONS } from '../dist/mounter/mount.js';
+import { OVERLAY_MOUNT_OPTIONS, OVERLAY_USERNS_MOUNT_OPTIONS } from '../dist/mounter/mount.js';
 import { openBlobFile } from '../dist/compiler/inspect.js';
 import { newTree } from '../dist/compiler/build.js';
 import { encodeBlob } from '../dist/format/encode.js';
@@ -387,8 +387,76 @@ test('applyOverlayDiff refuses what an upper cannot say alone (index links, user
   const r = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, CFS, 'build', '--from', parent, plain,
     '-o', path.join(out, 'x.ub'), '--store', path.join(out, 'store'), '--no-root'], { encoding: 'utf8' });
   t.is(r.status, 1);
-  t.is(r.stderr, `cfs: ${plain}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others\n`);
+  t.is(r.stderr, `cfs: ${plain}: reading an overlay upper needs root (CAP_SYS_ADMIN): its trusted.overlay.* xattrs are hidden from others (an upper of a userxattr mount: --userxattr)\n`);
   t.false(fs.existsSync(path.join(out, 'x.ub')));
+});
+
+// A rootless container's upper: overlayfs mounted from a user namespace keeps its bookkeeping in
+// user.overlay.* (userxattr) and allows neither redirects nor metacopy. The kernel's overlay, with
+// the options `cfs mount --upper` uses there (OVERLAY_USERNS_MOUNT_OPTIONS), writes the upper;
+// the same upper stacked read-only on the lower is the reference view.
+test('applyOverlayDiff with overlayXattrs user: a userxattr overlay\'s upper gives the kernel overlay\'s view; the other kind of bookkeeping is refused either way', async (t) => {
+  const d = fs.mkdtempSync(path.join(os.tmpdir(), 'ub-ovluserx-'));
+  const merged = path.join(d, 'merged');
+  t.teardown(() => {
+    spawnSync('umount', [merged]);
+    spawnSync('rm', ['-rf', d]);
+  });
+  const [lower, store] = ['lower', 'store'].map((n) => path.join(d, n));
+  makeLower(lower);
+  const upper = overlayUpper(d, 'userx', lower, OVERLAY_USERNS_MOUNT_OPTIONS, (m) => {
+    fs.rmSync(`${m}/a`); // whiteout
+    fs.rmSync(`${m}/o`, { recursive: true }); // then made again: opaque (user.overlay.opaque)
+    file(`${m}/o/new`, big('n', 6000));
+    fs.chmodSync(`${m}/b`, 0o644); // no metacopy here: the data is copied up
+    fs.appendFileSync(`${m}/h1`, 'more'); // a hardlinked lower file: copied up alone
+    t.throws(() => fs.renameSync(`${m}/d`, `${m}/d-moved`), { code: 'EXDEV' }, 'no redirects with userxattr');
+    sh('setfattr', ['-n', 'user.overlay.mine', '-v', 'image', `${m}/xa`]); // escaped: the image's own
+    file(`${m}/new/tiny`, 'tiny');
+  });
+  const names = sh('getfattr', ['-R', '-d', '-m', '-', '--absolute-names', upper]).toString();
+  t.regex(names, /user\.overlay\.opaque="y"/, 'the kernel marked o opaque in user.overlay.*');
+  t.notRegex(names, /trusted\.overlay\./);
+
+  const parentBlob = path.join(d, 'parent.ub');
+  await compile(newTree(), lower, store, false, parentBlob);
+  const tree = decodeTree(openBlobFile(parentBlob));
+  const w = new StoreWriter([store]);
+  try {
+    await applyOverlayDiff(tree, upper, { store: w, inlineThreshold: 64, whiteouts: true, overlayXattrs: 'user' });
+    await w.flush();
+  } finally {
+    await w.close();
+  }
+  const childBlob = path.join(d, 'child.ub');
+  fs.writeFileSync(childBlob, encodeBlob(tree, { inlineThreshold: 64 }));
+  fs.mkdirSync(merged);
+  sh('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${upper}:${lower},userxattr`, merged]);
+  const extracted = path.join(d, 'extracted');
+  await extractBlob(childBlob, [store], extracted);
+  const want = await treeManifest(merged);
+  const got = await treeManifest(extracted);
+  t.deepEqual(diffManifests(want, got, { labels: ['overlayfs', 'blob'] }), []);
+  const e = got.entries;
+  for (const gone of ['a', 'o/old1', 'o/sub']) t.false(e.has(gone), `${gone} is gone`);
+  for (const kept of ['o/new', 'new/tiny', 'd/x', 'h2']) t.true(e.has(kept), `${kept} is there`);
+  t.deepEqual(Object.keys(e.get('xa').xattrs).sort(), ['user.k', 'user.overlay.mine'], 'the escaped user.overlay.mine is image content, the bookkeeping is not');
+  t.deepEqual(Object.keys(e.get('o').xattrs), []);
+
+  // the same upper read as a root-mounted overlay's, and a root-mounted overlay's read as userxattr: refused, one line each
+  const asTrusted = await diffError(t, lower, store, upper);
+  t.regex(asTrusted, /: user\.overlay\.\w+: the upper of an overlay mounted with userxattr \(a user namespace's\): compile it with --userxattr$/);
+  const rooted = overlayUpper(d, 'rooted', lower, OVERLAY_MOUNT_OPTIONS, (m) => {
+    fs.rmSync(`${m}/o`, { recursive: true });
+    fs.mkdirSync(`${m}/o`);
+  });
+  const t3 = decodeTree(openBlobFile(parentBlob));
+  const err = await t.throwsAsync(applyOverlayDiff(t3, rooted, { store: null, inlineThreshold: 64, whiteouts: true, overlayXattrs: 'user' }));
+  t.regex(err.message, /: trusted\.overlay\.\w+: bookkeeping of an overlay mounted by the host's root, in an upper said to be a userxattr mount's$/);
+  // cfs build --from: --userxattr reads it (the default only inside a user namespace)
+  const cli = spawnSync(process.execPath, [CFS, 'build', '--from', parentBlob, upper, '--userxattr', '-o', path.join(d, 'cli.ub'), '--store', store, '--no-root'], { encoding: 'utf8' });
+  t.is(cli.status, 0, cli.stderr);
+  t.true(fs.readFileSync(path.join(d, 'cli.ub')).equals(fs.readFileSync(childBlob)), 'the CLI gives the same blob');
 });
 
 // An upper written through a uid/gid mapping (the snapshotter's snapshots of containers in their
