@@ -9,6 +9,8 @@ PKGS=(
   debootstrap umoci skopeo attr acl libcap2-bin fsverity zstd xz-utils cpio python3
   # FUSE server, overlay and mount tests
   fuse3 libfuse3-dev mergerfs fuse-overlayfs erofs-utils pkg-config make gcc g++ e2fsprogs
+  # reflinked stores (cfs build --rootfs clones files on XFS)
+  xfsprogs
   # kernel module build and the qemu harness
   qemu-system-x86 busybox-static pahole clang libclang-rt-14-dev
   # containerd snapshotter (issue #5): containerd 1.6, runc, and containerd's API protos

@@ -49,6 +49,8 @@ export interface BuildSummary {
   bytes: number;
   objectsNew: number;
   objectsPresent: number;
+  /** --rootfs: of objectsNew, those cloned from the tree's files (reflinks: no data written). */
+  objectsCloned?: number;
   /** Regular files whose content is inlined in the blob. */
   inlineFiles: number;
   blobBytes: number;
@@ -356,6 +358,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
       seconds: Math.round(performance.now() - started) / 1000,
       layers,
       ...(opts.from !== undefined ? { parentObjectsMissing: parentMissing } : {}),
+      ...(opts.rootfs ? { objectsCloned: store.stats.objectsCloned } : {}),
       ...verity,
     };
   } catch (err) {
@@ -373,7 +376,9 @@ async function compileRootfs(dir: string, store: StoreWriter, inlineThreshold: n
   if (!st) throw new Error(`${dir}: no such directory`);
   if (!st.isDirectory()) throw new Error(`${dir}: not a directory (--rootfs takes a directory tree)`);
   const root = newTree();
-  const stats = await applyOverlayDiff(root, dir, { store, inlineThreshold, whiteouts: false });
+  // a tree that is there to stay (not an upper about to go): its files' extents are shared
+  // with the store's objects where the filesystem can (StoreWriter.putClone)
+  const stats = await applyOverlayDiff(root, dir, { store, inlineThreshold, whiteouts: false, clone: true });
   return { root, entries: stats.entries };
 }
 

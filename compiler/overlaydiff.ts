@@ -87,6 +87,13 @@ export interface OverlayDiffOptions {
   /** Which xattrs hold the overlay's bookkeeping (default trusted: a mount by the host's root). */
   overlayXattrs?: OverlayXattrs;
   /**
+   * Store contents by cloning the files into a store on their filesystem where it can
+   * (StoreWriter.putClone: XFS with reflink, btrfs), else as usual. For a tree that stays (cfs
+   * build --rootfs); not for an upper about to be removed: a clone forces the file's dirty pages
+   * to disk and is then read back from there to be hashed, where a copy reads the page cache.
+   */
+  clone?: boolean;
+  /**
    * The upper was written through a uid/gid mapping (a container in its own user namespace): its
    * ids are host ids, turned back into the image's here (owners, ACL entries, v3 capability root
    * ids); null for an id outside the mapping, which is refused.
@@ -211,7 +218,11 @@ function minor(rdev: bigint): number {
 async function fileContent(abs: Buffer, st: fs.BigIntStats, node: TreeNode, opts: OverlayDiffOptions): Promise<void> {
   const size = Number(st.size);
   if (size === 0) return;
-  if (size <= opts.inlineThreshold) {
+  const cloned = size > opts.inlineThreshold && opts.clone && opts.store ? await opts.store.putClone(abs, Number(st.dev)) : null;
+  if (cloned) {
+    if (cloned.size !== size) throw new Error(`${abs.toString()}: changed while being read`);
+    node.digest = cloned.digest;
+  } else if (size <= opts.inlineThreshold) {
     node.inline = fs.readFileSync(abs);
   } else if (size <= MEMORY_OBJECT_LIMIT) {
     const body = fs.readFileSync(abs);

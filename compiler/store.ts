@@ -229,7 +229,12 @@ export interface StoreStats {
   /** Distinct objects that were already in some store. */
   objectsPresent: number;
   bytesNew: number;
+  /** Of objectsNew, those made by cloning a file (putClone): no data written, extents shared. */
+  objectsCloned: number;
 }
+
+/** copyFile(FICLONE_FORCE) errors that mean "no clone from here to there", not a failure. */
+const NO_CLONE = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY', 'EPERM']);
 
 export interface StoreWriterOptions {
   /** Objects per batch handed to the writer thread. */
@@ -362,7 +367,7 @@ const EMPTY = Buffer.alloc(0);
  */
 export class StoreWriter {
   readonly stores: string[];
-  readonly stats: StoreStats = { objectsNew: 0, objectsPresent: 0, bytesNew: 0 };
+  readonly stats: StoreStats = { objectsNew: 0, objectsPresent: 0, bytesNew: 0, objectsCloned: 0 };
   private batch: Batch | null = null;
   private worker: Worker | null = null;
   private workerExited: Promise<void> = Promise.resolve();
@@ -376,6 +381,9 @@ export class StoreWriter {
   private failure: Error | null = null;
   private readonly tag = `${TEMP_PREFIX}${process.pid}-${crypto.randomBytes(4).toString('hex')}-`;
   private tempCounter = 0;
+  /** The stores' st_dev, and the devices no store can clone from (putClone). */
+  private storeDevs: number[] | null = null;
+  private readonly noClone = new Set<number>();
   private freeBytes: number[];
   private writtenSinceStatfs = 0;
   private readonly batchObjects: number;
@@ -483,6 +491,59 @@ export class StoreWriter {
     this.throwIfFailed();
     this.streamTemps.delete(tmp);
     return done.slots[done.count - 1];
+  }
+
+  /**
+   * Store a file by cloning it (FICLONE: a new inode sharing the file's extents, no data written)
+   * into a store on the file's filesystem, where that filesystem can (XFS with reflink, btrfs),
+   * then naming the clone by its digest. The clone is hashed, not the file: a file that changes
+   * meanwhile cannot put a wrong name on an object. Returns the digest and the clone's size, or
+   * null where no store can clone from `dev` (remembered): then store the content as usual. A
+   * clone takes no data space, so the store with the most free space does not matter here.
+   */
+  async putClone(file: string | Buffer, dev: number): Promise<{ digest: Buffer; size: number } | null> {
+    this.throwIfFailed();
+    if (this.noClone.has(dev)) return null;
+    this.storeDevs ??= this.stores.map((s) => fs.statSync(s).dev);
+    const store = this.stores.find((_, i) => this.storeDevs![i] === dev);
+    if (store === undefined) {
+      this.noClone.add(dev);
+      return null;
+    }
+    const tmp = path.join(store, OBJECTS_DIR, `${this.tag}c${(this.tempCounter++).toString(36)}`);
+    try {
+      fs.copyFileSync(file, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE_FORCE);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? '';
+      if (!NO_CLONE.has(code)) throw err;
+      fs.rmSync(tmp, { force: true });
+      this.noClone.add(dev);
+      return null;
+    }
+    this.streamTemps.add(tmp);
+    try {
+      const size = fs.statSync(tmp).size;
+      const digest = size <= MEMORY_OBJECT_LIMIT ? hashBuffer(fs.readFileSync(tmp)) : await hashFile(tmp);
+      const final = objectPath(store, digest);
+      if (findObject(this.stores, digest) !== null) {
+        this.stats.objectsPresent++;
+      } else {
+        fs.chmodSync(tmp, this.fileMode);
+        makeDirs(path.dirname(final));
+        try {
+          fs.linkSync(tmp, final); // never over an object another writer just named
+          this.stats.objectsNew++;
+          this.stats.objectsCloned++;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+          this.stats.objectsPresent++;
+        }
+      }
+      return { digest, size };
+    } finally {
+      fs.rmSync(tmp, { force: true });
+      this.streamTemps.delete(tmp);
+    }
   }
 
   /** Wait until every queued object is written; throws the first write error. */

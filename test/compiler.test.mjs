@@ -1152,6 +1152,59 @@ test('stores: a new object goes to the store with the most free space (tmpfs sto
   }
 });
 
+// composefs users ask for reflinks when a store is filled from a directory (containers/composefs#143):
+// on a filesystem that clones (XFS, mkfs.xfs's default reflink=1), `cfs build --rootfs` with its
+// store there writes no data; elsewhere (tmpfs, ext4) it copies as before. Needs root (mount).
+test('stores: cfs build --rootfs on XFS clones the tree\'s files into the store (shared extents, no data written); the blob equals a copying build\'s', (t) => {
+  const d = tmpdir(t);
+  const img = path.join(d, 'xfs.img');
+  const mnt = path.join(d, 'xfs');
+  fs.mkdirSync(mnt);
+  fs.closeSync(fs.openSync(img, 'w'));
+  fs.truncateSync(img, 1 << 30);
+  execFileSync('mkfs.xfs', ['-q', '-m', 'reflink=1', img]);
+  execFileSync('mount', ['-o', 'loop', img, mnt]);
+  t.teardown(() => spawnSync('umount', [mnt]));
+  const tree = path.join(mnt, 'tree');
+  const contents = { 'big': crypto.randomBytes(300_000), 'd/huge': crypto.randomBytes(20 << 20), 'd/mid': crypto.randomBytes(5000), 'small': Buffer.from('inline\n') };
+  contents['d/same-as-big'] = contents.big;
+  for (const [p, c] of Object.entries(contents)) {
+    fs.mkdirSync(path.dirname(path.join(tree, p)), { recursive: true });
+    fs.writeFileSync(path.join(tree, p), c);
+  }
+  execFileSync('sync', ['-f', tree]);
+  const store = path.join(mnt, 'store');
+  const r = cfs(['build', '--rootfs', tree, '-o', path.join(mnt, 'a.ub'), '--store', store, '--json']);
+  t.is(r.code, 0, r.stderr);
+  const summary = JSON.parse(r.stdout);
+  t.is(summary.objectsNew, 3);
+  t.is(summary.objectsCloned, 3, 'every new object a clone');
+  // FIEMAP: each object's extents are shared (with the tree's file)
+  const shared = (f) => /\bshared\b/.test(execFileSync('filefrag', ['-v', f], { encoding: 'utf8' }));
+  for (const p of ['big', 'd/huge', 'd/mid']) {
+    const obj = objectPath(store, verityDigest(contents[p]));
+    t.true(fs.readFileSync(obj).equals(contents[p]), `${p}: the object holds the file's bytes`);
+    t.true(shared(obj), `${p}: the object shares its extents`);
+    t.is(fs.statSync(obj).mode & 0o7777, 0o444);
+  }
+  // the same tree copied into a store elsewhere (tmpfs: no clones) gives the very same blob
+  const [other] = tmpfsStores(t, d, 'size=64m', 'size=1m', 'copy-');
+  const c = cfs(['build', '--rootfs', tree, '-o', path.join(d, 'b.ub'), '--store', other, '--json']);
+  t.is(c.code, 0, c.stderr);
+  t.is(JSON.parse(c.stdout).objectsCloned, 0);
+  t.true(fs.readFileSync(path.join(mnt, 'a.ub')).equals(fs.readFileSync(path.join(d, 'b.ub'))));
+  // a clone is its own file: writing the tree's file afterwards leaves the object as it was
+  fs.writeFileSync(path.join(tree, 'big'), crypto.randomBytes(300_000));
+  t.true(fs.readFileSync(objectPath(store, verityDigest(contents.big))).equals(contents.big));
+  t.is(cfs(['fsck', path.join(mnt, 'a.ub'), '--store', store]).code, 0);
+  // a store on another filesystem than the tree: no clone tried there, the usual copies
+  const apart = path.join(d, 'store-apart');
+  const e = cfs(['build', '--rootfs', tree, '-o', path.join(d, 'c.ub'), '--store', apart, '--json']);
+  t.is(e.code, 0, e.stderr);
+  t.is(JSON.parse(e.stdout).objectsCloned, 0);
+  t.is(JSON.parse(e.stdout).objectsNew, 4);
+});
+
 test('stores: a store that fills up (ENOSPC: out of inodes, which free bytes do not show) passes the next objects to the other store', async (t) => {
   const d = tmpdir(t);
   const contents = Array.from({ length: 120 }, (_, i) => crypto.randomBytes(1000 + i));
