@@ -49,7 +49,7 @@ export interface BuildSummary {
   bytes: number;
   objectsNew: number;
   objectsPresent: number;
-  /** --rootfs: of objectsNew, those cloned from the tree's files (reflinks: no data written). */
+  /** --rootfs --reflink: of objectsNew, those cloned from the tree's files (no data written). */
   objectsCloned?: number;
   /** Regular files whose content is inlined in the blob. */
   inlineFiles: number;
@@ -91,6 +91,12 @@ export interface BuildOptions {
    * xattrs, devices, hardlinks), as mkcomposefs takes one: nothing is interpreted as a whiteout.
    */
   rootfs?: boolean;
+  /**
+   * With `rootfs`: new objects are clones of the tree's files where a store is on the tree's
+   * filesystem and it clones (XFS with reflink, btrfs): no data written, the space shared.
+   * Slower on a cold cache here (each clone is read back from disk to be hashed, on one thread).
+   */
+  reflink?: boolean;
   /** A layer's "./" entry: applied to the image's root (default, as umoci and docker), or ignored (as containerd). */
   rootEntries?: 'apply' | 'ignore';
 }
@@ -301,6 +307,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
   removeStaleBlobTemps(out);
   if (opts.verity) loadAddon(); // not built: say so before the work, not after
   if (opts.rootfs && opts.from !== undefined) throw new Error('--rootfs and --from do not go together (--from takes an overlay upper)');
+  if (opts.reflink && !opts.rootfs) throw new Error('--reflink goes with --rootfs (it clones the files of a directory tree)');
   if (opts.rootfs && opts.platform !== undefined) throw new Error('--platform picks an image of an index; a --rootfs directory has none');
   if (opts.rootEntries === 'ignore' && (opts.rootfs || opts.from !== undefined)) throw new Error('--ignore-root-entries is about image layers; --rootfs and --from take a directory');
   const image = opts.from === undefined && !opts.rootfs ? loadImage(opts.image, { platform: opts.platform }) : null;
@@ -313,7 +320,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
     if (image) {
       compiled = await compileLayers(image, { store, inlineThreshold, onProgress: opts.onProgress, rootEntries: opts.rootEntries });
     } else if (opts.rootfs) {
-      compiled = await compileRootfs(opts.image, store, inlineThreshold);
+      compiled = await compileRootfs(opts.image, store, inlineThreshold, opts.reflink ?? false);
     } else {
       const applied = await applyUpperOnto(opts.from!, opts.image, store, opts.inlineThreshold, opts.userxattr ?? !inInitialUserNamespace());
       inlineThreshold = applied.inlineThreshold;
@@ -358,7 +365,7 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
       seconds: Math.round(performance.now() - started) / 1000,
       layers,
       ...(opts.from !== undefined ? { parentObjectsMissing: parentMissing } : {}),
-      ...(opts.rootfs ? { objectsCloned: store.stats.objectsCloned } : {}),
+      ...(opts.reflink ? { objectsCloned: store.stats.objectsCloned } : {}),
       ...verity,
     };
   } catch (err) {
@@ -371,14 +378,14 @@ export async function buildImage(opts: BuildOptions): Promise<BuildSummary> {
 }
 
 /** `cfs build --rootfs DIR`: the directory tree as it is, onto an empty tree. */
-async function compileRootfs(dir: string, store: StoreWriter, inlineThreshold: number): Promise<{ root: TreeNode; entries: number }> {
+async function compileRootfs(dir: string, store: StoreWriter, inlineThreshold: number, reflink: boolean): Promise<{ root: TreeNode; entries: number }> {
   const st = fs.statSync(dir, { throwIfNoEntry: false });
   if (!st) throw new Error(`${dir}: no such directory`);
   if (!st.isDirectory()) throw new Error(`${dir}: not a directory (--rootfs takes a directory tree)`);
   const root = newTree();
-  // a tree that is there to stay (not an upper about to go): its files' extents are shared
-  // with the store's objects where the filesystem can (StoreWriter.putClone)
-  const stats = await applyOverlayDiff(root, dir, { store, inlineThreshold, whiteouts: false, clone: true });
+  // --reflink: the files' extents shared with the store's objects where the filesystem can
+  // (StoreWriter.putClone); a tree that stays, unlike an upper about to go
+  const stats = await applyOverlayDiff(root, dir, { store, inlineThreshold, whiteouts: false, clone: reflink });
   return { root, entries: stats.entries };
 }
 
@@ -515,11 +522,12 @@ export function registerBuild(program: Command): void {
     .option('--json', 'print a JSON summary on stdout')
     .option('--verity', "enable fs-verity on the objects where the store's filesystem supports it")
     .option('--rootfs', 'IMAGE is a plain directory tree (a root filesystem), taken as it is: modes, owners, times, xattrs, devices, hardlinks (as mkcomposefs takes one; no whiteouts)')
+    .option('--reflink', 'with --rootfs: new objects are clones of the files (no data written, space shared) where a store is on the tree\'s filesystem and it can clone (XFS, btrfs)')
     .option('--ignore-root-entries', "skip a layer's entry for the root directory (\"./\") as containerd does, where umoci and docker apply it (the default): the blob the snapshotter makes of the image")
     .option('--from <blob>', 'IMAGE is an overlayfs upper directory (0/0 char device whiteouts, trusted.overlay.opaque) to apply onto this blob, incrementally; its objects must be in the stores; the inline threshold defaults to the blob\'s')
     .option('--userxattr', 'with --from: the overlay was mounted with userxattr (from a user namespace: user.overlay.opaque); the default inside a user namespace')
     .option('--no-userxattr', 'with --from: the overlay kept its bookkeeping in trusted.overlay.* (mounted by the host\'s root); the default outside a user namespace')
-    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string; rootfs?: boolean; ignoreRootEntries?: boolean; userxattr?: boolean }, cmd: Command) => {
+    .action(async (image: string, o: { output: string; store?: string[]; inlineThreshold: number; platform?: string; json?: boolean; verity?: boolean; from?: string; rootfs?: boolean; ignoreRootEntries?: boolean; userxattr?: boolean; reflink?: boolean }, cmd: Command) => {
       if (o.userxattr !== undefined && o.from === undefined) throw new Error('--userxattr and --no-userxattr go with --from (an overlay upper)');
       const stores = o.store ?? [];
       if (stores.length === 0) throw new Error('build: at least one --store DIR is required');
@@ -538,6 +546,7 @@ export function registerBuild(program: Command): void {
           from: o.from,
           userxattr: o.userxattr,
           rootfs: o.rootfs,
+          reflink: o.reflink,
           rootEntries: o.ignoreRootEntries ? 'ignore' : 'apply',
         });
       } finally {

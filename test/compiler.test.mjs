@@ -1153,9 +1153,9 @@ test('stores: a new object goes to the store with the most free space (tmpfs sto
 });
 
 // composefs users ask for reflinks when a store is filled from a directory (containers/composefs#143):
-// on a filesystem that clones (XFS, mkfs.xfs's default reflink=1), `cfs build --rootfs` with its
-// store there writes no data; elsewhere (tmpfs, ext4) it copies as before. Needs root (mount).
-test('stores: cfs build --rootfs on XFS clones the tree\'s files into the store (shared extents, no data written); the blob equals a copying build\'s', (t) => {
+// on a filesystem that clones (XFS, mkfs.xfs's default reflink=1), `cfs build --rootfs --reflink`
+// with its store there writes no data; elsewhere (tmpfs, ext4) it copies as before. Needs root (mount).
+test('stores: cfs build --rootfs --reflink on XFS clones the tree\'s files into the store (shared extents, no data written); the blob equals a copying build\'s', (t) => {
   const d = tmpdir(t);
   const img = path.join(d, 'xfs.img');
   const mnt = path.join(d, 'xfs');
@@ -1174,7 +1174,7 @@ test('stores: cfs build --rootfs on XFS clones the tree\'s files into the store 
   }
   execFileSync('sync', ['-f', tree]);
   const store = path.join(mnt, 'store');
-  const r = cfs(['build', '--rootfs', tree, '-o', path.join(mnt, 'a.ub'), '--store', store, '--json']);
+  const r = cfs(['build', '--rootfs', tree, '--reflink', '-o', path.join(mnt, 'a.ub'), '--store', store, '--json']);
   t.is(r.code, 0, r.stderr);
   const summary = JSON.parse(r.stdout);
   t.is(summary.objectsNew, 3);
@@ -1189,7 +1189,7 @@ test('stores: cfs build --rootfs on XFS clones the tree\'s files into the store 
   }
   // the same tree copied into a store elsewhere (tmpfs: no clones) gives the very same blob
   const [other] = tmpfsStores(t, d, 'size=64m', 'size=1m', 'copy-');
-  const c = cfs(['build', '--rootfs', tree, '-o', path.join(d, 'b.ub'), '--store', other, '--json']);
+  const c = cfs(['build', '--rootfs', tree, '--reflink', '-o', path.join(d, 'b.ub'), '--store', other, '--json']);
   t.is(c.code, 0, c.stderr);
   t.is(JSON.parse(c.stdout).objectsCloned, 0);
   t.true(fs.readFileSync(path.join(mnt, 'a.ub')).equals(fs.readFileSync(path.join(d, 'b.ub'))));
@@ -1199,10 +1199,18 @@ test('stores: cfs build --rootfs on XFS clones the tree\'s files into the store 
   t.is(cfs(['fsck', path.join(mnt, 'a.ub'), '--store', store]).code, 0);
   // a store on another filesystem than the tree: no clone tried there, the usual copies
   const apart = path.join(d, 'store-apart');
-  const e = cfs(['build', '--rootfs', tree, '-o', path.join(d, 'c.ub'), '--store', apart, '--json']);
+  const e = cfs(['build', '--rootfs', tree, '--reflink', '-o', path.join(d, 'c.ub'), '--store', apart, '--json']);
   t.is(e.code, 0, e.stderr);
   t.is(JSON.parse(e.stdout).objectsCloned, 0);
   t.is(JSON.parse(e.stdout).objectsNew, 4);
+  // without --reflink the same store copies (a clone is read back from disk to be hashed, on
+  // one thread: slower on a cold cache), and --reflink is for a directory tree only
+  const plain = cfs(['build', '--rootfs', tree, '-o', path.join(d, 'p.ub'), '--store', path.join(mnt, 'store-plain'), '--json']);
+  t.is(plain.code, 0, plain.stderr);
+  t.false('objectsCloned' in JSON.parse(plain.stdout));
+  t.false(shared(objectPath(path.join(mnt, 'store-plain'), verityDigest(contents['d/mid']))));
+  const wrong = cfs(['build', path.join(d, 'nothing.tar'), '--reflink', '-o', path.join(d, 'w.ub'), '--store', apart]);
+  t.is(wrong.stderr, 'cfs: --reflink goes with --rootfs (it clones the files of a directory tree)\n');
 });
 
 test('stores: a store that fills up (ENOSPC: out of inodes, which free bytes do not show) passes the next objects to the other store', async (t) => {
