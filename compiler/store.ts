@@ -9,6 +9,7 @@
 // (cleanStaleTemps). Durability is not per object: the builder runs one syncfs per store
 // (`sync -f`) before it publishes the blob that needs the objects.
 import fs from 'node:fs';
+import fsp from 'node:fs/promises';
 import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
@@ -381,9 +382,9 @@ export class StoreWriter {
   private failure: Error | null = null;
   private readonly tag = `${TEMP_PREFIX}${process.pid}-${crypto.randomBytes(4).toString('hex')}-`;
   private tempCounter = 0;
-  /** The stores' st_dev, and the devices no store can clone from (putClone). */
+  /** The stores' st_dev, and per device whether putClone() can clone from it (see canClone). */
   private storeDevs: number[] | null = null;
-  private readonly noClone = new Set<number>();
+  private readonly cloneDevs = new Map<number, boolean>();
   private freeBytes: number[];
   private writtenSinceStatfs = 0;
   private readonly batchObjects: number;
@@ -494,46 +495,65 @@ export class StoreWriter {
   }
 
   /**
+   * Whether putClone() can clone files of device `dev` into a store: true (a clone succeeded
+   * there), false (no store there, or the filesystem cannot), undefined (not tried yet: call
+   * putClone() alone once, awaited; after true, calls may overlap).
+   */
+  canClone(dev: number): boolean | undefined {
+    return this.cloneDevs.get(dev);
+  }
+
+  /**
    * Store a file by cloning it (FICLONE: a new inode sharing the file's extents, no data written)
    * into a store on the file's filesystem, where that filesystem can (XFS with reflink, btrfs),
    * then naming the clone by its digest. The clone is hashed, not the file: a file that changes
-   * meanwhile cannot put a wrong name on an object. Returns the digest and the clone's size, or
-   * null where no store can clone from `dev` (remembered): then store the content as usual. A
-   * clone takes no data space, so the store with the most free space does not matter here.
+   * meanwhile cannot put a wrong name on an object. Returns null when the device cannot clone
+   * (found on the first try, remembered: canClone()); then store the content as usual. Once a
+   * device has cloned, a file that cannot be cloned is copied by the kernel into the temp name
+   * instead, so calls for it never return null and may overlap (async I/O on libuv's threadpool;
+   * no batch of the writer thread is touched). A clone takes no data space, so the store with
+   * the most free space does not matter here.
    */
   async putClone(file: string | Buffer, dev: number): Promise<{ digest: Buffer; size: number } | null> {
     this.throwIfFailed();
-    if (this.noClone.has(dev)) return null;
+    if (this.cloneDevs.get(dev) === false) return null;
     this.storeDevs ??= this.stores.map((s) => fs.statSync(s).dev);
     const store = this.stores.find((_, i) => this.storeDevs![i] === dev);
     if (store === undefined) {
-      this.noClone.add(dev);
+      this.cloneDevs.set(dev, false);
       return null;
     }
     const tmp = path.join(store, OBJECTS_DIR, `${this.tag}c${(this.tempCounter++).toString(36)}`);
-    try {
-      fs.copyFileSync(file, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE_FORCE);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code ?? '';
-      if (!NO_CLONE.has(code)) throw err;
-      fs.rmSync(tmp, { force: true });
-      this.noClone.add(dev);
-      return null;
-    }
     this.streamTemps.add(tmp);
     try {
-      const size = fs.statSync(tmp).size;
-      const digest = size <= MEMORY_OBJECT_LIMIT ? hashBuffer(fs.readFileSync(tmp)) : await hashFile(tmp);
+      let cloned = true;
+      try {
+        await fsp.copyFile(file, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE_FORCE);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? '';
+        if (!NO_CLONE.has(code)) throw err;
+        await fsp.rm(tmp, { force: true });
+        if (this.cloneDevs.get(dev) !== true) {
+          this.cloneDevs.set(dev, false);
+          return null;
+        }
+        await fsp.copyFile(file, tmp, fs.constants.COPYFILE_EXCL);
+        cloned = false;
+      }
+      this.cloneDevs.set(dev, true);
+      const size = (await fsp.stat(tmp)).size;
+      const digest = size <= MEMORY_OBJECT_LIMIT ? hashBuffer(await fsp.readFile(tmp)) : await hashFile(tmp);
       const final = objectPath(store, digest);
       if (findObject(this.stores, digest) !== null) {
         this.stats.objectsPresent++;
       } else {
-        fs.chmodSync(tmp, this.fileMode);
+        await fsp.chmod(tmp, this.fileMode);
         makeDirs(path.dirname(final));
         try {
-          fs.linkSync(tmp, final); // never over an object another writer just named
+          await fsp.link(tmp, final); // never over an object another writer just named
           this.stats.objectsNew++;
-          this.stats.objectsCloned++;
+          if (cloned) this.stats.objectsCloned++;
+          else this.stats.bytesNew += size;
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
           this.stats.objectsPresent++;
@@ -541,7 +561,7 @@ export class StoreWriter {
       }
       return { digest, size };
     } finally {
-      fs.rmSync(tmp, { force: true });
+      await fsp.rm(tmp, { force: true });
       this.streamTemps.delete(tmp);
     }
   }
