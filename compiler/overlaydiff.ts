@@ -87,10 +87,11 @@ export interface OverlayDiffOptions {
   /** Which xattrs hold the overlay's bookkeeping (default trusted: a mount by the host's root). */
   overlayXattrs?: OverlayXattrs;
   /**
-   * Store contents by cloning the files into a store on their filesystem where it can
-   * (StoreWriter.putClone: XFS with reflink, btrfs), else as usual. For a tree that stays (cfs
-   * build --rootfs); not for an upper about to be removed: a clone forces the file's dirty pages
-   * to disk and is then read back from there to be hashed, where a copy reads the page cache.
+   * Store contents of CLONE_MIN bytes or more by cloning the files into a store on their
+   * filesystem where it can (StoreWriter.putClone: XFS with reflink, btrfs; CLONE_WINDOW at a
+   * time), else as usual. For a tree that stays (cfs build --rootfs --reflink); not for an upper
+   * about to be removed: a clone forces the file's dirty pages to disk and is then read back
+   * from there to be hashed, where a copy reads the page cache.
    */
   clone?: boolean;
   /**
@@ -223,20 +224,23 @@ const CLONE_WINDOW = 8;
  */
 const CLONE_MIN = 256 << 10;
 
-/** A regular file's content as a clone in the store (StoreWriter.putClone, its device known to clone). */
-async function cloneContent(store: StoreWriter, abs: Buffer, st: fs.BigIntStats, node: TreeNode): Promise<void> {
+/**
+ * A regular file's content as a clone in the store (StoreWriter.putClone); false where its
+ * device cannot clone (only the first try on a device can say so).
+ */
+async function cloneContent(store: StoreWriter, abs: Buffer, st: fs.BigIntStats, node: TreeNode): Promise<boolean> {
   const c = await store.putClone(abs, Number(st.dev));
-  if (!c || c.size !== Number(st.size)) throw new Error(`${abs.toString()}: changed while being read`);
+  if (!c) return false;
+  if (c.size !== Number(st.size)) throw new Error(`${abs.toString()}: changed while being read`);
   node.digest = c.digest;
+  return true;
 }
 
 async function fileContent(abs: Buffer, st: fs.BigIntStats, node: TreeNode, opts: OverlayDiffOptions): Promise<void> {
   const size = Number(st.size);
   if (size === 0) return;
-  const cloned = size >= CLONE_MIN && opts.clone && opts.store ? await opts.store.putClone(abs, Number(st.dev)) : null;
-  if (cloned) {
-    if (cloned.size !== size) throw new Error(`${abs.toString()}: changed while being read`);
-    node.digest = cloned.digest;
+  if (size >= CLONE_MIN && opts.clone && opts.store && await cloneContent(opts.store, abs, st, node)) {
+    // cloned (the first file of its device, alone: the walk overlaps the next ones)
   } else if (size <= opts.inlineThreshold) {
     node.inline = fs.readFileSync(abs);
   } else if (size <= MEMORY_OBJECT_LIMIT) {
@@ -483,7 +487,9 @@ export async function applyOverlayDiff(tree: TreeNode, upperDir: string, opts: O
           if (opts.clone && opts.store && node.size >= CLONE_MIN && opts.store.canClone(Number(st.dev)) === true) {
             // clones overlap (each waits on the disk: FICLONE, then reading the clone back)
             if (cloning.length >= CLONE_WINDOW) await cloning.shift();
-            const p = cloneContent(opts.store, childAbs, st, node);
+            const p = cloneContent(opts.store, childAbs, st, node).then((cloned) => {
+              if (!cloned) throw new Error(`${childAbs.toString()}: its filesystem stopped cloning`); // putClone copies instead, never null here
+            });
             p.catch(() => {}); // awaited later (shift or allSettled); not an unhandled rejection meanwhile
             cloning.push(p);
           } else {
