@@ -27,6 +27,8 @@ export interface WorkerInit {
   journal?: string;
   /** Create objects with the addon's writeObjectFile (O_TMPFILE + linkat); false: temp + rename. */
   tmpfile: boolean;
+  /** Hash only: new objects are reported (DoneMessage.deferred), not written (see StoreWriterOptions.deferNew). */
+  defer?: boolean;
   /**
    * [0]: batches handled so far, counted here as each is done. The main thread reads it with
    * Atomics while it parses, without waiting for our answers (it sees those only when it yields).
@@ -74,6 +76,43 @@ export interface DoneMessage {
   objectsNew: number;
   objectsPresent: number;
   bytesNew: number;
+  /** With WorkerInit.defer: the new objects of the batch, not written. */
+  deferred?: DeferredObject[];
+  error?: string;
+}
+
+/** A new object that a deferring writer did not write: its hex digest and size. */
+export interface DeferredObject {
+  hex: string;
+  size: number;
+}
+
+/** A file that holds an object's content, to become that object (see StoreWriter.adopt). */
+export interface AdoptItem {
+  /** The object's digest, 64 hex digits. */
+  hex: string;
+  size: number;
+  /** Path of a regular file with exactly that content (bytes: any name). */
+  file: Uint8Array;
+  /** Copy it rather than link it (it carries xattrs an object must not have). */
+  copy?: boolean;
+}
+
+export interface AdoptMessage {
+  type: 'adopt';
+  items: AdoptItem[];
+}
+
+export interface AdoptedMessage {
+  type: 'adopted';
+  objectsNew: number;
+  /** Of objectsNew, those that are the given files (linked), not copies, and their bytes. */
+  objectsLinked: number;
+  bytesLinked: number;
+  bytesNew: number;
+  objectsPresent: number;
+  /** A file is missing, not regular or of another size: nothing was changed. */
+  mismatch?: string;
   error?: string;
 }
 
@@ -206,9 +245,13 @@ let journalFd: number | null = null;
 
 /** Note `hex` in the journal before its object exists (see StoreWriterOptions.journal). */
 function journalObject(hex: string): void {
-  if (!init.journal) return;
+  journalObjects([hex]);
+}
+
+function journalObjects(hexes: string[]): void {
+  if (!init.journal || hexes.length === 0) return;
   journalFd ??= fs.openSync(init.journal, 'a', 0o600);
-  writeAll(journalFd, Buffer.from(`${hex}\n`, 'latin1'));
+  writeAll(journalFd, Buffer.from(`${hexes.join('\n')}\n`, 'latin1'));
 }
 
 /**
@@ -300,6 +343,7 @@ const streams = new Map<string, OpenStream>();
 
 function closeStream(s: OpenStream, remove: boolean): void {
   streams.delete(s.tmp);
+  if (s.fd < 0) return; // deferring: never created
   try {
     fs.closeSync(s.fd);
   } finally {
@@ -376,9 +420,11 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
     // Opened at its name in the main thread's store; a full store sends it on (moveStream).
     s = { fd: -1, tmp: part.tmp, path: part.tmp, store: part.store, hasher: newVerityHasher(), size: 0 };
     const open = s;
-    inRoomyStore(s, () => {
-      if (open.fd < 0) open.fd = fs.openSync(open.path, 'wx+', init.fileMode);
-    });
+    if (!init.defer) {
+      inRoomyStore(s, () => {
+        if (open.fd < 0) open.fd = fs.openSync(open.path, 'wx+', init.fileMode);
+      });
+    }
     streams.set(part.tmp, s);
   }
   if (!s) throw new Error(`stream part for ${part.tmp}, which is not open`);
@@ -386,19 +432,20 @@ function streamPart(part: StreamPart, content: Uint8Array, digests: Buffer, repl
   if (part.zeros) {
     // extending the file leaves the hole unwritten; the file's length always says s.size
     const end = s.size + part.zeros;
-    inRoomyStore(s, () => fs.ftruncateSync(open.fd, end));
+    if (!init.defer) inRoomyStore(s, () => fs.ftruncateSync(open.fd, end));
     s.hasher.updateZeros(part.zeros);
     s.size = end;
   } else {
-    inRoomyStore(s, () => writeAllAt(open.fd, content, open.size));
+    if (!init.defer) inRoomyStore(s, () => writeAllAt(open.fd, content, open.size));
     s.hasher.update(content);
     s.size += content.length;
   }
   if (!part.last) return;
-  if (init.chmod) fs.fchmodSync(s.fd, init.fileMode);
+  if (init.chmod && !init.defer) fs.fchmodSync(s.fd, init.fileMode);
   s.hasher.digest().copy(digests, part.item * 32);
   const hex = newObjectHex(digests, part.item, s.size, reply);
-  if (hex === null) {
+  if (hex === null || init.defer) {
+    if (hex !== null) (reply.deferred ??= []).push({ hex, size: s.size });
     closeStream(s, true);
     return;
   }
@@ -440,6 +487,10 @@ function handleBatch(m: BatchMessage): DoneMessage {
       if (!m.digests) hashBufferScratch(content).copy(digests, i * 32);
       const hex = newObjectHex(digests, i, content.length, reply);
       if (hex === null) continue;
+      if (init.defer) {
+        (reply.deferred ??= []).push({ hex, size: content.length });
+        continue;
+      }
       if (writeObjectSomewhere(hex, content)) {
         reply.objectsNew++;
         reply.bytesNew += content.length;
@@ -458,6 +509,146 @@ function handleBatch(m: BatchMessage): DoneMessage {
   return reply;
 }
 
+/**
+ * Make each item's file the object it holds (StoreWriter.adopt). First every file is checked
+ * (a regular file of the item's size; one with holes also by its digest, see fileDigestHex),
+ * and nothing changes if one is not; then each digest is
+ * journalled and the file linked into the first store on its filesystem, after chown to our
+ * ids (before chmod: chown clears set-id bits) and chmod to the object mode. A file on no
+ * store's filesystem, one we may not chown, or one marked `copy` is copied (copy_file_range, or
+ * a reflink) into a temp name of the roomiest store and renamed into place. The caller vouches
+ * for the contents; durability is the caller's syncfs.
+ */
+function adoptFiles(items: AdoptItem[]): AdoptedMessage {
+  const reply: AdoptedMessage = { type: 'adopted', objectsNew: 0, objectsLinked: 0, bytesLinked: 0, bytesNew: 0, objectsPresent: 0 };
+  const found: fs.Stats[] = [];
+  for (const it of items) {
+    const file = Buffer.from(it.file.buffer, it.file.byteOffset, it.file.byteLength);
+    const st = fs.lstatSync(file, { throwIfNoEntry: false });
+    const problem = st === undefined ? 'missing' : !st.isFile() ? 'not a regular file' : st.size !== it.size ? `${st.size} bytes, the object has ${it.size}`
+      : st.blocks * 512 < st.size && fileDigestHex(file) !== it.hex ? 'a sparse file without the content' : null;
+    if (problem !== null) {
+      reply.mismatch = `${file.toString()}: ${problem}`;
+      return reply;
+    }
+    found.push(st!);
+  }
+  const uid = process.geteuid!();
+  const gid = process.getegid!();
+  storeDevs ??= objectsDirs.map((d) => fs.statSync(d).dev);
+  try {
+    // every digest in one write, before the first object appears
+    journalObjects(items.map((it) => it.hex));
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i];
+      const st = found[i];
+      const file = Buffer.from(it.file.buffer, it.file.byteOffset, it.file.byteLength);
+      const home = !it.copy && (uid === 0 || st.uid === uid) ? storeDevs.indexOf(st.dev) : -1;
+      let added: boolean;
+      if (home >= 0) {
+        if (st.uid !== uid || st.gid !== gid) fs.chownSync(file, uid, gid);
+        if ((st.mode & 0o7777) !== init.fileMode) fs.chmodSync(file, init.fileMode);
+        added = linkObject(home, it.hex, file, it.size);
+        if (added) {
+          reply.objectsLinked++;
+          reply.bytesLinked += it.size;
+        }
+      } else {
+        added = copyObjectSomewhere(it.hex, file, it.size);
+      }
+      if (added) {
+        reply.objectsNew++;
+        reply.bytesNew += it.size;
+      } else {
+        reply.objectsPresent++;
+      }
+    }
+  } catch (err) {
+    reply.error = (err as Error).message ?? String(err);
+  } finally {
+    if (journalFd !== null) fs.closeSync(journalFd);
+    journalFd = null;
+  }
+  return reply;
+}
+
+/**
+ * The fs-verity digest of a file's content, read in 1 MiB chunks. adoptFiles checks files with
+ * holes this way: an overlayfs metadata-only copy-up (metacopy=on) leaves the upper a sparse
+ * file of the full size with no data, whose bytes are not the content (a file with real holes
+ * passes: they read as the zeros they are).
+ */
+function fileDigestHex(file: Buffer): string {
+  const hasher = newVerityHasher();
+  const fd = fs.openSync(file, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(1 << 20);
+    for (let n; (n = fs.readSync(fd, chunk, 0, chunk.length, null)) > 0; ) hasher.update(chunk.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hasher.digest().toString('hex');
+}
+
+/** Per store, st_dev of its objects/ directory (for adoptFiles). */
+let storeDevs: number[] | null;
+
+/**
+ * link(2) `file` under the object's name in store d; false when an object of that size is there
+ * already (a concurrent writer's, kept). Anything else there is replaced (temp link, rename).
+ */
+function linkObject(d: number, hex: string, file: Buffer, size: number): boolean {
+  const fan = hex.slice(0, 2);
+  if (fanoutState(d, fan) === 'missing') makeFanout(d, fan);
+  const target = `${objectsDirs[d]}/${fan}/${hex.slice(2)}`;
+  try {
+    fs.linkSync(file, target);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+  if (isObjectFile(target, size)) return false;
+  const tmp = `${objectsDirs[d]}/${init.tempTag}${(counter++).toString(36)}`;
+  fs.linkSync(file, tmp);
+  try {
+    fs.renameSync(tmp, target);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  return true;
+}
+
+/** A copy of `file` as the object, in the store chooseStore picks (the next one when that is full). */
+function copyObjectSomewhere(hex: string, file: Buffer, size: number): boolean {
+  for (;;) {
+    const d = chooseStore(size);
+    try {
+      return copyObject(d, hex, file, size);
+    } catch (err) {
+      if (!storeIsFull(err, d)) throw err;
+      markFull(d);
+    }
+  }
+}
+
+function copyObject(d: number, hex: string, file: Buffer, size: number): boolean {
+  const fan = hex.slice(0, 2);
+  if (fanoutState(d, fan) === 'missing') makeFanout(d, fan);
+  const target = `${objectsDirs[d]}/${fan}/${hex.slice(2)}`;
+  if (isObjectFile(target, size)) return false;
+  const tmp = `${objectsDirs[d]}/${init.tempTag}${(counter++).toString(36)}`;
+  try {
+    fs.copyFileSync(file, tmp, fs.constants.COPYFILE_EXCL | fs.constants.COPYFILE_FICLONE);
+    fs.chmodSync(tmp, init.fileMode);
+    fs.renameSync(tmp, target);
+  } catch (err) {
+    fs.rmSync(tmp, { force: true });
+    throw err;
+  }
+  return true;
+}
+
 /** Start serving a StoreWriter: nothing of the previous one's is kept (a gc may have run since). */
 function begin(i: WorkerInit): void {
   init = i;
@@ -470,6 +661,7 @@ function begin(i: WorkerInit): void {
   writtenSinceStatfs = 0;
   tmpfile = objectsDirs.map(() => init.tmpfile && addonLoads());
   fanoutFds = objectsDirs.map(() => new Map());
+  storeDevs = null;
 }
 
 begin(workerData as WorkerInit);
@@ -480,7 +672,7 @@ begin(workerData as WorkerInit);
  */
 export type ControlMessage = { type: 'end' } | { type: 'begin'; init: WorkerInit } | { type: 'close' };
 
-parentPort!.on('message', (m: BatchMessage | ControlMessage) => {
+parentPort!.on('message', (m: BatchMessage | ControlMessage | AdoptMessage) => {
   if (m.type === 'close' || m.type === 'end') {
     for (const s of [...streams.values()]) closeStream(s, true);
     closeFanoutFds();
@@ -490,6 +682,10 @@ parentPort!.on('message', (m: BatchMessage | ControlMessage) => {
   }
   if (m.type === 'begin') {
     begin(m.init);
+    return;
+  }
+  if (m.type === 'adopt') {
+    parentPort!.postMessage(adoptFiles(m.items));
     return;
   }
   const reply = handleBatch(m);

@@ -14,7 +14,8 @@ import path from 'node:path';
 import crypto from 'node:crypto';
 import { execFile } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
-import type { BatchMessage, ControlMessage, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
+import type { AdoptItem, AdoptMessage, AdoptedMessage, BatchMessage, ControlMessage, DeferredObject, DoneMessage, StreamPart, WorkerInit } from './store-worker.js';
+export type { AdoptItem } from './store-worker.js';
 import { VerityHasher, verityDigest, verityDigestOfFile } from '../format/verity.js';
 import { addonBuilt, nativeBlockHasher, nativeVerityDigest } from '../mounter/addon.js';
 import { makeDirs } from './mkdirs.js';
@@ -234,6 +235,20 @@ export interface StoreStats {
   objectsCloned: number;
 }
 
+/** What StoreWriter.adopt() added. */
+export interface AdoptStats {
+  objectsNew: number;
+  /** Of objectsNew, the given files themselves (linked), not copies, and their bytes. */
+  objectsLinked: number;
+  bytesLinked: number;
+  bytesNew: number;
+  /** Already there (another writer made the same object meanwhile). */
+  objectsPresent: number;
+}
+
+/** StoreWriter.adopt() changed nothing: a file is missing, not a regular file, or of another size. */
+export class AdoptMismatch extends Error {}
+
 /** copyFile(FICLONE_FORCE) errors that mean "no clone from here to there", not a failure. */
 const NO_CLONE = new Set(['ENOTSUP', 'EOPNOTSUPP', 'EXDEV', 'EINVAL', 'ENOSYS', 'ENOTTY', 'EPERM']);
 
@@ -265,6 +280,13 @@ export interface StoreWriterOptions {
    * (default 2). 0: always here; Infinity: never (tests use both to check either side).
    */
   writerBehindBatches?: number;
+  /**
+   * Hash every content and decide which are new, but write none: deferred() lists the new ones
+   * (digest and size) once flush() has resolved. For a caller that holds the same contents as
+   * files and links them in afterwards (adoptObjectFiles): the snapshotter, whose compile ahead
+   * reads a layer containerd is applying into an upper at the same time.
+   */
+  deferNew?: boolean;
 }
 
 const BATCH_BYTES = 4 << 20;
@@ -391,11 +413,15 @@ export class StoreWriter {
   private readonly maxQueuedBytes: number;
   private readonly journal: string | undefined;
   private readonly tmpfile: boolean;
+  private readonly deferNew: boolean;
+  private readonly deferredObjects: DeferredObject[] = [];
   private readonly fileMode = 0o444;
   /** Batches posted to the writer thread, and (shared with it) how many it has done. */
   private sentBatches = 0;
   private readonly progress = new Int32Array(new SharedArrayBuffer(4));
   private readonly writerBehindBatches: number;
+  /** Called with the writer thread's answer to `adopt`, or null if it died (see adopt()). */
+  private onAdopted: ((m: AdoptedMessage | null) => void) | null = null;
   /** Called when the writer thread answers `end` (see close()). */
   private onEnded: (() => void) | null = null;
   /** Removes this writer's listeners from the thread, before another StoreWriter takes it. */
@@ -408,6 +434,7 @@ export class StoreWriter {
     this.maxQueuedBytes = opts.maxQueuedBytes ?? QUEUED_BYTES;
     this.journal = opts.journal;
     this.tmpfile = opts.tmpfile ?? true;
+    this.deferNew = opts.deferNew ?? false;
     this.writerBehindBatches = opts.writerBehindBatches ?? WRITER_BEHIND_BATCHES;
     for (const s of this.stores) {
       makeDirs(path.join(s, OBJECTS_DIR));
@@ -566,6 +593,41 @@ export class StoreWriter {
     }
   }
 
+  /**
+   * Files that hold objects' contents become those objects: on a store's filesystem a hard link
+   * (the file chowned to us and made 0444 first: its other names see that too), elsewhere, or
+   * for items marked `copy`, a copy. For contents already written once, as a layer's files that
+   * containerd applied into an upper about to be emptied (the snapshotter, with deferNew): no
+   * byte is written again. The caller vouches that each file holds the content its digest
+   * names; each is checked to be a regular file of the item's size, ALL before anything changes:
+   * AdoptMismatch then, with nothing changed. Not durable until a syncfs, as put*().
+   */
+  async adopt(items: readonly AdoptItem[]): Promise<AdoptStats> {
+    await this.flush();
+    const w = this.startWorker();
+    const m = await new Promise<AdoptedMessage | null>((resolve) => {
+      this.onAdopted = resolve;
+      w.postMessage({ type: 'adopt', items: [...items] } satisfies AdoptMessage);
+    });
+    this.onAdopted = null;
+    this.throwIfFailed();
+    if (m === null) throw new Error('object store writer exited unexpectedly');
+    if (m.mismatch) throw new AdoptMismatch(m.mismatch);
+    this.stats.objectsNew += m.objectsNew;
+    this.stats.objectsPresent += m.objectsPresent;
+    this.stats.bytesNew += m.bytesNew;
+    if (m.error) {
+      this.failure ??= new Error(`object store: ${m.error}`);
+      throw this.failure;
+    }
+    return { objectsNew: m.objectsNew, objectsLinked: m.objectsLinked, bytesLinked: m.bytesLinked, bytesNew: m.bytesNew, objectsPresent: m.objectsPresent };
+  }
+
+  /** With deferNew, after flush(): the new contents, not written (each once). */
+  deferred(): readonly DeferredObject[] {
+    return this.deferredObjects;
+  }
+
   /** Wait until every queued object is written; throws the first write error. */
   async flush(): Promise<void> {
     await this.send();
@@ -673,6 +735,7 @@ export class StoreWriter {
       this.stats.objectsNew += m.objectsNew;
       this.stats.objectsPresent += m.objectsPresent;
       this.stats.bytesNew += m.bytesNew;
+      if (m.deferred) for (const d of m.deferred) this.deferredObjects.push(d);
       if (m.error) this.failure ??= new Error(`object store: ${m.error}`);
       const b = this.queued.shift();
       if (b) {
@@ -687,6 +750,7 @@ export class StoreWriter {
       this.failure ??= error;
       this.queued = [];
       this.queuedBytes = 0;
+      this.onAdopted?.(null);
     }
     const w = this.wakeups;
     this.wakeups = [];
@@ -697,13 +761,17 @@ export class StoreWriter {
     if (this.worker) return this.worker;
     const init: WorkerInit = {
       stores: this.stores, tempTag: `${this.tag}w`, fileMode: this.fileMode, chmod: umaskStripsRead(), journal: this.journal,
-      tmpfile: this.tmpfile && addonBuilt(),
+      tmpfile: this.tmpfile && addonBuilt(), defer: this.deferNew,
       progress: this.progress,
     };
     const idle = takeIdle();
     const w = idle ?? new Worker(new URL('./store-worker.js', import.meta.url), { workerData: init });
     if (idle) w.postMessage({ type: 'begin', init } satisfies ControlMessage);
-    const onMessage = (m: DoneMessage | { type: 'ended' }) => (m.type === 'ended' ? this.onEnded?.() : this.batchDone(m));
+    const onMessage = (m: DoneMessage | AdoptedMessage | { type: 'ended' }) => {
+      if (m.type === 'ended') this.onEnded?.();
+      else if (m.type === 'adopted') this.onAdopted?.(m);
+      else this.batchDone(m);
+    };
     const onError = (err: Error) => this.batchDone(null, new Error(`object store writer failed: ${err.message}`));
     let onExit = () => {};
     this.workerExited = new Promise((resolve) => {

@@ -11,6 +11,8 @@ import { treeManifest, diffManifests } from './lib/treeman.mjs';
 import { startEnv, fetchContainerd17, mountsUnder, CFS, REPO } from './lib/containerd-env.mjs';
 import { startRegistry } from './lib/registry.mjs';
 import { referencedDigests } from '../dist/compiler/gc.js';
+import { objectPath } from '../dist/compiler/store.js';
+import { verityDigest } from '../dist/format/verity.js';
 import { splitSubtrees, startPointsIn } from '../dist/snapshotter/snapshotter.js';
 import { newDir } from '../dist/format/tree.js';
 
@@ -231,6 +233,19 @@ test.serial('1.6: import, snapshots ls/tree/mounts/usage, run, container view eq
   // equals umoci's but for the root's mtime (the container's upper root, which runc writes into)
   t.is((e16.log().match(/: compiled ahead from sha256:/g) ?? []).length, 3, e16.log());
   t.deepEqual(diffManifests(ref, got).filter((l) => !l.startsWith('.: mtime')), []);
+  // the new objects were only hashed ahead: Commit linked containerd's files of the upper in;
+  // each object's content is its name, and none still has a second name
+  const commits = [...e16.log().matchAll(/compiled ahead from sha256:\S+: \d+ entries, (\d+) new objects \(([^)]*)\)/g)];
+  t.is(commits.length, 3, e16.log());
+  for (const m of commits) t.is(Number(/(\d+) objects linked/.exec(m[2])?.[1] ?? 0), Number(m[1]), `every new object is a link: ${m[0]}`);
+  t.true(commits.some((m) => Number(m[1]) > 1000), 'the base layer\'s objects');
+  for (const r of rows(e16).filter((r) => r.kind === 3)) {
+    const f = cfs('fsck', path.join(e16.ubRoot, 'snapshots', String(r.id), 'blob'), '--store', e16.store);
+    t.is(f.code, 0, `fsck of snapshot ${r.id}: ${f.out}${f.err}`);
+  }
+  const objects = storeObjects(e16.store);
+  t.deepEqual(objects.filter((o) => fs.lstatSync(objectPath(e16.store, o)).nlink !== 1), [], 'an object with another name');
+  t.deepEqual(objects.filter((o) => (fs.lstatSync(objectPath(e16.store, o)).mode & 0o7777) !== 0o444), [], 'an object not 0444');
   await e16.ctr(['task', 'kill', '-s', 'SIGKILL', uniq('c2')]);
   for (let i = 0; i < 50; i++) {
     if (!(await e16.ctr(['task', 'ls'])).includes(uniq('c2'))) break;
@@ -284,6 +299,37 @@ test.serial('1.6: a layer\'s "./" entry leaves the root as containerd\'s overlay
   t.is(seen['unionblob--no-compile-ahead'], seen.overlayfs, 'compiled from the upper');
   await e16.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/rootentry:latest']);
   await restartSnapshotter(e16, []);
+});
+
+// Commit links the files containerd applied into the upper in as the layer's new objects (the
+// compile ahead only hashed them). An upper that does not hold the layer (here: one file of our
+// own instead of busybox) is refused before anything changes, and Commit compiles the upper.
+test.serial('1.6: an extraction upper that is not the layer compiled ahead: nothing linked, Commit compiles the upper as it is', async (t) => {
+  t.truthy(e16, 'needs the first test');
+  const dir = path.join(e16.dir, 'notlayer');
+  execFileSync('python3', [path.join(REPO, 'test/fixtures/make-rootentry-image.py'), dir]);
+  const archive = path.join(dir, 'image.docker-archive.tar');
+  // in containerd's content store (through overlayfs), not in our store
+  await e16.ctr(['images', 'import', '--snapshotter', 'overlayfs', archive]);
+  const manifest = JSON.parse(execFileSync('tar', ['-xOf', archive, 'manifest.json'], { encoding: 'utf8' }))[0];
+  const chain = JSON.parse(execFileSync('tar', ['-xOf', archive, manifest.Config], { encoding: 'utf8' })).rootfs.diff_ids[0];
+  const objectsBefore = storeObjects(e16.store);
+  const sock = path.join(e16.dir, 'ub.sock');
+  const key = `default/9001/extract-notlayer ${chain}`;
+  await snapshotsCall(sock, 'Prepare', { key, parent: '' });
+  const id = rows(e16).find((r) => r.key === key).id;
+  const mine = Buffer.from('not busybox\n');
+  fs.mkdirSync(path.join(e16.ubRoot, 'snapshots', String(id), 'fs', 'bin'));
+  fs.writeFileSync(path.join(e16.ubRoot, 'snapshots', String(id), 'fs', 'bin', 'other'), Buffer.concat([mine, Buffer.alloc(100)]), { mode: 0o755 });
+  const name = `default/9002/${chain}`;
+  await snapshotsCall(sock, 'Commit', { name, key });
+  t.regex(e16.log(), new RegExp(`commit of snapshot ${id}: the upper is not the layer compiled ahead \\(.*/bin/busybox: missing\\); compiling the upper`));
+  const blob = path.join(e16.ubRoot, 'snapshots', String(id), 'blob');
+  t.deepEqual(cfs('ls', blob, '/bin').out.trim().split('\n'), ['other']);
+  t.is(cfs('fsck', blob, '--store', e16.store).code, 0);
+  t.deepEqual(storeObjects(e16.store).filter((o) => !objectsBefore.includes(o)), [verityDigest(Buffer.concat([mine, Buffer.alloc(100)])).toString('hex')], 'only the upper\'s file became an object');
+  await snapshotsCall(sock, 'Remove', { key: name });
+  await e16.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/rootentry:latest']);
 });
 
 // A layer GNU tar wrote with --sparse (PAX sparse 1.0, which Go's archive/tar expands): compiled
