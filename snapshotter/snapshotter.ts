@@ -937,6 +937,9 @@ export class Snapshotter {
     if (!r.deferred || r.deferred.length === 0) return true;
     const upper = Buffer.from(`${this.upper(id)}/`);
     const items = r.deferred.map((d) => ({ hex: d.hex, size: d.size, file: Buffer.concat([upper, d.rel]), copy: d.xattrs }));
+    // The bytes of those files must reach the disk whatever happens next: their writeback starts
+    // now, beside the links, and Commit's own syncfs then has little left but the metadata.
+    if (2 * items.reduce((n, it) => n + it.size, 0) >= r.tarBytes) this.syncStores().catch(() => {});
     const { store, journal } = this.ownedStore();
     try {
       const added = await store.adopt(items);
