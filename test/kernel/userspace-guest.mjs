@@ -8,7 +8,8 @@
 //   read-only mount and tree (= `cfs extract`), auto -> kernel, digest=, the module's fsconfig
 //   messages, verity=require, the writable upper (overlayfs on the kernel mount) with remount
 //   persistence, `cfs install-helper` + `mount -t unionblob` + /etc/fstab, the snapshotter with
-//   the module (plain and idmapped lowers), and no stray mounts.
+//   the module (plain and idmapped lowers), containerd importing an image through it, and no
+//   stray mounts.
 import fs from 'node:fs';
 import path from 'node:path';
 import crypto from 'node:crypto';
@@ -531,6 +532,48 @@ await check('snapshotter-kernel-backend', async () => {
     for (const d of ['sn-l1', 'sn-ctr', 'sn-view', 'sn-userns']) if (top(path.join(T, d))) sh('umount', ['-l', path.join(T, d)]);
     sn.close();
   }
+});
+
+// ---- 5c. containerd driving the snapshotter on the module -------------------------------------
+// containerd 1.6 (this host's, copied into the guest) with `cfs snapshotter` as its proxy plugin,
+// started as test/snapshotter.test.mjs starts them: `ctr images import` of the example image
+// unpacks through containerd's applier into our uppers, each layer compiled ahead and its new
+// objects linked in from the upper at Commit; the module serves the committed blobs. A view of
+// the image (a bind of the module's mount) equals `cfs extract` of the host-built blob of the
+// same archive; every committed blob passes fsck. No runc here: no container is started.
+await check('snapshotter-containerd-kernel-backend', async () => {
+  process.env.TMPDIR = T; // the env's directories on the work disk, not the guest's /tmp
+  const { startEnv } = await import(`${ROOT}/test/lib/containerd-env.mjs`);
+  const e = await startEnv({ containerdRoot: true, startTimeoutMs: 240_000 });
+  const SN = ['--snapshotter', 'unionblob'];
+  try {
+    expect(/mount backend: using the unionblob kernel module/.test(e.log()), 'the snapshotter uses the module', e.log());
+    await e.ctr(['images', 'import', ...SN, '--base-name', 'docker.io/unionblob/hello', path.join(ROOT, 'examples', 'hello-oci.tar')]);
+    const commits = e.log().match(/: compiled ahead from sha256:.*/g) ?? [];
+    eq(commits.length, 2, 'both layers compiled ahead');
+    expect(commits.some((l) => /, [1-9]\d* objects linked /.test(l)), 'new objects linked in from the upper', commits.join('\n'));
+    // the image's top chain: the committed snapshot that is nobody's parent
+    const rows = (await e.ctr(['snapshots', ...SN, 'ls'])).split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((r) => r.length >= 2);
+    const committed = rows.filter((r) => r.at(-1) === 'Committed').map((r) => r[0]);
+    const parents = new Set(rows.map((r) => r[1]));
+    const tops = committed.filter((k) => !parents.has(k));
+    eq(tops.length, 1, `one top chain among ${JSON.stringify(rows)}`);
+    await e.ctr(['snapshots', ...SN, 'view', 'hello-view', tops[0]]);
+    const mounted = readMountinfo().filter((m) => m.mountPoint.startsWith(path.join(e.ubRoot, 'mounts') + '/'));
+    eq(mounted.map((m) => m.fsType), ['unionblob'], 'the view\'s blob is mounted by the module');
+    const want = await treeManifest(reference);
+    const got = await treeManifest(mounted[0].mountPoint);
+    eq(diffManifests(want, got, { labels: ['extract', 'containerd'], ignorePaths: (p) => p === '.' }), [], 'the image through containerd vs cfs extract');
+    for (const id of fs.readdirSync(path.join(e.ubRoot, 'snapshots'))) {
+      const blob = path.join(e.ubRoot, 'snapshots', id, 'blob');
+      if (fs.existsSync(blob)) ok(cfs('fsck', blob, '--store', e.store), `fsck of snapshot ${id}`);
+    }
+    await e.ctr(['snapshots', ...SN, 'rm', 'hello-view']);
+    await e.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/hello:latest']);
+  } finally {
+    await e.stop();
+  }
+  eq(readMountinfo().filter((m) => m.mountPoint.startsWith(e.dir)).map((m) => m.mountPoint), [], 'mounts left under the containerd env');
 });
 
 // ---- 6. nothing left ------------------------------------------------------------------------

@@ -3,7 +3,8 @@
 # with unionblob.ko into a bookworm userland (the cached minbase rootfs of
 # test/fixtures/make-images.sh + this host's node) with a copy of this checkout, and runs
 # test/kernel/userspace-guest.mjs there: `cfs mount --backend kernel|auto`, fsconfig messages,
-# the writable upper, `cfs install-helper` + `mount -t unionblob` + fstab, `cfs umount`, and
+# the writable upper, `cfs install-helper` + `mount -t unionblob` + fstab, `cfs umount`, the
+# snapshotter on the module (also driven by containerd: this host's containerd and ctr), and
 # the fs-verity tests of test/addon.test.mjs (this host's kernel has no CONFIG_FS_VERITY).
 #
 #   test/kernel/userspace.sh [6.1] [6.12]        (default: both)
@@ -25,7 +26,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 CACHE=${UB_CACHE:-/var/cache/unionblob-test}
 WORK=$CACHE/work-userspace
 TIMEOUT=${UB_QEMU_TIMEOUT:-600}
-SYS_VERSION=1   # bump when the system image's recipe changes
+SYS_VERSION=2   # bump when the system image's recipe changes
 log() { echo "kernel-userspace: $*" >&2; }
 
 flavours=("$@")
@@ -42,13 +43,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---- the system image: bookworm minbase + node, fsverity, mkfs.erofs, getfattr, busybox ------
+# ---- the system image: bookworm minbase + node, fsverity, mkfs.erofs, getfattr, containerd, busybox
 # test/fixtures/make-images.sh caches the debootstrap'ed rootfs (only prints when cached).
 IMAGES_JSON=$(bash "$REPO/test/fixtures/make-images.sh" 2>"$WORK/make-images.log" | tail -n 1) || true
 ROOTFS_TAR=
 [ -f "$IMAGES_JSON" ] && ROOTFS_TAR=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).rootfsTar ?? "")' "$IMAGES_JSON")
 [ -f "$ROOTFS_TAR" ] || { echo "UBTEST fail system-image no rootfs tarball (test/fixtures/make-images.sh, see $WORK/make-images.log)"; exit 1; }
-TOOLS="$(command -v node) /usr/bin/fsverity /usr/bin/mkfs.erofs /usr/bin/getfattr /usr/bin/setfattr"
+TOOLS="$(command -v node) /usr/bin/fsverity /usr/bin/mkfs.erofs /usr/bin/getfattr /usr/bin/setfattr /usr/bin/containerd /usr/bin/ctr"
 # The addon itself comes with the work disk; the libraries it links (libisal) go into the system.
 ADDON_LIBS=$(ldd "$REPO/mounter/addon/build/Release/unionblob.node" | awk '/=> \// {print $3}' | sort)
 key=$( {
@@ -70,6 +71,10 @@ if [ ! -f "$SYS_IMG" ]; then
 		[ -e "$root/usr/lib/x86_64-linux-gnu/$(basename "$lib")" ] || cp -L "$lib" "$root/usr/lib/x86_64-linux-gnu/"
 	done
 	cp /bin/busybox "$root/usr/local/bin/busybox"
+	# the .proto files `cfs snapshotter` loads (snapshotter/proto.ts: containerd's API, gogo, google's)
+	for d in /usr/share/gocode/src/github.com/containerd/containerd/api /usr/share/gocode/src/github.com/gogo/protobuf /usr/include/google/protobuf; do
+		[ -d "$d" ] && (cd / && find "${d#/}" -name '*.proto' -print0 | tar --null -T - -cf -) | tar -xf - -C "$root"
+	done
 	mkdir -p "$root/work"
 	mb=$(($(du -sm "$root" | cut -f1) + 256))
 	rm -f "$CACHE"/userspace/system-*.img

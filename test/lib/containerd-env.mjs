@@ -77,7 +77,7 @@ async function waitFor(what, fn, ms = 20_000) {
 }
 
 /**
- * @param {{ bin?: string, transfer?: boolean, storeDir?: string, containerdRoot?: boolean, nodeArgs?: string[], env?: Record<string, string> }} opts
+ * @param {{ bin?: string, transfer?: boolean, storeDir?: string, containerdRoot?: boolean, nodeArgs?: string[], env?: Record<string, string>, startTimeoutMs?: number }} opts
  *   bin: a usr/bin with containerd, ctr, shims; containerdRoot: the snapshotter reads layer blobs from containerd's
  *   files; nodeArgs: options for the snapshotter's node (e.g. --cpu-prof, to profile it)
  */
@@ -90,6 +90,8 @@ export async function startEnv(opts = {}) {
   const store = opts.storeDir ?? path.join(ubRoot, 'store');
   const logFile = path.join(dir, 'ub.log');
   const procs = { ub: null, ctd: null };
+  // how long the snapshotter and containerd may take to start (the kernel tests' qemu guests are slow)
+  const startMs = opts.startTimeoutMs ?? 20_000;
 
   const e = {
     dir, ubRoot, store, logFile,
@@ -102,7 +104,7 @@ export async function startEnv(opts = {}) {
         '--store', store, '--containerd-address', path.join(dir, 'containerd.sock'),
         ...(containerdRoot ? ['--containerd-root', path.join(dir, 'root')] : []), ...args], { stdio: ['ignore', out, out], env });
       fs.closeSync(out);
-      await waitFor('the snapshotter socket', () => e.log().includes('serving containerd snapshots API'));
+      await waitFor('the snapshotter socket', () => e.log().includes('serving containerd snapshots API'), startMs);
     },
     killSnapshotter(signal = 'SIGKILL') {
       procs.ub?.kill(signal);
@@ -112,7 +114,7 @@ export async function startEnv(opts = {}) {
       const out = fs.openSync(path.join(dir, 'containerd.log'), 'a');
       procs.ctd = spawn('containerd', ['--config', path.join(dir, 'config.toml')], { stdio: ['ignore', out, out], env });
       fs.closeSync(out);
-      await waitFor('containerd', async () => (await e.ctr(['version'])).includes('Server'));
+      await waitFor('containerd', async () => (await e.ctr(['version'])).includes('Server'), startMs);
     },
     async ctr(args, { timeout = 120_000 } = {}) {
       const { stdout, stderr } = await execFileP('ctr', ['-a', path.join(dir, 'containerd.sock'), ...args], { env, timeout, maxBuffer: 64 << 20 });
@@ -155,8 +157,9 @@ export async function startEnv(opts = {}) {
     await e.startSnapshotter();
     await e.startContainerd();
   } catch (err) {
+    const tail = e.log().split('\n').slice(-20).join(' | ');
     await e.stop();
-    throw err;
+    throw new Error(`${err.message} (snapshotter log: ${tail || 'empty'})`);
   }
   return e;
 }
