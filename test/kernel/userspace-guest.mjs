@@ -540,7 +540,8 @@ await check('snapshotter-kernel-backend', async () => {
 // unpacks through containerd's applier into our uppers, each layer compiled ahead and its new
 // objects linked in from the upper at Commit; the module serves the committed blobs. A view of
 // the image (a bind of the module's mount) equals `cfs extract` of the host-built blob of the
-// same archive; every committed blob passes fsck. No runc here: no container is started.
+// same archive; every committed blob passes fsck; `ctr run` (runc) reads the image and writes
+// into its rootfs, an overlay on the module's mount.
 await check('snapshotter-containerd-kernel-backend', async () => {
   process.env.TMPDIR = T; // the env's directories on the work disk, not the guest's /tmp
   const { startEnv } = await import(`${ROOT}/test/lib/containerd-env.mjs`);
@@ -569,6 +570,17 @@ await check('snapshotter-containerd-kernel-backend', async () => {
       if (fs.existsSync(blob)) ok(cfs('fsck', blob, '--store', e.store), `fsck of snapshot ${id}`);
     }
     await e.ctr(['snapshots', ...SN, 'rm', 'hello-view']);
+    // a container (runc through containerd's shim) on an overlay whose lower is the module's
+    // mount; the image has no shell, so this guest's static busybox is bound in
+    if (!readMountinfo().some((m) => m.mountPoint === '/sys/fs/cgroup')) ok(sh('mount', ['-t', 'cgroup2', 'cgroup2', '/sys/fs/cgroup']), 'mount cgroup2');
+    const out = await e.ctr(['run', '--rm', '--fifo-dir', path.join(e.dir, 'fifo'), ...SN,
+      '--mount', 'type=bind,src=/usr/local/bin/busybox,dst=/busybox,options=rbind:ro',
+      'docker.io/unionblob/hello:latest', 'hello-ctr', '/busybox', 'sh', '-c',
+      'cat /etc/hostname && echo written >/new && cat /new && /busybox grep " / " /proc/mounts'], { timeout: 300_000 });
+    const lines = out.trim().split('\n');
+    eq(lines.slice(0, 2), [fs.readFileSync(path.join(reference, 'etc', 'hostname'), 'utf8').trim(), 'written'], 'the container read the image and wrote into its rootfs');
+    expect(/^overlay \/ overlay /.test(lines[2] ?? ''), `the container's root is an overlay: ${lines[2]}`, out);
+    expect(/mounted snapshot \d+'s blob on \S+ \(kernel\)/.test(e.log()), 'the lower was the module\'s mount', e.log());
     await e.ctr(['images', 'rm', '--sync', 'docker.io/unionblob/hello:latest']);
   } finally {
     await e.stop();

@@ -4,7 +4,8 @@
 # test/fixtures/make-images.sh + this host's node) with a copy of this checkout, and runs
 # test/kernel/userspace-guest.mjs there: `cfs mount --backend kernel|auto`, fsconfig messages,
 # the writable upper, `cfs install-helper` + `mount -t unionblob` + fstab, `cfs umount`, the
-# snapshotter on the module (also driven by containerd: this host's containerd and ctr), and
+# snapshotter on the module (also driven by containerd: this host's containerd, ctr, shim and
+# runc, a container run on it), and
 # the fs-verity tests of test/addon.test.mjs (this host's kernel has no CONFIG_FS_VERITY).
 #
 #   test/kernel/userspace.sh [6.1] [6.12]        (default: both)
@@ -49,7 +50,7 @@ IMAGES_JSON=$(bash "$REPO/test/fixtures/make-images.sh" 2>"$WORK/make-images.log
 ROOTFS_TAR=
 [ -f "$IMAGES_JSON" ] && ROOTFS_TAR=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).rootfsTar ?? "")' "$IMAGES_JSON")
 [ -f "$ROOTFS_TAR" ] || { echo "UBTEST fail system-image no rootfs tarball (test/fixtures/make-images.sh, see $WORK/make-images.log)"; exit 1; }
-TOOLS="$(command -v node) /usr/bin/fsverity /usr/bin/mkfs.erofs /usr/bin/getfattr /usr/bin/setfattr /usr/bin/containerd /usr/bin/ctr"
+TOOLS="$(command -v node) /usr/bin/fsverity /usr/bin/mkfs.erofs /usr/bin/getfattr /usr/bin/setfattr /usr/bin/containerd /usr/bin/ctr /usr/bin/containerd-shim-runc-v2 /usr/sbin/runc"
 # The addon itself comes with the work disk; the libraries it links (libisal) go into the system.
 ADDON_LIBS=$(ldd "$REPO/mounter/addon/build/Release/unionblob.node" | awk '/=> \// {print $3}' | sort)
 key=$( {
