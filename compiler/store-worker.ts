@@ -599,13 +599,22 @@ let storeDevs: number[] | null;
  */
 function linkObject(d: number, hex: string, file: Buffer, size: number): boolean {
   const fan = hex.slice(0, 2);
-  if (fanoutState(d, fan) === 'missing') makeFanout(d, fan);
   const target = `${objectsDirs[d]}/${fan}/${hex.slice(2)}`;
-  try {
-    fs.linkSync(file, target);
-    return true;
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  // no first look at the fan-out directory (a readdir each): link(2) says EEXIST, or ENOENT
+  // while the directory is missing (the file was checked a moment ago)
+  for (let tries = 0; ; tries++) {
+    try {
+      fs.linkSync(file, target);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' && tries === 0 && !fs.existsSync(`${objectsDirs[d]}/${fan}`)) {
+        makeFanout(d, fan);
+        continue;
+      }
+      if (code !== 'EEXIST') throw err;
+      break;
+    }
   }
   if (isObjectFile(target, size)) return false;
   const tmp = `${objectsDirs[d]}/${init.tempTag}${(counter++).toString(36)}`;

@@ -283,7 +283,7 @@ export interface StoreWriterOptions {
   /**
    * Hash every content and decide which are new, but write none: deferred() lists the new ones
    * (digest and size) once flush() has resolved. For a caller that holds the same contents as
-   * files and links them in afterwards (adoptObjectFiles): the snapshotter, whose compile ahead
+   * files and links them in afterwards (adopt()): the snapshotter, whose compile ahead
    * reads a layer containerd is applying into an upper at the same time.
    */
   deferNew?: boolean;
@@ -599,8 +599,9 @@ export class StoreWriter {
    * for items marked `copy`, a copy. For contents already written once, as a layer's files that
    * containerd applied into an upper about to be emptied (the snapshotter, with deferNew): no
    * byte is written again. The caller vouches that each file holds the content its digest
-   * names; each is checked to be a regular file of the item's size, ALL before anything changes:
-   * AdoptMismatch then, with nothing changed. Not durable until a syncfs, as put*().
+   * names; each is checked to be a regular file of the item's size (one with holes also by its
+   * digest: an overlayfs metacopy copy-up leaves a sparse stub of the full size), ALL before
+   * anything changes: AdoptMismatch then, with nothing changed. Not durable until a syncfs, as put*().
    */
   async adopt(items: readonly AdoptItem[]): Promise<AdoptStats> {
     await this.flush();
