@@ -827,7 +827,8 @@ export class Snapshotter {
    * the new ones listed, and the blob encoded in memory. Commit links the upper's files that hold
    * the new contents into the store (linkDeferred: containerd has written each of them once
    * already; writing copies here, on the cores containerd applies on, cost ~0.45 s of image b's
-   * base layer), syncs, writes the blob and commits the row, as compileUpper does. Null when the layer is not in the content store or anything fails: Commit
+   * base layer), syncs, writes the blob and commits the row, as compileUpper does. Null when
+   * the layer is not in the content store or anything fails: Commit
    * then compiles the upper. Runs outside the call lock (Commit and Remove await it).
    */
   private async compileAhead(id: number, namespace: string, chain: string, p: SnapshotRow | null): Promise<AheadResult | null> {
@@ -927,10 +928,10 @@ export class Snapshotter {
 
   /**
    * Commit of a layer compiled ahead: its new objects, only hashed then, are the upper's files
-   * now that containerd has applied the layer, linked into the store (adoptObjectFiles: chown,
+   * now that containerd has applied the layer, linked into the store (StoreWriter.adopt: chown,
    * chmod 0444, link; files with xattrs copied) rather than written again. False, with nothing
-   * changed, when a file is missing or of another size (containerd did not apply what we read):
-   * Commit then compiles the upper as it is.
+   * changed, when a file is missing, of another size, or holey without the content (containerd
+   * did not apply what we read): Commit then compiles the upper as it is.
    */
   private async linkDeferred(id: number, r: AheadResult): Promise<boolean> {
     r.phases.mark('until Commit');
