@@ -2,9 +2,10 @@
 // the fs-verity SHA-256 digest of the content (SPEC.md section 7).
 //
 // Consistency rule: a file only ever appears under an object name complete: linked in from an
-// unnamed O_TMPFILE file (the addon's writeObjectFile), or by rename() of a complete temp file
-// where that is not possible, so a crash (even SIGKILL) never leaves an object whose content
-// differs from its name. Temp files are `objects/.tmp-<pid>-<random>-<n>` (never in the fan-out directories); a
+// unnamed O_TMPFILE file (the addon's writeObjectFile), by rename() of a complete temp file
+// where that is not possible, or (StoreWriter.adopt) by link() of a closed file another writer
+// finished, whose content the caller vouches for, so a crash (even SIGKILL) never leaves an
+// object whose content differs from its name. Temp files are `objects/.tmp-<pid>-<random>-<n>` (never in the fan-out directories); a
 // build removes its own on error and later builds remove those of dead processes
 // (cleanStaleTemps). Durability is not per object: the builder runs one syncfs per store
 // (`sync -f`) before it publishes the blob that needs the objects.
